@@ -1,0 +1,408 @@
+// bindings.cpp -- the pybind11 module pyllmcodec._core.  The ONLY file that
+// includes pybind11: shapes, dtypes, exceptions and the GIL live here.
+//
+// Threading model: every native loop runs with the GIL released (after the
+// inputs are validated and their pointers taken), so other Python threads --
+// e.g. the one running the model for the next step -- keep running.  A coder
+// object is not thread-safe; using one object from two threads at once raises
+// RuntimeError instead of corrupting it (a try-lock per object).  The input
+// arrays must not be written by another thread during a call.
+//
+// Copies: probs and cdf arrays are read in place (float32 / uint32,
+// C-contiguous, aligned, native byte order -- anything else is a TypeError or
+// ValueError with a hint, never a silent conversion).  symbols and rows (one
+// integer per stream) are converted to int64 when they are not already.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "batch.hpp"
+#include "quantizer.hpp"
+#include "range_coder.hpp"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+namespace plc = pyllmcodec;
+
+namespace {
+
+constexpr int kNpyAligned = 0x0100;  // NPY_ARRAY_ALIGNED
+
+struct Matrix {
+  py::array arr;  // keeps the data alive
+  std::size_t rows = 0, cols = 0;
+};
+
+// A 2-D C-contiguous array of exactly dtype T, read in place.
+template <class T>
+Matrix matrix_arg(const py::handle& obj, const char* name, const char* dtype_name) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray of " + dtype_name + ", got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+  }
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().attr("isnative").cast<bool>()) {
+    throw py::type_error(std::string(name) + " must have dtype " + dtype_name + " (native byte order), got " +
+                         std::string(py::str(a.dtype())) + "; convert with .astype(np." + dtype_name + ")");
+  }
+  if (a.ndim() != 2) {
+    throw py::value_error(std::string(name) + " must be 2-D [rows, symbols], got " + std::to_string(a.ndim()) +
+                          "-D; use x[None, :] for a single row");
+  }
+  if (!(a.flags() & py::array::c_style) || !(a.flags() & kNpyAligned)) {
+    throw py::value_error(std::string(name) + " must be C-contiguous and aligned; use np.ascontiguousarray()");
+  }
+  Matrix m;
+  m.rows = static_cast<std::size_t>(a.shape(0));
+  m.cols = static_cast<std::size_t>(a.shape(1));
+  m.arr = std::move(a);
+  return m;
+}
+
+// A 1-D integer array-like (any integer dtype) as int64.
+py::array_t<std::int64_t> index_arg(const py::handle& obj, const char* name) {
+  auto np = py::module_::import("numpy");
+  py::array a = np.attr("asarray")(obj);
+  const char kind = a.dtype().kind();
+  if (!(kind == 'i' || kind == 'u') && !(a.size() == 0 && kind == 'f')) {
+    throw py::type_error(std::string(name) + " must be an integer array, got dtype " + std::string(py::str(a.dtype())));
+  }
+  if (a.ndim() != 1) {
+    throw py::value_error(std::string(name) + " must be 1-D, got " + std::to_string(a.ndim()) + "-D");
+  }
+  if (kind == 'u' && a.dtype().itemsize() == 8) {
+    // uint64 values >= 2^63 must not wrap into valid-looking indices.
+    if (a.size() && py::bool_(np.attr("any")(a.attr("__gt__")(py::int_(INT64_MAX))))) {
+      throw py::value_error(std::string(name) + " has a value that does not fit int64");
+    }
+  }
+  return py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+}
+
+void check_count(std::size_t got, std::size_t want, const char* what, const char* other) {
+  if (got != want) {
+    throw py::value_error(std::string(what) + " has " + std::to_string(got) + " entries but " + other + " has " +
+                          std::to_string(want) + " rows");
+  }
+}
+
+// Optional rows: returns nullptr when None.
+struct Rows {
+  py::array_t<std::int64_t> arr;
+  const std::int64_t* ptr = nullptr;
+};
+Rows rows_arg(const py::object& rows, std::size_t m, const char* other) {
+  Rows r;
+  if (rows.is_none()) return r;
+  r.arr = index_arg(rows, "rows");
+  check_count(static_cast<std::size_t>(r.arr.size()), m, "rows", other);
+  r.ptr = r.arr.data();
+  return r;
+}
+
+py::array_t<std::uint32_t> u32_vec_arg(const py::handle& obj, const char* name) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray of uint32");
+  }
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!py::isinstance<py::array_t<std::uint32_t>>(a) || !a.dtype().attr("isnative").cast<bool>()) {
+    throw py::type_error(std::string(name) + " must have dtype uint32, got " + std::string(py::str(a.dtype())) +
+                         "; convert with .astype(np.uint32)");
+  }
+  if (a.ndim() != 1) throw py::value_error(std::string(name) + " must be 1-D");
+  return py::array_t<std::uint32_t, py::array::c_style | py::array::forcecast>::ensure(a);
+}
+
+class Busy {
+ public:
+  explicit Busy(std::mutex& m) : lock_(m, std::try_to_lock) {
+    if (!lock_.owns_lock()) {
+      throw std::runtime_error("this coder object is in use by another thread; coder objects are not thread-safe");
+    }
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
+struct PyEncoder {
+  plc::BatchEncoder enc;
+  std::mutex mu;
+  PyEncoder(std::size_t n, int p) : enc(n, p) {}
+};
+
+struct PyDecoder {
+  plc::BatchDecoder dec;
+  std::mutex mu;
+  PyDecoder(std::vector<std::uint8_t> d, std::vector<std::size_t> o, int p) : dec(std::move(d), std::move(o), p) {}
+};
+
+std::unique_ptr<PyDecoder> make_decoder(const py::iterable& streams, int precision) {
+  std::vector<std::uint8_t> data;
+  std::vector<std::size_t> offsets{0};
+  std::size_t k = 0;
+  for (py::handle s : streams) {
+    Py_buffer view;
+    if (PyUnicode_Check(s.ptr()) || PyObject_GetBuffer(s.ptr(), &view, PyBUF_C_CONTIGUOUS) != 0) {
+      PyErr_Clear();
+      throw py::type_error("streams[" + std::to_string(k) + "] must be a contiguous bytes-like object, got " +
+                           std::string(py::str(py::type::of(s).attr("__name__"))));
+    }
+    const auto* b = static_cast<const std::uint8_t*>(view.buf);
+    data.insert(data.end(), b, b + view.len);
+    PyBuffer_Release(&view);
+    offsets.push_back(data.size());
+    ++k;
+  }
+  return std::make_unique<PyDecoder>(std::move(data), std::move(offsets), precision);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
+  m.doc() = R"doc(Native core of pyllmcodec: the quantizer and a batch range coder.
+
+Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
+
+  m.attr("DEFAULT_PRECISION") = plc::quant::kDefaultPrecision;
+  m.attr("MIN_PRECISION") = plc::quant::kMinPrecision;
+  m.attr("MAX_PRECISION") = plc::quant::kMaxPrecision;
+  m.attr("MAX_SYMBOLS") = plc::quant::kMaxSymbols;
+  m.attr("SUM_LANES") = plc::quant::kSumLanes;
+
+  // C++ errors -> Python.  CorruptData -> pyllmcodec.errors.CodecError;
+  // InvalidInput (std::invalid_argument) -> ValueError via pybind11's default.
+  static py::gil_safe_call_once_and_store<py::object> codec_error_storage;
+  codec_error_storage.call_once_and_store_result(
+      []() { return py::module_::import("pyllmcodec.errors").attr("CodecError"); });
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const plc::CorruptData& e) {
+      PyErr_SetString(codec_error_storage.get_stored().ptr(), e.what());
+    }
+  });
+
+  m.def(
+      "quantize",
+      [](const py::object& probs, int precision) {
+        Matrix p = matrix_arg<float>(probs, "probs", "float32");
+        plc::quant::check_shape(p.cols, precision);
+        py::array_t<std::uint32_t> out({p.rows, p.cols + 1});
+        const float* src = static_cast<const float*>(p.arr.data());
+        std::uint32_t* dst = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          plc::quantize(src, p.rows, p.cols, precision, dst);
+        }
+        return out;
+      },
+      "probs"_a, "precision"_a = plc::quant::kDefaultPrecision,
+      R"doc(Quantize float32 probabilities [B, V] to uint32 cumulative frequencies [B, V+1].
+
+Rows need not be normalised.  Each output row starts at 0, ends at exactly
+2**precision and gives every symbol a frequency >= 1.  Deterministic on every
+machine (fixed-order float64 row sum; see csrc/quantizer.hpp for the contract).
+
+Raises ValueError naming the row if a row holds NaN, inf, a negative value or
+sums to zero, and if V < 2 or V > min(2**(precision-1), MAX_SYMBOLS).)doc");
+
+  py::class_<PyEncoder>(m, "BatchEncoder", R"doc(Encodes n_streams independent range-coded streams, one symbol per stream per call.
+
+Each call is all-or-nothing: on an error no stream changes.  Not thread-safe
+(concurrent use of one object raises RuntimeError); the GIL is released while
+coding.)doc")
+      .def(py::init<std::size_t, int>(), "n_streams"_a, "precision"_a = plc::quant::kDefaultPrecision,
+           "Create an encoder for n_streams streams with frequencies out of 2**precision.")
+      .def_property_readonly(
+          "n_streams", [](PyEncoder& e) { return e.enc.n_streams(); }, "Number of streams.")
+      .def_property_readonly(
+          "precision", [](PyEncoder& e) { return e.enc.precision(); }, "Frequencies sum to 2**precision.")
+      .def(
+          "encode",
+          [](PyEncoder& e, const py::object& cdf, const py::object& symbols, const py::object& rows) {
+            Busy busy(e.mu);
+            Matrix c = matrix_arg<std::uint32_t>(cdf, "cdf", "uint32");
+            if (c.cols < 1) throw py::value_error("cdf rows need V+1 >= 3 entries");
+            auto sym = index_arg(symbols, "symbols");
+            check_count(static_cast<std::size_t>(sym.size()), c.rows, "symbols", "cdf");
+            Rows r = rows_arg(rows, c.rows, "cdf");
+            const auto* cp = static_cast<const std::uint32_t*>(c.arr.data());
+            const std::int64_t* sp = sym.data();
+            py::gil_scoped_release nogil;
+            e.enc.encode_cdf(cp, c.rows, c.cols - 1, sp, r.ptr);
+          },
+          "cdf"_a, "symbols"_a, "rows"_a = py::none(),
+          R"doc(Encode symbols[k] with cumulative table cdf[k] (uint32 [n, V+1], as from quantize()).
+
+Without rows, row k belongs to stream k and n must equal n_streams; with
+rows (unique stream indices, int array of length n), row k belongs to stream
+rows[k] and the other streams do not code in this step.  Each cdf row is
+checked (starts at 0, ends at 2**precision, never decreases).)doc")
+      .def(
+          "encode_probs",
+          [](PyEncoder& e, const py::object& probs, const py::object& symbols, const py::object& rows) {
+            Busy busy(e.mu);
+            Matrix p = matrix_arg<float>(probs, "probs", "float32");
+            auto sym = index_arg(symbols, "symbols");
+            check_count(static_cast<std::size_t>(sym.size()), p.rows, "symbols", "probs");
+            Rows r = rows_arg(rows, p.rows, "probs");
+            const auto* pp = static_cast<const float*>(p.arr.data());
+            const std::int64_t* sp = sym.data();
+            py::gil_scoped_release nogil;
+            e.enc.encode_probs(pp, p.rows, p.cols, sp, r.ptr);
+          },
+          "probs"_a, "symbols"_a, "rows"_a = py::none(),
+          R"doc(Quantize and encode in one pass: same bits as encode(quantize(probs, precision), symbols, rows).
+
+probs is float32 [n, V]; the CDF matrix is never built (each row is read
+once to normalise and then only up to the coded symbol).)doc")
+      .def(
+          "encode_ranges",
+          [](PyEncoder& e, const py::object& cum_low, const py::object& freq, const py::object& rows) {
+            Busy busy(e.mu);
+            auto c = u32_vec_arg(cum_low, "cum_low");
+            auto f = u32_vec_arg(freq, "freq");
+            check_count(static_cast<std::size_t>(f.size()), static_cast<std::size_t>(c.size()), "freq", "cum_low");
+            Rows r = rows_arg(rows, static_cast<std::size_t>(c.size()), "cum_low");
+            const std::uint32_t* cp = c.data();
+            const std::uint32_t* fp = f.data();
+            const std::size_t n = static_cast<std::size_t>(c.size());
+            py::gil_scoped_release nogil;
+            e.enc.encode_ranges(cp, fp, n, r.ptr);
+          },
+          "cum_low"_a, "freq"_a, "rows"_a = py::none(),
+          R"doc(Encode the ranges [cum_low[k], cum_low[k] + freq[k]) out of 2**precision (uint32 arrays).
+
+For CDFs that live elsewhere (e.g. on an accelerator): cum_low = cdf[s],
+freq = cdf[s+1] - cdf[s].  freq >= 1 and cum_low + freq <= 2**precision.)doc")
+      .def(
+          "finish",
+          [](PyEncoder& e) {
+            Busy busy(e.mu);
+            std::vector<std::vector<std::uint8_t>> out;
+            {
+              py::gil_scoped_release nogil;
+              out = e.enc.finish();
+            }
+            py::list result;
+            for (const auto& v : out) result.append(py::bytes(reinterpret_cast<const char*>(v.data()), v.size()));
+            return result;
+          },
+          R"doc(Flush every stream and return their bytes as a list (index = stream).
+
+A stream that coded no symbol is b"".  The encoder cannot be used afterwards.)doc");
+
+  py::class_<PyDecoder>(m, "BatchDecoder", R"doc(Decodes the streams written by a BatchEncoder with the same precision.
+
+Mirror of BatchEncoder: call decode / decode_probs (or targets + advance) with
+the same distributions and rows, in the same order, as the encoder.  Garbage,
+truncated or foreign input never reads out of bounds or hangs: it yields
+symbols or raises pyllmcodec.CodecError.  Not thread-safe; the GIL is released
+while decoding.)doc")
+      .def(py::init(&make_decoder), "streams"_a, "precision"_a = plc::quant::kDefaultPrecision,
+           "Create a decoder over a sequence of bytes-like streams (they are copied).")
+      .def_property_readonly(
+          "n_streams", [](PyDecoder& d) { return d.dec.n_streams(); }, "Number of streams.")
+      .def_property_readonly(
+          "precision", [](PyDecoder& d) { return d.dec.precision(); }, "Frequencies sum to 2**precision.")
+      .def(
+          "positions",
+          [](PyDecoder& d) {
+            py::array_t<std::int64_t> out(static_cast<py::ssize_t>(d.dec.n_streams()));
+            auto* o = out.mutable_data();
+            for (std::size_t i = 0; i < d.dec.n_streams(); ++i) o[i] = static_cast<std::int64_t>(d.dec.position(i));
+            return out;
+          },
+          R"doc(Bytes read so far per stream (int64), counting the implicit zeros read past a stream's end.
+
+A value far above len(stream) + 7 means the stream was truncated or foreign.)doc")
+      .def(
+          "decode",
+          [](PyDecoder& d, const py::object& cdf, const py::object& rows) {
+            Busy busy(d.mu);
+            Matrix c = matrix_arg<std::uint32_t>(cdf, "cdf", "uint32");
+            if (c.cols < 1) throw py::value_error("cdf rows need V+1 >= 3 entries");
+            Rows r = rows_arg(rows, c.rows, "cdf");
+            py::array_t<std::int64_t> out(static_cast<py::ssize_t>(c.rows));
+            const auto* cp = static_cast<const std::uint32_t*>(c.arr.data());
+            std::int64_t* op = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              d.dec.decode_cdf(cp, c.rows, c.cols - 1, op, r.ptr);
+            }
+            return out;
+          },
+          "cdf"_a, "rows"_a = py::none(),
+          R"doc(Decode one symbol per row with cumulative table cdf[k] (uint32 [n, V+1]); returns int64 [n].
+
+rows as in BatchEncoder.encode.  Raises pyllmcodec.CodecError on corrupt data.)doc")
+      .def(
+          "decode_probs",
+          [](PyDecoder& d, const py::object& probs, const py::object& rows) {
+            Busy busy(d.mu);
+            Matrix p = matrix_arg<float>(probs, "probs", "float32");
+            Rows r = rows_arg(rows, p.rows, "probs");
+            py::array_t<std::int64_t> out(static_cast<py::ssize_t>(p.rows));
+            const auto* pp = static_cast<const float*>(p.arr.data());
+            std::int64_t* op = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              d.dec.decode_probs(pp, p.rows, p.cols, op, r.ptr);
+            }
+            return out;
+          },
+          "probs"_a, "rows"_a = py::none(),
+          R"doc(Quantize and decode in one pass (mirror of BatchEncoder.encode_probs); returns int64 [n].
+
+Never builds the CDF: each row is summed once, then scanned only up to the
+decoded symbol.)doc")
+      .def(
+          "targets",
+          [](PyDecoder& d, const py::object& rows) {
+            Busy busy(d.mu);
+            const std::size_t m = rows.is_none() ? d.dec.n_streams() : static_cast<std::size_t>(py::len(rows));
+            Rows r = rows_arg(rows, m, "rows");
+            py::array_t<std::uint32_t> out(static_cast<py::ssize_t>(m));
+            std::uint32_t* op = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              d.dec.targets(op, m, r.ptr);
+            }
+            return out;
+          },
+          "rows"_a = py::none(),
+          R"doc(Phase 1 of a two-phase step: each stream's target value in [0, 2**precision) (uint32).
+
+The symbol is the s with cdf[s] <= target < cdf[s+1] (e.g. searchsorted on an
+accelerator); pass its (s, cdf[s], cdf[s+1] - cdf[s]) to advance().  Does not
+change the decoder.)doc")
+      .def(
+          "advance",
+          [](PyDecoder& d, const py::object& symbols, const py::object& cum_low, const py::object& freq,
+             const py::object& rows) {
+            Busy busy(d.mu);
+            auto c = u32_vec_arg(cum_low, "cum_low");
+            auto f = u32_vec_arg(freq, "freq");
+            auto sym = index_arg(symbols, "symbols");
+            const std::size_t n = static_cast<std::size_t>(c.size());
+            check_count(static_cast<std::size_t>(f.size()), n, "freq", "cum_low");
+            check_count(static_cast<std::size_t>(sym.size()), n, "symbols", "cum_low");
+            Rows r = rows_arg(rows, n, "cum_low");
+            const std::uint32_t* cp = c.data();
+            const std::uint32_t* fp = f.data();
+            py::gil_scoped_release nogil;
+            d.dec.advance(cp, fp, n, r.ptr);
+          },
+          "symbols"_a, "cum_low"_a, "freq"_a, "rows"_a = py::none(),
+          R"doc(Phase 2 of a two-phase step: consume [cum_low[k], cum_low[k] + freq[k]) on each stream.
+
+symbols are the decoded symbols (checked for shape only; the coder needs just
+the range).  Each range must contain the stream's target, else
+pyllmcodec.CodecError (the distribution differs from the encoder's).)doc");
+}
