@@ -14,6 +14,17 @@ from pyllmcodec.errors import (
 
 __version__ = "0.1.0"
 
+from pyllmcodec.codec import (  # noqa: E402 - after __version__, which archives record
+    Compressor,
+    Decompressor,
+    compress,
+    compress_batch,
+    decompress,
+    decompress_batch,
+    info,
+)
+from pyllmcodec.io import LlmzFile, open, stream_reader, stream_writer  # noqa: E402
+
 __all__ = [
     "__version__",
     "core",
@@ -23,4 +34,15 @@ __all__ = [
     "NumericsMismatchError",
     "ModelError",
     "OutputLimitError",
+    "Compressor",
+    "Decompressor",
+    "compress",
+    "decompress",
+    "compress_batch",
+    "decompress_batch",
+    "info",
+    "open",
+    "stream_reader",
+    "stream_writer",
+    "LlmzFile",
 ]

@@ -1,0 +1,107 @@
+"""Format and scheduling constants of pyllmcodec, each with the reason for its value.
+
+Everything that ends up inside an archive, or that a decoder must agree on,
+is defined here and nowhere else.  The container layout itself is specified in
+``docs/FORMAT.md``; the field sizes below are the ones that document names.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MAGIC",
+    "FORMAT_VERSION",
+    "TRAILER_MAGIC",
+    "FILE_EXTENSION",
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_BATCH_SIZE",
+    "MAX_BATCH_SIZE",
+    "MAX_CHUNK_SIZE",
+    "MAX_META_LEN",
+    "METHOD_STORED",
+    "METHOD_MODEL",
+    "METHOD_DEFLATE",
+    "METHOD_NAMES",
+    "DEFLATE_LEVEL",
+    "PROBE_BYTES",
+    "PROBE_VERSION",
+    "DEFAULT_MAX_OUTPUT_SIZE",
+    "TAG_BLOCK",
+    "TAG_FOOTER",
+]
+
+#: First 8 bytes of every archive.  PNG-style: the high-bit byte catches 7-bit
+#: transports, "\r\n" and "\x1a" catch newline translation and DOS text mode,
+#: so a mangled file fails at the magic instead of deep in the decoder.
+MAGIC = b"\x89LLMZ\r\n\x1a"
+
+#: The container version written by this code.  A reader refuses any other
+#: value (FormatError): a future version may change every field after it.
+FORMAT_VERSION = 1
+
+#: Last 4 bytes of every archive, after the footer offset.  Lets a reader that
+#: seeks to the end (random access, ``info``) check it found a trailer.
+TRAILER_MAGIC = b"LZE1"
+
+#: Block tag ("W" for wave): one block per wave that holds chunks of this archive.
+TAG_BLOCK = 0x57
+#: Footer tag ("E" for end): exactly one, after the last block.
+TAG_FOOTER = 0x45
+
+#: Suffix the CLI adds and strips.
+FILE_EXTENSION = ".llmz"
+
+#: Default chunk size in bytes.  Each chunk is coded from a fresh context, so a
+#: longer chunk gives the model more context (better ratio) but fewer chunks to
+#: spread over the batch rows of a small input (less parallelism) and a larger
+#: unit for random access.  2048 was measured against 512..4096 with the test
+#: and default models (see docs/FORMAT.md, "Choosing the chunk size"); it is
+#: capped by the model's ``max_context`` at run time.
+DEFAULT_CHUNK_SIZE = 2048
+
+#: Default number of rows stepped together.  32 keeps a CPU core's GEMMs busy
+#: and, with 2 KiB chunks, means a wave buffers 64 KiB of input.
+DEFAULT_BATCH_SIZE = 32
+
+#: Row indices and wave batch sizes are stored as u16 in blocks.
+MAX_BATCH_SIZE = 65535
+
+#: Chunk lengths are bounded by this whatever the model allows (16 MiB); it
+#: also bounds what one hostile index entry can make a reader allocate.
+MAX_CHUNK_SIZE = 1 << 24
+
+#: The JSON metadata of a header is at most 1 MiB; a reader checks the length
+#: field against this before reading, so a hostile length cannot allocate more.
+MAX_META_LEN = 1 << 20
+
+#: Chunk methods (the ``method`` byte of an index entry).
+#: stored: the raw bytes.  Chosen when nothing else is smaller, so a chunk
+#: never grows; this is what bounds the output size.
+METHOD_STORED = 0
+#: model: arithmetic-coded with the language model at the block's geometry.
+METHOD_MODEL = 1
+#: deflate: raw DEFLATE (zlib, wbits=-15, no zlib header: the entry's CRC-32
+#: already protects it).  Chosen when it beats the model (e.g. long repeats
+#: that a short-context model cannot see).
+METHOD_DEFLATE = 2
+
+METHOD_NAMES = {METHOD_STORED: "stored", METHOD_MODEL: "model", METHOD_DEFLATE: "deflate"}
+
+#: zlib level for the deflate fallback.  6 is zlib's default: within ~1% of 9 on
+#: 2 KiB chunks and several times faster, and it is tried on every chunk.
+DEFLATE_LEVEL = 6
+
+#: The probe: fed (rotated by the row index) to every row of a batch of the
+#: archive's batch size; the SHA-256 of the quantized tables it yields is the
+#: archive's probe digest.  48 steps: long enough to leave the position-0 code
+#: path and mix text, digits, punctuation, a high byte and a NUL; short enough
+#: to cost a fraction of one wave.  Never change it without bumping PROBE_VERSION.
+PROBE_BYTES = b"The quick brown fox, 0123456789 {}[]\n\xc3\xa9\x00\xff ok!?\t~"
+#: Recorded in the header so a later probe definition does not silently
+#: compare against digests made with this one.
+PROBE_VERSION = 1
+
+#: ``decompress`` refuses to produce more than this (OutputLimitError) unless
+#: the caller passes a larger ``max_output_size``: a guard against hostile
+#: archives that claim huge sizes.  Streaming readers have no limit: they never
+#: hold more than one wave.
+DEFAULT_MAX_OUTPUT_SIZE = 1 << 32

@@ -1,0 +1,670 @@
+"""The archive format (container v1): byte layout, writer and hostile-input parser.
+
+The specification is ``docs/FORMAT.md``; this module is its only implementation.
+An archive is written front to back without seeking, one block per wave::
+
+    Header  magic | version u8 | flags u8 | meta_len u32 | meta (JSON) | crc32 u32
+    Block*  tag 'W' | batch u16 | count u16 | body_len u32 | entries | crc32 u32 | payloads
+    Footer  tag 'E' | body_len u32 | total u64 | chunks u64 | sha256[32] | nblocks u32
+            | (offset u64, count u16) * nblocks | crc32 u32
+    Trailer footer_offset u64 | footer_len u32 | "LZE1"
+
+All integers are little-endian.  An entry is ``row, raw_len, coded_len``
+(unsigned LEB128 varints), ``method`` u8 and the CRC-32 of the raw chunk (u32).
+
+Parsing rules (NOTE): every length is checked against both a format limit and
+the bytes actually present *before* it is used; every structure is covered by
+a CRC-32 that is checked before its fields are trusted; any violation raises
+:class:`~pyllmcodec.errors.FormatError` saying what and where.  Parsing never
+allocates more than the input's size plus a format limit.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterator, NamedTuple, Sequence
+
+from .constants import (
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_BATCH_SIZE,
+    MAX_CHUNK_SIZE,
+    MAX_META_LEN,
+    METHOD_DEFLATE,
+    METHOD_MODEL,
+    METHOD_NAMES,
+    METHOD_STORED,
+    TAG_BLOCK,
+    TAG_FOOTER,
+    TRAILER_MAGIC,
+)
+from .errors import FormatError
+
+__all__ = [
+    "ChunkEntry",
+    "Header",
+    "Block",
+    "Footer",
+    "ArchiveWriter",
+    "ArchiveReader",
+    "ArchiveIndex",
+    "build_meta",
+    "encode_header",
+    "parse_header",
+    "HEADER_PREFIX_LEN",
+    "BLOCK_PREFIX_LEN",
+    "FOOTER_FIXED_LEN",
+    "TRAILER_LEN",
+    "MAX_ENTRY_LEN",
+    "BLOCK_OVERHEAD",
+]
+
+_HEADER_PREFIX = struct.Struct("<8sBBI")  # magic, version, flags, meta_len
+_BLOCK_PREFIX = struct.Struct("<BHHI")  # tag, batch, count, body_len
+_FOOTER_PREFIX = struct.Struct("<BI")  # tag, body_len
+_FOOTER_FIXED = struct.Struct("<QQ32sI")  # total, chunks, sha256, nblocks
+_FOOTER_BLOCK = struct.Struct("<QH")  # block offset, chunk count
+_TRAILER = struct.Struct("<QI4s")  # footer offset, footer length, magic
+_U32 = struct.Struct("<I")
+
+HEADER_PREFIX_LEN = _HEADER_PREFIX.size  # 14
+BLOCK_PREFIX_LEN = _BLOCK_PREFIX.size  # 9
+TRAILER_LEN = _TRAILER.size  # 16
+#: footer bytes that do not depend on the number of blocks (prefix, fixed body, crc)
+FOOTER_FIXED_LEN = _FOOTER_PREFIX.size + _FOOTER_FIXED.size + 4  # 61
+#: the most bytes one index entry takes: 3 varints of <= 2, 4, 4 bytes... bounded
+#: by the u16 row (3 bytes) and u24 lengths (4 bytes each), + method + crc32
+MAX_ENTRY_LEN = 3 + 4 + 4 + 1 + 4  # 16
+#: per-block bytes besides its entries: prefix + crc32 + the footer's (offset, count)
+BLOCK_OVERHEAD = BLOCK_PREFIX_LEN + 4 + _FOOTER_BLOCK.size  # 23
+
+
+class ChunkEntry(NamedTuple):
+    """One chunk's index entry: where it sat in its wave, its sizes, how it
+    was coded and the CRC-32 of its raw bytes."""
+
+    row: int
+    raw_len: int
+    coded_len: int
+    method: int
+    crc: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """The parsed, validated header of an archive."""
+
+    version: int
+    meta: dict[str, Any]
+    size: int  # bytes the header occupies, crc included
+
+    # typed views of the validated metadata
+    @property
+    def model_name(self) -> str:
+        return str(self.meta["model"]["name"])
+
+    @property
+    def model_sha256(self) -> str:
+        return str(self.meta["model"]["sha256"])
+
+    @property
+    def fingerprint(self) -> dict[str, str]:
+        return dict(self.meta["fingerprint"])
+
+    @property
+    def probe_digest(self) -> str:
+        return str(self.meta["probe"]["digest"])
+
+    @property
+    def probe_batch(self) -> int:
+        return int(self.meta["probe"]["batch"])
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.meta["chunk_size"])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.meta["batch_size"])
+
+    @property
+    def precision(self) -> int:
+        return int(self.meta["precision"])
+
+    @property
+    def pad_token(self) -> int:
+        return int(self.meta["pad_token"])
+
+
+@dataclass
+class Block:
+    """One wave's share of an archive: its batch size, entries, and where
+    (absolute offset in the archive) its payloads start."""
+
+    batch: int
+    entries: list[ChunkEntry]
+    offset: int  # offset of the block's tag byte
+    payload_offset: int  # offset of the first payload byte
+    first_chunk: int  # archive-wide index of entries[0]
+
+    @property
+    def payload_len(self) -> int:
+        return sum(e.coded_len for e in self.entries)
+
+    @property
+    def end(self) -> int:
+        return self.payload_offset + self.payload_len
+
+
+@dataclass
+class Footer:
+    total_len: int
+    n_chunks: int
+    sha256: bytes
+    blocks: list[tuple[int, int]] = field(default_factory=list)  # (offset, count)
+
+
+# ---------------------------------------------------------------- varints
+
+
+def _put_uvarint(out: bytearray, value: int) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _get_uvarint(buf: bytes | memoryview, pos: int, end: int, what: str) -> tuple[int, int]:
+    """Read an unsigned LEB128 of at most 4 bytes (values < 2**28) from
+    ``buf[pos:end]``; FormatError if it runs past ``end`` or is longer."""
+    value = 0
+    shift = 0
+    for i in range(4):
+        if pos >= end:
+            raise FormatError(f"truncated varint in {what}")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise FormatError(f"non-canonical varint in {what}")
+            return value, pos
+        shift += 7
+    raise FormatError(f"varint too long in {what}")
+
+
+# ---------------------------------------------------------------- header
+
+
+def build_meta(
+    *,
+    model_name: str,
+    model_sha256: str,
+    vocab_size: int,
+    bos: int,
+    max_context: int,
+    fingerprint: dict[str, str],
+    probe_digest: str,
+    probe_batch: int,
+    probe_version: int,
+    probe_steps: int,
+    chunk_size: int,
+    batch_size: int,
+    precision: int,
+    pad_token: int,
+    writer: str,
+) -> dict[str, Any]:
+    """The header metadata as the writer records it (see FORMAT.md)."""
+    return {
+        "model": {
+            "name": str(model_name),
+            "sha256": str(model_sha256),
+            "vocab_size": int(vocab_size),
+            "bos": int(bos),
+            "max_context": int(max_context),
+        },
+        "fingerprint": {str(k): str(v) for k, v in fingerprint.items()},
+        "probe": {
+            "version": int(probe_version),
+            "batch": int(probe_batch),
+            "steps": int(probe_steps),
+            "digest": str(probe_digest),
+        },
+        "chunk_size": int(chunk_size),
+        "batch_size": int(batch_size),
+        "precision": int(precision),
+        "pad_token": int(pad_token),
+        "writer": str(writer),
+    }
+
+
+def encode_header(meta: dict[str, Any]) -> bytes:
+    """Serialise a header.  The JSON is canonical (sorted keys, no spaces) so
+    equal metadata gives equal bytes."""
+    _validate_meta(meta)
+    blob = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    if len(blob) > MAX_META_LEN:
+        raise ValueError(f"header metadata is {len(blob)} bytes, over the {MAX_META_LEN} limit")
+    head = _HEADER_PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(blob)) + blob
+    return head + _U32.pack(zlib.crc32(head))
+
+
+def header_len_from_prefix(prefix: bytes | memoryview) -> int:
+    """Validate the fixed 14-byte header prefix; return the header's full length."""
+    if len(prefix) < HEADER_PREFIX_LEN:
+        if bytes(prefix[: len(MAGIC)]) != MAGIC[: len(prefix)]:
+            raise FormatError("not a pyllmcodec archive (bad magic)")
+        raise FormatError(f"truncated archive: {len(prefix)} bytes, less than a header")
+    magic, version, flags, meta_len = _HEADER_PREFIX.unpack_from(prefix)
+    if magic != MAGIC:
+        raise FormatError("not a pyllmcodec archive (bad magic)")
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"unsupported archive format version {version}; this pyllmcodec reads "
+            f"version {FORMAT_VERSION} (upgrade pyllmcodec to read newer archives)"
+        )
+    if flags != 0:
+        raise FormatError(f"unknown header flags 0x{flags:02x} (archive from a newer writer?)")
+    if meta_len > MAX_META_LEN:
+        raise FormatError(f"header metadata length {meta_len} exceeds the {MAX_META_LEN} limit")
+    return HEADER_PREFIX_LEN + meta_len + 4
+
+
+def parse_header(buf: bytes | memoryview) -> Header:
+    """Parse and validate the header at the start of ``buf`` (extra bytes after
+    it are ignored)."""
+    buf = memoryview(buf)
+    size = header_len_from_prefix(buf[:HEADER_PREFIX_LEN])
+    if len(buf) < size:
+        raise FormatError(f"truncated header: need {size} bytes, have {len(buf)}")
+    (crc,) = _U32.unpack_from(buf, size - 4)
+    if zlib.crc32(buf[: size - 4]) != crc:
+        raise FormatError("header checksum mismatch: the archive header is corrupt")
+    try:
+        meta = json.loads(bytes(buf[HEADER_PREFIX_LEN : size - 4]).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"header metadata is not valid JSON: {exc}") from None
+    _validate_meta(meta, error=FormatError)
+    return Header(version=FORMAT_VERSION, meta=meta, size=size)
+
+
+def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
+    def need(cond: bool, what: str) -> None:
+        if not cond:
+            raise error(f"invalid header metadata: {what}")
+
+    def is_int(x: Any, lo: int, hi: int) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
+
+    def is_hex(x: Any, n: int) -> bool:
+        return isinstance(x, str) and len(x) == n and all(c in "0123456789abcdef" for c in x)
+
+    need(isinstance(meta, dict), "not an object")
+    model = meta.get("model")
+    need(isinstance(model, dict), "model")
+    need(isinstance(model.get("name"), str) and 0 < len(model["name"]) <= 256, "model.name")
+    need(isinstance(model.get("sha256"), str) and len(model["sha256"]) <= 128, "model.sha256")
+    need(is_int(model.get("vocab_size"), 1, 1 << 24), "model.vocab_size")
+    need(is_int(model.get("bos"), 0, 1 << 24), "model.bos")
+    need(is_int(model.get("max_context"), 1, 1 << 31), "model.max_context")
+    fp = meta.get("fingerprint")
+    need(
+        isinstance(fp, dict) and all(isinstance(v, str) for v in fp.values()),
+        "fingerprint (must map names to strings)",
+    )
+    probe = meta.get("probe")
+    need(isinstance(probe, dict), "probe")
+    need(is_int(probe.get("version"), 0, 1 << 16), "probe.version")
+    need(is_int(probe.get("batch"), 1, MAX_BATCH_SIZE), "probe.batch")
+    need(is_int(probe.get("steps"), 0, 1 << 16), "probe.steps")
+    need(is_hex(probe.get("digest"), 64), "probe.digest")
+    need(is_int(meta.get("chunk_size"), 1, MAX_CHUNK_SIZE), "chunk_size")
+    need(meta["chunk_size"] <= model["max_context"], "chunk_size > model.max_context")
+    need(is_int(meta.get("batch_size"), 1, MAX_BATCH_SIZE), "batch_size")
+    need(is_int(meta.get("precision"), 1, 32), "precision")
+    need(is_int(meta.get("pad_token"), 0, 1 << 24), "pad_token")
+
+
+# ---------------------------------------------------------------- blocks
+
+
+def encode_block_header(batch: int, entries: Sequence[ChunkEntry]) -> bytes:
+    """The bytes of a block up to (not including) its payloads."""
+    if not 1 <= batch <= MAX_BATCH_SIZE or not 1 <= len(entries) <= batch:
+        raise ValueError(f"bad block geometry: batch={batch}, entries={len(entries)}")
+    body = bytearray()
+    for e in entries:
+        _put_uvarint(body, e.row)
+        _put_uvarint(body, e.raw_len)
+        _put_uvarint(body, e.coded_len)
+        body.append(e.method)
+        body += _U32.pack(e.crc)
+    head = _BLOCK_PREFIX.pack(TAG_BLOCK, batch, len(entries), len(body)) + bytes(body)
+    return head + _U32.pack(zlib.crc32(head))
+
+
+def block_len_from_prefix(prefix: bytes | memoryview, where: int) -> int:
+    """Validate a block prefix (after its tag was seen); return the length of
+    the block header (prefix + entries + crc)."""
+    _tag, batch, count, body_len = _BLOCK_PREFIX.unpack_from(prefix)
+    if not 1 <= batch <= MAX_BATCH_SIZE or not 1 <= count <= batch:
+        raise FormatError(f"block at offset {where}: bad geometry batch={batch} count={count}")
+    if body_len > count * MAX_ENTRY_LEN:
+        raise FormatError(f"block at offset {where}: entry table length {body_len} too large")
+    return BLOCK_PREFIX_LEN + body_len + 4
+
+
+def parse_block_header(
+    buf: bytes | memoryview, where: int, header: Header, first_chunk: int
+) -> Block:
+    """Parse a block header (``buf`` holds exactly the block header bytes;
+    ``where`` is its offset in the archive, for messages and bookkeeping)."""
+    buf = memoryview(buf)
+    size = len(buf)
+    (crc,) = _U32.unpack_from(buf, size - 4)
+    if zlib.crc32(buf[: size - 4]) != crc:
+        raise FormatError(f"block at offset {where}: index checksum mismatch (corrupt archive)")
+    _tag, batch, count, _body_len = _BLOCK_PREFIX.unpack_from(buf)
+    if batch > header.batch_size:
+        raise FormatError(
+            f"block at offset {where}: wave batch {batch} exceeds the archive's {header.batch_size}"
+        )
+    pos, end = BLOCK_PREFIX_LEN, size - 4
+    entries = []
+    last_row = -1
+    for k in range(count):
+        what = f"entry {k} of block at offset {where}"
+        row, pos = _get_uvarint(buf, pos, end, what)
+        raw_len, pos = _get_uvarint(buf, pos, end, what)
+        coded_len, pos = _get_uvarint(buf, pos, end, what)
+        if pos + 5 > end:
+            raise FormatError(f"truncated {what}")
+        method = buf[pos]
+        (ccrc,) = _U32.unpack_from(buf, pos + 1)
+        pos += 5
+        if not last_row < row < batch:
+            raise FormatError(f"{what}: row {row} out of order or >= batch {batch}")
+        last_row = row
+        if not 1 <= raw_len <= header.chunk_size:
+            raise FormatError(f"{what}: raw length {raw_len} outside 1..{header.chunk_size}")
+        if method == METHOD_STORED:
+            if coded_len != raw_len:
+                raise FormatError(f"{what}: stored chunk with coded length != raw length")
+        elif method in (METHOD_MODEL, METHOD_DEFLATE):
+            if coded_len >= raw_len:
+                raise FormatError(f"{what}: coded length {coded_len} >= raw length {raw_len}")
+        else:
+            raise FormatError(f"{what}: unknown method {method}")
+        entries.append(ChunkEntry(row, raw_len, coded_len, method, ccrc))
+    if pos != end:
+        raise FormatError(f"block at offset {where}: {end - pos} stray bytes in its entry table")
+    return Block(batch, entries, where, where + size, first_chunk)
+
+
+# ---------------------------------------------------------------- footer
+
+
+def encode_footer(total_len: int, n_chunks: int, sha256: bytes, blocks: Sequence[tuple[int, int]]) -> bytes:
+    body = _FOOTER_FIXED.pack(total_len, n_chunks, sha256, len(blocks))
+    body += b"".join(_FOOTER_BLOCK.pack(off, cnt) for off, cnt in blocks)
+    head = _FOOTER_PREFIX.pack(TAG_FOOTER, len(body)) + body
+    return head + _U32.pack(zlib.crc32(head))
+
+
+def footer_len_from_prefix(prefix: bytes | memoryview, where: int, limit: int) -> int:
+    _tag, body_len = _FOOTER_PREFIX.unpack_from(prefix)
+    if body_len < _FOOTER_FIXED.size or (body_len - _FOOTER_FIXED.size) % _FOOTER_BLOCK.size:
+        raise FormatError(f"footer at offset {where}: bad length {body_len}")
+    size = _FOOTER_PREFIX.size + body_len + 4
+    if size > limit:
+        raise FormatError(f"footer at offset {where}: length {size} runs past the archive")
+    return size
+
+
+def parse_footer(buf: bytes | memoryview, where: int) -> Footer:
+    buf = memoryview(buf)
+    size = len(buf)
+    (crc,) = _U32.unpack_from(buf, size - 4)
+    if zlib.crc32(buf[: size - 4]) != crc:
+        raise FormatError(f"footer at offset {where}: checksum mismatch (corrupt archive)")
+    total, n_chunks, digest, nblocks = _FOOTER_FIXED.unpack_from(buf, _FOOTER_PREFIX.size)
+    pos = _FOOTER_PREFIX.size + _FOOTER_FIXED.size
+    if pos + nblocks * _FOOTER_BLOCK.size != size - 4:
+        raise FormatError(f"footer at offset {where}: block count {nblocks} disagrees with its length")
+    blocks = [_FOOTER_BLOCK.unpack_from(buf, pos + i * _FOOTER_BLOCK.size) for i in range(nblocks)]
+    return Footer(total, n_chunks, bytes(digest), blocks)
+
+
+def encode_trailer(footer_offset: int, footer_len: int) -> bytes:
+    return _TRAILER.pack(footer_offset, footer_len, TRAILER_MAGIC)
+
+
+# ---------------------------------------------------------------- writer
+
+
+class ArchiveWriter:
+    """Writes an archive front to back through ``write`` (a callable taking
+    bytes), one block at a time; keeps only the footer's block table."""
+
+    def __init__(self, write: Callable[[bytes], Any], meta: dict[str, Any]) -> None:
+        self._write = write
+        self._pos = 0
+        self._blocks: list[tuple[int, int]] = []
+        self._n_chunks = 0
+        self._total = 0
+        self._closed = False
+        self._emit(encode_header(meta))
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        self._write(data)
+        self._pos += len(data)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._pos
+
+    def write_block(
+        self, batch: int, entries: Sequence[ChunkEntry], payloads: Sequence[bytes | memoryview]
+    ) -> None:
+        if self._closed:
+            raise ValueError("archive already finished")
+        if len(entries) != len(payloads) or any(
+            e.coded_len != len(p) for e, p in zip(entries, payloads)
+        ):
+            raise ValueError("payloads do not match their entries")
+        self._blocks.append((self._pos, len(entries)))
+        self._emit(encode_block_header(batch, entries))
+        for p in payloads:
+            self._emit(p)
+        self._n_chunks += len(entries)
+        self._total += sum(e.raw_len for e in entries)
+
+    def finish(self, sha256: bytes) -> None:
+        """Write the footer (totals, whole-data SHA-256, block table) and trailer."""
+        if self._closed:
+            raise ValueError("archive already finished")
+        self._closed = True
+        footer = encode_footer(self._total, self._n_chunks, sha256, self._blocks)
+        offset = self._pos
+        self._emit(footer)
+        self._emit(encode_trailer(offset, len(footer)))
+
+
+# ---------------------------------------------------------------- readers
+
+
+class ArchiveReader:
+    """Reads an archive front to back from a binary file object (no seeking).
+
+    ``header`` is parsed on construction; :meth:`blocks` yields each block with
+    its payloads; after the last block :attr:`footer` is set and checked
+    against what was read (counts, lengths, offsets, trailer).
+    """
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self._pos = 0
+        prefix = self._read(HEADER_PREFIX_LEN, "header", allow_short=True)
+        size = header_len_from_prefix(prefix)
+        rest = self._read(size - HEADER_PREFIX_LEN, "header")
+        self.header = parse_header(prefix + rest)
+        self.footer: Footer | None = None
+
+    def _read(self, n: int, what: str, allow_short: bool = False) -> bytes:
+        chunks = []
+        got = 0
+        while got < n:
+            b = self._fh.read(min(n - got, 1 << 20))  # no huge preallocation
+            if not b:
+                break
+            chunks.append(b)
+            got += len(b)
+        data = b"".join(chunks)
+        self._pos += len(data)
+        if len(data) < n and not allow_short:
+            raise FormatError(f"truncated archive: unexpected end of data in the {what}")
+        return data
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    def blocks(self) -> Iterator[tuple[Block, list[bytes]]]:
+        header = self.header
+        seen: list[tuple[int, int]] = []
+        n_chunks = 0
+        total = 0
+        while True:
+            where = self._pos
+            tag = self._read(1, "block table")
+            if tag[0] == TAG_FOOTER:
+                prefix = tag + self._read(_FOOTER_PREFIX.size - 1, "footer")
+                expect = FOOTER_FIXED_LEN + len(seen) * _FOOTER_BLOCK.size
+                size = footer_len_from_prefix(prefix, where, expect)
+                if size != expect:
+                    raise FormatError(f"footer at offset {where}: length {size}, expected {expect}")
+                footer = parse_footer(prefix + self._read(size - len(prefix), "footer"), where)
+                trailer = self._read(TRAILER_LEN, "trailer")
+                _check_trailer(trailer, where, size)
+                _check_footer(footer, seen, n_chunks, total)
+                self.footer = footer
+                return
+            if tag[0] != TAG_BLOCK:
+                raise FormatError(f"offset {where}: expected a block or the footer, found byte 0x{tag[0]:02x}")
+            prefix = tag + self._read(BLOCK_PREFIX_LEN - 1, "block header")
+            size = block_len_from_prefix(prefix, where)
+            raw = prefix + self._read(size - BLOCK_PREFIX_LEN, "block header")
+            block = parse_block_header(raw, where, header, n_chunks)
+            payloads = [self._read(e.coded_len, f"payload of chunk {n_chunks + i}") for i, e in enumerate(block.entries)]
+            seen.append((where, len(block.entries)))
+            n_chunks += len(block.entries)
+            total += sum(e.raw_len for e in block.entries)
+            yield block, payloads
+
+
+def _check_trailer(trailer: bytes, footer_offset: int, footer_len: int) -> None:
+    off, flen, magic = _TRAILER.unpack(trailer)
+    if magic != TRAILER_MAGIC or off != footer_offset or flen != footer_len:
+        raise FormatError("bad archive trailer (corrupt or truncated archive)")
+
+
+def _check_footer(footer: Footer, blocks: list[tuple[int, int]], n_chunks: int, total: int) -> None:
+    if footer.blocks != blocks or footer.n_chunks != n_chunks or footer.total_len != total:
+        raise FormatError(
+            "footer disagrees with the blocks read "
+            f"(footer: {footer.n_chunks} chunks, {footer.total_len} bytes, {len(footer.blocks)} blocks; "
+            f"read: {n_chunks} chunks, {total} bytes, {len(blocks)} blocks)"
+        )
+
+
+class ArchiveIndex:
+    """Random access to an archive held in memory (bytes, bytearray, mmap):
+    the header, the footer via the trailer, and every block's entries, found
+    through the footer's block table without reading any payload."""
+
+    def __init__(self, buf: bytes | bytearray | memoryview | Any) -> None:
+        mv = memoryview(buf).cast("B")
+        self.buf = mv
+        self.header = parse_header(mv)
+        n = len(mv)
+        if n < self.header.size + FOOTER_FIXED_LEN + TRAILER_LEN:
+            raise FormatError("truncated archive: no room for a footer and trailer")
+        off, flen, magic = _TRAILER.unpack_from(mv, n - TRAILER_LEN)
+        if magic != TRAILER_MAGIC:
+            raise FormatError("truncated archive or trailing garbage: no trailer at the end")
+        if off < self.header.size or off + flen != n - TRAILER_LEN or flen < FOOTER_FIXED_LEN:
+            raise FormatError("bad archive trailer: footer offset/length out of range")
+        if mv[off] != TAG_FOOTER:
+            raise FormatError(f"no footer at offset {off} named by the trailer")
+        footer_len_from_prefix(mv[off : off + _FOOTER_PREFIX.size], off, flen)
+        if _FOOTER_PREFIX.unpack_from(mv, off)[1] + _FOOTER_PREFIX.size + 4 != flen:
+            raise FormatError("footer length disagrees with the trailer")
+        self.footer = parse_footer(mv[off : off + flen], off)
+        self.footer_offset = off
+        self.blocks: list[Block] = []
+        expect = self.header.size
+        first = 0
+        total = 0
+        for i, (boff, count) in enumerate(self.footer.blocks):
+            if boff != expect:
+                raise FormatError(f"block {i}: footer says offset {boff}, expected {expect}")
+            if boff + BLOCK_PREFIX_LEN > off or mv[boff] != TAG_BLOCK:
+                raise FormatError(f"block {i}: no block at offset {boff}")
+            size = block_len_from_prefix(mv[boff : boff + BLOCK_PREFIX_LEN], boff)
+            if boff + size > off:
+                raise FormatError(f"block {i}: header runs past the footer")
+            block = parse_block_header(mv[boff : boff + size], boff, self.header, first)
+            if len(block.entries) != count:
+                raise FormatError(f"block {i}: footer says {count} chunks, block has {len(block.entries)}")
+            if block.end > off:
+                raise FormatError(f"block {i}: payloads run past the footer (truncated archive?)")
+            self.blocks.append(block)
+            first += count
+            total += sum(e.raw_len for e in block.entries)
+            expect = block.end
+        if expect != off:
+            raise FormatError(f"{off - expect} unaccounted bytes before the footer")
+        if first != self.footer.n_chunks or total != self.footer.total_len:
+            raise FormatError("footer totals disagree with the blocks")
+        self._starts: list[int] = []  # raw offset of each block's first chunk
+        pos = 0
+        for b in self.blocks:
+            self._starts.append(pos)
+            pos += sum(e.raw_len for e in b.entries)
+
+    @property
+    def n_chunks(self) -> int:
+        return self.footer.n_chunks
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """The number of the block holding chunk ``index`` and the chunk's
+        position in that block."""
+        if not 0 <= index < self.n_chunks:
+            raise IndexError(f"chunk index {index} out of range (archive has {self.n_chunks} chunks)")
+        lo, hi = 0, len(self.blocks) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.blocks[mid].first_chunk <= index:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo, index - self.blocks[lo].first_chunk
+
+    def payload(self, block: Block, k: int) -> memoryview:
+        start = block.payload_offset + sum(e.coded_len for e in block.entries[:k])
+        return self.buf[start : start + block.entries[k].coded_len]
+
+    def chunk_offset(self, index: int) -> int:
+        """Offset of chunk ``index`` in the original data."""
+        bi, k = self.locate(index)
+        return self._starts[bi] + sum(e.raw_len for e in self.blocks[bi].entries[:k])
+
+    def method_counts(self) -> dict[str, int]:
+        counts = {name: 0 for name in METHOD_NAMES.values()}
+        for b in self.blocks:
+            for e in b.entries:
+                counts[METHOD_NAMES[e.method]] += 1
+        return counts

@@ -1,0 +1,216 @@
+"""The batched step loop shared by the encoder and the decoder.
+
+READ ME FIRST -- the geometry, which is part of the format:
+
+* Data is cut into chunks.  A *wave* is a set of chunks stepped together as
+  the rows ``0..batch-1`` of one model state of batch size ``batch``.  The
+  standard schedule (:func:`plan_waves`) puts global chunk ``i`` in wave
+  ``i // B`` at row ``i % B``; a wave's batch is ``min(B, chunks left)``.
+* Every row present in a wave is fed ``bos`` at step 0, then, at step
+  ``t >= 1``, the byte ``t - 1`` of its chunk while ``t < len``; from step
+  ``len`` on, and from step 0 for rows absent from the wave, it is fed the
+  pad token.  Step ``t`` of a present row with ``t < len`` codes byte ``t``
+  with the distribution the model returned at that step.  A wave takes
+  ``max(len)`` steps from a fresh state.
+* The encoder and the decoder build the *same* fed-token matrix, row for row,
+  step for step (:func:`fed_tokens` documents it; the decoder fills it in as
+  it decodes).  The only departure is deliberate: rows whose chunk is not
+  model-coded (stored, deflate) or not wanted (random access) are fed the pad
+  token for the whole wave by the decoder.  That is valid because of the row
+  independence promised by :class:`~pyllmcodec.backends.base.StepModel`: a
+  row's output never depends on the other rows' contents, only on the batch
+  size and its own row index, which the decoder always reproduces.
+
+Per-step Python work is kept to: one ``model.step`` call, one fused
+quantize-and-code call on the whole probability matrix, and (only while some
+rows are idle) one fancy-index gather.  Everything else -- token matrices,
+active-row sets -- is built before the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backends.base import StepModel
+from .constants import PROBE_BYTES
+
+__all__ = ["plan_waves", "segments", "fed_tokens", "WaveRunner"]
+
+
+def plan_waves(n_chunks: int, batch_size: int) -> list[tuple[int, int]]:
+    """The standard schedule: ``(first chunk, wave batch)`` for each wave of
+    ``n_chunks`` chunks at batch size ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    return [(s, min(batch_size, n_chunks - s)) for s in range(0, n_chunks, batch_size)]
+
+
+def segments(
+    batch: int, rows: Sequence[int], lengths: Sequence[int]
+) -> list[tuple[int, int, np.ndarray | None, np.ndarray]]:
+    """Split a wave's steps into runs with a constant set of active rows.
+
+    Returns ``(t0, t1, active, finishing)`` per run: ``active`` is the sorted
+    int64 array of rows that code a symbol at every step of ``[t0, t1)``, or
+    ``None`` when that is all ``batch`` rows (the fast path: no gather, no
+    ``rows`` argument); ``finishing`` holds the rows whose chunk ends at ``t1``.
+    """
+    by_len: dict[int, list[int]] = {}
+    for r, n in zip(rows, lengths):
+        by_len.setdefault(int(n), []).append(int(r))
+    out = []
+    alive = sorted(int(r) for r in rows)
+    t0 = 0
+    for end in sorted(by_len):
+        if end > t0:
+            act = np.asarray(alive, dtype=np.int64)
+            out.append((t0, end, None if len(alive) == batch else act, np.asarray(by_len[end], dtype=np.int64)))
+            t0 = end
+        else:  # zero-length rows never run; nothing to emit
+            pass
+        done = set(by_len[end])
+        alive = [r for r in alive if r not in done]
+    return out
+
+
+def fed_tokens(
+    batch: int, rows: Sequence[int], chunks: Sequence[bytes | memoryview], bos: int, pad: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fed-token matrix ``tok[t, r]`` (int64 ``[L, batch]``) of a wave and
+    the symbol matrix ``sym[t, r]`` (int64, byte ``t`` of row ``r``'s chunk,
+    0 where there is none), ``L`` the longest chunk.  See the module docstring."""
+    length = max((len(c) for c in chunks), default=0)
+    tok = np.full((length, batch), pad, dtype=np.int64)
+    sym = np.zeros((length, batch), dtype=np.int64)
+    for r, c in zip(rows, chunks):
+        n = len(c)
+        if n == 0:
+            continue
+        data = np.frombuffer(c, dtype=np.uint8)
+        tok[0, r] = bos
+        tok[1:n, r] = data[:-1]
+        sym[:n, r] = data
+    return tok, sym
+
+
+class WaveRunner:
+    """Runs waves of one model session: encode, decode, probe, bare loop.
+
+    Holds no per-archive state; one runner can serve many archives as long as
+    they agree on ``precision`` and ``pad``.
+    """
+
+    def __init__(self, model: StepModel, precision: int, pad: int | None = None) -> None:
+        from . import core  # the native coder; imported late so container work needs no build
+
+        self.core = core
+        self.model = model
+        self.precision = int(precision)
+        self.bos = int(model.bos)
+        self.pad = self.bos if pad is None else int(pad)
+        self.vocab_size = int(model.vocab_size)
+
+    # -------------------------------------------------------------- encode
+
+    def encode_wave(self, batch: int, rows: Sequence[int], chunks: Sequence[bytes | memoryview]) -> list[bytes]:
+        """Model-code ``chunks`` (chunk ``k`` at row ``rows[k]``) as one wave of
+        batch size ``batch``; returns one coded payload per chunk."""
+        lengths = [len(c) for c in chunks]
+        if max(lengths, default=0) > self.model.max_context:
+            raise ValueError(f"chunk longer than the model's context ({self.model.max_context})")
+        tok, sym = fed_tokens(batch, rows, chunks, self.bos, self.pad)
+        step = self.model.step
+        state = self.model.new_state(batch)
+        enc = self.core.BatchEncoder(batch, precision=self.precision)
+        encode = enc.encode_probs
+        for t0, t1, act, _fin in segments(batch, rows, lengths):
+            if act is None:
+                for t in range(t0, t1):
+                    encode(step(state, tok[t]), sym[t])
+            else:
+                sub = np.ascontiguousarray(sym[t0:t1][:, act])
+                for t in range(t0, t1):
+                    encode(step(state, tok[t])[act], sub[t - t0], rows=act)
+        streams = enc.finish()
+        return [bytes(streams[r]) for r in rows]
+
+    # -------------------------------------------------------------- decode
+
+    def decode_wave(
+        self,
+        batch: int,
+        rows: Sequence[int],
+        lengths: Sequence[int],
+        payloads: Sequence[bytes | memoryview],
+    ) -> list[bytes]:
+        """Decode the chunks at ``rows`` (lengths and payloads alike) of one
+        wave of batch size ``batch``; all other rows are fed the pad token."""
+        streams: list[bytes] = [b""] * batch
+        for r, p in zip(rows, payloads):
+            streams[r] = bytes(p)
+        length = max(lengths, default=0)
+        if length > self.model.max_context:
+            raise ValueError(f"chunk longer than the model's context ({self.model.max_context})")
+        dec = self.core.BatchDecoder(streams, precision=self.precision)
+        decode = dec.decode_probs
+        step = self.model.step
+        state = self.model.new_state(batch)
+        tok = np.full(batch, self.pad, dtype=np.int64)
+        tok[np.asarray(rows, dtype=np.int64)] = self.bos
+        out = np.zeros((length, batch), dtype=np.uint8)
+        pad = self.pad
+        for t0, t1, act, fin in segments(batch, rows, lengths):
+            if act is None:
+                for t in range(t0, t1):
+                    s = decode(step(state, tok))
+                    out[t] = s
+                    tok[:] = s
+            else:
+                for t in range(t0, t1):
+                    s = decode(step(state, tok)[act], rows=act)
+                    out[t, act] = s
+                    tok[act] = s
+            tok[fin] = pad
+        return [out[:n, r].tobytes() for r, n in zip(rows, lengths)]
+
+    # -------------------------------------------------------------- probe
+
+    def probe_digest(self, batch: int) -> str:
+        """SHA-256 (hex) of the quantized tables the model yields for the probe
+        at batch size ``batch``: row ``r`` is fed ``bos`` then PROBE_BYTES
+        rotated left by ``r``; the tables of every step and row are hashed
+        (uint32 little-endian, step-major, row-major).  Any change in the
+        numerics that would change a coded symbol's interval is likely to
+        change this digest."""
+        n = len(PROBE_BYTES)
+        probe = np.frombuffer(PROBE_BYTES, dtype=np.uint8).astype(np.int64)
+        steps = min(n, self.model.max_context)
+        tok = np.empty((steps, batch), dtype=np.int64)
+        tok[0] = self.bos
+        for r in range(batch):
+            rolled = np.roll(probe, -(r % n))
+            tok[1:steps, r] = rolled[: steps - 1]
+        h = hashlib.sha256()
+        h.update(f"pyllmcodec-probe/{batch}/{self.precision}/{self.vocab_size}/".encode())
+        state = self.model.new_state(batch)
+        for t in range(steps):
+            cdf = self.core.quantize(self.model.step(state, tok[t]), precision=self.precision)
+            h.update(np.ascontiguousarray(cdf, dtype="<u4").tobytes())
+        return h.hexdigest()
+
+    # -------------------------------------------------------------- bare loop
+
+    def bare_wave(self, batch: int, chunks: Sequence[bytes | memoryview]) -> Any:
+        """The model steps alone (same fed tokens as :meth:`encode_wave`, no
+        coding): the baseline the codec's throughput is measured against."""
+        rows = range(len(chunks))
+        tok, _ = fed_tokens(batch, rows, chunks, self.bos, self.pad)
+        step = self.model.step
+        state = self.model.new_state(batch)
+        probs = None
+        for t in range(tok.shape[0]):
+            probs = step(state, tok[t])
+        return probs

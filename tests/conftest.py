@@ -1,0 +1,151 @@
+"""Shared fixtures: a tiny deterministic pure-numpy StepModel ("test-bigram").
+
+The fake model is a byte bigram table (learned from a fixed English paragraph,
+smoothed, with seeded noise) so it genuinely compresses text.  On purpose its
+outputs also depend on the batch size, the row index and the position (a
+small multiplicative perturbation chosen by a hash of the three), exactly the
+freedom the StepModel contract leaves a real backend -- so any encoder/decoder
+disagreement about geometry shows up as a decode failure in the tests.  Rows
+are independent of each other's contents, as the contract requires.
+
+``register()`` registers it under "test-bigram"; the CLI subprocess tests
+import this file to do the same in the child process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+CORPUS = (
+    b"The quick brown fox jumps over the lazy dog. A language model assigns a probability to "
+    b"every next byte, and an arithmetic coder turns those probabilities into a short code: "
+    b"the better the model predicts, the fewer bits each byte costs. This paragraph is the "
+    b"only thing the test model has ever read, so it knows English letters, spaces, commas and "
+    b"full stops, and little else. Compression is prediction; prediction is compression. "
+    b"When the text is ordinary prose the coded size drops to well under half of the input, "
+    b"while random bytes come out a little larger and are therefore stored as they are. "
+    b"def main():\n    return 0\n\nif __name__ == '__main__':\n    main()\n"
+)
+
+
+@dataclass
+class FakeState:
+    batch_size: int
+    position: int = 0
+
+
+class BigramModel:
+    """A deterministic numpy StepModel (V=256, bos=256)."""
+
+    vocab_size = 256
+    bos = 256
+
+    def __init__(self, *, name: str = "test-bigram", variant: int = 0, max_context: int = 4096,
+                 work: int = 0, seed: int = 1234) -> None:
+        self.name = name
+        self.max_context = max_context
+        self.variant = variant
+        self.work = work
+        counts = np.full((257, 256), 0.02, dtype=np.float64)
+        data = np.frombuffer(CORPUS, dtype=np.uint8)
+        np.add.at(counts, (data[:-1], data[1:]), 1.0)
+        counts[256] += np.bincount(data, minlength=256)  # after bos: unigram
+        rng = np.random.default_rng(seed)
+        counts *= rng.uniform(0.9, 1.1, size=counts.shape)
+        self.table = (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
+        # geometry-dependent perturbation: factor vectors picked by (B, row, pos)
+        self.mod = rng.uniform(0.97, 1.03, size=(64, 256)).astype(np.float32)
+        if variant:  # "another machine": same weights, slightly different numerics
+            self.mod = (self.mod * np.float32(1.0 + 1e-3 * variant)).astype(np.float32)
+            self.mod[:, ::2] *= np.float32(1.001)
+        self.sha256 = hashlib.sha256(self.table.tobytes()).hexdigest()
+        self._w = rng.standard_normal((work, work)).astype(np.float32) if work else None
+        self.steps = 0
+
+    def new_state(self, batch_size: int) -> FakeState:
+        return FakeState(int(batch_size))
+
+    def step(self, state: FakeState, tokens: np.ndarray) -> np.ndarray:
+        b = state.batch_size
+        if tokens.shape != (b,) or tokens.dtype != np.int64:
+            raise ValueError(f"tokens must be int64 [{b}], got {tokens.dtype} {tokens.shape}")
+        if state.position >= self.max_context:
+            raise RuntimeError("stepped past max_context")
+        idx = (b * 31 + np.arange(b) * 7 + state.position * 3) % 64
+        state.position += 1
+        self.steps += 1
+        if self._w is not None:  # simulate a heavier network (row-independent)
+            x = self.table[tokens, : self.work]
+            for _ in range(4):
+                x = np.tanh(x @ self._w)
+        return self.table[tokens] * self.mod[idx]
+
+    def fingerprint(self) -> dict[str, str]:
+        return {"backend": "numpy-fake", "numpy": np.__version__, "variant": str(self.variant)}
+
+
+_MODELS: dict[tuple[int, int], BigramModel] = {}
+
+
+def get_model(variant: int = 0, max_context: int = 4096) -> BigramModel:
+    key = (variant, max_context)
+    if key not in _MODELS:
+        _MODELS[key] = BigramModel(variant=variant, max_context=max_context)
+    return _MODELS[key]
+
+
+def register() -> None:
+    from pyllmcodec.models import register_model
+
+    register_model("test-bigram", lambda **_: get_model(), replace=True)
+
+
+register()
+
+
+def default_model_available() -> bool:
+    try:
+        from pyllmcodec.models import available_models
+
+        return "default" in available_models()
+    except Exception:
+        return False
+
+
+needs_default = pytest.mark.skipif(not default_model_available(), reason="default model not shipped yet")
+
+TEXT = (CORPUS * 40)[:9000] + b"\n".join(b"line %d: the fox and the dog" % i for i in range(300))
+
+
+@pytest.fixture
+def model() -> BigramModel:
+    return get_model()
+
+
+@pytest.fixture
+def comp(model):
+    """A small-geometry Compressor: 256-byte chunks, batch 4."""
+    from pyllmcodec import Compressor
+
+    return Compressor(model, chunk_size=256, batch_size=4)
+
+
+@pytest.fixture
+def decomp(model):
+    from pyllmcodec import Decompressor
+
+    return Decompressor(model)
+
+
+@pytest.fixture
+def text() -> bytes:
+    return TEXT
+
+
+def fuzz_enabled() -> bool:
+    return bool(os.environ.get("PYLLMCODEC_FUZZ"))
