@@ -1,0 +1,71 @@
+"""Inference backends behind the :class:`~.base.StepModel` interface.
+
+* ``onnxruntime`` (the main path): runs the bundle's ONNX step graph.
+* ``torch``: runs the same weights in PyTorch (CPU or CUDA), for machines with
+  torch but without an ONNX Runtime GPU build.
+
+The two give close but not bit-identical probabilities, so an archive is
+decodable only with the backend (and device class) that wrote it; the probe
+digest in the archive enforces this.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import ModelError
+from .base import StepModel
+
+__all__ = ["StepModel", "open_bundle", "resolve_device"]
+
+
+def _cuda_present() -> bool:
+    return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl"))
+
+
+def _torch_cuda() -> bool:
+    if not _cuda_present():
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(device: str, backend: str) -> tuple[str, str]:
+    """Map ("auto"|"cpu"|"cuda", "auto"|"onnxruntime"|"torch") to a concrete pair.
+
+    ``device="auto"`` picks CUDA only when a GPU is really there (and a backend
+    that can use it is importable), so CPU machines never probe for CUDA.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    if backend not in ("auto", "onnxruntime", "torch"):
+        raise ValueError(f"backend must be 'auto', 'onnxruntime' or 'torch', not {backend!r}")
+    if device == "auto":
+        device = "cuda" if backend in ("auto", "torch") and _torch_cuda() else "cpu"
+    if backend == "auto":
+        backend = "torch" if device == "cuda" else "onnxruntime"
+    if device == "cuda" and backend == "onnxruntime":
+        raise ModelError(
+            "the ONNX Runtime path of pyllmcodec runs on the CPU; for a GPU use backend='torch' "
+            "(pip install 'pyllmcodec[torch]')"
+        )
+    return device, backend
+
+
+def open_bundle(bundle: Any, *, device: str = "auto", backend: str = "auto",
+                threads: int | None = None) -> StepModel:
+    """A :class:`StepModel` for a loaded :class:`~pyllmcodec.models.bundle.Bundle`."""
+    device, backend = resolve_device(device, backend)
+    if backend == "onnxruntime":
+        from .onnxruntime import OrtStepModel
+
+        return OrtStepModel(bundle, threads=threads)
+    try:
+        from .torch import TorchStepModel
+    except ImportError as e:
+        raise ModelError(f"backend='torch' needs PyTorch: pip install 'pyllmcodec[torch]' ({e})") from None
+    return TorchStepModel(bundle, device=device, threads=threads)

@@ -1,0 +1,64 @@
+"""The one small interface every inference backend implements.
+
+A :class:`StepModel` is a loaded model session pinned to fixed numerics
+(graph, provider, threads, optimisation level).  The scheduler drives it one
+symbol at a time for a batch of ``B`` rows that all sit at the same position:
+
+    state = model.new_state(B)
+    probs = model.step(state, tokens)   # tokens: int64 [B]; probs: float32 [B, V]
+
+Row ``b`` of ``probs`` is the distribution of the symbol that follows the
+tokens fed to row ``b`` so far.  The first token of every chunk is
+``model.bos``; after that the scheduler feeds the symbol just coded.  At most
+``model.max_context`` steps may be taken from a fresh state.
+
+Row independence (NOTE): for a fixed batch size ``B`` and position, row ``b``'s
+output depends only on the tokens fed to row ``b`` -- never on the other rows'
+contents.  The codec relies on this to pad finished rows, to skip chunks stored
+raw, and to decode one chunk alone (the other rows are fed padding).  It does
+NOT assume independence of ``B`` or of the row index: those are part of the
+batch geometry that the archive records and the decoder reproduces.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["StepModel", "StepState"]
+
+
+class StepState(Protocol):
+    """Opaque per-batch state (KV cache, position).  Only the model reads it."""
+
+    batch_size: int
+    position: int
+
+
+@runtime_checkable
+class StepModel(Protocol):
+    #: short registry name, e.g. "default"
+    name: str
+    #: SHA-256 (hex) identifying the weights + graph; recorded in archives
+    sha256: str
+    #: number of output symbols (256 for a byte-level model)
+    vocab_size: int
+    #: input token that starts every chunk (outside the output alphabet)
+    bos: int
+    #: the most steps one state can take
+    max_context: int
+
+    def new_state(self, batch_size: int) -> Any:
+        """A fresh state for ``batch_size`` rows at position 0."""
+
+    def step(self, state: Any, tokens: np.ndarray) -> np.ndarray:
+        """Feed one token per row (int64 ``[B]``) and return the float32
+        ``[B, vocab_size]`` next-symbol probabilities (C-contiguous; rows need
+        not sum to exactly 1).  Advances ``state.position`` by one."""
+
+    def fingerprint(self) -> dict[str, str]:
+        """Everything that affects the numerics: backend, provider, library
+        versions, CPU instruction-set class or GPU name, graph optimisation
+        level, thread settings that matter.  Recorded in archive headers and
+        shown on a probe mismatch."""

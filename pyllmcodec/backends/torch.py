@@ -1,0 +1,116 @@
+"""PyTorch backend: the bundle's weights in :class:`~pyllmcodec.models.bytelm.ByteLM`,
+stepped with a preallocated KV cache (CPU or CUDA).
+
+Its probabilities are close to, but not bit-identical with, the ONNX Runtime
+backend's; an archive records which backend and device wrote it and the probe
+digest refuses a mismatched decoder.  On CUDA the step runs in float32 with
+TF32 disabled so that results do not depend on a global torch setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.bytelm import ByteLM, ByteLMConfig
+
+__all__ = ["TorchStepModel", "load_bytelm"]
+
+
+def load_bytelm(bundle: Any) -> ByteLM:
+    """Rebuild ByteLM from a bundle's ``weights.bin`` and tensor table."""
+    m = bundle.manifest
+    cfg = ByteLMConfig(**{k: v for k, v in m["config"].items() if k in ByteLMConfig.__dataclass_fields__})
+    raw = (bundle.path / "weights.bin").read_bytes()
+    sd = {}
+    for k, t in m["tensors"].items():
+        arr = np.frombuffer(raw, np.float32, count=t["length"] // 4, offset=t["offset"])
+        shape = t["shape"]
+        arr = arr.reshape(shape[::-1]).T if t["transposed"] else arr.reshape(shape)
+        sd[k] = torch.from_numpy(np.array(arr, dtype=np.float32, order="C"))
+    model = ByteLM(cfg)
+    model.load_state_dict(sd)
+    return model.eval()
+
+
+class _TorchState:
+    def __init__(self, model: "TorchStepModel", batch_size: int):
+        c = model.net.c
+        self.batch_size = batch_size
+        self.position = 0
+        shape = (batch_size, c.n_kv_head, c.ctx, c.head_dim)
+        dev = model.device
+        self.k = [torch.zeros(shape, device=dev) for _ in range(c.n_layer)]
+        self.v = [torch.zeros(shape, device=dev) for _ in range(c.n_layer)]
+        self.tokens = torch.zeros(batch_size, dtype=torch.long, device=dev)
+
+
+class TorchStepModel:
+    backend = "torch"
+
+    def __init__(self, bundle: Any, *, device: str = "cpu", threads: int | None = None):
+        m = bundle.manifest
+        self.bundle = bundle
+        self.name = bundle.name
+        self.sha256 = bundle.sha256
+        self.vocab_size = int(m["vocab"]["size"])
+        self.bos = int(m["vocab"]["bos"])
+        self.max_context = int(m["context_length"])
+        self.device = torch.device(device)
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(int(threads))
+        self.threads = threads
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self.net = load_bytelm(bundle).to(self.device)
+
+    def new_state(self, batch_size: int) -> _TorchState:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        return _TorchState(self, int(batch_size))
+
+    @torch.inference_mode()
+    def step(self, state: _TorchState, tokens: np.ndarray) -> np.ndarray:
+        t = state.position
+        if t >= self.max_context:
+            raise ValueError(f"state is full: {self.max_context} steps taken")
+        net = self.net
+        c = net.c
+        B = state.batch_size
+        state.tokens.copy_(torch.from_numpy(np.asarray(tokens, dtype=np.int64)))
+        x = net.tok(state.tokens) + net.pos.weight[t]
+        for i, blk in enumerate(net.blocks):
+            h = blk.ln1(x)
+            q = blk.q(h).view(B, c.n_head, 1, c.head_dim)
+            k, v = blk.kv(h).view(B, 2, c.n_kv_head, c.head_dim).unbind(1)
+            state.k[i][:, :, t] = k
+            state.v[i][:, :, t] = v
+            a = F.scaled_dot_product_attention(q, state.k[i][:, :, : t + 1], state.v[i][:, :, : t + 1],
+                                               enable_gqa=True)
+            x = x + blk.o(a.reshape(B, c.n_head * c.head_dim))
+            x = x + blk.fc2(F.gelu(blk.fc1(blk.ln2(x)), approximate="tanh"))
+        probs = torch.softmax(net.head(net.ln_f(x)), -1)
+        state.position = t + 1
+        return np.ascontiguousarray(probs.float().cpu().numpy())
+
+    def fingerprint(self) -> dict[str, str]:
+        dev = self.device.type
+        if dev == "cuda":
+            dev = "cuda:" + torch.cuda.get_device_name(self.device)
+        else:
+            from .onnxruntime import cpu_isa_class
+
+            dev = cpu_isa_class()
+        return {
+            "backend": "torch",
+            "backend_version": torch.__version__,
+            "provider": self.device.type,
+            "device": dev,
+            "graph_optimization_level": "eager",
+            "intra_op_threads": str(self.threads or torch.get_num_threads()),
+            "model": f"{self.name}@{self.sha256[:16]}",
+        }

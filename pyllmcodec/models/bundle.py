@@ -1,0 +1,150 @@
+"""The model bundle format: a directory the codec loads a model from.
+
+A bundle holds ONNX graph(s), an optional tokenizer, and ``manifest.json``:
+
+```
+{
+  "format": "pyllmcodec-bundle", "bundle_version": 1,
+  "name": "default", "version": "1.0.0", "architecture": "bytelm",
+  "licence": "...", "description": "...",
+  "vocab": {"kind": "bytes", "size": 256, "bos": 256, "tokenizer": null},
+  "context_length": 1024,
+  "config": {...architecture hyper-parameters...},
+  "graphs": {
+    "step": {"file": "step.onnx", "inputs": [...], "outputs": [...],
+             "kv_cache": {"layout": "BNSH", "n_layer": 4, "n_kv_head": 1,
+                          "head_dim": 64, "max_len": 1024,
+                          "past": "past_key_{i}/past_value_{i}",
+                          "present": "present_key_{i}/present_value_{i}",
+                          "shared_buffer": true}},
+    "forward": {"file": "forward.onnx", ...}
+  },
+  "files": {"step.onnx": "<sha256>", "forward.onnx": "<sha256>", "weights.bin": "<sha256>"},
+  "training": {...data manifest, steps, metrics...}
+}
+```
+
+Large initializers live once in ``weights.bin`` (ONNX external data) and both
+graphs point at the same offsets, so a second graph costs a few KB.  The
+bundle's identity (:attr:`Bundle.sha256`) is the SHA-256 of the sorted
+``name:sha256`` lines of ``files`` -- it changes when any file changes and is
+what archives record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ModelError
+
+__all__ = ["Bundle", "load_bundle", "shipped_bundle_dirs", "register_shipped_bundles", "file_sha256"]
+
+BUNDLE_FORMAT = "pyllmcodec-bundle"
+BUNDLE_VERSION = 1
+_HERE = Path(__file__).resolve().parent
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    sha256: str = field(default="")
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.manifest["config"])
+
+    def graph_path(self, kind: str) -> Path:
+        try:
+            return self.path / self.manifest["graphs"][kind]["file"]
+        except KeyError:
+            raise ModelError(f"bundle {self.name!r} has no {kind!r} graph") from None
+
+    def verify(self) -> None:
+        """Check every file's SHA-256 against the manifest (raises ModelError)."""
+        for name, want in self.manifest["files"].items():
+            p = self.path / name
+            if not p.is_file():
+                raise ModelError(f"bundle {self.name!r}: file {name} is missing from {self.path}")
+            got = file_sha256(p)
+            if got != want:
+                raise ModelError(
+                    f"bundle {self.name!r}: {name} has SHA-256 {got}, manifest says {want}; "
+                    "the installation is damaged -- reinstall pyllmcodec or re-export the bundle"
+                )
+
+
+def bundle_id(files: dict[str, str]) -> str:
+    lines = "".join(f"{k}:{files[k]}\n" for k in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+    """Read and validate ``path/manifest.json``; with ``verify`` also hash every file."""
+    path = Path(path)
+    mf = path / "manifest.json"
+    try:
+        manifest = json.loads(mf.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"no model bundle at {path} (manifest.json missing)") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"unreadable bundle manifest {mf}: {e}") from None
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise ModelError(f"{mf} is not a pyllmcodec bundle manifest")
+    if manifest.get("bundle_version") != BUNDLE_VERSION:
+        raise ModelError(
+            f"bundle {path} has bundle_version {manifest.get('bundle_version')}; this pyllmcodec "
+            f"reads version {BUNDLE_VERSION}: upgrade pyllmcodec or re-export the bundle"
+        )
+    for key in ("name", "vocab", "context_length", "graphs", "files", "config"):
+        if key not in manifest:
+            raise ModelError(f"bundle manifest {mf} lacks {key!r}")
+    b = Bundle(path=path, manifest=manifest, sha256=bundle_id(manifest["files"]))
+    if verify:
+        b.verify()
+    return b
+
+
+def shipped_bundle_dirs() -> list[Path]:
+    """Bundles inside the installed package (``pyllmcodec/models/<name>/``)."""
+    return sorted(p.parent for p in _HERE.glob("*/manifest.json"))
+
+
+def _factory_for(path: Path) -> Callable[..., Any]:
+    cache: dict[Any, Any] = {}
+
+    def factory(device: str = "auto", backend: str = "auto", threads: int | None = None):
+        from ..backends import open_bundle
+
+        key = (device, backend, threads)
+        if key not in cache:  # verifying hashes once per process is enough
+            cache[key] = open_bundle(load_bundle(path, verify=not cache), device=device,
+                                     backend=backend, threads=threads)
+        return cache[key]
+
+    return factory
+
+
+def register_shipped_bundles(register: Callable[..., None]) -> None:
+    for d in shipped_bundle_dirs():
+        try:
+            name = json.loads((d / "manifest.json").read_text())["name"]
+        except (OSError, ValueError, KeyError):
+            continue
+        register(name, _factory_for(d), replace=True)
