@@ -1,0 +1,503 @@
+"""The ``pyllmcodec`` command line: compress, decompress, info, bench.
+
+Behaves like gzip/xz/zstd where it can: ``pyllmcodec FILE`` compresses to
+``FILE.llmz`` and removes FILE (keep it with ``-k``), ``pyllmcodec -d
+FILE.llmz`` restores it, ``-c`` writes to stdout, ``-o`` names the output,
+``-f`` allows overwriting.  Output goes to a temporary file in the target's
+directory that is renamed into place only after the archive is complete (and,
+when decompressing, verified), so an interrupted or failed run leaves no
+partial output and never touches the input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from typing import IO, Any, Iterator, Sequence
+
+from .constants import DEFAULT_BATCH_SIZE, FILE_EXTENSION
+from .errors import CodecError, ModelError, NumericsMismatchError
+
+__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_CORRUPT", "EXIT_MISMATCH", "EXIT_INTERRUPTED"]
+
+#: success
+EXIT_OK = 0
+#: an operational error: missing input, output exists without -f, I/O error
+EXIT_ERROR = 1
+#: bad command line (argparse's convention)
+EXIT_USAGE = 2
+#: the input is not a valid archive, is corrupt, or exceeds a limit
+EXIT_CORRUPT = 3
+#: the archive needs a model or numerics this machine does not have
+EXIT_MISMATCH = 4
+#: interrupted by SIGINT (128 + 2, the shell's convention)
+EXIT_INTERRUPTED = 130
+
+_COMMANDS = ("compress", "decompress", "info", "bench")
+_READ_SIZE = 1 << 20
+
+EPILOG = f"""\
+exit status: {EXIT_OK} ok, {EXIT_ERROR} error (I/O, output exists, ...), {EXIT_USAGE} usage,
+{EXIT_CORRUPT} corrupt or invalid archive, {EXIT_MISMATCH} model or numerics mismatch, {EXIT_INTERRUPTED} interrupted.
+gzip style also works: 'pyllmcodec FILE' compresses, 'pyllmcodec -d FILE.llmz' decompresses.
+"""
+
+
+class _Fail(Exception):
+    """An error already worded for the user, with its exit status."""
+
+    def __init__(self, msg: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+# ------------------------------------------------------------------ argument parsing
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="*", metavar="FILE", help="input files ('-' or none: stdin)")
+    p.add_argument("-o", "--output", metavar="PATH", help="write to PATH (one input only)")
+    p.add_argument("-c", "--stdout", action="store_true", help="write to standard output, keep inputs")
+    p.add_argument("-k", "--keep", action="store_true", help="keep (don't delete) input files")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing output; write binary to a terminal")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="report ratio and speed per file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no warnings, no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--model", help="model name (compress default: 'default'; decompress: the archive's)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime or torch (default auto)")
+    p.add_argument("--threads", type=int, help="inference threads (default: the backend's)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    top = argparse.ArgumentParser(
+        prog="pyllmcodec",
+        description="Lossless compression with a language model and a range coder.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"pyllmcodec {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    pc = sub.add_parser("compress", help="compress files to FILE.llmz", epilog=EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(pc)
+    pc.add_argument("-d", "--decompress", action="store_true", help="decompress instead")
+    pc.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows stepped together (default %(default)s)")
+    pc.add_argument("--chunk-size", type=int, help="bytes per chunk (default 2048, capped by the model)")
+    pc.add_argument("--verify", action="store_true", help="decode every wave after coding it and compare")
+    pd = sub.add_parser("decompress", help="decompress FILE.llmz", epilog=EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(pd)
+    pd.add_argument("-d", "--decompress", action="store_true", help=argparse.SUPPRESS)
+    pi = sub.add_parser("info", help="print an archive's header and index summary")
+    pi.add_argument("files", nargs="+", metavar="FILE")
+    pi.add_argument("--json", action="store_true", help="print JSON")
+    pi.add_argument("--chunks", action="store_true", help="include one line per chunk")
+    pb = sub.add_parser("bench", help="built-in throughput check (full comparison: python -m bench)")
+    pb.add_argument("--model", default="default")
+    pb.add_argument("--device", default="auto")
+    pb.add_argument("--backend", default="auto")
+    pb.add_argument("--threads", type=int)
+    pb.add_argument("--size", type=int, default=1 << 17, help="bytes of generated text (default %(default)s)")
+    pb.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    pb.add_argument("--chunk-size", type=int)
+    pb.add_argument("--json", action="store_true", help="print JSON")
+    return top
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """gzip style: no subcommand means compress (or decompress with -d)."""
+    if not argv or argv[0] in _COMMANDS or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    if any(a in ("-d", "--decompress") for a in argv):
+        return ["decompress"] + [a for a in argv if a not in ("-d", "--decompress")]
+    return ["compress"] + argv
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _say(args: Any, msg: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"pyllmcodec: {msg}", file=sys.stderr)
+
+
+@contextmanager
+def _atomic_output(path: str, force: bool) -> Iterator[IO[bytes]]:
+    """A temporary file next to ``path``, renamed to ``path`` only when the
+    block finishes without an exception (and removed otherwise)."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic, and refuses to clobber a file created meanwhile
+            except FileExistsError:
+                raise _Fail(f"{path} already exists; not overwritten (use -f)") from None
+            except OSError:  # filesystem without hard links
+                if os.path.exists(path):
+                    raise _Fail(f"{path} already exists; not overwritten (use -f)") from None
+                os.rename(tmp, path)
+            else:
+                os.unlink(tmp)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class _Progress:
+    """A progress bar on stderr for long work (tqdm, shown after 1 s, only on a terminal)."""
+
+    def __init__(self, args: Any, total: int | None, desc: str) -> None:
+        self._bar = None
+        if args.quiet or args.no_progress or not sys.stderr.isatty():
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, delay=1.0, leave=False, file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _input_size(fh: IO[bytes]) -> int | None:
+    try:
+        return os.fstat(fh.fileno()).st_size or None
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _copy(src: IO[bytes], dst: Any, progress: _Progress, size: int = _READ_SIZE) -> None:
+    while True:
+        block = src.read(size)
+        if not block:
+            break
+        dst.write(block)
+        progress.update(len(block))
+
+
+def _plan_output(args: Any, src: str, decompress: bool) -> str | None:
+    """The output path for ``src``, or None for stdout."""
+    if args.stdout:
+        return None
+    if args.output:
+        return args.output
+    if src == "-":
+        return None
+    if decompress:
+        if not src.endswith(FILE_EXTENSION) or len(src) == len(FILE_EXTENSION):
+            raise _Fail(f"{src}: unknown suffix (expected {FILE_EXTENSION}); use -o or -c")
+        return src[: -len(FILE_EXTENSION)]
+    if src.endswith(FILE_EXTENSION) and not args.force:
+        raise _Fail(f"{src} already has the {FILE_EXTENSION} suffix -- unchanged (use -f to compress anyway)")
+    return src + FILE_EXTENSION
+
+
+# ------------------------------------------------------------------ commands
+
+
+def _run_file(args: Any, src: str, work: Any, decompress: bool) -> None:
+    out = _plan_output(args, src, decompress)
+    if src != "-":
+        if not os.path.exists(src):
+            raise _Fail(f"{src}: no such file")
+        if os.path.isdir(src):
+            raise _Fail(f"{src} is a directory -- ignored")
+    if out is not None and os.path.exists(out) and not args.force:
+        raise _Fail(f"{out} already exists; not overwritten (use -f)")
+    if out is None and not decompress and sys.stdout.isatty() and not args.force:
+        raise _Fail("compressed data not written to a terminal (use -f to force)")
+    if out is not None and src != "-" and os.path.abspath(out) == os.path.abspath(src):
+        raise _Fail(f"{src}: input and output are the same file")
+    t0 = time.perf_counter()
+    fin = sys.stdin.buffer if src == "-" else open(src, "rb")
+    try:
+        total = _input_size(fin)
+        progress = _Progress(args, total, os.path.basename(src) if src != "-" else "stdin")
+        try:
+            if out is None:
+                n_in, n_out = work(fin, sys.stdout.buffer, progress)
+                sys.stdout.buffer.flush()
+            else:
+                with _atomic_output(out, args.force) as fout:
+                    n_in, n_out = work(fin, fout, progress)
+                if src != "-":
+                    try:
+                        shutil.copystat(src, out)
+                    except OSError:
+                        pass
+        finally:
+            progress.close()
+    finally:
+        if fin is not sys.stdin.buffer:
+            fin.close()
+    if out is not None and src != "-" and not args.keep and not args.output:
+        os.unlink(src)
+    if args.verbose and not args.quiet:
+        dt = time.perf_counter() - t0
+        raw, packed = (n_out, n_in) if decompress else (n_in, n_out)
+        pct = 100.0 * (1 - packed / raw) if raw else 0.0
+        speed = raw / dt / 1e6 if dt > 0 else 0.0
+        dest = "stdout" if out is None else out
+        print(f"{src}: {pct:5.1f}% saved ({raw} -> {packed} bytes), {speed:.3f} MB/s -> {dest}", file=sys.stderr)
+
+
+def _cmd_compress(args: Any) -> int:
+    from .codec import Compressor
+
+    try:
+        comp = Compressor(
+            args.model or "default", device=args.device, backend=args.backend, threads=args.threads,
+            chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify,
+        )
+    except ValueError as exc:
+        raise _Fail(str(exc), EXIT_USAGE) from None
+    wave = comp.batch_size * comp.chunk_size
+
+    def work(fin: IO[bytes], fout: IO[bytes], progress: _Progress) -> tuple[int, int]:
+        w = comp.stream_writer(fout)
+        _copy(fin, w, progress, size=wave)
+        w.close()
+        return w.bytes_in, w.bytes_out
+
+    return _each_file(args, work, decompress=False)
+
+
+def _cmd_decompress(args: Any) -> int:
+    from .codec import Decompressor
+
+    dec = Decompressor(args.model, device=args.device, backend=args.backend, threads=args.threads)
+
+    def work(fin: IO[bytes], fout: IO[bytes], progress: _Progress) -> tuple[int, int]:
+        counted = _CountingReader(fin, progress)
+        r = dec.stream_reader(counted)
+        n = 0
+        while True:
+            block = r.read1(_READ_SIZE)
+            if not block:
+                break
+            fout.write(block)
+            n += len(block)
+        return counted.count, n
+
+    return _each_file(args, work, decompress=True)
+
+
+class _CountingReader:
+    """Counts (and reports progress on) the archive bytes read."""
+
+    def __init__(self, fh: IO[bytes], progress: _Progress) -> None:
+        self._fh, self._progress, self.count = fh, progress, 0
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._fh.read(n)
+        self.count += len(b)
+        self._progress.update(len(b))
+        return b
+
+
+def _each_file(args: Any, work: Any, decompress: bool) -> int:
+    files = args.files or ["-"]
+    if args.output and len(files) > 1:
+        raise _Fail("-o/--output takes one input file", EXIT_USAGE)
+    if args.output and args.stdout:
+        raise _Fail("-o and -c exclude each other", EXIT_USAGE)
+    status = EXIT_OK
+    for src in files:
+        try:
+            _run_file(args, src, work, decompress)
+        except _Fail as exc:
+            _say(args, str(exc))
+            status = max(status, exc.code)
+        except NumericsMismatchError as exc:
+            _say(args, f"{src}: {exc}")
+            status = max(status, EXIT_MISMATCH)
+        except ModelError as exc:
+            _say(args, f"{src}: {exc}")
+            status = max(status, EXIT_MISMATCH)
+        except CodecError as exc:
+            _say(args, f"{src}: {exc}")
+            status = max(status, EXIT_CORRUPT)
+        except OSError as exc:
+            _say(args, f"{src}: {exc.strerror or exc}")
+            status = max(status, EXIT_ERROR)
+    return status
+
+
+def _cmd_info(args: Any) -> int:
+    from .codec import info
+
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            d = info(data, chunks=args.chunks)
+        except CodecError as exc:
+            print(f"pyllmcodec: {path}: {exc}", file=sys.stderr)
+            status = max(status, EXIT_CORRUPT)
+            continue
+        except OSError as exc:
+            print(f"pyllmcodec: {path}: {exc.strerror or exc}", file=sys.stderr)
+            status = max(status, EXIT_ERROR)
+            continue
+        if args.json:
+            print(json.dumps({"file": path, **d}, indent=2, sort_keys=True))
+            continue
+        ratio = f"{d['ratio']:.4f}" if d["ratio"] is not None else "-"
+        print(f"{path}:")
+        print(f"  format version  {d['format_version']}   written by {d.get('writer', '?')}")
+        print(f"  model           {d['model']['name']} sha256={d['model']['sha256']}")
+        print(f"  fingerprint     {json.dumps(d['fingerprint'], sort_keys=True)}")
+        print(f"  probe           batch={d['probe']['batch']} steps={d['probe']['steps']} digest={d['probe']['digest']}")
+        print(f"  geometry        chunk_size={d['chunk_size']} batch_size={d['batch_size']} "
+              f"precision={d['precision']} pad_token={d['pad_token']}")
+        print(f"  size            {d['size']} -> {d['compressed_size']} bytes (ratio {ratio})")
+        print(f"  chunks          {d['n_chunks']} in {d['n_blocks']} blocks; methods {d['methods']}")
+        print(f"  sha256          {d['sha256']}")
+        for i, c in enumerate(d.get("chunks", [])):
+            print(f"  chunk {i:6d}  offset={c['offset']} raw={c['raw_len']} coded={c['coded_len']} "
+                  f"{c['method']} crc32={c['crc32']:08x} batch={c['batch']} row={c['row']}")
+    return status
+
+
+def bench_text(size: int, seed: int = 7) -> bytes:
+    """Deterministic English-like text for the built-in benchmark."""
+    import numpy as np
+
+    words = (b"the of and to in is that it for as with was on be by this are from at or an not "
+             b"model byte code data chunk stream batch compress language probability arithmetic "
+             b"coder entropy ratio wave row context token machine number file text").split()
+    rng = np.random.default_rng(seed)
+    out = bytearray()
+    while len(out) < size:
+        n = int(rng.integers(5, 15))
+        sent = b" ".join(words[int(i)] for i in rng.integers(0, len(words), n))
+        out += sent[:1].upper() + sent[1:] + b". "
+        if rng.random() < 0.1:
+            out += b"\n"
+    return bytes(out[:size])
+
+
+def run_bench(model: Any, size: int, batch_size: int, chunk_size: int | None,
+              device: str = "auto", backend: str = "auto", threads: int | None = None) -> dict[str, Any]:
+    """Bare step loop vs compress vs decompress on generated text, same model
+    session, same batch geometry, one run.  Returns MB/s, ratio and the
+    codec/bare throughput fractions."""
+    from .codec import Compressor, Decompressor
+
+    # fallback="stored": every chunk the model shrinks is model-coded, so the
+    # timings measure the model path rather than a DEFLATE shortcut
+    comp = Compressor(model, device=device, backend=backend, threads=threads,
+                      chunk_size=chunk_size, batch_size=batch_size, fallback="stored")
+    dec = Decompressor(comp.model)
+    data = bench_text(size)
+    runner = comp._session.runner
+    chunks = comp._chunks(memoryview(data))
+    dec.decompress(comp.compress(data[: comp.chunk_size]))  # warm-up; probes cached
+    t0 = time.perf_counter()
+    for s in range(0, len(chunks), comp.batch_size):
+        runner.bare_wave(len(chunks[s : s + comp.batch_size]), chunks[s : s + comp.batch_size])
+    t_bare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    blob = comp.compress(data)
+    t_comp = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    back = dec.decompress(blob)
+    t_dec = time.perf_counter() - t0
+    if back != data:
+        raise CodecError("bench: round trip failed")
+    from .codec import info
+
+    methods = info(blob)["methods"]
+    mb = len(data) / 1e6
+    return {
+        "model": comp.model.name, "fingerprint": comp.model.fingerprint(), "bytes": len(data),
+        "batch_size": comp.batch_size, "chunk_size": comp.chunk_size,
+        "bare_mb_s": mb / t_bare, "compress_mb_s": mb / t_comp, "decompress_mb_s": mb / t_dec,
+        "compress_vs_bare": t_bare / t_comp, "decompress_vs_bare": t_bare / t_dec,
+        "ratio": len(blob) / len(data), "bits_per_byte": 8 * len(blob) / len(data),
+        "methods": methods,
+    }
+
+
+def _cmd_bench(args: Any) -> int:
+    try:
+        r = run_bench(args.model, args.size, args.batch_size, args.chunk_size,
+                      args.device, args.backend, args.threads)
+    except ValueError as exc:
+        raise _Fail(str(exc), EXIT_USAGE) from None
+    if args.json:
+        print(json.dumps(r, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(f"model {r['model']}  batch {r['batch_size']} x chunk {r['chunk_size']}  {r['bytes']} bytes of generated text")
+    print(f"  bare step loop  {r['bare_mb_s']:9.4f} MB/s")
+    print(f"  compress        {r['compress_mb_s']:9.4f} MB/s  ({r['compress_vs_bare']:.0%} of bare)")
+    print(f"  decompress      {r['decompress_mb_s']:9.4f} MB/s  ({r['decompress_vs_bare']:.0%} of bare)")
+    print(f"  ratio           {r['ratio']:.4f}  ({r['bits_per_byte']:.3f} bits/byte; chunks {r['methods']})")
+    print("full comparison with other compressors and corpora: python -m bench")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pyllmcodec`` console script; returns the exit status."""
+    argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help/--version 0
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "compress" and args.decompress:
+            return _cmd_decompress(args)
+        return {"compress": _cmd_compress, "decompress": _cmd_decompress,
+                "info": _cmd_info, "bench": _cmd_bench}[args.command](args)
+    except _Fail as exc:
+        print(f"pyllmcodec: {exc}", file=sys.stderr)
+        return exc.code
+    except (ModelError, NumericsMismatchError) as exc:
+        print(f"pyllmcodec: {exc}", file=sys.stderr)
+        return EXIT_MISMATCH
+    except CodecError as exc:
+        print(f"pyllmcodec: {exc}", file=sys.stderr)
+        return EXIT_CORRUPT
+    except KeyboardInterrupt:
+        print("pyllmcodec: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        except Exception:
+            pass
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
