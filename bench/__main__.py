@@ -1,0 +1,107 @@
+"""``python -m bench``: fetch the corpora, run every codec, write the results.
+
+    python -m bench            # full run -> bench/results/full.{md,json,png}
+    python -m bench --quick    # CI-sized, under two minutes -> bench/results/quick.*
+
+See docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import baselines as _baselines
+from .corpora import CORPUS_NAMES, CorpusError, load_corpus
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+FULL_CORPORA = ("canterbury4", "linux-doc-10MiB", "linux-doc-1MiB", "random-1MiB", "gzip-1MiB")
+QUICK_CORPORA = ("linux-doc-1MiB", "alice29", "linux-doc-64KiB")
+
+
+def _csv(s: str) -> list[str]:
+    return [x for x in (p.strip() for p in s.split(",")) if x]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help=f"CI-sized run: corpora {', '.join(QUICK_CORPORA)}; the fast baselines and PPMd o8; "
+                    "the default model on the 64 KiB slice only")
+    ap.add_argument("--corpora", type=_csv, help=f"comma-separated, from: {', '.join(CORPUS_NAMES)}")
+    ap.add_argument("--codecs", type=_csv, help=f"baselines, comma-separated, from: {', '.join(_baselines.ALL)}")
+    ap.add_argument("--no-llm", action="store_true", help="baselines only")
+    ap.add_argument("--llm-model", default="default", help="the model of the first pyllmcodec row (default: default)")
+    ap.add_argument("--all-models", action="store_true",
+                    help="also every registered model on every importable backend (default in a full run)")
+    ap.add_argument("--default-model-only", action="store_true", help="only the default model's row")
+    ap.add_argument("--llm-max-bytes", type=int,
+                    help="run the pyllmcodec rows only on corpora up to this size "
+                    "(default: 2 MiB, quick: 64 KiB)")
+    ap.add_argument("--llm-threads", type=int, default=1, help="model threads (default 1; 0: backend default)")
+    ap.add_argument("--llm-batch-size", type=int, help="pyllmcodec batch size (default: the library's)")
+    ap.add_argument("--llm-timeout", type=float, help="seconds per pyllmcodec worker (default: none; quick: 90)")
+    ap.add_argument("--no-ideal", action="store_true", help="skip the model's ideal bits/byte")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"results folder (default {RESULTS_DIR})")
+    ap.add_argument("--name", help="file stem of the results (default: full / quick)")
+    ap.add_argument("--fetch-only", action="store_true", help="fetch and cache the corpora, then stop")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    mode = "quick" if a.quick else "full"
+    corpus_names = a.corpora or list(QUICK_CORPORA if a.quick else FULL_CORPORA)
+    keys = a.codecs or list(_baselines.FAST if a.quick else _baselines.ALL)
+    try:
+        corpora = [load_corpus(n) for n in corpus_names]
+    except (CorpusError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.fetch_only:
+        _baselines.find_zpaq_cli(fetch=True)
+        for c in corpora:
+            print(f"{c.name}: {c.size} bytes")
+        return 0
+
+    from .harness import run_benchmark
+    from .llm import llm_configs, pyllmcodec_status
+    from .report import check_expected, write_results
+
+    try:
+        bl = _baselines.get_baselines(keys)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    llm, skip = [], None
+    if not a.no_llm:
+        ok, info = pyllmcodec_status()
+        if ok and a.llm_model not in info.split(","):
+            ok, info = False, f"model {a.llm_model!r} is not registered (available: {info})"
+        if ok:
+            all_models = (a.all_models or not a.quick) and not a.default_model_only
+            llm = llm_configs(info.split(","), first=a.llm_model, all_models=all_models, threads=a.llm_threads or None,
+                              batch_size=a.llm_batch_size)
+        else:
+            skip = info
+            print(f"[bench] skipping the pyllmcodec rows: {info}", file=sys.stderr)
+    max_bytes = a.llm_max_bytes if a.llm_max_bytes is not None else (64 << 10 if a.quick else 2 << 20)
+    timeout = a.llm_timeout if a.llm_timeout is not None else (90.0 if a.quick else None)
+    doc = run_benchmark(
+        corpora, bl, llm, llm_max_bytes=max_bytes, llm_ideal=not a.no_ideal, llm_timeout=timeout,
+        llm_skip_reason=skip, min_time=0.2 if a.quick else 0.5, max_repeats=3 if a.quick else 5, mode=mode,
+    )
+    stem = a.name or mode
+    for p in write_results(doc, a.out, stem):
+        print(f"wrote {p}")
+    bad = check_expected(doc)
+    for b in bad:
+        print(f"warning: disagrees with the reference: {b}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Run the comparison: every corpus x every baseline, plus the pyllmcodec rows.
+
+Conventions (NOTE):
+
+* bits/byte = 8 * total compressed bytes / total original bytes over a
+  corpus's files, each file compressed on its own.
+* MB/s = original bytes / 1e6 / seconds, wall clock (``time.perf_counter``),
+  one thread; summed over the files of a corpus.  A file whose compression
+  takes under ``min_time`` seconds is run again (at most ``max_repeats``
+  times) and the median taken, so small inputs are not timer noise.  The
+  machine may be shared: speeds are indicative, sizes are exact.
+* Every row is round-trip verified; a mismatch raises, it is never reported.
+* Baselines run in this process (one at a time); each pyllmcodec row runs in a
+  subprocess, whose peak RSS is reported.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .baselines import Baseline
+from .corpora import Corpus
+from .llm import LLMConfig, run_llm_row
+
+__all__ = ["measure_baseline", "run_benchmark", "machine_info", "RoundTripError"]
+
+
+class RoundTripError(AssertionError):
+    """A codec did not give back the original bytes."""
+
+
+def _timed(fn: Callable[[], Any], min_time: float, max_repeats: int) -> tuple[Any, float]:
+    """(result, median seconds) of calling ``fn`` once, or up to
+    ``max_repeats`` times while the total stays under ``min_time``."""
+    times = []
+    result = None
+    total = 0.0
+    while True:
+        t0 = time.perf_counter()
+        result = fn()
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        total += dt
+        if len(times) >= max_repeats or total + dt > min_time:
+            break
+    return result, statistics.median(times)
+
+
+def measure_baseline(b: Baseline, corpus: Corpus, *, min_time: float = 0.5,
+                     max_repeats: int = 5) -> dict[str, Any]:
+    """One result row for baseline ``b`` on ``corpus`` (raises RoundTripError)."""
+    comp_bytes = 0
+    comp_s = decomp_s = 0.0
+    for fname, data in corpus.files:
+        blob, tc = _timed(lambda: b.compress(data), min_time, max_repeats)
+        back, td = _timed(lambda: b.decompress(blob, len(data)), min_time, max_repeats)
+        if back != data:
+            raise RoundTripError(f"{b.name} did not round-trip {corpus.name}/{fname}")
+        comp_bytes += len(blob)
+        comp_s += tc
+        decomp_s += td
+    size = corpus.size
+    return {
+        "codec": b.name,
+        "key": b.key,
+        "kind": "baseline",
+        "implementation": b.implementation,
+        "notes": list(b.notes),
+        "original_bytes": size,
+        "compressed_bytes": comp_bytes,
+        "bits_per_byte": 8 * comp_bytes / size if size else 0.0,
+        "compress_MBps": size / 1e6 / comp_s if comp_s else float("inf"),
+        "decompress_MBps": size / 1e6 / decomp_s if decomp_s else float("inf"),
+        "verified": True,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """Where and when: written into every results file."""
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "memory_GiB": _mem_gib(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+    }
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run_benchmark(
+    corpora: list[Corpus],
+    baselines: list[Baseline],
+    llm: list[LLMConfig],
+    *,
+    llm_max_bytes: int,
+    llm_ideal: bool = True,
+    llm_timeout: float | None = None,
+    llm_skip_reason: str | None = None,
+    min_time: float = 0.5,
+    max_repeats: int = 5,
+    mode: str = "custom",
+) -> dict[str, Any]:
+    """Measure everything; returns the results document that
+    :mod:`bench.report` renders (and that is saved as JSON)."""
+    t_start = time.perf_counter()
+    doc: dict[str, Any] = {
+        "mode": mode,
+        "machine": machine_info(),
+        "corpora": [],
+        "skipped": [],
+        "settings": {"min_time": min_time, "max_repeats": max_repeats, "llm_max_bytes": llm_max_bytes},
+    }
+    for b in baselines:
+        if b.unavailable:
+            doc["skipped"].append(f"{b.name}: {b.unavailable}")
+    if llm_skip_reason:
+        doc["skipped"].append(f"pyllmcodec rows: {llm_skip_reason}")
+    for corpus in corpora:
+        entry: dict[str, Any] = {
+            "name": corpus.name,
+            "description": corpus.description,
+            "bytes": corpus.size,
+            "files": [name for name, _ in corpus.files],
+            "provenance": corpus.provenance,
+            "rows": [],
+        }
+        doc["corpora"].append(entry)
+        for b in baselines:
+            if b.unavailable:
+                continue
+            _log(f"{corpus.name}: {b.name}")
+            entry["rows"].append(measure_baseline(b, corpus, min_time=min_time, max_repeats=max_repeats))
+        if llm and not llm_skip_reason:
+            if corpus.size > llm_max_bytes:
+                entry["llm_note"] = (f"pyllmcodec rows not run on this corpus ({corpus.size} bytes > "
+                                     f"--llm-max-bytes {llm_max_bytes})")
+                continue
+            seen: set[tuple[str, str]] = set()
+            for cfg in llm:
+                if (cfg.model, cfg.backend) in seen:
+                    continue  # the automatic backend already measured this pair
+                _log(f"{corpus.name}: {cfg.label}")
+                row = run_llm_row(cfg, list(corpus.files), ideal=llm_ideal, timeout=llm_timeout)
+                entry["rows"].append(row)
+                if "error" in row:
+                    _log(f"  failed: {row['error']}")
+                resolved = _resolved_backend(row)
+                if resolved:
+                    seen.add((cfg.model, resolved))
+    doc["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+    return doc
+
+
+def _resolved_backend(row: dict[str, Any]) -> str | None:
+    """The backend an ``auto`` row ended up on, from the model fingerprint."""
+    import json
+
+    try:
+        fp = json.loads(row.get("implementation", "{}"))
+    except ValueError:
+        return None
+    b = str(fp.get("backend", "")).lower()
+    if "onnx" in b:
+        return "onnxruntime"
+    if "torch" in b:
+        return "torch"
+    return None
