@@ -1,0 +1,277 @@
+"""The container format: layout, golden bytes, and hostile-input parsing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyllmcodec.constants import (
+    FORMAT_VERSION,
+    MAGIC,
+    METHOD_DEFLATE,
+    METHOD_MODEL,
+    METHOD_STORED,
+    TRAILER_MAGIC,
+)
+from pyllmcodec.container import (
+    HEADER_PREFIX_LEN,
+    ArchiveIndex,
+    ArchiveReader,
+    ArchiveWriter,
+    ChunkEntry,
+    _get_uvarint,
+    _put_uvarint,
+    build_meta,
+    encode_header,
+    parse_header,
+)
+from pyllmcodec.errors import FormatError
+
+
+def make_meta(**over):
+    kw = dict(
+        model_name="test-bigram",
+        model_sha256="ab" * 32,
+        vocab_size=256,
+        bos=256,
+        max_context=4096,
+        fingerprint={"backend": "numpy-fake"},
+        probe_digest="cd" * 32,
+        probe_batch=2,
+        probe_version=1,
+        probe_steps=48,
+        chunk_size=8,
+        batch_size=2,
+        precision=30,
+        pad_token=256,
+        writer="pyllmcodec test",
+    )
+    kw.update(over)
+    return build_meta(**kw)
+
+
+def stored_archive(data: bytes, chunk: int = 8, batch: int = 2) -> bytes:
+    """An archive of stored chunks in the standard schedule (no model needed)."""
+    out = bytearray()
+    w = ArchiveWriter(out.extend, make_meta(chunk_size=chunk, batch_size=batch))
+    chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    for s in range(0, len(chunks), batch):
+        wave = chunks[s : s + batch]
+        entries = [ChunkEntry(r, len(c), len(c), METHOD_STORED, zlib.crc32(c)) for r, c in enumerate(wave)]
+        w.write_block(len(wave), entries, wave)
+    w.finish(hashlib.sha256(data).digest())
+    return bytes(out)
+
+
+DATA = b"0123456789abcdefghijklmnopqrstuvwxyz!"  # 37 bytes: 5 chunks of 8, 3 waves of 2
+
+
+def test_layout_starts_with_magic_and_version():
+    blob = stored_archive(DATA)
+    assert blob[:8] == MAGIC
+    assert blob[8] == FORMAT_VERSION
+    assert blob[-4:] == TRAILER_MAGIC
+
+
+def test_golden_stored_archive():
+    # Pins the byte layout of container v1.  If this changes, the format changed:
+    # bump FORMAT_VERSION and update docs/FORMAT.md, don't just update the hash.
+    blob = stored_archive(DATA)
+    assert len(blob) == 641
+    assert hashlib.sha256(blob).hexdigest() == "37ad79d0c0f80d5d83f78107cb29d56aa732f5c12b2b2ac36b59f596c0602e57"
+
+
+def test_header_roundtrip():
+    meta = make_meta()
+    raw = encode_header(meta)
+    h = parse_header(raw + b"trailing")
+    assert h.meta == meta and h.size == len(raw)
+    assert h.model_name == "test-bigram" and h.chunk_size == 8 and h.batch_size == 2
+    assert h.precision == 30 and h.pad_token == 256 and h.probe_batch == 2
+
+
+def test_header_is_canonical():
+    assert encode_header(make_meta()) == encode_header(dict(reversed(list(make_meta().items()))))
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"chunk_size": 0},
+        {"chunk_size": 5000},  # > max_context
+        {"batch_size": 0},
+        {"precision": 33},
+        {"probe_digest": "zz" * 32},
+        {"model_name": ""},
+    ],
+)
+def test_bad_meta_is_refused_on_write(over):
+    with pytest.raises(ValueError):
+        encode_header(make_meta(**over))
+
+
+def test_varint_roundtrip():
+    for v in [0, 1, 127, 128, 300, 2**14, 2**21 - 1, 2**27]:
+        b = bytearray()
+        _put_uvarint(b, v)
+        assert _get_uvarint(b, 0, len(b), "x") == (v, len(b))
+    with pytest.raises(FormatError):
+        _get_uvarint(b"\x80\x80", 0, 2, "x")  # truncated
+    with pytest.raises(FormatError):
+        _get_uvarint(b"\x80\x80\x80\x80\x01", 0, 5, "x")  # too long
+    with pytest.raises(FormatError):
+        _get_uvarint(b"\x81\x00", 0, 2, "x")  # non-canonical
+
+
+def test_index_and_reader_agree():
+    blob = stored_archive(DATA)
+    ix = ArchiveIndex(blob)
+    assert ix.n_chunks == 5 and len(ix.blocks) == 3 and ix.footer.total_len == len(DATA)
+    assert [b.batch for b in ix.blocks] == [2, 2, 1]
+    assert [e.row for b in ix.blocks for e in b.entries] == [0, 1, 0, 1, 0]
+    assert ix.locate(3) == (1, 1) and ix.chunk_offset(3) == 24
+    assert bytes(ix.payload(ix.blocks[2], 0)) == DATA[32:]
+    r = ArchiveReader(io.BytesIO(blob))
+    got = [(b.batch, [bytes(p) for p in ps]) for b, ps in r.blocks()]
+    assert [g[0] for g in got] == [2, 2, 1]
+    assert b"".join(b"".join(ps) for _, ps in got) == DATA
+    assert r.footer is not None and r.footer.sha256 == hashlib.sha256(DATA).digest()
+
+
+def test_empty_archive():
+    blob = stored_archive(b"")
+    ix = ArchiveIndex(blob)
+    assert ix.n_chunks == 0 and ix.blocks == [] and ix.footer.total_len == 0
+    assert list(ArchiveReader(io.BytesIO(blob)).blocks()) == []
+
+
+def _parse_both(blob: bytes) -> None:
+    ArchiveIndex(blob)
+    r = ArchiveReader(io.BytesIO(blob))
+    for _ in r.blocks():
+        pass
+
+
+def test_every_truncation_is_a_format_error():
+    blob = stored_archive(DATA)
+    for n in range(len(blob)):
+        with pytest.raises(FormatError):
+            ArchiveIndex(blob[:n])
+        with pytest.raises(FormatError):
+            _parse_both(blob[:n])
+
+
+def test_every_structural_bit_flip_is_detected():
+    """Flipping any bit outside the stored payloads (header, block headers,
+    footer, trailer) raises FormatError from both parsers.  Payload bytes are
+    protected by the per-chunk CRC-32 instead (tested in test_codec)."""
+    blob = stored_archive(DATA)
+    ix = ArchiveIndex(blob)
+    payload = set()
+    for b in ix.blocks:
+        payload.update(range(b.payload_offset, b.end))
+    for pos in range(len(blob)):
+        if pos in payload:
+            continue
+        for bit in (0, 3, 7):
+            bad = bytearray(blob)
+            bad[pos] ^= 1 << bit
+            with pytest.raises(FormatError):
+                ArchiveIndex(bytes(bad))
+            with pytest.raises(FormatError):
+                _parse_both(bytes(bad))
+
+
+def test_trailing_garbage_is_refused():
+    blob = stored_archive(DATA)
+    with pytest.raises(FormatError):
+        ArchiveIndex(blob + b"\0")
+
+
+def test_messages_say_what_is_wrong():
+    with pytest.raises(FormatError, match="bad magic"):
+        ArchiveIndex(b"PK\x03\x04" + b"\0" * 100)
+    blob = bytearray(stored_archive(DATA))
+    blob[8] = 9
+    with pytest.raises(FormatError, match="version 9"):
+        ArchiveIndex(bytes(blob))
+
+
+def _rebuild_header(meta_bytes: bytes) -> bytes:
+    head = struct.pack("<8sBBI", MAGIC, FORMAT_VERSION, 0, len(meta_bytes)) + meta_bytes
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+@pytest.mark.parametrize(
+    "meta_bytes",
+    [b"", b"[]", b"{}", b"not json", b"[" * 100000 + b"]" * 100000, b'{"model": 1}', b"\xff\xfe"],
+)
+def test_hostile_meta_with_valid_crc(meta_bytes):
+    with pytest.raises(FormatError):
+        parse_header(_rebuild_header(meta_bytes))
+
+
+def test_huge_meta_length_is_refused_before_reading():
+    head = struct.pack("<8sBBI", MAGIC, FORMAT_VERSION, 0, 0xFFFFFFFF)
+    with pytest.raises(FormatError, match="limit"):
+        ArchiveReader(io.BytesIO(head))
+
+
+def _block_bytes(batch, entries_raw: bytes, count: int) -> bytes:
+    head = struct.pack("<BHHI", 0x57, batch, count, len(entries_raw)) + entries_raw
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+@pytest.mark.parametrize(
+    "batch,count,entries,why",
+    [
+        (2, 1, bytes([2, 8, 8, METHOD_STORED]) + b"\0" * 4, "row"),  # row >= batch
+        (2, 2, bytes([1, 8, 8, 0]) + b"\0" * 4 + bytes([0, 8, 8, 0]) + b"\0" * 4, "order"),
+        (2, 1, bytes([0, 9, 9, METHOD_STORED]) + b"\0" * 4, "raw length"),  # > chunk_size
+        (2, 1, bytes([0, 8, 7, METHOD_STORED]) + b"\0" * 4, "stored"),
+        (2, 1, bytes([0, 8, 8, METHOD_MODEL]) + b"\0" * 4, "coded length"),
+        (2, 1, bytes([0, 8, 9, METHOD_DEFLATE]) + b"\0" * 4, "coded length"),
+        (2, 1, bytes([0, 8, 8, 7]) + b"\0" * 4, "method"),
+        (3, 1, bytes([0, 8, 8, METHOD_STORED]) + b"\0" * 4, "exceeds"),  # batch > archive's
+        (2, 1, bytes([0, 8, 8, METHOD_STORED]) + b"\0" * 5, "stray"),
+    ],
+)
+def test_hostile_block_entries_with_valid_crcs(batch, count, entries, why):
+    hdr = encode_header(make_meta())
+    blob = hdr + _block_bytes(batch, entries, count) + b"x" * 16
+    with pytest.raises(FormatError, match=why):
+        for _ in ArchiveReader(io.BytesIO(blob)).blocks():
+            pass
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=700), st.integers(0, 640))
+def test_random_splices_never_crash(junk, pos):
+    """Any bytes: either a valid archive or FormatError -- never another exception."""
+    blob = stored_archive(DATA)
+    bad = blob[:pos] + junk + blob[pos + len(junk) :]
+    for parse in (ArchiveIndex, _parse_both):
+        try:
+            parse(bad)
+        except FormatError:
+            pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_after_magic(junk):
+    for parse in (ArchiveIndex, _parse_both):
+        try:
+            parse(MAGIC + junk)
+        except FormatError:
+            pass
+
+
+def test_header_prefix_len():
+    assert HEADER_PREFIX_LEN == 14
