@@ -91,15 +91,10 @@ class LlmzFile(io.BufferedIOBase):
         try:
             if self._mode == "wb":
                 self._encoder.finish()
-                flush = getattr(self._fh, "flush", None)
-                if flush is not None:
-                    flush()
+            super().close()  # flushes the underlying file
         finally:
-            try:
-                if self._closefd:
-                    self._fh.close()
-            finally:
-                super().close()
+            if self._closefd:
+                self._fh.close()
 
     @property
     def bytes_in(self) -> int:

@@ -1,0 +1,178 @@
+"""File objects: stream_writer / stream_reader / open, and the memory bound."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import pytest
+
+import pyllmcodec
+from conftest import TEXT, get_model
+from pyllmcodec import ChecksumError, Compressor, Decompressor, FormatError, LlmzFile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture
+def comp():
+    return Compressor(get_model(), chunk_size=128, batch_size=3)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 128, 383, 384, 385, 10_000])
+def test_streaming_equals_one_shot(comp, piece):
+    data = TEXT[:5000]
+    sink = io.BytesIO()
+    with comp.stream_writer(sink) as w:
+        for i in range(0, len(data), piece):
+            assert w.write(data[i : i + piece]) == len(data[i : i + piece])
+        assert w.tell() == len(data)
+    assert sink.getvalue() == comp.compress(data)
+    assert not sink.closed  # closefd=False by default
+
+
+def test_stream_writer_empty(comp):
+    sink = io.BytesIO()
+    comp.stream_writer(sink).close()
+    assert sink.getvalue() == comp.compress(b"")
+
+
+def test_stream_reader_read_patterns(comp):
+    data = TEXT[:4000]
+    blob = comp.compress(data)
+    dec = Decompressor(get_model())
+    assert dec.stream_reader(blob).read() == data
+    r = dec.stream_reader(io.BytesIO(blob))
+    parts = []
+    while True:
+        b = r.read(333)
+        if not b:
+            break
+        parts.append(b)
+    assert b"".join(parts) == data and r.tell() == len(data)
+    r = dec.stream_reader(blob)
+    assert r.read1(10) == data[:10]
+    buf = bytearray(100)
+    assert r.readinto(buf) == 100 and bytes(buf) == data[10:110]
+    assert r.read(0) == b""
+    assert r.read() == data[110:]
+    assert r.read() == b""
+    r = dec.stream_reader(blob)
+    assert b"".join(r) == data  # line iteration via BufferedIOBase
+
+
+def test_stream_reader_checks_chunk_crcs(comp):
+    data = TEXT[:3000]
+    blob = bytearray(comp.compress(data))
+    from pyllmcodec.container import ArchiveIndex
+
+    ix = ArchiveIndex(bytes(blob))
+    blob[ix.blocks[1].payload_offset + 3] ^= 0x40
+    r = Decompressor(get_model()).stream_reader(bytes(blob))
+    with pytest.raises(ChecksumError, match=r"chunk \d"):
+        r.read()
+
+
+def test_stream_reader_truncated(comp):
+    blob = comp.compress(TEXT[:3000])
+    with pytest.raises(FormatError):
+        Decompressor(get_model()).stream_reader(blob[:-5]).read()
+
+
+def test_open_binary_and_text(tmp_path):
+    p = tmp_path / "a.llmz"
+    kw = dict(model=get_model(), chunk_size=256, batch_size=2)
+    with pyllmcodec.open(p, "wb", **kw) as f:
+        f.write(TEXT[:1000])
+        f.write(TEXT[1000:3000])
+    with pyllmcodec.open(p, "rb", model=get_model()) as f:
+        assert f.read() == TEXT[:3000]
+    with pyllmcodec.open(str(p), "rb") as f:  # model by the archive's name
+        assert f.read(5) == TEXT[:5]
+    with pyllmcodec.open(p, "wt", encoding="utf-8", **kw) as f:
+        f.write("héllo\nwörld\n")
+    with pyllmcodec.open(p, "rt", encoding="utf-8") as f:
+        assert f.readlines() == ["héllo\n", "wörld\n"]
+    with pytest.raises(FileExistsError):
+        pyllmcodec.open(p, "xb", **kw)
+    with pytest.raises(ValueError):
+        pyllmcodec.open(p, "ab")
+    with pytest.raises(ValueError):
+        pyllmcodec.open(p, "rbt")
+
+
+def test_open_on_file_objects():
+    sink = io.BytesIO()
+    with pyllmcodec.open(sink, "wb", model=get_model()) as f:
+        f.write(b"abc" * 100)
+        assert f.writable() and not f.readable() and not f.seekable()
+    assert not sink.closed
+    f = pyllmcodec.open(io.BytesIO(sink.getvalue()))
+    assert isinstance(f, LlmzFile) and f.readable() and f.read() == b"abc" * 100
+    f.close()
+    with pytest.raises(ValueError):
+        f.read()
+
+
+def test_module_level_stream_functions():
+    sink = io.BytesIO()
+    with pyllmcodec.stream_writer(sink, get_model(), chunk_size=64, batch_size=2) as w:
+        w.write(TEXT[:700])
+    assert pyllmcodec.stream_reader(sink.getvalue(), get_model()).read() == TEXT[:700]
+
+
+class _Null:
+    def __init__(self):
+        self.n = 0
+
+    def write(self, b):
+        self.n += len(b)
+        return len(b)
+
+
+def _stream_peak(n_bytes: int, comp: Compressor) -> int:
+    piece = TEXT * 4
+    tracemalloc.start()
+    try:
+        w = comp.stream_writer(_Null())
+        done = 0
+        while done < n_bytes:
+            k = min(len(piece), n_bytes - done)
+            w.write(piece[:k])
+            done += k
+        w.close()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_stream_compress_memory_is_bounded_by_the_wave_not_the_input():
+    """Peak Python/numpy allocation while streaming is O(batch * chunk), not
+    O(input): 256 KiB and 1 MiB inputs peak alike, under 40 * B * C + 2 MiB."""
+    comp = Compressor(get_model(), chunk_size=256, batch_size=32, fallback="stored")
+    small = _stream_peak(1 << 18, comp)
+    large = _stream_peak(1 << 20, comp)
+    wave = comp.batch_size * comp.chunk_size
+    assert large < 40 * wave + (2 << 20), (small, large)
+    assert large < small * 1.25 + 65536, (small, large)
+
+
+@pytest.mark.skipif(not os.environ.get("PYLLMCODEC_SLOW"), reason="set PYLLMCODEC_SLOW=1 (compresses 100 MB)")
+def test_cli_100mb_peak_rss(tmp_path):
+    """Peak RSS of the CLI compressing a 100 MB file stays under the model plus
+    a bound proportional to batch x context (here < 200 MiB all told)."""
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        for _ in range(100):
+            f.write((TEXT * 60)[: 1 << 20])
+    code = (
+        "import sys, resource; sys.path.insert(0, %r); import conftest; "
+        "from pyllmcodec.cli import main; rc = main(['-q', '-k', '--model', 'test-bigram', %r]); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)" % (HERE, str(src))
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    peak_kib = int(out.stdout.strip().splitlines()[-1])
+    assert peak_kib < 200 * 1024, peak_kib
