@@ -1,0 +1,202 @@
+"""The command line: gzip-style behaviour, safety of outputs, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TEXT, get_model
+from pyllmcodec import cli
+from pyllmcodec.cli import EXIT_CORRUPT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, main
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+M = ["--model", "test-bigram", "--chunk-size", "256", "--batch-size", "4"]
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_bytes(TEXT)
+    return tmp_path
+
+
+def listing(d):
+    return sorted(os.listdir(d))
+
+
+def test_compress_then_decompress_roundtrip(work):
+    assert main(["compress", *M, "a.txt"]) == EXIT_OK
+    assert listing(work) == ["a.txt.llmz"]  # input removed, like gzip
+    assert main(["decompress", "a.txt.llmz"]) == EXIT_OK
+    assert listing(work) == ["a.txt"]
+    assert (work / "a.txt").read_bytes() == TEXT
+
+
+def test_gzip_style_invocation(work):
+    assert main([*M, "-k", "a.txt"]) == EXIT_OK
+    assert listing(work) == ["a.txt", "a.txt.llmz"]
+    os.remove("a.txt")
+    assert main(["-d", "a.txt.llmz"]) == EXIT_OK
+    assert (work / "a.txt").read_bytes() == TEXT
+
+
+def test_keep_output_and_stdout(work, capsysbinary):
+    assert main(["compress", *M, "-o", "x.llmz", "a.txt"]) == EXIT_OK
+    assert listing(work) == ["a.txt", "x.llmz"]  # -o keeps the input
+    capsysbinary.readouterr()
+    assert main(["decompress", "-c", "x.llmz"]) == EXIT_OK
+    assert capsysbinary.readouterr().out == TEXT
+    assert listing(work) == ["a.txt", "x.llmz"]
+    assert main(["compress", *M, "-c", "-f", "a.txt"]) == EXIT_OK
+    blob = capsysbinary.readouterr().out
+    assert blob == (work / "x.llmz").read_bytes()
+
+
+def test_never_overwrites_without_force(work):
+    (work / "a.txt.llmz").write_bytes(b"precious")
+    assert main(["compress", *M, "a.txt"]) == EXIT_ERROR
+    assert (work / "a.txt.llmz").read_bytes() == b"precious"
+    assert (work / "a.txt").read_bytes() == TEXT
+    assert main(["compress", *M, "-f", "a.txt"]) == EXIT_OK
+    assert (work / "a.txt.llmz").read_bytes() != b"precious"
+
+
+def test_decompress_refuses_to_overwrite(work):
+    assert main(["compress", *M, "-k", "a.txt"]) == EXIT_OK
+    assert main(["decompress", "a.txt.llmz"]) == EXIT_ERROR
+    assert main(["decompress", "-f", "a.txt.llmz"]) == EXIT_OK
+
+
+def test_corrupt_archive_leaves_no_output_and_keeps_input(work):
+    assert main(["compress", *M, "a.txt"]) == EXIT_OK
+    blob = bytearray((work / "a.txt.llmz").read_bytes())
+    blob[len(blob) // 2] ^= 0x08
+    (work / "a.txt.llmz").write_bytes(bytes(blob))
+    assert main(["decompress", "a.txt.llmz"]) == EXIT_CORRUPT
+    assert listing(work) == ["a.txt.llmz"]  # no output, no temp file, input kept
+    assert (work / "a.txt.llmz").read_bytes() == bytes(blob)
+
+
+def test_not_an_archive(work):
+    (work / "b.llmz").write_bytes(b"hello, not an archive")
+    assert main(["decompress", "b.llmz"]) == EXIT_CORRUPT
+    assert main(["info", "b.llmz"]) == EXIT_CORRUPT
+    assert listing(work) == ["a.txt", "b.llmz"]
+
+
+def test_interrupted_run_leaves_nothing(work, monkeypatch):
+    model = get_model()
+    calls = {"n": 0}
+    real = type(model).step
+
+    def step(self, state, tokens):
+        calls["n"] += 1
+        if calls["n"] > 400:
+            raise KeyboardInterrupt
+        return real(self, state, tokens)
+
+    monkeypatch.setattr(type(model), "step", step)
+    assert main(["compress", *M, "a.txt"]) == EXIT_INTERRUPTED
+    assert listing(work) == ["a.txt"]
+    assert (work / "a.txt").read_bytes() == TEXT
+
+
+def test_numerics_mismatch_exit_code(work):
+    from pyllmcodec.models import register_model
+
+    assert main(["compress", *M, "-k", "a.txt"]) == EXIT_OK
+    from pyllmcodec import codec
+
+    register_model("test-bigram", lambda **_: get_model(variant=1), replace=True)
+    codec._model_cache.clear()  # loaded sessions are cached by name
+    try:
+        assert main(["decompress", "-f", "a.txt.llmz"]) == EXIT_MISMATCH
+    finally:
+        register_model("test-bigram", lambda **_: get_model(), replace=True)
+        codec._model_cache.clear()
+    assert listing(work) == ["a.txt", "a.txt.llmz"]
+
+
+def test_usage_errors(work):
+    assert main(["decompress", "a.txt"]) == EXIT_ERROR  # unknown suffix
+    assert main(["compress", *M, "missing.txt"]) == EXIT_ERROR
+    assert main(["compress", *M, "-o", "x", "a.txt", "a.txt"]) == EXIT_USAGE
+    assert main(["compress", "--bogus-flag"]) == EXIT_USAGE
+    assert main(["compress", "--model", "test-bigram", "--chunk-size", "0", "a.txt"]) == EXIT_USAGE
+    assert main([]) == EXIT_USAGE
+    assert main(["compress", "--model", "no-such-model", "a.txt"]) == EXIT_MISMATCH
+    assert listing(work) == ["a.txt"]
+
+
+def test_already_suffixed(work):
+    (work / "z.llmz").write_bytes(b"x")
+    assert main(["compress", *M, "z.llmz"]) == EXIT_ERROR
+
+
+def test_info(work, capsys):
+    assert main(["compress", *M, "-k", "a.txt"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["info", "a.txt.llmz"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "test-bigram" in out and "chunk_size=256" in out
+    assert main(["info", "--json", "--chunks", "a.txt.llmz"]) == EXIT_OK
+    d = json.loads(capsys.readouterr().out)
+    assert d["size"] == len(TEXT) and len(d["chunks"]) == d["n_chunks"]
+
+
+def test_verbose_and_quiet(work, capsys):
+    assert main(["compress", *M, "-v", "-k", "a.txt"]) == EXIT_OK
+    assert "saved" in capsys.readouterr().err
+    assert main(["compress", *M, "-q", "a.txt"]) == EXIT_ERROR  # exists
+    assert capsys.readouterr().err == ""
+
+
+def test_stdin_to_stdout(work, monkeypatch, capsysbinary):
+    import io
+
+    class FakeStdin:
+        buffer = io.BytesIO(TEXT[:1000])
+
+    monkeypatch.setattr(sys, "stdin", FakeStdin)
+    assert main(["compress", *M, "-f"]) == EXIT_OK
+    blob = capsysbinary.readouterr().out
+
+    class FakeStdin2:
+        buffer = io.BytesIO(blob)
+
+    monkeypatch.setattr(sys, "stdin", FakeStdin2)
+    assert main(["decompress", "-"]) == EXIT_OK
+    assert capsysbinary.readouterr().out == TEXT[:1000]
+
+
+def test_bench(capsys):
+    assert main(["bench", "--model", "test-bigram", "--size", "20000", "--batch-size", "4", "--chunk-size", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "bare step loop" in out and "MB/s" in out and "python -m bench" in out
+    r = cli.run_bench(get_model(), 8000, 4, 512)
+    assert r["ratio"] < 1 and r["compress_mb_s"] > 0
+
+
+def _run(args, cwd):
+    code = (
+        "import sys; sys.path.insert(0, %r); import conftest; "
+        "from pyllmcodec.cli import main; sys.exit(main(sys.argv[1:]))" % HERE
+    )
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True)
+
+
+def test_subprocess_roundtrip(work):
+    r = _run(["compress", *M, "a.txt"], work)
+    assert r.returncode == 0, r.stderr
+    r = _run(["decompress", "a.txt.llmz"], work)
+    assert r.returncode == 0, r.stderr
+    assert (work / "a.txt").read_bytes() == TEXT
+
+
+def test_python_dash_m_help():
+    r = subprocess.run([sys.executable, "-m", "pyllmcodec", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "compress" in r.stdout and "exit status" in r.stdout
