@@ -150,8 +150,10 @@ class BatchEncoder {
     quant::check_shape(V, precision_);
     scratch(m);
     for (std::size_t k = 0; k < m; ++k) detail::check_symbol(symbols[k], V, k);
+    const quant::FpEnv fp_env;
+    const auto& kern = quant::kernels();
     for (std::size_t k = 0; k < m; ++k) {
-      quant::symbol_range(probs + k * V, V, precision_, static_cast<std::size_t>(symbols[k]), k, &c_[k], &f_[k]);
+      kern.symbol_range(probs + k * V, V, precision_, static_cast<std::size_t>(symbols[k]), k, &c_[k], &f_[k]);
     }
     apply(c_.data(), f_.data(), m, rows);
   }
@@ -264,10 +266,12 @@ class BatchDecoder {
     rows_.check(rows, m);
     quant::check_shape(V, precision_);
     scratch(m);
+    const quant::FpEnv fp_env;
+    const auto& kern = quant::kernels();
     for (std::size_t k = 0; k < m; ++k) {
       const std::size_t i = detail::stream_of(rows, k);
       const std::uint32_t t = streams_[i].target(precision_, i);
-      symbols_out[k] = static_cast<std::int64_t>(quant::find_symbol(probs + k * V, V, precision_, t, k, &c_[k], &f_[k]));
+      symbols_out[k] = static_cast<std::int64_t>(kern.find_symbol(probs + k * V, V, precision_, t, k, &c_[k], &f_[k]));
     }
     apply(c_.data(), f_.data(), m, rows);
   }
@@ -294,7 +298,9 @@ class BatchDecoder {
 // quantize(): m rows of V probs -> m rows of V+1 cdf entries.
 inline void quantize(const float* probs, std::size_t m, std::size_t V, int precision, std::uint32_t* cdf) {
   quant::check_shape(V, precision);
-  for (std::size_t k = 0; k < m; ++k) quant::quantize_row(probs + k * V, V, precision, cdf + k * (V + 1), k);
+  const quant::FpEnv fp_env;
+  const auto& kern = quant::kernels();
+  for (std::size_t k = 0; k < m; ++k) kern.quantize_row(probs + k * V, V, precision, cdf + k * (V + 1), k);
 }
 
 }  // namespace pyllmcodec

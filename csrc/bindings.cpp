@@ -173,7 +173,6 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
   m.attr("MIN_PRECISION") = plc::quant::kMinPrecision;
   m.attr("MAX_PRECISION") = plc::quant::kMaxPrecision;
   m.attr("MAX_SYMBOLS") = plc::quant::kMaxSymbols;
-  m.attr("SUM_LANES") = plc::quant::kSumLanes;
 
   // C++ errors -> Python.  CorruptData -> pyllmcodec.errors.CodecError;
   // InvalidInput (std::invalid_argument) -> ValueError via pybind11's default.

@@ -11,49 +11,62 @@
 // (P = precision), written as a cumulative table cdf[0..V] with cdf[0] = 0,
 // cdf[V] = 2^P, cdf[i+1] - cdf[i] = f[i].
 //
-// An error (InvalidInput, ValueError in Python) is raised, naming the row,
-// when the row holds a NaN, an infinity, a negative value, or sums to zero.
-// A bad row never produces a table.  -0.0 counts as zero, subnormals are fine.
+// Errors (InvalidInput -> ValueError naming the row; never a table): a NaN,
+// an infinity or a negative value in the row; a row that sums to zero; a row
+// whose sum S (below) is >= 2^100 or overflows.  -0.0 counts as zero;
+// subnormals are fine.
 //
-// The algorithm, which IS the format (encoder and decoder must agree to the
-// bit, on every machine, in every build):
+// The algorithm IS the format: encoder and decoder must agree to the bit, on
+// every machine and in every build.  Plain IEEE-754 binary32/binary64
+// arithmetic, round-to-nearest-even, no FMA (we build with -ffp-contract=off,
+// never -ffast-math), no flush-to-zero (FpEnv below resets MXCSR):
 //
-//  1. Normaliser.  S = sum of (double)p[i] in this exact order: 16 lanes,
-//     lane j accumulates the elements i with i % 16 == j in increasing i,
-//     starting from +0.0; then the lanes are combined by the fixed tree
-//        ((((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)))
-//        +(((l8+l9)+(l10+l11))+((l12+l13)+(l14+l15)))).
-//     The order is written out explicitly in the code, so a vectorising
-//     compiler cannot change it (that would need -ffast-math, which we never
-//     use) and a scalar build gives the same bits.
-//  2. scale = (double)(2^P - V) / S      (one IEEE double division)
-//  3. For i < V-1:  f[i] = 1 + (uint32)trunc((double)p[i] * scale)
-//     (one IEEE double multiply, no FMA: we build with -ffp-contract=off;
-//     trunc == floor because the product is >= 0).  See symbol_freq().
-//  4. The last symbol takes the rest:  f[V-1] = 2^P - sum_{i<V-1} f[i].
-//     All of this is integer arithmetic; the prefix sums are integers.
+//  1. Row sum S, in this fixed order.  For each full block of 32 elements at
+//     i (i = 0, 32, 64, ...) and each j in 0..7:
+//         q_j = float32( float32(p[i+j] + p[i+8+j]) + float32(p[i+16+j] + p[i+24+j]) )
+//         lane_j += double(q_j)                       (lanes start at +0.0)
+//     then each remaining element t = 0, 1, ... of the tail (after the last
+//     full block): lane_(t % 8) += double(p[i+t]), in increasing t;
+//     S = ((lane0+lane1)+(lane2+lane3)) + ((lane4+lane5)+(lane6+lane7)).
+//  2. pre = 2^100 if S < 2^-64 else 1   (an exact rescaling of tiny rows)
+//     c   = 2^P - V - slack,  slack = 2^P >> 20
+//     s32 = float32( double(c) / (S * pre) )
+//  3. For i < V-1:  f[i] = 1 + trunc( float32( float32(p[i] * pre) * s32 ) )
+//     (see symbol_floor(); trunc == floor since the product is >= 0).
+//  4. The last symbol takes the rest:  f[V-1] = 2^P - sum_{i<V-1} f[i],
+//     in integer arithmetic; the cdf is the integer prefix sum.
 //
-// Why step 4 is always >= 1 (so no "fix-up" loop is ever needed):
-//   Let u = 2^-53.  Summing n = V non-negative doubles in any order has
-//   relative error <= (n-1)u/(1-(n-1)u); the division and each product add
-//   one rounding each.  Hence sum_{i<V-1} p[i]*scale (as computed) is at most
-//   (2^P - V) * (1 + (V+3)u) < (2^P - V) + 1   whenever 2^P * (V+3) * u < 1,
-//   which holds for P <= 31 and V <= kMaxSymbols = 2^21 (2^31 * 2^21.01 *
-//   2^-53 < 2^-1).  A sum of floors is at most the floor of the sum, so
-//   sum_{i<V-1} floor(...) <= 2^P - V, hence sum_{i<V-1} f[i] <= 2^P - 1 and
-//   f[V-1] >= 1.  The same bound gives each product < 2^P - V + 1 <= 2^31 - 1,
-//   so the conversion to int32 cannot overflow.  The code still checks
-//   f[V-1] >= 1 in integer arithmetic and throws std::logic_error if the
-//   proof were ever wrong: never a silently wrong table.
+// Why f[V-1] >= 1 always (so no fix-up loop, no epsilon patches):
+//   u = 2^-24.  Every element goes through two float32 additions in step 1
+//   (relative error <= 2u + u^2 each, all terms >= 0) and the double lanes add
+//   (V/32 + 8) * 2^-53 <= 2^-37 (V <= kMaxSymbols = 2^21); so
+//   S >= S_true * (1 - 2^-22.9).  p*pre is exact (a power of two; pre = 2^100
+//   only when every p <= S < 2^-64, so p*2^100 < 2^36 and subnormals scale
+//   exactly).  s32 and each product round once more (factor (1+u)^2, the
+//   double division adds 2^-53).  Altogether
+//       sum_i float32(p_i * pre * s32)  <=  c * (1 + 2^-21).
+//   slack = 2^P >> 20 >= 2 * c * 2^-21 covers that for P > 20, and for
+//   P <= 20, c * 2^-21 < 1/2; either way the sum is < 2^P - V + 1, a sum of
+//   floors is at most the floor of the sum, so sum_{i<V-1} f[i] <= 2^P - 1.
+//   Each float32 product is < 2^P - V < 2^31, and a float32 below 2^31 is at
+//   most 2^31 - 128, so the int32 conversion never overflows.  The range of
+//   s32: S*pre lies in [2^-49, 2^100) and 1 <= c < 2^31, so s32 is a normal
+//   float32.  The code still checks f[V-1] >= 1 in integer arithmetic and
+//   throws std::logic_error if the proof were ever wrong.
 //
-// Why the remainder goes to the LAST symbol (not the argmax): it makes
-// cdf[s] and f[s] computable from the row sum plus a prefix p[0..s], which is
-// what lets the fused encoder stop at the coded symbol and the fused decoder
-// stop at the decoded one.  The price: the floors lose about V/2 units of
-// 2^P, which go to symbol V-1; with the default P = 30 and V = 50257 that is
-// 2.3e-5 of the mass, i.e. <= 3.4e-5 bits per symbol.  Together with the
-// forced minimum mass (V / 2^P of the mass, <= 6.8e-5 bits per coded symbol at
-// V = 50257) this is the whole quantisation overhead.
+// What it costs in compression: the forced minimum mass takes V / 2^P of the
+// mass (<= 1.44 * V / 2^P bits per coded symbol: 6.8e-5 bits at V = 50257,
+// P = 30); the floors lose about V/2 units, which go to the LAST symbol (the
+// rest of the symbols don't get them: <= 0.72 * V / 2^P bits); slack and the
+// float32 product cost ~2^-20 of the mass (1.4e-6 bits).
+//
+// Why float32 products and pair sums: the float->double conversions were the
+// bottleneck (one per 4 symbols on AVX2); float32 math needs one conversion
+// per 8 symbols in step 3 and one per 16 in step 1, and the proof above shows
+// it costs only the 2^-20 slack.  Why the remainder goes to the last symbol
+// (not the argmax): then cdf[s] and f[s] follow from S and the prefix
+// p[0..s], so the fused encoder stops at the coded symbol and the fused
+// decoder at the decoded one, instead of two full passes.
 // ---------------------------------------------------------------------------
 #pragma once
 
@@ -61,8 +74,15 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <xmmintrin.h>
+#define PYLLMCODEC_HAVE_MXCSR 1
+#endif
 
 namespace pyllmcodec {
 
@@ -84,14 +104,35 @@ namespace quant {
 constexpr int kMinPrecision = 2;
 constexpr int kMaxPrecision = 31;
 // Default P = 30: forced mass V/2^P is 4.7e-5 at V = 50257 and 2.4e-4 at
-// V = 262144 (coding overhead 1.44 * V/2^P bits per symbol at most), and
-// 2^30 still fits an int32, so an accelerator can build the CDF with int32
-// cumsums for the two-phase API.
+// V = 262144, and 2^30 still fits an int32, so an accelerator can build the
+// CDF with int32 cumsums for the two-phase API.
 constexpr int kDefaultPrecision = 30;
-// Bound used by the proof above (2^31 * (V+3) * 2^-53 < 1).
+// Bound used by the proof (double-lane error (V/32 + 8) * 2^-53 <= 2^-37).
 constexpr std::size_t kMaxSymbols = std::size_t{1} << 21;
-// Lanes of the fixed-order float64 row sum.  Part of the format: never change.
-constexpr std::size_t kSumLanes = 16;
+// Step 1 constants (part of the format: never change).
+constexpr std::size_t kSumBlock = 32;  // elements per block
+constexpr std::size_t kSumLanes = 8;   // double lanes
+constexpr double kTinySum = 0x1p-64;   // below this, pre = 2^100
+constexpr float kTinyPre = 0x1p100f;
+constexpr double kHugeSum = 0x1p100;  // at or above this: error
+constexpr int kSlackShift = 20;        // slack = 2^P >> 20
+
+// Resets the x86 floating-point environment (MXCSR) for the duration of a
+// call: round-to-nearest, no flush-to-zero / denormals-are-zero.  Some
+// libraries set FTZ/DAZ in the calling thread (e.g. torch.set_flush_denormal),
+// which would change the quantizer's bits on subnormal inputs.
+class FpEnv {
+ public:
+#ifdef PYLLMCODEC_HAVE_MXCSR
+  FpEnv() : saved_(_mm_getcsr()) { _mm_setcsr(0x1F80); }  // all exceptions masked
+  ~FpEnv() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned int saved_;
+#else
+  FpEnv() {}
+#endif
+};
 
 inline void check_shape(std::size_t V, int precision) {
   if (precision < kMinPrecision || precision > kMaxPrecision) {
@@ -109,8 +150,9 @@ inline void check_shape(std::size_t V, int precision) {
   }
 }
 
-// Explains why row `row` is invalid; called only on the (cold) error path.
-[[noreturn]] inline void throw_bad_row(const float* p, std::size_t V, std::size_t row) {
+// Cold path: explains why row `row` is invalid.  Returns normally only when
+// the row is valid after all (its only sign bits were on -0.0 entries).
+inline void check_row_slow(const float* p, std::size_t V, double s, std::size_t row) {
   for (std::size_t i = 0; i < V; ++i) {
     const float x = p[i];
     std::string what;
@@ -122,56 +164,161 @@ inline void check_shape(std::size_t V, int precision) {
                          std::to_string(i) + "; probabilities must be finite and >= 0");
     }
   }
-  throw InvalidInput("probs row " + std::to_string(row) +
-                     " sums to zero; at least one probability must be > 0");
+  if (!(s > 0.0)) {
+    throw InvalidInput("probs row " + std::to_string(row) +
+                       " sums to zero; at least one probability must be > 0");
+  }
+  if (!(s < kHugeSum)) {
+    throw InvalidInput("probs row " + std::to_string(row) +
+                       " has values too large (its sum must be < 2^100); divide the row by a constant");
+  }
 }
 
-// Step 1+2 of the contract: validates the row and returns scale.
-// NOTE: the lane structure below is the documented summation order.
-inline double row_scale(const float* p, std::size_t V, int precision, std::size_t row) {
-  double acc[kSumLanes];
-  for (std::size_t j = 0; j < kSumLanes; ++j) acc[j] = 0.0;
-  // `bad` collects !(x >= 0): true for negatives and NaNs.  +inf passes here
-  // and is caught by the isfinite(sum) test below.
-  int bad = 0;
+// The per-row constants of steps 2-3.
+struct RowScale {
+  float pre;  // 1 or 2^100
+  float s32;  // scale
+};
+
+// ---------------------------------------------------------------------------
+// Kernels.  With GCC/Clang they use portable vector extensions (lowered to
+// SSE2 or AVX2 by the compiler; on x86 an AVX2 copy of the row kernels is
+// picked at run time, see kernels()).  Every vector operation used is an element-wise IEEE operation
+// (add, multiply, float->double, truncating float->int32) or an integer one,
+// so every clone and the scalar fallback give identical bits.
+// ---------------------------------------------------------------------------
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(PYLLMCODEC_SCALAR)
+#define PYLLMCODEC_VECTOR 1
+#define PYLLMCODEC_INLINE inline __attribute__((always_inline))
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(PYLLMCODEC_NO_DISPATCH)
+// An AVX2 (x86-64-v3) copy of the row kernels, chosen at run time.  (Not
+// GCC's target_clones: its dispatcher is treated as nothrow, so an exception
+// from a clone calls std::terminate.)
+#define PYLLMCODEC_DISPATCH 1
+#endif
+#else
+#define PYLLMCODEC_VECTOR 0
+#define PYLLMCODEC_INLINE inline
+#endif
+
+#if PYLLMCODEC_VECTOR
+namespace vec {
+// Generic vectors no wider than 32 bytes: wider ones are lowered badly
+// (through the stack) on AVX2.
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef double v4d __attribute__((vector_size(32)));
+typedef std::int32_t v8i __attribute__((vector_size(32)));
+typedef std::int32_t v4i __attribute__((vector_size(16)));
+typedef std::uint32_t v8u __attribute__((vector_size(32)));
+PYLLMCODEC_INLINE v8f load(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+PYLLMCODEC_INLINE v8u bits(v8f x) {
+  v8u u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+// trunc(float32(float32(p * pre) * s32)) for 8 symbols: the vector form of
+// symbol_floor().
+PYLLMCODEC_INLINE v8i floors(const float* p, v8f pre, v8f s32) {
+  return __builtin_convertvector((load(p) * pre) * s32, v8i);
+}
+PYLLMCODEC_INLINE std::uint32_t hsum(v8i v) {  // integer: any order is exact
+  std::uint32_t s = 0;
+  for (int j = 0; j < 8; ++j) s += static_cast<std::uint32_t>(v[j]);
+  return s;
+}
+}  // namespace vec
+#endif
+
+// Steps 1-2 of the contract: validates the row, returns (pre, s32).
+// Validation costs nothing extra on valid rows: a NaN or inf makes the sum
+// non-finite, and a negative value has its sign bit set, which an OR of the
+// raw bits collects.  Only a row that trips one of these goes to the slow
+// exact check (-0.0 also sets the sign bit and is let through there).
+PYLLMCODEC_INLINE RowScale row_scale_impl(const float* p, std::size_t V, int precision, std::size_t row) {
+  static_assert(kSumLanes == 8 && kSumBlock == 32, "the code below is written for 8 lanes, blocks of 32");
+  double lane[kSumLanes];
+  std::uint32_t sign = 0;
   std::size_t i = 0;
-  for (; i + kSumLanes <= V; i += kSumLanes) {
+#if PYLLMCODEC_VECTOR
+  vec::v4d a0 = {}, a1 = {};  // lanes 0-3 and 4-7
+  vec::v8u b = {};
+  for (; i + kSumBlock <= V; i += kSumBlock) {
+    const vec::v8f x0 = vec::load(p + i), x1 = vec::load(p + i + 8);
+    const vec::v8f x2 = vec::load(p + i + 16), x3 = vec::load(p + i + 24);
+    const vec::v8f q = (x0 + x1) + (x2 + x3);
+    a0 += __builtin_convertvector(__builtin_shufflevector(q, q, 0, 1, 2, 3), vec::v4d);
+    a1 += __builtin_convertvector(__builtin_shufflevector(q, q, 4, 5, 6, 7), vec::v4d);
+    b |= (vec::bits(x0) | vec::bits(x1)) | (vec::bits(x2) | vec::bits(x3));
+  }
+  std::memcpy(lane, &a0, sizeof a0);
+  std::memcpy(lane + 4, &a1, sizeof a1);
+  for (int j = 0; j < 8; ++j) sign |= b[j];
+#else
+  for (std::size_t j = 0; j < kSumLanes; ++j) lane[j] = 0.0;
+  for (; i + kSumBlock <= V; i += kSumBlock) {
     for (std::size_t j = 0; j < kSumLanes; ++j) {
-      const float x = p[i + j];
-      acc[j] += static_cast<double>(x);
-      bad |= !(x >= 0.0f);
+      const float x0 = p[i + j], x1 = p[i + 8 + j], x2 = p[i + 16 + j], x3 = p[i + 24 + j];
+      const float q = (x0 + x1) + (x2 + x3);
+      lane[j] += static_cast<double>(q);
+      std::uint32_t u[4];
+      std::memcpy(&u[0], &x0, 4);
+      std::memcpy(&u[1], &x1, 4);
+      std::memcpy(&u[2], &x2, 4);
+      std::memcpy(&u[3], &x3, 4);
+      sign |= (u[0] | u[1]) | (u[2] | u[3]);
     }
   }
-  for (std::size_t j = 0; i + j < V; ++j) {  // tail: element i+j goes to lane j
-    const float x = p[i + j];
-    acc[j] += static_cast<double>(x);
-    bad |= !(x >= 0.0f);
+#endif
+  for (std::size_t t = 0; i + t < V; ++t) {  // tail: element i+t goes to lane t % 8
+    const float x = p[i + t];
+    lane[t % kSumLanes] += static_cast<double>(x);
+    std::uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    sign |= u;
   }
-  const double s = ((((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) +
-                    (((acc[8] + acc[9]) + (acc[10] + acc[11])) + ((acc[12] + acc[13]) + (acc[14] + acc[15]))));
-  if (bad || !std::isfinite(s) || !(s > 0.0)) throw_bad_row(p, V, row);
-  // s >= 2^-149 (smallest float32 subnormal) and 2^P - V < 2^31, so the
-  // quotient is finite.
-  return static_cast<double>((std::uint64_t{1} << precision) - V) / s;
+  const double s = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  if ((sign >> 31) || !(s > 0.0) || !(s < kHugeSum)) check_row_slow(p, V, s, row);
+  const std::uint64_t total = std::uint64_t{1} << precision;
+  const std::uint64_t c = total - V - (total >> kSlackShift);
+  RowScale r;
+  r.pre = s < kTinySum ? kTinyPre : 1.0f;
+  r.s32 = static_cast<float>(static_cast<double>(c) / (s * static_cast<double>(r.pre)));
+  return r;
 }
 
-// Step 3: the frequency of one symbol other than the last.  The ONE function
-// every path (quantize, fused encode, fused decode) uses.
-// Requires p >= 0 finite and scale from row_scale(); result in [1, 2^P - V + 1].
-inline std::uint32_t symbol_freq(float p, double scale) {
-  return 1u + static_cast<std::uint32_t>(static_cast<std::int32_t>(static_cast<double>(p) * scale));
+// Step 3: the floor part of the frequency of one symbol other than the last.
+// The ONE formula every path (quantize, fused encode, fused decode) uses;
+// vec::floors() is the same expression on 8 symbols at once.
+// Requires p >= 0 finite and r from row_scale(); result in [0, 2^P - V).
+PYLLMCODEC_INLINE std::int32_t symbol_floor(float p, RowScale r) {
+  const float y = (p * r.pre) * r.s32;  // two float32 roundings, in this order
+  return static_cast<std::int32_t>(y);
 }
-
-// floor part only (freq - 1); vectorises to cvtps2pd/mulpd/cvttpd2dq.
-inline std::int32_t symbol_floor(float p, double scale) {
-  return static_cast<std::int32_t>(static_cast<double>(p) * scale);
+PYLLMCODEC_INLINE std::uint32_t symbol_freq(float p, RowScale r) {
+  return 1u + static_cast<std::uint32_t>(symbol_floor(p, r));
 }
 
 // Sum of symbol_freq(p[i]) for i in [0, n).  Integer addition is exact and
-// associative, so the compiler may vectorise/reorder this freely.
-inline std::uint32_t freq_prefix(const float* p, std::size_t n, double scale) {
+// associative, so any order gives the same result.
+PYLLMCODEC_INLINE std::uint32_t freq_prefix(const float* p, std::size_t n, RowScale r) {
   std::uint32_t acc = 0;
-  for (std::size_t i = 0; i < n; ++i) acc += static_cast<std::uint32_t>(symbol_floor(p[i], scale));
+  std::size_t i = 0;
+#if PYLLMCODEC_VECTOR
+  const vec::v8f pre = vec::v8f{} + r.pre, s32 = vec::v8f{} + r.s32;
+  vec::v8i a = {}, b = {};
+  for (; i + 16 <= n; i += 16) {
+    a += vec::floors(p + i, pre, s32);
+    b += vec::floors(p + i + 8, pre, s32);
+  }
+  for (; i + 8 <= n; i += 8) a += vec::floors(p + i, pre, s32);
+  acc = vec::hsum(a + b);
+#endif
+  for (; i < n; ++i) acc += static_cast<std::uint32_t>(symbol_floor(p[i], r));
   return acc + static_cast<std::uint32_t>(n);
 }
 
@@ -181,25 +328,37 @@ inline std::uint32_t freq_prefix(const float* p, std::size_t n, double scale) {
 }
 
 // Full table for one row: cdf[0..V].  Caller validated check_shape().
-inline void quantize_row(const float* p, std::size_t V, int precision, std::uint32_t* cdf,
-                         std::size_t row) {
-  const double scale = row_scale(p, V, precision, row);
+PYLLMCODEC_INLINE void quantize_row_impl(const float* p, std::size_t V, int precision, std::uint32_t* cdf,
+                                               std::size_t row) {
+  const RowScale r = row_scale_impl(p, V, precision, row);
   const std::uint32_t total = std::uint32_t{1} << precision;  // P <= 31
-  // Compute floors into cdf[1..V-1], then an integer prefix sum.
-  std::uint32_t cum = 0;
+  std::uint32_t cum = 0;  // cdf[i]
   cdf[0] = 0;
   std::size_t i = 0;
-  constexpr std::size_t kBlock = 8;
-  for (; i + kBlock <= V - 1; i += kBlock) {
-    std::uint32_t f[kBlock];
-    for (std::size_t j = 0; j < kBlock; ++j) f[j] = 1u + static_cast<std::uint32_t>(symbol_floor(p[i + j], scale));
-    for (std::size_t j = 0; j < kBlock; ++j) {
-      cum += f[j];
-      cdf[i + j + 1] = cum;
-    }
+  const std::size_t n = V - 1;  // the last symbol is implicit
+#if PYLLMCODEC_VECTOR && (defined(__clang__) || __GNUC__ >= 12)
+  // Integer prefix sums 8 at a time: log-step in-register scans of two
+  // 4-lane halves; only `carry += ...` is carried from one block to the next.
+  const vec::v8f pre = vec::v8f{} + r.pre, s32 = vec::v8f{} + r.s32;
+  const vec::v4i z = {};
+  vec::v4i carry = {};
+  for (; i + 8 <= n; i += 8) {
+    const vec::v8i fg = vec::floors(p + i, pre, s32) + 1;
+    vec::v4i f = __builtin_shufflevector(fg, fg, 0, 1, 2, 3), g = __builtin_shufflevector(fg, fg, 4, 5, 6, 7);
+    f += __builtin_shufflevector(f, z, 4, 0, 1, 2);
+    g += __builtin_shufflevector(g, z, 4, 0, 1, 2);
+    f += __builtin_shufflevector(f, z, 4, 4, 0, 1);
+    g += __builtin_shufflevector(g, z, 4, 4, 0, 1);
+    g += __builtin_shufflevector(f, f, 3, 3, 3, 3);  // local scan of the 8
+    const vec::v4i of = f + carry, og = g + carry;
+    std::memcpy(cdf + i + 1, &of, sizeof of);
+    std::memcpy(cdf + i + 5, &og, sizeof og);
+    carry += __builtin_shufflevector(g, g, 3, 3, 3, 3);
   }
-  for (; i < V - 1; ++i) {
-    cum += symbol_freq(p[i], scale);
+  cum = static_cast<std::uint32_t>(carry[0]);
+#endif
+  for (; i < n; ++i) {
+    cum += symbol_freq(p[i], r);
     cdf[i + 1] = cum;
   }
   // Invariant (proved above): cum <= 2^P - 1, so the last freq is >= 1.
@@ -207,41 +366,65 @@ inline void quantize_row(const float* p, std::size_t V, int precision, std::uint
   cdf[V] = total;
 }
 
-// Fused encoder lookup: (cum_low, freq) of symbol s without building cdf.
-// Caller validated s < V.  Returns via out-params.
-inline void symbol_range(const float* p, std::size_t V, int precision, std::size_t s,
-                         std::size_t row, std::uint32_t* cum_low, std::uint32_t* freq) {
-  const double scale = row_scale(p, V, precision, row);
+// Fused encoder lookup: (cum_low, freq) of symbol s < V without building the
+// table: the row sum, then the freqs of p[0..s) only.
+PYLLMCODEC_INLINE void symbol_range_impl(const float* p, std::size_t V, int precision, std::size_t s,
+                                               std::size_t row, std::uint32_t* cum_low, std::uint32_t* freq) {
+  const RowScale r = row_scale_impl(p, V, precision, row);
   const std::uint32_t total = std::uint32_t{1} << precision;
-  const std::uint32_t c = freq_prefix(p, s, scale);
+  const std::uint32_t c = freq_prefix(p, s, r);
   std::uint32_t f;
   if (s + 1 == V) {
     if (c >= total) throw_proof_broken(row);
     f = total - c;
   } else {
-    f = symbol_freq(p[s], scale);
+    f = symbol_freq(p[s], r);
   }
   *cum_low = c;
   *freq = f;
 }
 
 // Fused decoder lookup: the symbol s with cdf[s] <= target < cdf[s+1].
-// Requires target < 2^P.  Scans blocks, so it stops near the symbol.
-inline std::size_t find_symbol(const float* p, std::size_t V, int precision, std::uint32_t target,
-                               std::size_t row, std::uint32_t* cum_low, std::uint32_t* freq) {
-  const double scale = row_scale(p, V, precision, row);
+// Requires target < 2^P.  Skips whole blocks by their frequency sums, so it
+// reads the row only up to the symbol.
+PYLLMCODEC_INLINE std::size_t find_symbol_impl(const float* p, std::size_t V, int precision,
+                                                     std::uint32_t target, std::size_t row,
+                                                     std::uint32_t* cum_low, std::uint32_t* freq) {
+  const RowScale r = row_scale_impl(p, V, precision, row);
   const std::uint32_t total = std::uint32_t{1} << precision;
   constexpr std::size_t kBlock = 32;
-  std::uint32_t cum = 0;  // cdf[i]
+  std::uint32_t cum = 0;  // cdf[i]; invariant cum <= target
   std::size_t i = 0;
   const std::size_t n = V - 1;  // the last symbol is implicit
   for (; i + kBlock <= n; i += kBlock) {
-    const std::uint32_t b = freq_prefix(p + i, kBlock, scale);
-    if (target - cum < b) break;  // target < cum + b  (cum <= target holds)
+    const std::uint32_t b = freq_prefix(p + i, kBlock, r);
+    if (target - cum < b) break;  // target < cum + b
     cum += b;
   }
+#if PYLLMCODEC_VECTOR
+  // Then 8 at a time; the symbol's 8 freqs are computed once, in a vector.
+  const vec::v8f pre = vec::v8f{} + r.pre, s32 = vec::v8f{} + r.s32;
+  for (; i + 8 <= n; i += 8) {
+    const vec::v8i fv = vec::floors(p + i, pre, s32) + 1;
+    const std::uint32_t b = vec::hsum(fv);
+    if (target - cum >= b) {
+      cum += b;
+      continue;
+    }
+    std::uint32_t f8[8];
+    std::memcpy(f8, &fv, sizeof f8);
+    for (std::size_t j = 0;; ++j) {  // terminates: the 8 freqs sum to > target - cum
+      if (target - cum < f8[j]) {
+        *cum_low = cum;
+        *freq = f8[j];
+        return i + j;
+      }
+      cum += f8[j];
+    }
+  }
+#endif
   for (; i < n; ++i) {
-    const std::uint32_t f = symbol_freq(p[i], scale);
+    const std::uint32_t f = symbol_freq(p[i], r);
     if (target - cum < f) {
       *cum_low = cum;
       *freq = f;
@@ -253,6 +436,61 @@ inline std::size_t find_symbol(const float* p, std::size_t V, int precision, std
   *cum_low = cum;
   *freq = total - cum;
   return V - 1;
+}
+
+// ---------------------------------------------------------------------------
+// Row-level entry points: one indirect call per row to the best copy.
+// ---------------------------------------------------------------------------
+struct RowKernels {
+  RowScale (*row_scale)(const float*, std::size_t, int, std::size_t);
+  void (*quantize_row)(const float*, std::size_t, int, std::uint32_t*, std::size_t);
+  void (*symbol_range)(const float*, std::size_t, int, std::size_t, std::size_t, std::uint32_t*, std::uint32_t*);
+  std::size_t (*find_symbol)(const float*, std::size_t, int, std::uint32_t, std::size_t, std::uint32_t*,
+                             std::uint32_t*);
+  const char* name;
+};
+
+#define PYLLMCODEC_KERNEL_SET(NS, ATTR, NAME)                                                                \
+  namespace NS {                                                                                           \
+  ATTR inline RowScale row_scale(const float* p, std::size_t V, int P, std::size_t row) {                  \
+    return row_scale_impl(p, V, P, row);                                                                   \
+  }                                                                                                        \
+  ATTR inline void quantize_row(const float* p, std::size_t V, int P, std::uint32_t* cdf, std::size_t row) { \
+    quantize_row_impl(p, V, P, cdf, row);                                                                  \
+  }                                                                                                        \
+  ATTR inline void symbol_range(const float* p, std::size_t V, int P, std::size_t s, std::size_t row,       \
+                                std::uint32_t* c, std::uint32_t* f) {                                      \
+    symbol_range_impl(p, V, P, s, row, c, f);                                                              \
+  }                                                                                                        \
+  ATTR inline std::size_t find_symbol(const float* p, std::size_t V, int P, std::uint32_t t, std::size_t row, \
+                                      std::uint32_t* c, std::uint32_t* f) {                                \
+    return find_symbol_impl(p, V, P, t, row, c, f);                                                        \
+  }                                                                                                        \
+  inline constexpr RowKernels table{&row_scale, &quantize_row, &symbol_range, &find_symbol, NAME};          \
+  }
+
+PYLLMCODEC_KERNEL_SET(generic, , "generic")
+#if PYLLMCODEC_DISPATCH
+PYLLMCODEC_KERNEL_SET(avx2, __attribute__((target("avx2,fma,bmi,bmi2,f16c,lzcnt,popcnt"))), "avx2")
+#endif
+#undef PYLLMCODEC_KERNEL_SET
+
+// The copy for this CPU, chosen once.  Every copy gives identical bits (see
+// the Kernels note); PYLLMCODEC_KERNELS=generic in the environment forces the
+// baseline copy (used by the tests to check exactly that).
+inline const RowKernels& kernels() {
+  static const RowKernels* const chosen = []() -> const RowKernels* {
+    const char* env = std::getenv("PYLLMCODEC_KERNELS");
+    if (env != nullptr && std::string(env) == "generic") return &generic::table;
+#if PYLLMCODEC_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) {
+      return &avx2::table;
+    }
+#endif
+    return &generic::table;
+  }();
+  return *chosen;
 }
 
 }  // namespace quant

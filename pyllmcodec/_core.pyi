@@ -10,7 +10,6 @@ DEFAULT_PRECISION: Final[int]
 MIN_PRECISION: Final[int]
 MAX_PRECISION: Final[int]
 MAX_SYMBOLS: Final[int]
-SUM_LANES: Final[int]
 
 _IntArray = npt.ArrayLike
 

@@ -1,0 +1,197 @@
+"""Compare pyllmcodec.core against constriction 0.5 in one run.
+
+    python bench/compare_constriction.py [--repeats 7] [--quick]
+
+Cases (one "step" = one symbol per row, each row its own distribution):
+  * [1024, 256]   step: 1024 streams (ours) / 1024 symbols into one stream
+                  (constriction's fastest path: one call, rank-2 probabilities)
+  * [64, 50257]   step: likewise with a GPT-2 sized vocabulary.
+Speed: the same cached float32 step is coded again and again (quantization
+included in every call: ours uses encode_probs / decode_probs, constriction
+a Categorical(perfect=False) model family); we report the median over
+`repeats` runs of symbols/s.
+
+Overhead: bits written minus the ideal sum of -log2(p[s] / sum(p)) over the
+coded symbols (computed in float64 from the float32 probabilities), in % of
+the ideal, for 2^20 symbols at V=256 and 20,000 symbols at V=50257, symbols
+drawn from the distributions.  Ours codes 16 (resp. 1) streams, so the
+figure includes every stream's flush; the flush cost is reported separately
+as bits per stream over short streams.
+
+Prints a table; writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+
+import numpy as np
+
+from pyllmcodec import core
+
+try:
+    import constriction
+except ImportError:  # pragma: no cover - bench-only dependency
+    constriction = None
+
+
+def make_probs(rng: np.random.Generator, rows: int, V: int, sigma: float) -> np.ndarray:
+    """LLM-like rows: softmax of Gaussian logits (not normalised to 1 exactly)."""
+    logits = rng.standard_normal((rows, V)) * sigma
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    return p.astype(np.float32)
+
+
+def sample(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    c = np.cumsum(probs.astype(np.float64), axis=1)
+    u = rng.random(len(probs)) * c[:, -1]
+    s = (c < u[:, None]).sum(axis=1)
+    return np.minimum(s, probs.shape[1] - 1).astype(np.int32)
+
+
+def ideal_bits(probs: np.ndarray, symbols: np.ndarray) -> float:
+    p = probs.astype(np.float64)
+    return float(-np.log2(p[np.arange(len(symbols)), symbols] / p.sum(axis=1)).sum())
+
+
+def median_rate(fn, n_symbols: int, repeats: int, min_time: float = 0.05) -> float:
+    fn()  # warm-up
+    iters = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt >= min_time:
+            break
+        iters *= 2
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        rates.append(n_symbols * iters / (time.perf_counter() - t0))
+    return float(np.median(rates))
+
+
+def speed_case(rows: int, V: int, repeats: int, sigma: float) -> dict[str, float]:
+    rng = np.random.default_rng(1)
+    probs = make_probs(rng, rows, V, sigma)
+    symbols = sample(rng, probs)
+    res: dict[str, float] = {}
+
+    enc = core.BatchEncoder(rows)
+    res["ours_quantize"] = median_rate(lambda: core.quantize(probs), rows, repeats)
+    res["ours_encode"] = median_rate(lambda: enc.encode_probs(probs, symbols), rows, repeats)
+    # decode: encode enough steps first, then time decode steps.
+    n_dec_steps = 4096 if V <= 1024 else 256
+    enc = core.BatchEncoder(rows)
+    for _ in range(n_dec_steps):
+        enc.encode_probs(probs, symbols)
+    streams = enc.finish()
+    dec = core.BatchDecoder(streams)
+    got = dec.decode_probs(probs)
+    assert np.array_equal(got, symbols), "decode mismatch"
+    res["ours_decode"] = median_rate(lambda: dec.decode_probs(probs), rows, repeats)
+
+    if constriction is not None:
+        family = constriction.stream.model.Categorical(perfect=False)
+        cenc = constriction.stream.queue.RangeEncoder()
+        res["cons_encode"] = median_rate(lambda: cenc.encode(symbols, family, probs), rows, repeats)
+        cenc = constriction.stream.queue.RangeEncoder()
+        for _ in range(n_dec_steps):
+            cenc.encode(symbols, family, probs)
+        cdec = constriction.stream.queue.RangeDecoder(cenc.get_compressed())
+        assert np.array_equal(cdec.decode(family, probs), symbols)
+        res["cons_decode"] = median_rate(lambda: cdec.decode(family, probs), rows, repeats)
+    return res
+
+
+def overhead_case(V: int, n_symbols: int, n_streams: int, sigma: float, pool: int) -> dict[str, float]:
+    rng = np.random.default_rng(2)
+    steps = n_symbols // n_streams
+    pool_probs = [make_probs(rng, n_streams, V, sigma) for _ in range(pool)]
+    enc = core.BatchEncoder(n_streams)
+    cenc = constriction.stream.queue.RangeEncoder() if constriction else None
+    family = constriction.stream.model.Categorical(perfect=False) if constriction else None
+    ideal = 0.0
+    record = []
+    for t in range(steps):
+        probs = pool_probs[t % pool]
+        symbols = sample(rng, probs)
+        ideal += ideal_bits(probs, symbols)
+        enc.encode_probs(probs, symbols)
+        if cenc is not None:
+            cenc.encode(symbols, family, probs)
+        if t < 64:
+            record.append(symbols)
+    streams = enc.finish()
+    dec = core.BatchDecoder(streams)
+    for t, symbols in enumerate(record):  # spot-check the round trip
+        assert np.array_equal(dec.decode_probs(pool_probs[t % pool]), symbols)
+    ours_bits = 8 * sum(len(s) for s in streams)
+    res = {"ideal_bits": ideal, "ours_pct": 100 * (ours_bits - ideal) / ideal,
+           "entropy": ideal / (steps * n_streams), "n": steps * n_streams, "streams": n_streams}
+    if cenc is not None:
+        cons_bits = 32 * len(cenc.get_compressed())  # uint32 words
+        res["cons_pct"] = 100 * (cons_bits - ideal) / ideal
+    return res
+
+
+def flush_case(V: int, n_streams: int, steps: int, sigma: float) -> float:
+    """Average bits per stream beyond the ideal on short streams (~ the flush)."""
+    rng = np.random.default_rng(3)
+    enc = core.BatchEncoder(n_streams)
+    ideal = 0.0
+    for _ in range(steps):
+        probs = make_probs(rng, n_streams, V, sigma)
+        symbols = sample(rng, probs)
+        ideal += ideal_bits(probs, symbols)
+        enc.encode_probs(probs, symbols)
+    bits = 8 * sum(len(s) for s in enc.finish())
+    return (bits - ideal) / n_streams
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="smaller overhead runs")
+    args = ap.parse_args()
+
+    print(f"# pyllmcodec.core vs constriction {getattr(constriction, '__version__', '0.5') if constriction else '(missing)'}")
+    print(f"# {platform.processor() or platform.machine()}, python {platform.python_version()}, "
+          f"numpy {np.__version__}, precision {core.DEFAULT_PRECISION}, median of {args.repeats}")
+    print()
+    print(f"{'case':<14} {'op':<9} {'ours sym/s':>12} {'constr. sym/s':>14} {'ratio':>7}")
+    for rows, V, sigma in [(1024, 256, 2.0), (64, 50257, 2.0)]:
+        r = speed_case(rows, V, args.repeats, sigma)
+        case = f"[{rows},{V}]"
+        print(f"{case:<14} {'quantize':<9} {r['ours_quantize']:>12.4g} {'':>14} {'':>7}"
+              f"   ({1e9 / (r['ours_quantize'] * V):.3f} ns/element)")
+        for op in ("encode", "decode"):
+            ours = r[f"ours_{op}"]
+            cons = r.get(f"cons_{op}", math.nan)
+            print(f"{case:<14} {op:<9} {ours:>12.4g} {cons:>14.4g} {ours / cons:>6.2f}x")
+    print()
+    print(f"{'overhead':<28} {'ours %':>9} {'constr. %':>10} {'bits/sym':>9}")
+    cases = [(256, 1 << 20, 16, 2.0, 64), (50257, 20_000, 1, 2.0, 16)]
+    if args.quick:
+        cases = [(256, 1 << 16, 16, 2.0, 16), (50257, 4_000, 1, 2.0, 4)]
+    for V, n, streams, sigma, pool in cases:
+        o = overhead_case(V, n, streams, sigma, pool)
+        label = f"V={V}, {o['n']} sym, {streams} str"
+        print(f"{label:<28} {o['ours_pct']:>9.5f} "
+              f"{o.get('cons_pct', math.nan):>10.5f} {o['entropy']:>9.3f}")
+    print()
+    for V in (256, 50257):
+        print(f"flush, V={V}: {flush_case(V, 512 if V == 256 else 64, 8, 2.0):.2f} bits/stream above ideal "
+              "(short streams)")
+
+
+if __name__ == "__main__":
+    main()
