@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(pc)
     pc.add_argument("-d", "--decompress", action="store_true", help="decompress instead")
     pc.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows stepped together (default %(default)s)")
-    pc.add_argument("--chunk-size", type=int, help="bytes per chunk (default 2048, capped by the model)")
+    pc.add_argument("--chunk-size", type=int, help="bytes per chunk (default 1024, capped by the model)")
     pc.add_argument("--verify", action="store_true", help="decode every wave after coding it and compare")
     pd = sub.add_parser("decompress", help="decompress FILE.llmz", epilog=EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     pb.add_argument("--size", type=int, default=1 << 17, help="bytes of generated text (default %(default)s)")
     pb.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     pb.add_argument("--chunk-size", type=int)
+    pb.add_argument("--sweep-chunks", metavar="LIST", help="comma-separated chunk sizes to compare, e.g. 512,1024,2048")
     pb.add_argument("--json", action="store_true", help="print JSON")
     return top
 
@@ -446,6 +447,22 @@ def run_bench(model: Any, size: int, batch_size: int, chunk_size: int | None,
 
 
 def _cmd_bench(args: Any) -> int:
+    if args.sweep_chunks:
+        try:
+            sizes = [int(x) for x in args.sweep_chunks.split(",") if x.strip()]
+            rows = [run_bench(args.model, args.size, args.batch_size, c, args.device, args.backend, args.threads)
+                    for c in sizes]
+        except ValueError as exc:
+            raise _Fail(str(exc), EXIT_USAGE) from None
+        if args.json:
+            print(json.dumps(rows, indent=2, sort_keys=True))
+            return EXIT_OK
+        print(f"model {rows[0]['model']}  batch {args.batch_size}  {rows[0]['bytes']} bytes of generated text")
+        print("  chunk   bits/byte   bare MB/s  compress MB/s  decompress MB/s")
+        for r in rows:
+            print(f"  {r['chunk_size']:5d}   {r['bits_per_byte']:9.4f}   {r['bare_mb_s']:9.4f}  "
+                  f"{r['compress_mb_s']:13.4f}  {r['decompress_mb_s']:15.4f}")
+        return EXIT_OK
     try:
         r = run_bench(args.model, args.size, args.batch_size, args.chunk_size,
                       args.device, args.backend, args.threads)

@@ -129,7 +129,7 @@ class Compressor:
     ``model``: a registered model name (loaded once, cached) or a
     :class:`~pyllmcodec.backends.base.StepModel`.  ``device``, ``backend``,
     ``threads``: passed to :func:`~pyllmcodec.models.load_model`.
-    ``chunk_size``: bytes per chunk (default 2048, capped by the model's
+    ``chunk_size``: bytes per chunk (default 1024, capped by the model's
     context).  ``batch_size``: rows stepped together (default 32).
     ``precision``: quantizer precision in bits (default: the core's, 30).
     ``fallback``: ``"deflate"`` (default) also tries raw DEFLATE per chunk;

@@ -50,16 +50,21 @@ TAG_FOOTER = 0x45
 #: Suffix the CLI adds and strips.
 FILE_EXTENSION = ".llmz"
 
-#: Default chunk size in bytes.  Each chunk is coded from a fresh context, so a
-#: longer chunk gives the model more context (better ratio) but fewer chunks to
-#: spread over the batch rows of a small input (less parallelism) and a larger
-#: unit for random access.  2048 was measured against 512..4096 with the test
-#: and default models (see docs/FORMAT.md, "Choosing the chunk size"); it is
-#: capped by the model's ``max_context`` at run time.
-DEFAULT_CHUNK_SIZE = 2048
+#: Default chunk size in bytes.  Each chunk is coded from a fresh context (BOS),
+#: so a longer chunk gives the model more context (better ratio) but costs more
+#: per step (attention over the KV cache grows with the position), gives fewer
+#: chunks to spread over the batch rows of a small input (less parallelism) and
+#: a larger unit for random access.  1024 because: the default model is trained
+#: on BOS + 1024-byte windows (exactly this chunking); measured on a 4-layer
+#: d=128 ByteLM graph in ONNX Runtime (CPU, batch 32) the mean step cost is
+#: 7.2 / 10.0 / 15.8 / 21.8 ms at 512 / 1024 / 2048 / 4096 bytes, so 2048 would
+#: cost ~1.6x the time per byte; and 32 rows fill from 32 KiB of input.  Re-run
+#: ``pyllmcodec bench --sweep-chunks 512,1024,2048`` when the model changes.
+#: Capped by the model's ``max_context`` at run time.
+DEFAULT_CHUNK_SIZE = 1024
 
 #: Default number of rows stepped together.  32 keeps a CPU core's GEMMs busy
-#: and, with 2 KiB chunks, means a wave buffers 64 KiB of input.
+#: and, with 1 KiB chunks, means a wave buffers 32 KiB of input.
 DEFAULT_BATCH_SIZE = 32
 
 #: Row indices and wave batch sizes are stored as u16 in blocks.
@@ -87,7 +92,7 @@ METHOD_DEFLATE = 2
 METHOD_NAMES = {METHOD_STORED: "stored", METHOD_MODEL: "model", METHOD_DEFLATE: "deflate"}
 
 #: zlib level for the deflate fallback.  6 is zlib's default: within ~1% of 9 on
-#: 2 KiB chunks and several times faster, and it is tried on every chunk.
+#: 1-2 KiB chunks and several times faster, and it is tried on every chunk.
 DEFLATE_LEVEL = 6
 
 #: The probe: fed (rotated by the row index) to every row of a batch of the
