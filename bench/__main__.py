@@ -17,8 +17,17 @@ from .corpora import CORPUS_NAMES, CorpusError, load_corpus
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
-FULL_CORPORA = ("canterbury4", "linux-doc-10MiB", "linux-doc-1MiB", "random-1MiB", "gzip-1MiB")
-QUICK_CORPORA = ("linux-doc-1MiB", "alice29", "linux-doc-64KiB")
+FULL_CORPORA = ("canterbury4", "linux-doc-10MiB", "linux-doc-1MiB", "linux-doc-32KiB", "random-256KiB",
+                "gzipped-linux-doc-1MiB")
+QUICK_CORPORA = ("linux-doc-1MiB", "alice29", "linux-doc-32KiB")
+#: The model rows cost about 1 s per KiB per pass on one CPU thread (the default
+#: model, compress + decompress + ideal are three passes), so they run on the
+#: corpora up to these sizes: the first row (default model, automatic backend)
+#: up to 1.25 MiB in a full run (canterbury4, linux-doc-1MiB and the fallback
+#: corpora), every other model/backend on the 32 KiB slice.
+LLM_MAX_FULL = 1_310_720
+LLM_MAX_QUICK = 32 << 10
+LLM_OTHER_MAX = 32 << 10
 
 
 def _csv(s: str) -> list[str]:
@@ -30,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help=f"CI-sized run: corpora {', '.join(QUICK_CORPORA)}; the fast baselines and PPMd o8; "
-                    "the default model on the 64 KiB slice only")
+                    "the default model on the 32 KiB slice only")
     ap.add_argument("--corpora", type=_csv, help=f"comma-separated, from: {', '.join(CORPUS_NAMES)}")
     ap.add_argument("--codecs", type=_csv, help=f"baselines, comma-separated, from: {', '.join(_baselines.ALL)}")
     ap.add_argument("--no-llm", action="store_true", help="baselines only")
@@ -39,20 +48,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also every registered model on every importable backend (default in a full run)")
     ap.add_argument("--default-model-only", action="store_true", help="only the default model's row")
     ap.add_argument("--llm-max-bytes", type=int,
-                    help="run the pyllmcodec rows only on corpora up to this size "
-                    "(default: 2 MiB, quick: 64 KiB)")
+                    help="run the first pyllmcodec row only on corpora up to this size "
+                    f"(default: {LLM_MAX_FULL}, quick: {LLM_MAX_QUICK})")
+    ap.add_argument("--llm-other-max-bytes", type=int, default=LLM_OTHER_MAX,
+                    help=f"the same for the other model/backend rows (default {LLM_OTHER_MAX})")
     ap.add_argument("--llm-threads", type=int, default=1, help="model threads (default 1; 0: backend default)")
     ap.add_argument("--llm-batch-size", type=int, help="pyllmcodec batch size (default: the library's)")
     ap.add_argument("--llm-timeout", type=float, help="seconds per pyllmcodec worker (default: none; quick: 90)")
     ap.add_argument("--no-ideal", action="store_true", help="skip the model's ideal bits/byte")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"results folder (default {RESULTS_DIR})")
     ap.add_argument("--name", help="file stem of the results (default: full / quick)")
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="re-render the .md and .png of an earlier results JSON (no measuring)")
     ap.add_argument("--fetch-only", action="store_true", help="fetch and cache the corpora, then stop")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    if a.render:
+        import json
+
+        from .report import write_results
+
+        doc = json.loads(a.render.read_text())
+        for p in write_results(doc, a.out if a.out != RESULTS_DIR else a.render.parent, a.name or a.render.stem):
+            print(f"wrote {p}")
+        return 0
     mode = "quick" if a.quick else "full"
     corpus_names = a.corpora or list(QUICK_CORPORA if a.quick else FULL_CORPORA)
     keys = a.codecs or list(_baselines.FAST if a.quick else _baselines.ALL)
@@ -88,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             skip = info
             print(f"[bench] skipping the pyllmcodec rows: {info}", file=sys.stderr)
-    max_bytes = a.llm_max_bytes if a.llm_max_bytes is not None else (64 << 10 if a.quick else 2 << 20)
+    max_bytes = a.llm_max_bytes if a.llm_max_bytes is not None else (LLM_MAX_QUICK if a.quick else LLM_MAX_FULL)
     timeout = a.llm_timeout if a.llm_timeout is not None else (90.0 if a.quick else None)
     doc = run_benchmark(
-        corpora, bl, llm, llm_max_bytes=max_bytes, llm_ideal=not a.no_ideal, llm_timeout=timeout,
+        corpora, bl, llm, llm_max_bytes=max_bytes, llm_other_max_bytes=a.llm_other_max_bytes, llm_ideal=not a.no_ideal, llm_timeout=timeout,
         llm_skip_reason=skip, min_time=0.2 if a.quick else 0.5, max_repeats=3 if a.quick else 5, mode=mode,
     )
     stem = a.name or mode

@@ -11,18 +11,18 @@ first time it is asked for and cached under :func:`cache_dir`
     compressed on its own.
 ``alice29``
     The first of those alone (the ``--quick`` text).
-``linux-doc-10MiB`` / ``linux-doc-1MiB`` / ``linux-doc-64KiB``
+``linux-doc-10MiB`` / ``linux-doc-1MiB`` / ``linux-doc-32KiB``
     The English reStructuredText sources of Debian's ``linux-doc-6.1``
     package (``usr/share/doc/linux-doc-6.1/html/_sources/**/*.rst.txt``
     without ``translations/``), concatenated with nothing between them in
     byte-sorted order of their paths, then cut to the first 10 MiB, 1 MiB or
-    64 KiB.  The ``.deb`` is fetched with ``apt-get download`` and unpacked
+    32 KiB (the last is one full wave of the default geometry, 32 rows x 1 KiB
+    chunks: the slice the slow model rows run on).  The ``.deb`` is fetched with ``apt-get download`` and unpacked
     here in Python (nothing is installed).
-``random-1MiB``
-    1 MiB of SHAKE-256 output: incompressible, exercises the fallback path.
-``gzip-1MiB``
-    An already-compressed file: the gzip -9 (mtime 0) of the first 3 MiB of
-    linux-doc (about 0.95 MB despite the name).
+``random-256KiB``
+    256 KiB of SHAKE-256 output: incompressible, exercises the fallback path.
+``gzipped-linux-doc-1MiB``
+    An already-compressed file: gzip -9 (mtime 0) of linux-doc-1MiB (320 KB).
 
 NOTE: aggregation.  A corpus of several files is reported as total
 compressed bits / total original bytes over its files, each compressed
@@ -140,7 +140,7 @@ def _fetch_canterbury(dest: Path) -> None:
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                "--disable-pip-version-check", "-q", BROTLI_SDIST, "-d", tmp]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if r.returncode != 0:
             raise CorpusError(
                 f"`{' '.join(cmd)}` failed (needs network access to PyPI):\n{r.stderr.strip()}\n"
@@ -249,11 +249,11 @@ def _apt_download(package: str, workdir: Path) -> Path:
             f"(or a mirror) and put it into {workdir}/, then rerun."
         )
     cmd = ["apt-get", "download", "-q", package]
-    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, check=False)
     if r.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:
         _log("apt-get download failed; running apt-get update and retrying")
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True)
-        r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, check=False)
+        r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise CorpusError(
             f"`{' '.join(cmd)}` failed:\n{r.stderr.strip()}\n"
@@ -322,17 +322,17 @@ def _linux_doc(nbytes: int, name: str) -> Callable[[], Corpus]:
 # generated data (the codec's fallback path)
 
 
-def _random_1mib() -> Corpus:
-    data = hashlib.shake_256(b"pyllmcodec bench random-1MiB").digest(MiB)
-    return Corpus("random-1MiB", "1 MiB of SHAKE-256 output (incompressible)",
-                  (("random.bin", data),), {"source": "hashlib.shake_256(b'pyllmcodec bench random-1MiB')"})
+def _random_256kib() -> Corpus:
+    data = hashlib.shake_256(b"pyllmcodec bench random").digest(256 * KiB)
+    return Corpus("random-256KiB", "256 KiB of SHAKE-256 output (incompressible)",
+                  (("random.bin", data),), {"source": "hashlib.shake_256(b'pyllmcodec bench random')"})
 
 
-def _gzip_1mib() -> Corpus:
+def _gzipped_linux_doc() -> Corpus:
     data, _ = _linux_doc_prefix()
-    blob = gzip.compress(data[: 3 * MiB], compresslevel=9, mtime=0)
-    return Corpus("gzip-1MiB", "an already-compressed file: gzip -9 of the first 3 MiB of linux-doc",
-                  (("linux-doc-3MiB.gz", blob),), {"source": "gzip.compress(linux-doc[:3 MiB], 9, mtime=0)"})
+    blob = gzip.compress(data[:MiB], compresslevel=9, mtime=0)
+    return Corpus("gzipped-linux-doc-1MiB", "an already-compressed file: gzip -9 of linux-doc-1MiB",
+                  (("linux-doc-1MiB.gz", blob),), {"source": "gzip.compress(linux-doc[:1 MiB], 9, mtime=0)"})
 
 
 _LOADERS: dict[str, Callable[[], Corpus]] = {
@@ -340,9 +340,9 @@ _LOADERS: dict[str, Callable[[], Corpus]] = {
     "alice29": _alice29,
     "linux-doc-10MiB": _linux_doc(10 * MiB, "linux-doc-10MiB"),
     "linux-doc-1MiB": _linux_doc(1 * MiB, "linux-doc-1MiB"),
-    "linux-doc-64KiB": _linux_doc(64 * KiB, "linux-doc-64KiB"),
-    "random-1MiB": _random_1mib,
-    "gzip-1MiB": _gzip_1mib,
+    "linux-doc-32KiB": _linux_doc(32 * KiB, "linux-doc-32KiB"),
+    "random-256KiB": _random_256kib,
+    "gzipped-linux-doc-1MiB": _gzipped_linux_doc,
 }
 
 #: every corpus name :func:`load_corpus` accepts

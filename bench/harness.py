@@ -60,8 +60,9 @@ def measure_baseline(b: Baseline, corpus: Corpus, *, min_time: float = 0.5,
     comp_bytes = 0
     comp_s = decomp_s = 0.0
     for fname, data in corpus.files:
-        blob, tc = _timed(lambda: b.compress(data), min_time, max_repeats)
-        back, td = _timed(lambda: b.decompress(blob, len(data)), min_time, max_repeats)
+        size = len(data)
+        blob, tc = _timed(lambda d=data: b.compress(d), min_time, max_repeats)
+        back, td = _timed(lambda c=blob, n=size: b.decompress(c, n), min_time, max_repeats)
         if back != data:
             raise RoundTripError(f"{b.name} did not round-trip {corpus.name}/{fname}")
         comp_bytes += len(blob)
@@ -106,7 +107,7 @@ def _mem_gib() -> float | None:
 def _git_commit() -> str | None:
     try:
         r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True, timeout=10, check=False)
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -135,6 +136,7 @@ def run_benchmark(
     llm: list[LLMConfig],
     *,
     llm_max_bytes: int,
+    llm_other_max_bytes: int | None = None,
     llm_ideal: bool = True,
     llm_timeout: float | None = None,
     llm_skip_reason: str | None = None,
@@ -150,7 +152,8 @@ def run_benchmark(
         "machine": machine_info(),
         "corpora": [],
         "skipped": [],
-        "settings": {"min_time": min_time, "max_repeats": max_repeats, "llm_max_bytes": llm_max_bytes},
+        "settings": {"min_time": min_time, "max_repeats": max_repeats, "llm_max_bytes": llm_max_bytes,
+                     "llm_other_max_bytes": llm_other_max_bytes},
     }
     for b in baselines:
         if b.unavailable:
@@ -173,12 +176,13 @@ def run_benchmark(
             _log(f"{corpus.name}: {b.name}")
             entry["rows"].append(measure_baseline(b, corpus, min_time=min_time, max_repeats=max_repeats))
         if llm and not llm_skip_reason:
-            if corpus.size > llm_max_bytes:
-                entry["llm_note"] = (f"pyllmcodec rows not run on this corpus ({corpus.size} bytes > "
-                                     f"--llm-max-bytes {llm_max_bytes})")
-                continue
+            notes = []
             seen: set[tuple[str, str]] = set()
-            for cfg in llm:
+            for i, cfg in enumerate(llm):
+                limit = llm_max_bytes if i == 0 or llm_other_max_bytes is None else llm_other_max_bytes
+                if corpus.size > limit:
+                    notes.append(f"{cfg.label}: not run on this corpus ({corpus.size} bytes > {limit})")
+                    continue
                 if (cfg.model, cfg.backend) in seen:
                     continue  # the automatic backend already measured this pair
                 _log(f"{corpus.name}: {cfg.label}")
@@ -189,6 +193,8 @@ def run_benchmark(
                 resolved = _resolved_backend(row)
                 if resolved:
                     seen.add((cfg.model, resolved))
+            if notes:
+                entry["llm_note"] = "; ".join(notes)
     doc["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     return doc
 

@@ -92,7 +92,7 @@ def pyllmcodec_status() -> tuple[bool, str]:
         "import bench.llm as m; m._load_plugin(); c, d = m._api(); "
         "from pyllmcodec.models import available_models as a; print(','.join(a()))"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         tail = (r.stderr.strip().splitlines() or ["?"])[-1]
         return False, f"pyllmcodec not usable here: {tail}"

@@ -46,7 +46,7 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
-def to_markdown(doc: dict[str, Any]) -> str:
+def to_markdown(doc: dict[str, Any], plot_file: str | None = None) -> str:
     m = doc["machine"]
     out = [
         f"# pyllmcodec benchmark ({doc['mode']})",
@@ -55,12 +55,15 @@ def to_markdown(doc: dict[str, Any]) -> str:
         f"{m['os']}, Python {m['python']}, repo commit {m['git_commit'] or '?'}; took {doc.get('elapsed_s', '?')} s.",
         "",
         "bits/byte = 8 x compressed / original bytes, totalled over a corpus's files (each compressed "
-        "separately). MB/s = original bytes per microsecond, single thread, wall clock, median of "
+        "separately). MB/s = 10^6 original bytes per second, single thread, wall clock, median of "
         "repeats for small inputs. Every row is round-trip verified. *ref* = reference bits/byte "
         "from issue 5. For pyllmcodec rows, *ideal* is the model's own cross-entropy "
-        "(sum of -log2 p) and *overhead* = bits/byte - ideal (quantizer, coder, container).",
+        "(sum of -log2 p) and *overhead* = bits/byte - ideal (quantizer, coder, container; "
+        "negative where chunks fell back to deflate or stored, which the model alone cannot do).",
         "",
     ]
+    if plot_file:
+        out += [f"![bits/byte against MB/s]({plot_file})", ""]
     for c in doc["corpora"]:
         ref = EXPECTED.get(c["name"], {})
         out += [f"## {c['name']} ({_mib(c['bytes'])}, {len(c['files'])} file{'s' if len(c['files']) > 1 else ''})",
@@ -85,6 +88,10 @@ def to_markdown(doc: dict[str, Any]) -> str:
                     cells += [_f(r.get("peak_rss_MiB"), ".0f"), _f(r.get("ideal_bits_per_byte"), ".3f"),
                               _f(r.get("overhead_bits_per_byte"), "+.3f")]
             out.append("| " + " | ".join(cells) + " |")
+        errs = [f"{r['codec']}: ideal bits/byte not measured: {r['ideal_error']}"
+                for r in c["rows"] if r.get("ideal_error")]
+        if errs:
+            out += [""] + [f"- {e}" for e in errs]
         if c.get("llm_note"):
             out += ["", c["llm_note"] + "."]
         out.append("")
@@ -122,7 +129,7 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    corpora = [c for c in doc["corpora"] if not c["name"].startswith(("random", "gzip"))]
+    corpora = [c for c in doc["corpora"] if not c["name"].startswith(("random", "gzipped"))]
     if not corpora:
         return False
     fig, axes = plt.subplots(1, len(corpora), figsize=(6.2 * len(corpora), 5), squeeze=False)
@@ -167,14 +174,10 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
 def write_results(doc: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     """Write ``stem.md``, ``stem.json`` and (with matplotlib) ``stem.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    png = out_dir / f"{stem}.png"
+    has_png = plot(doc, png)
     md = out_dir / f"{stem}.md"
-    md.write_text(to_markdown(doc))
-    written.append(md)
+    md.write_text(to_markdown(doc, png.name if has_png else None))
     js = out_dir / f"{stem}.json"
     js.write_text(json.dumps(doc, indent=1, sort_keys=False, default=str) + "\n")
-    written.append(js)
-    png = out_dir / f"{stem}.png"
-    if plot(doc, png):
-        written.append(png)
-    return written
+    return [md, js] + ([png] if has_png else [])
