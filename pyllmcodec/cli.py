@@ -18,13 +18,14 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any
 
 from .constants import DEFAULT_BATCH_SIZE, FILE_EXTENSION
 from .errors import CodecError, ModelError, NumericsMismatchError
 
-__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_CORRUPT", "EXIT_MISMATCH", "EXIT_INTERRUPTED"]
+__all__ = ["EXIT_CORRUPT", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_MISMATCH", "EXIT_OK", "EXIT_USAGE", "main"]
 
 #: success
 EXIT_OK = 0

@@ -17,8 +17,9 @@ import hashlib
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable, Iterator, Sequence
+from typing import IO, Any
 
 from .backends.base import StepModel
 from .constants import (
@@ -43,8 +44,8 @@ __all__ = [
     "Compressor",
     "Decompressor",
     "compress",
-    "decompress",
     "compress_batch",
+    "decompress",
     "decompress_batch",
     "info",
 ]
@@ -202,7 +203,8 @@ class Compressor:
         out: list[tuple[ChunkEntry, bytes | memoryview]] = []
         for row, (raw, payload) in enumerate(zip(chunks, coded)):
             n = len(raw)
-            method, best = METHOD_STORED, raw
+            best: bytes | memoryview = raw
+            method = METHOD_STORED
             if len(payload) < n:
                 method, best = METHOD_MODEL, payload
             if self.fallback == "deflate":
@@ -289,7 +291,7 @@ class Compressor:
 
         return LlmzFile(fh, "wb", compressor=self, closefd=closefd)
 
-    def _stream_encoder(self, write: Any) -> "_StreamEncoder":
+    def _stream_encoder(self, write: Any) -> _StreamEncoder:
         return _StreamEncoder(self, write)
 
 

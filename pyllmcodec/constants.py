@@ -8,25 +8,25 @@ is defined here and nowhere else.  The container layout itself is specified in
 from __future__ import annotations
 
 __all__ = [
-    "MAGIC",
-    "FORMAT_VERSION",
-    "TRAILER_MAGIC",
-    "FILE_EXTENSION",
-    "DEFAULT_CHUNK_SIZE",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MAX_OUTPUT_SIZE",
+    "DEFLATE_LEVEL",
+    "FILE_EXTENSION",
+    "FORMAT_VERSION",
+    "MAGIC",
     "MAX_BATCH_SIZE",
     "MAX_CHUNK_SIZE",
     "MAX_META_LEN",
-    "METHOD_STORED",
-    "METHOD_MODEL",
     "METHOD_DEFLATE",
+    "METHOD_MODEL",
     "METHOD_NAMES",
-    "DEFLATE_LEVEL",
+    "METHOD_STORED",
     "PROBE_BYTES",
     "PROBE_VERSION",
-    "DEFAULT_MAX_OUTPUT_SIZE",
     "TAG_BLOCK",
     "TAG_FOOTER",
+    "TRAILER_MAGIC",
 ]
 
 #: First 8 bytes of every archive.  PNG-style: the high-bit byte catches 7-bit

@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterator, NamedTuple, Sequence
+from typing import IO, Any, NamedTuple
 
 from .constants import (
     FORMAT_VERSION,
@@ -44,22 +45,22 @@ from .constants import (
 from .errors import FormatError
 
 __all__ = [
-    "ChunkEntry",
-    "Header",
-    "Block",
-    "Footer",
-    "ArchiveWriter",
-    "ArchiveReader",
+    "BLOCK_OVERHEAD",
+    "BLOCK_PREFIX_LEN",
+    "FOOTER_FIXED_LEN",
+    "HEADER_PREFIX_LEN",
+    "MAX_ENTRY_LEN",
+    "TRAILER_LEN",
     "ArchiveIndex",
+    "ArchiveReader",
+    "ArchiveWriter",
+    "Block",
+    "ChunkEntry",
+    "Footer",
+    "Header",
     "build_meta",
     "encode_header",
     "parse_header",
-    "HEADER_PREFIX_LEN",
-    "BLOCK_PREFIX_LEN",
-    "FOOTER_FIXED_LEN",
-    "TRAILER_LEN",
-    "MAX_ENTRY_LEN",
-    "BLOCK_OVERHEAD",
 ]
 
 _HEADER_PREFIX = struct.Struct("<8sBBI")  # magic, version, flags, meta_len
@@ -458,7 +459,7 @@ class ArchiveWriter:
         self._closed = False
         self._emit(encode_header(meta))
 
-    def _emit(self, data: bytes | memoryview) -> None:
+    def _emit(self, data: Any) -> None:
         self._write(data)
         self._pos += len(data)
 

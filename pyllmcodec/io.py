@@ -11,7 +11,8 @@ from __future__ import annotations
 import builtins
 import io
 import os
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 from .codec import Compressor, Decompressor
 
@@ -201,7 +202,7 @@ def stream_reader(source: Any, model: Any = None, *, closefd: bool = False, **kw
     return LlmzFile(source, "rb", decompressor=Decompressor(model, **kwargs), closefd=closefd)
 
 
-def open(  # noqa: A001 - mirrors gzip.open / lzma.open
+def open(
     filename: Any,
     mode: str = "rb",
     *,

@@ -30,14 +30,15 @@ active-row sets -- is built before the loop.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .backends.base import StepModel
 from .constants import PROBE_BYTES
 
-__all__ = ["plan_waves", "segments", "fed_tokens", "WaveRunner"]
+__all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segments"]
 
 
 def plan_waves(n_chunks: int, batch_size: int) -> list[tuple[int, int]]:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import TEXT, get_model
+
 from pyllmcodec import cli
 from pyllmcodec.cli import EXIT_CORRUPT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, main
 

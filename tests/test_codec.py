@@ -8,11 +8,11 @@ import os
 import time
 
 import pytest
+from conftest import TEXT, BigramModel, get_model, needs_default
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyllmcodec
-from conftest import TEXT, BigramModel, get_model, needs_default
 from pyllmcodec import (
     ChecksumError,
     CodecError,
@@ -23,8 +23,8 @@ from pyllmcodec import (
     NumericsMismatchError,
     OutputLimitError,
 )
-from pyllmcodec.container import BLOCK_OVERHEAD, FOOTER_FIXED_LEN, MAX_ENTRY_LEN, TRAILER_LEN, ArchiveIndex
 from pyllmcodec.constants import METHOD_MODEL
+from pyllmcodec.container import BLOCK_OVERHEAD, FOOTER_FIXED_LEN, MAX_ENTRY_LEN, TRAILER_LEN, ArchiveIndex
 
 C, B = 64, 3  # small geometry: many chunks and waves from short inputs
 SMALL = dict(chunk_size=C, batch_size=B)

@@ -9,9 +9,9 @@ import sys
 import tracemalloc
 
 import pytest
+from conftest import TEXT, get_model
 
 import pyllmcodec
-from conftest import TEXT, get_model
 from pyllmcodec import ChecksumError, Compressor, Decompressor, FormatError, LlmzFile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -166,8 +166,7 @@ def test_cli_100mb_peak_rss(tmp_path):
     a bound proportional to batch x context (here < 200 MiB all told)."""
     src = tmp_path / "big.bin"
     with open(src, "wb") as f:
-        for _ in range(100):
-            f.write((TEXT * 60)[: 1 << 20])
+        f.writelines((TEXT * 60)[: 1 << 20] for _ in range(100))
     code = (
         "import sys, resource; sys.path.insert(0, %r); import conftest; "
         "from pyllmcodec.cli import main; rc = main(['-q', '-k', '--model', 'test-bigram', %r]); "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import BigramModel, get_model
+
 from pyllmcodec.errors import CodecError
 from pyllmcodec.scheduler import WaveRunner, fed_tokens, plan_waves, segments
 
