@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import shutil
 import sys
@@ -357,8 +358,18 @@ def _cmd_info(args: Any) -> int:
     for path in args.files:
         try:
             with open(path, "rb") as fh:
-                data = fh.read()
-            d = info(data, chunks=args.chunks)
+                size = os.fstat(fh.fileno()).st_size
+                if size == 0:
+                    d = info(b"", chunks=args.chunks)
+                else:  # map, don't read: info only touches the header, block tables and footer
+                    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                    try:
+                        d = info(mm, chunks=args.chunks)
+                    finally:
+                        try:
+                            mm.close()
+                        except BufferError:  # an exception's traceback still holds a view; GC unmaps it
+                            pass
         except CodecError as exc:
             print(f"pyllmcodec: {path}: {exc}", file=sys.stderr)
             status = max(status, EXIT_CORRUPT)

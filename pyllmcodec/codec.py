@@ -6,9 +6,11 @@ back the same road.  :class:`Compressor` and :class:`Decompressor` hold a
 model session and are the main API; :func:`compress` / :func:`decompress` are
 thin wrappers that reuse a cached session per model name and options.
 
-Threading: a Compressor or Decompressor must not be used from two threads at
-once (the coder objects it drives refuse that).  Separate objects may share a
-model session: each wave runs on its own model state.
+Threading: every call makes its own coder objects and model states (one per
+wave), so concurrent calls on one Compressor/Decompressor -- as the one-shot
+functions' shared cache allows -- are safe when the model's ``step`` is
+reentrant for distinct states (ONNX Runtime's is).  The probe caches are plain
+dicts; a race only computes a digest twice.
 """
 
 from __future__ import annotations
