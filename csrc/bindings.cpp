@@ -173,6 +173,9 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
   m.attr("MIN_PRECISION") = plc::quant::kMinPrecision;
   m.attr("MAX_PRECISION") = plc::quant::kMaxPrecision;
   m.attr("MAX_SYMBOLS") = plc::quant::kMaxSymbols;
+  m.def(
+      "kernels", []() { return std::string(plc::quant::kernels().name); },
+      "Name of the row-kernel copy in use on this CPU ('avx2' or 'generic'; all give identical bits).");
 
   // C++ errors -> Python.  CorruptData -> pyllmcodec.errors.CodecError;
   // InvalidInput (std::invalid_argument) -> ValueError via pybind11's default.

@@ -13,6 +13,7 @@ MAX_SYMBOLS: Final[int]
 
 _IntArray = npt.ArrayLike
 
+def kernels() -> str: ...
 def quantize(probs: npt.NDArray[np.float32], precision: int = ...) -> npt.NDArray[np.uint32]: ...
 
 class BatchEncoder:

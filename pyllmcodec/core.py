@@ -36,6 +36,7 @@ from pyllmcodec._core import (
     MIN_PRECISION,
     BatchDecoder,
     BatchEncoder,
+    kernels,
     quantize,
 )
 
@@ -47,4 +48,5 @@ __all__ = [
     "quantize",
     "BatchEncoder",
     "BatchDecoder",
+    "kernels",
 ]

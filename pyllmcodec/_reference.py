@@ -1,0 +1,215 @@
+"""A slow, pure-Python reference of the quantizer and the range coder.
+
+Used only as the tests' oracle: it follows the contract written in
+``csrc/quantizer.hpp`` and ``csrc/range_coder.hpp`` line by line with Python
+ints (and numpy float32 scalars where the contract says float32), and must
+give bit-identical tables and bytes.  Never import it on a hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pyllmcodec.errors import CodecError
+
+__all__ = [
+    "DEFAULT_PRECISION",
+    "quantize_row",
+    "quantize",
+    "Encoder",
+    "Decoder",
+    "encode",
+    "decode",
+]
+
+DEFAULT_PRECISION = 30
+MAX_SYMBOLS = 1 << 21
+SUM_BLOCK = 32
+SUM_LANES = 8
+TINY_SUM = 2.0**-64
+TINY_PRE = np.float32(2.0**100)
+HUGE_SUM = 2.0**100
+SLACK_SHIFT = 20
+
+WINDOW_BITS = 56
+TOP = 1 << WINDOW_BITS
+BOT = 1 << 48
+FF_TOP = 0xFF << 48
+WINDOW_BYTES = WINDOW_BITS // 8
+
+
+def _check_shape(V: int, precision: int) -> None:
+    if not 2 <= precision <= 31:
+        raise ValueError(f"precision must be in [2, 31], got {precision}")
+    if V < 2:
+        raise ValueError(f"the alphabet needs at least 2 symbols, got V = {V}")
+    if V > min(MAX_SYMBOLS, 1 << (precision - 1)):
+        raise ValueError(f"V = {V} symbols is too many for precision {precision}")
+
+
+def _row_scale(p: np.ndarray, precision: int, row: int) -> tuple[np.float32, np.float32]:
+    """Steps 1-2: the fixed-order row sum, then (pre, s32)."""
+    V = len(p)
+    for i, x in enumerate(p):
+        if np.isnan(x):
+            raise ValueError(f"probs row {row} has a NaN at index {i}")
+        if np.isinf(x):
+            raise ValueError(f"probs row {row} has an infinity at index {i}")
+        if x < 0:
+            raise ValueError(f"probs row {row} has a negative value at index {i}")
+    lanes = [0.0] * SUM_LANES
+    i = 0
+    with np.errstate(over="ignore"):
+        while i + SUM_BLOCK <= V:
+            for j in range(SUM_LANES):
+                q = (p[i + j] + p[i + 8 + j]) + (p[i + 16 + j] + p[i + 24 + j])  # float32 ops
+                lanes[j] += float(q)
+            i += SUM_BLOCK
+    for t in range(V - i):
+        lanes[t % SUM_LANES] += float(p[i + t])
+    s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    if not s > 0.0:
+        raise ValueError(f"probs row {row} sums to zero")
+    if not s < HUGE_SUM:
+        raise ValueError(f"probs row {row} has values too large")
+    total = 1 << precision
+    c = total - V - (total >> SLACK_SHIFT)
+    pre = TINY_PRE if s < TINY_SUM else np.float32(1.0)
+    s32 = np.float32(float(c) / (s * float(pre)))
+    return pre, s32
+
+
+def _floor(x: np.float32, pre: np.float32, s32: np.float32) -> int:
+    """Step 3: trunc(float32(float32(p * pre) * s32))."""
+    return int((x * pre) * s32)
+
+
+def quantize_row(p: np.ndarray, precision: int = DEFAULT_PRECISION, row: int = 0) -> list[int]:
+    """The cumulative table [0, ..., 2**precision] of one float32 row."""
+    p = np.asarray(p, dtype=np.float32)
+    V = len(p)
+    _check_shape(V, precision)
+    pre, s32 = _row_scale(p, precision, row)
+    cdf = [0]
+    for i in range(V - 1):
+        cdf.append(cdf[-1] + 1 + _floor(p[i], pre, s32))
+    total = 1 << precision
+    assert cdf[-1] < total, "proof broken"  # step 4 leaves the last freq >= 1
+    cdf.append(total)
+    return cdf
+
+
+def quantize(probs: np.ndarray, precision: int = DEFAULT_PRECISION) -> np.ndarray:
+    """Reference of pyllmcodec.core.quantize."""
+    probs = np.asarray(probs, dtype=np.float32)
+    _check_shape(probs.shape[1], precision)
+    return np.array([quantize_row(r, precision, k) for k, r in enumerate(probs)], dtype=np.uint32).reshape(
+        len(probs), probs.shape[1] + 1
+    )
+
+
+class Encoder:
+    """One range-coder stream (56-bit window in a 64-bit low, LZMA-style carry)."""
+
+    def __init__(self, precision: int = DEFAULT_PRECISION) -> None:
+        self.precision = precision
+        self.low = 0
+        self.range = TOP
+        self.pending = 0
+        self.cache = 0
+        self.has_cache = False
+        self.out = bytearray()
+
+    def _shift_low(self) -> None:
+        if self.low < FF_TOP or self.low >= TOP:
+            carry = self.low >> WINDOW_BITS
+            if self.has_cache:
+                self.out.append((self.cache + carry) & 0xFF)
+            else:
+                assert carry == 0
+            for _ in range(self.pending):
+                self.out.append((0xFF + carry) & 0xFF)
+            self.pending = 0
+            self.cache = (self.low >> 48) & 0xFF
+            self.has_cache = True
+        else:
+            self.pending += 1
+        self.low = (self.low & (BOT - 1)) << 8
+
+    def put(self, cum_low: int, freq: int) -> None:
+        assert freq >= 1 and cum_low + freq <= 1 << self.precision
+        r = self.range >> self.precision
+        self.low += r * cum_low
+        self.range = r * freq
+        while self.range < BOT:
+            self._shift_low()
+            self.range <<= 8
+
+    def finish(self) -> bytes:
+        hi = self.low + self.range
+        for k in range(WINDOW_BITS + 1, -1, -1):
+            m = 1 << k
+            v = (self.low + m - 1) & ~(m - 1)
+            if v < hi:
+                self.low = v
+                break
+        for _ in range(WINDOW_BYTES + 1):
+            self._shift_low()
+        return bytes(self.out).rstrip(b"\x00")
+
+
+class Decoder:
+    """The mirror of Encoder; reads zeros past the end of its input."""
+
+    def __init__(self, data: bytes, precision: int = DEFAULT_PRECISION) -> None:
+        self.precision = precision
+        self.data = bytes(data)
+        self.pos = 0
+        self.range = TOP
+        self.code = 0
+        for _ in range(WINDOW_BYTES):
+            self.code = (self.code << 8) | self._next()
+
+    def _next(self) -> int:
+        b = self.data[self.pos] if self.pos < len(self.data) else 0
+        self.pos += 1
+        return b
+
+    def target(self) -> int:
+        t = self.code // (self.range >> self.precision)
+        if t >> self.precision:
+            raise CodecError("target out of range")
+        return t
+
+    def advance(self, cum_low: int, freq: int) -> None:
+        r = self.range >> self.precision
+        t = self.code // r
+        if not cum_low <= t < cum_low + freq:
+            raise CodecError("range does not contain the target")
+        self.code -= r * cum_low
+        self.range = r * freq
+        while self.range < BOT:
+            self.code = ((self.code << 8) | self._next()) & ((1 << 64) - 1)
+            self.range <<= 8
+
+
+def encode(cdfs: Sequence[Sequence[int]], symbols: Sequence[int], precision: int = DEFAULT_PRECISION) -> bytes:
+    """One stream: symbols[t] coded with table cdfs[t]."""
+    enc = Encoder(precision)
+    for cdf, s in zip(cdfs, symbols):
+        enc.put(int(cdf[s]), int(cdf[s + 1]) - int(cdf[s]))
+    return enc.finish()
+
+
+def decode(data: bytes, cdfs: Sequence[Sequence[int]], precision: int = DEFAULT_PRECISION) -> list[int]:
+    """One stream: one symbol per table in cdfs."""
+    dec = Decoder(data, precision)
+    out = []
+    for cdf in cdfs:
+        t = dec.target()
+        s = max(i for i in range(len(cdf) - 1) if int(cdf[i]) <= t)
+        dec.advance(int(cdf[s]), int(cdf[s + 1]) - int(cdf[s]))
+        out.append(s)
+    return out
