@@ -55,8 +55,9 @@ def to_markdown(doc: dict[str, Any], plot_file: str | None = None) -> str:
         f"{m['os']}, Python {m['python']}, repo commit {m['git_commit'] or '?'}; took {doc.get('elapsed_s', '?')} s.",
         "",
         "bits/byte = 8 x compressed / original bytes, totalled over a corpus's files (each compressed "
-        "separately). MB/s = 10^6 original bytes per second, single thread, wall clock, median of "
-        "repeats for small inputs. Every row is round-trip verified. *ref* = reference bits/byte "
+        "separately). MB/s = 10^6 original bytes per CPU second (user + system, "
+        "child processes included; steadier than wall clock on a shared machine, which is in the JSON as "
+        "`*_wall_MBps`), single thread, median of repeats for small inputs. Every row is round-trip verified. *ref* = reference bits/byte "
         "from issue 5. For pyllmcodec rows, *ideal* is the model's own cross-entropy "
         "(sum of -log2 p) and *overhead* = bits/byte - ideal (quantizer, coder, container; "
         "negative where chunks fell back to deflate or stored, which the model alone cannot do).",
@@ -163,7 +164,7 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
                 labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
     m = doc["machine"]
-    fig.suptitle(f"pyllmcodec vs. baselines ({doc['mode']}) - {m['cpu']}, {m['date']}", fontsize=10)
+    fig.suptitle(f"bits/byte vs. MB/s per CPU second ({doc['mode']}) - {m['cpu']}, {m['date']}", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 + 0.025 * math.ceil(len(labels) / 5), 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
