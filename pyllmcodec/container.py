@@ -551,6 +551,11 @@ class ArchiveReader:
                 trailer = self._read(TRAILER_LEN, "trailer")
                 _check_trailer(trailer, where, size)
                 _check_footer(footer, seen, n_chunks, total)
+                if self._fh.read(1):  # as ArchiveIndex: concatenated archives would lose data silently
+                    raise FormatError(
+                        f"trailing data after the archive's trailer (offset {self._pos}): "
+                        "one archive per file or stream; decompress concatenated archives one by one"
+                    )
                 self.footer = footer
                 return
             if tag[0] != TAG_BLOCK:
