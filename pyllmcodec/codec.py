@@ -413,6 +413,7 @@ class Decompressor:
                 f"archive needs batch size {header.batch_size}, over this decoder's limit "
                 f"{self.max_batch_size} (pass max_batch_size= to allow it)"
             )
+        _check_codable(header)
         arg = self._model_arg
         if arg is None:
             arg = header.model_name
@@ -586,6 +587,25 @@ class Decompressor:
         assert reader.footer is not None
         if sha.digest() != reader.footer.sha256:
             raise ChecksumError("the SHA-256 of the decoded data does not match the archive footer")
+
+
+def _check_codable(header: Header) -> None:
+    """FormatError unless the header's precision, vocabulary and pad token are
+    ones this build's coder and a model could run: checked before any model
+    is loaded, so a hostile header never reaches the core as a ValueError or
+    feeds the model an out-of-range token."""
+    from . import core
+
+    p, m = header.precision, header.meta["model"]
+    v, bos = int(m["vocab_size"]), int(m["bos"])
+    if not core.MIN_PRECISION <= p <= core.MAX_PRECISION or v > min(1 << (p - 1), core.MAX_SYMBOLS) or v < 2:
+        raise FormatError(
+            f"archive asks for precision {p} with {v} symbols; this pyllmcodec's coder supports precision "
+            f"{core.MIN_PRECISION}..{core.MAX_PRECISION} and 2..min(2^(precision-1), {core.MAX_SYMBOLS}) symbols "
+            "(corrupt archive, or one from a newer pyllmcodec)"
+        )
+    if not (0 <= header.pad_token < v or header.pad_token == bos):
+        raise FormatError(f"archive pad token {header.pad_token} is neither a symbol (< {v}) nor bos ({bos})")
 
 
 def _decode_job(sess: _Session, job: _Job) -> list[bytes]:
