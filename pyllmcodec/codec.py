@@ -417,7 +417,16 @@ class Decompressor:
         arg = self._model_arg
         if arg is None:
             arg = header.model_name
-        model = _resolve_model(arg, self._device, self._backend, self._threads)
+        try:
+            model = _resolve_model(arg, self._device, self._backend, self._threads)
+        except ModelError as exc:
+            if self._model_arg is not None:
+                raise
+            raise ModelError(
+                f"this archive needs model {header.model_name!r} (sha256 {header.model_sha256}), which "
+                f"cannot be loaded here: {exc}.  Install what provides that model (and register it with "
+                "pyllmcodec.models.register_model if it is not a shipped bundle), or pass model= (CLI: --model)"
+            ) from None
         meta_model = header.meta["model"]
         if model.name != header.model_name or model.sha256 != header.model_sha256:
             raise ModelError(
