@@ -53,6 +53,13 @@ def resolve_device(device: str, backend: str) -> tuple[str, str]:
             "the ONNX Runtime path of pyllmcodec runs on the CPU; for a GPU use backend='torch' "
             "(pip install 'pyllmcodec[torch]')"
         )
+    if device == "cuda" and not _torch_cuda():
+        raise ModelError(
+            "device='cuda' was requested but no usable CUDA GPU is visible (no NVIDIA device or driver, "
+            "or PyTorch without CUDA support); use device='cpu' or 'auto' (CLI: --device cpu).  "
+            "Note that an archive written on a GPU decodes only where its numerics can be reproduced "
+            "(the probe check says so)"
+        )
     return device, backend
 
 
