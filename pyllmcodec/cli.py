@@ -42,6 +42,8 @@ EXIT_MISMATCH = 4
 EXIT_INTERRUPTED = 130
 
 _COMMANDS = ("compress", "decompress", "info", "bench")
+_DEVICES = ("auto", "cpu", "cuda")
+_BACKENDS = ("auto", "onnxruntime", "torch")
 _READ_SIZE = 1 << 20
 
 EPILOG = f"""\
@@ -72,8 +74,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no warnings, no progress bar")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--model", help="model name (compress default: 'default'; decompress: the archive's)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime or torch (default auto)")
+    p.add_argument("--device", default="auto", choices=_DEVICES, help="auto, cpu or cuda (default auto)")
+    p.add_argument("--backend", default="auto", choices=_BACKENDS, help="auto, onnxruntime or torch (default auto)")
     p.add_argument("--threads", type=int, help="inference threads (default: the backend's)")
 
 
@@ -105,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     pi.add_argument("--chunks", action="store_true", help="include one line per chunk")
     pb = sub.add_parser("bench", help="built-in throughput check (full comparison: python -m bench)")
     pb.add_argument("--model", default="default")
-    pb.add_argument("--device", default="auto")
-    pb.add_argument("--backend", default="auto")
+    pb.add_argument("--device", default="auto", choices=_DEVICES)
+    pb.add_argument("--backend", default="auto", choices=_BACKENDS)
     pb.add_argument("--threads", type=int)
     pb.add_argument("--size", type=int, default=1 << 17, help="bytes of generated text (default %(default)s)")
     pb.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
