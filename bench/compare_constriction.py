@@ -6,17 +6,18 @@ Cases (one "step" = one symbol per row, each row its own distribution):
   * [1024, 256]   step: 1024 streams (ours) / 1024 symbols into one stream
                   (constriction's fastest path: one call, rank-2 probabilities)
   * [64, 50257]   step: likewise with a GPT-2 sized vocabulary.
-Speed: the same cached float32 step is coded again and again (quantization
-included in every call: ours uses encode_probs / decode_probs, constriction
-a Categorical(perfect=False) model family); we report the median over
-`repeats` runs of symbols/s.
+Speed: the same cached float32 step is coded again and again, quantization
+included in every call (ours: encode_probs / decode_probs; constriction: a
+Categorical(perfect=False) model family).  Each repeat times ~0.1 s of every
+contender, alternating, so both see the same machine load; we report the
+median over the repeats of symbols/s.
 
 Overhead: bits written minus the ideal sum of -log2(p[s] / sum(p)) over the
-coded symbols (computed in float64 from the float32 probabilities), in % of
-the ideal, for 2^20 symbols at V=256 and 20,000 symbols at V=50257, symbols
-drawn from the distributions.  Ours codes 16 (resp. 1) streams, so the
-figure includes every stream's flush; the flush cost is reported separately
-as bits per stream over short streams.
+coded symbols (float64, from the float32 probabilities), in % of the ideal,
+for 2^20 symbols at V=256 and 20,000 symbols at V=50257, symbols drawn from
+the distributions (softmax of Gaussian logits).  Ours codes 16 (resp. 1)
+streams, constriction one stream; the figure includes every stream's flush,
+which is also reported on its own (bits per stream over short streams).
 
 Prints a table; writes nothing.
 """
@@ -39,7 +40,7 @@ except ImportError:  # pragma: no cover - bench-only dependency
 
 
 def make_probs(rng: np.random.Generator, rows: int, V: int, sigma: float) -> np.ndarray:
-    """LLM-like rows: softmax of Gaussian logits (not normalised to 1 exactly)."""
+    """LLM-like rows: softmax of Gaussian logits (float32, sums only ~1)."""
     logits = rng.standard_normal((rows, V)) * sigma
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
@@ -59,57 +60,59 @@ def ideal_bits(probs: np.ndarray, symbols: np.ndarray) -> float:
     return float(-np.log2(p[np.arange(len(symbols)), symbols] / p.sum(axis=1)).sum())
 
 
-def median_rate(fn, n_symbols: int, repeats: int, min_time: float = 0.05) -> float:
-    fn()  # warm-up
-    iters = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        dt = time.perf_counter() - t0
-        if dt >= min_time:
-            break
-        iters *= 2
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        rates.append(n_symbols * iters / (time.perf_counter() - t0))
-    return float(np.median(rates))
+def _once(fn) -> float:
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    return max(time.perf_counter() - t0, 1e-7)
 
 
-def speed_case(rows: int, V: int, repeats: int, sigma: float) -> dict[str, float]:
+def _rate(fn, iters: int, n_symbols: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return n_symbols * iters / (time.perf_counter() - t0)
+
+
+def speed_case(rows: int, V: int, repeats: int, sigma: float, slot: float = 0.1) -> dict[str, float]:
     rng = np.random.default_rng(1)
     probs = make_probs(rng, rows, V, sigma)
     symbols = sample(rng, probs)
-    res: dict[str, float] = {}
+    fns = {}
+    iters = {}
 
     enc = core.BatchEncoder(rows)
-    res["ours_quantize"] = median_rate(lambda: core.quantize(probs), rows, repeats)
-    res["ours_encode"] = median_rate(lambda: enc.encode_probs(probs, symbols), rows, repeats)
-    # decode: encode enough steps first, then time decode steps.
-    n_dec_steps = 4096 if V <= 1024 else 256
-    enc = core.BatchEncoder(rows)
-    for _ in range(n_dec_steps):
-        enc.encode_probs(probs, symbols)
-    streams = enc.finish()
-    dec = core.BatchDecoder(streams)
-    got = dec.decode_probs(probs)
-    assert np.array_equal(got, symbols), "decode mismatch"
-    res["ours_decode"] = median_rate(lambda: dec.decode_probs(probs), rows, repeats)
+    fns["ours_quantize"] = lambda: core.quantize(probs)
+    fns["ours_encode"] = lambda: enc.encode_probs(probs, symbols)
+    # decoders need a coded step for every timed call
+    iters["ours_decode"] = max(1, int(slot / _once(fns["ours_encode"])))
+    denc = core.BatchEncoder(rows)
+    for _ in range((repeats + 1) * iters["ours_decode"] + 2):
+        denc.encode_probs(probs, symbols)
+    dec = core.BatchDecoder(denc.finish())
+    assert np.array_equal(dec.decode_probs(probs), symbols), "decode mismatch"
+    fns["ours_decode"] = lambda: dec.decode_probs(probs)
 
     if constriction is not None:
         family = constriction.stream.model.Categorical(perfect=False)
         cenc = constriction.stream.queue.RangeEncoder()
-        res["cons_encode"] = median_rate(lambda: cenc.encode(symbols, family, probs), rows, repeats)
-        cenc = constriction.stream.queue.RangeEncoder()
-        for _ in range(n_dec_steps):
-            cenc.encode(symbols, family, probs)
-        cdec = constriction.stream.queue.RangeDecoder(cenc.get_compressed())
+        fns["cons_encode"] = lambda: cenc.encode(symbols, family, probs)
+        iters["cons_decode"] = max(1, int(slot / _once(fns["cons_encode"])))
+        cdenc = constriction.stream.queue.RangeEncoder()
+        for _ in range((repeats + 1) * iters["cons_decode"] + 2):
+            cdenc.encode(symbols, family, probs)
+        cdec = constriction.stream.queue.RangeDecoder(cdenc.get_compressed())
         assert np.array_equal(cdec.decode(family, probs), symbols)
-        res["cons_decode"] = median_rate(lambda: cdec.decode(family, probs), rows, repeats)
-    return res
+        fns["cons_decode"] = lambda: cdec.decode(family, probs)
+
+    for k, f in fns.items():
+        if k not in iters:
+            iters[k] = max(1, int(slot / _once(f)))
+    rates: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):  # alternate the contenders within each repeat
+        for k, f in fns.items():
+            rates[k].append(_rate(f, iters[k], rows))
+    return {k: float(np.median(v)) for k, v in rates.items()}
 
 
 def overhead_case(V: int, n_symbols: int, n_streams: int, sigma: float, pool: int) -> dict[str, float]:
@@ -135,8 +138,11 @@ def overhead_case(V: int, n_symbols: int, n_streams: int, sigma: float, pool: in
     for t, symbols in enumerate(record):  # spot-check the round trip
         assert np.array_equal(dec.decode_probs(pool_probs[t % pool]), symbols)
     ours_bits = 8 * sum(len(s) for s in streams)
-    res = {"ideal_bits": ideal, "ours_pct": 100 * (ours_bits - ideal) / ideal,
-           "entropy": ideal / (steps * n_streams), "n": steps * n_streams, "streams": n_streams}
+    res = {
+        "ours_pct": 100 * (ours_bits - ideal) / ideal,
+        "entropy": ideal / (steps * n_streams),
+        "n": steps * n_streams,
+    }
     if cenc is not None:
         cons_bits = 32 * len(cenc.get_compressed())  # uint32 words
         res["cons_pct"] = 100 * (cons_bits - ideal) / ideal
@@ -161,36 +167,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="smaller overhead runs")
+    ap.add_argument("--sigma", type=float, default=2.0, help="std of the Gaussian logits")
     args = ap.parse_args()
 
-    print(f"# pyllmcodec.core vs constriction {getattr(constriction, '__version__', '0.5') if constriction else '(missing)'}")
-    print(f"# {platform.processor() or platform.machine()}, python {platform.python_version()}, "
-          f"numpy {np.__version__}, precision {core.DEFAULT_PRECISION}, median of {args.repeats}")
+    version = getattr(constriction, "__version__", "0.5") if constriction else "(missing)"
+    print(f"# pyllmcodec.core vs constriction {version}")
+    print(
+        f"# {platform.machine()}, python {platform.python_version()}, numpy {np.__version__}, "
+        f"precision {core.DEFAULT_PRECISION}, kernels {core.kernels()}, median of {args.repeats}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}"
+    )
     print()
     print(f"{'case':<14} {'op':<9} {'ours sym/s':>12} {'constr. sym/s':>14} {'ratio':>7}")
-    for rows, V, sigma in [(1024, 256, 2.0), (64, 50257, 2.0)]:
-        r = speed_case(rows, V, args.repeats, sigma)
+    for rows, V in [(1024, 256), (64, 50257)]:
+        r = speed_case(rows, V, args.repeats, args.sigma)
         case = f"[{rows},{V}]"
-        print(f"{case:<14} {'quantize':<9} {r['ours_quantize']:>12.4g} {'':>14} {'':>7}"
-              f"   ({1e9 / (r['ours_quantize'] * V):.3f} ns/element)")
+        print(
+            f"{case:<14} {'quantize':<9} {r['ours_quantize']:>12.4g} {'':>14} {'':>7}"
+            f"   ({1e9 / (r['ours_quantize'] * V):.3f} ns/element)"
+        )
         for op in ("encode", "decode"):
             ours = r[f"ours_{op}"]
             cons = r.get(f"cons_{op}", math.nan)
             print(f"{case:<14} {op:<9} {ours:>12.4g} {cons:>14.4g} {ours / cons:>6.2f}x")
     print()
-    print(f"{'overhead':<28} {'ours %':>9} {'constr. %':>10} {'bits/sym':>9}")
-    cases = [(256, 1 << 20, 16, 2.0, 64), (50257, 20_000, 1, 2.0, 16)]
+    print(f"{'overhead':<30} {'ours %':>9} {'constr. %':>10} {'bits/sym':>9}")
+    cases = [(256, 1 << 20, 16, 64), (50257, 20_000, 1, 16)]
     if args.quick:
-        cases = [(256, 1 << 16, 16, 2.0, 16), (50257, 4_000, 1, 2.0, 4)]
-    for V, n, streams, sigma, pool in cases:
-        o = overhead_case(V, n, streams, sigma, pool)
+        cases = [(256, 1 << 16, 16, 16), (50257, 4_000, 1, 4)]
+    for V, n, streams, pool in cases:
+        o = overhead_case(V, n, streams, args.sigma, pool)
         label = f"V={V}, {o['n']} sym, {streams} str"
-        print(f"{label:<28} {o['ours_pct']:>9.5f} "
-              f"{o.get('cons_pct', math.nan):>10.5f} {o['entropy']:>9.3f}")
+        print(f"{label:<30} {o['ours_pct']:>9.5f} {o.get('cons_pct', math.nan):>10.5f} {o['entropy']:>9.3f}")
     print()
     for V in (256, 50257):
-        print(f"flush, V={V}: {flush_case(V, 512 if V == 256 else 64, 8, 2.0):.2f} bits/stream above ideal "
-              "(short streams)")
+        flush = flush_case(V, 512 if V == 256 else 64, 8, args.sigma)
+        print(f"flush, V={V}: {flush:.2f} bits/stream above the ideal (short streams)")
 
 
 if __name__ == "__main__":

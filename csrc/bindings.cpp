@@ -192,27 +192,43 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
 
   m.def(
       "quantize",
-      [](const py::object& probs, int precision) {
+      [](const py::object& probs, int precision, const py::object& out) {
         Matrix p = matrix_arg<float>(probs, "probs", "float32");
         plc::quant::check_shape(p.cols, precision);
-        py::array_t<std::uint32_t> out({p.rows, p.cols + 1});
+        py::array result;
+        if (out.is_none()) {
+          result = py::array_t<std::uint32_t>({p.rows, p.cols + 1});
+        } else {
+          Matrix o = matrix_arg<std::uint32_t>(out, "out", "uint32");
+          if (o.rows != p.rows || o.cols != p.cols + 1) {
+            throw py::value_error("out must have shape (" + std::to_string(p.rows) + ", " +
+                                  std::to_string(p.cols + 1) + "), got (" + std::to_string(o.rows) + ", " +
+                                  std::to_string(o.cols) + ")");
+          }
+          if (!o.arr.writeable()) throw py::value_error("out must be writeable");
+          result = o.arr;
+        }
         const float* src = static_cast<const float*>(p.arr.data());
-        std::uint32_t* dst = out.mutable_data();
+        auto* dst = static_cast<std::uint32_t*>(result.mutable_data());
         {
           py::gil_scoped_release nogil;
           plc::quantize(src, p.rows, p.cols, precision, dst);
         }
-        return out;
+        return result;
       },
-      "probs"_a, "precision"_a = plc::quant::kDefaultPrecision,
+      "probs"_a, "precision"_a = plc::quant::kDefaultPrecision, "out"_a = py::none(),
       R"doc(Quantize float32 probabilities [B, V] to uint32 cumulative frequencies [B, V+1].
 
 Rows need not be normalised.  Each output row starts at 0, ends at exactly
 2**precision and gives every symbol a frequency >= 1.  Deterministic on every
-machine (fixed-order float64 row sum; see csrc/quantizer.hpp for the contract).
+machine (fixed-order row sum, float32 products; see csrc/quantizer.hpp for the
+contract and its proof).  `out` (uint32 [B, V+1], C-contiguous) is filled and
+returned instead of allocating a new array.
 
-Raises ValueError naming the row if a row holds NaN, inf, a negative value or
-sums to zero, and if V < 2 or V > min(2**(precision-1), MAX_SYMBOLS).)doc");
+Raises ValueError naming the row if a row holds NaN, inf, a negative value,
+sums to zero or has a sum >= 2**100, and if V < 2 or
+V > min(2**(precision-1), MAX_SYMBOLS).  On an error `out` may be partly
+written.)doc");
 
   py::class_<PyEncoder>(m, "BatchEncoder", R"doc(Encodes n_streams independent range-coded streams, one symbol per stream per call.
 

@@ -3,14 +3,17 @@
 Quantizer contract (the bits are part of the format; full text and proofs in
 ``csrc/quantizer.hpp``):
 
-* ``quantize(probs, precision)`` maps float32 ``[B, V]`` to uint32
+* ``quantize(probs, precision, out=None)`` maps float32 ``[B, V]`` to uint32
   ``[B, V+1]``: each row starts at 0, ends at exactly ``2**precision`` and gives
   every symbol a frequency >= 1.  Rows need not be normalised.
-* Per row: ``S`` = float64 sum of the row in a fixed 16-lane order;
-  ``scale = (2**precision - V) / S``; ``f[i] = 1 + floor(p[i] * scale)`` (IEEE
-  float64, no FMA) for ``i < V-1``; the last symbol takes the rest,
-  ``f[V-1] = 2**precision - sum(f[:V-1])`` (proved >= 1).
-* NaN, inf, negative values or a zero sum raise ``ValueError`` naming the row.
+* Per row: ``S`` = the row sum in a fixed order (float32 pair sums of blocks
+  of 32, accumulated in 8 float64 lanes); ``s32 = float32((2**P - V - slack)
+  / S)`` with ``slack = 2**P >> 20``; ``f[i] = 1 + trunc(float32(p[i] * s32))``
+  for ``i < V-1`` (IEEE, no FMA, no flush-to-zero; tiny rows are rescaled by
+  an exact 2**100 first); the last symbol takes the rest,
+  ``f[V-1] = 2**P - sum(f[:V-1])`` (proved >= 1).
+* NaN, inf, negative values, a zero sum or a sum >= 2**100 raise
+  ``ValueError`` naming the row.
 * ``V`` must satisfy ``2 <= V <= min(2**(precision-1), MAX_SYMBOLS)``.
 
 Coder: ``BatchEncoder`` / ``BatchDecoder`` hold many independent streams and

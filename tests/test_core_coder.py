@@ -401,3 +401,14 @@ def test_truncated_stream_decodes_or_raises():
                 dec.decode_probs(p)
         except CodecError:
             pass
+
+
+def test_empty_step():
+    enc = core.BatchEncoder(2)
+    enc.encode_probs(np.ones((0, 5), np.float32), [], rows=[])
+    enc.encode(np.zeros((0, 6), np.uint32), np.array([], np.int64), rows=np.array([], np.int64))
+    enc.encode_ranges(np.array([], np.uint32), np.array([], np.uint32), rows=[])
+    assert enc.finish() == [b"", b""]
+    dec = core.BatchDecoder([b"", b""])
+    assert dec.decode_probs(np.ones((0, 5), np.float32), rows=[]).shape == (0,)
+    assert dec.targets(rows=[]).shape == (0,)

@@ -199,3 +199,18 @@ GOLDEN_QUANTIZE = {
 def test_golden_table():
     p = np.array([[1, 2, 3, 4]], np.float32)
     assert core.quantize(p)[0].tolist() == GOLDEN_QUANTIZE["small"]
+
+
+def test_out_parameter():
+    p = rows(9, 3, 40, "peaked")
+    out = np.full((3, 41), 7, np.uint32)
+    assert core.quantize(p, out=out) is out
+    np.testing.assert_array_equal(out, core.quantize(p))
+    with pytest.raises(ValueError, match="out must have shape"):
+        core.quantize(p, out=np.empty((3, 40), np.uint32))
+    with pytest.raises(TypeError, match="uint32"):
+        core.quantize(p, out=np.empty((3, 41), np.int64))
+    ro = np.empty((3, 41), np.uint32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        core.quantize(p, out=ro)
