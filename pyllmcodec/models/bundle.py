@@ -81,7 +81,11 @@ class Bundle:
         for name, want in self.manifest["files"].items():
             p = self.path / name
             if not p.is_file():
-                raise ModelError(f"bundle {self.name!r}: file {name} is missing from {self.path}")
+                raise ModelError(
+                    f"bundle {self.name!r}: file {name} is missing from {self.path}; "
+                    "the installation is damaged -- reinstall pyllmcodec (or the package that ships the "
+                    "model) or re-export the bundle"
+                )
             got = file_sha256(p)
             if got != want:
                 raise ModelError(
