@@ -16,8 +16,10 @@ import json
 import mmap
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +40,8 @@ EXIT_USAGE = 2
 EXIT_CORRUPT = 3
 #: the archive needs a model or numerics this machine does not have
 EXIT_MISMATCH = 4
-#: interrupted by SIGINT (128 + 2, the shell's convention)
+#: interrupted by SIGINT (128 + 2, the shell's convention); SIGTERM and SIGHUP
+#: give 128 + their number (143, 129), after the partial output is removed
 EXIT_INTERRUPTED = 130
 
 _COMMANDS = ("compress", "decompress", "info", "bench")
@@ -59,6 +62,38 @@ class _Fail(Exception):
     def __init__(self, msg: str, code: int = EXIT_ERROR) -> None:
         super().__init__(msg)
         self.code = code
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM/SIGHUP handler, so that the cleanup of a partial
+    output (``_atomic_output``) runs as it does for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated(signum)
+
+
+@contextmanager
+def _termination_raises() -> Iterator[None]:
+    """While the command runs, SIGTERM and SIGHUP raise :class:`_Terminated`
+    (Python's default would end the process at once, leaving the temporary
+    output file behind).  Signals someone set to be ignored (nohup) stay
+    ignored; only the main thread can install handlers."""
+    old: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+                old[sig] = signal.signal(sig, _raise_terminated)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 # ------------------------------------------------------------------ argument parsing
@@ -506,10 +541,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        if args.command == "compress" and args.decompress:
-            return _cmd_decompress(args)
-        return {"compress": _cmd_compress, "decompress": _cmd_decompress,
-                "info": _cmd_info, "bench": _cmd_bench}[args.command](args)
+        with _termination_raises():
+            if args.command == "compress" and args.decompress:
+                return _cmd_decompress(args)
+            return {"compress": _cmd_compress, "decompress": _cmd_decompress,
+                    "info": _cmd_info, "bench": _cmd_bench}[args.command](args)
+    except _Terminated as exc:
+        print(f"pyllmcodec: terminated by signal {exc.signum}; any partial output file was removed", file=sys.stderr)
+        return 128 + exc.signum
     except _Fail as exc:
         print(f"pyllmcodec: {exc}", file=sys.stderr)
         return exc.code
