@@ -224,6 +224,23 @@ class _Progress:
             self._bar.close()
 
 
+def _os_reason(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"{reason} ({exc.filename})" if exc.filename else reason
+
+
+def _drop_stdout() -> None:
+    """After a failed write to stdout (disk full, closed pipe), point fd 1 at
+    /dev/null so the interpreter's final flush of the unwritten buffer cannot
+    fail again (which would turn our exit status into 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def _input_size(fh: IO[bytes]) -> int | None:
     try:
         return os.fstat(fh.fileno()).st_size or None
@@ -280,11 +297,23 @@ def _run_file(args: Any, src: str, work: Any, decompress: bool) -> None:
         progress = _Progress(args, total, os.path.basename(src) if src != "-" else "stdin")
         try:
             if out is None:
-                n_in, n_out = work(fin, sys.stdout.buffer, progress)
-                sys.stdout.buffer.flush()
+                try:
+                    n_in, n_out = work(fin, sys.stdout.buffer, progress)
+                    sys.stdout.buffer.flush()
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:
+                    _drop_stdout()
+                    raise _Fail(f"{src}: writing to standard output failed: {_os_reason(exc)}") from None
             else:
-                with _atomic_output(out, args.force) as fout:
-                    n_in, n_out = work(fin, fout, progress)
+                try:
+                    with _atomic_output(out, args.force) as fout:
+                        n_in, n_out = work(fin, fout, progress)
+                except OSError as exc:  # disk full, read-only, no such directory, I/O error
+                    raise _Fail(
+                        f"{src} -> {out}: {_os_reason(exc)}; no output was left behind"
+                        + (f" and {src} is unchanged" if src != "-" else "")
+                    ) from None
                 if src != "-":
                     try:
                         shutil.copystat(src, out)
@@ -561,6 +590,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pyllmcodec: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (RuntimeError, MemoryError) as exc:  # the model backend (ORT, torch, CUDA) failed mid-run
+        print(
+            f"pyllmcodec: the model backend failed: {type(exc).__name__}: {exc}\n"
+            "  any partial output file was removed.  On a GPU (out of memory, driver error) retry with a "
+            "smaller --batch-size or with --device cpu; an archive decodes only with the numerics it was "
+            "written with, so decode GPU archives on a matching GPU",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     except BrokenPipeError:
         try:
             sys.stdout = None  # type: ignore[assignment]
