@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import io
 import os
+import threading
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -26,7 +27,9 @@ class LlmzFile(io.BufferedIOBase):
     bytes-like); "wb" compresses into ``fileobj``.  Use :func:`open` for paths.
     Not seekable.  Closing a writer writes the archive's footer; an archive
     whose writer was not closed is incomplete (it has no footer) and will not
-    decode.
+    decode.  May be shared between threads: like :class:`io.BufferedWriter`,
+    each ``read``/``write``/``close`` call holds a lock, so calls do not
+    interleave (their order is the threads' business).
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class LlmzFile(io.BufferedIOBase):
         closefd: bool = False,
     ) -> None:
         super().__init__()
+        self._lock = threading.RLock()
         if mode not in ("rb", "wb"):
             raise ValueError(f"mode must be 'rb' or 'wb', not {mode!r}")
         self._mode = mode
@@ -87,6 +91,10 @@ class LlmzFile(io.BufferedIOBase):
             raise ValueError("I/O operation on closed file")
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self.closed:
             return
         try:
@@ -111,12 +119,13 @@ class LlmzFile(io.BufferedIOBase):
     # ---------------------------------------------------------- writing
 
     def write(self, data: Any) -> int:  # type: ignore[override]
-        self._check_open()
-        if self._mode != "wb":
-            raise io.UnsupportedOperation("not open for writing")
-        n = self._encoder.write(data)
-        self._pos += n
-        return n
+        with self._lock:
+            self._check_open()
+            if self._mode != "wb":
+                raise io.UnsupportedOperation("not open for writing")
+            n = self._encoder.write(data)
+            self._pos += n
+            return n
 
     def flush(self) -> None:
         """Flush what the underlying file holds.  Data not yet filling a wave
@@ -142,6 +151,10 @@ class LlmzFile(io.BufferedIOBase):
         return False
 
     def read(self, size: int | None = -1) -> bytes:
+        with self._lock:
+            return self._read(size)
+
+    def _read(self, size: int | None) -> bytes:
         self._check_open()
         if self._mode != "rb":
             raise io.UnsupportedOperation("not open for reading")
@@ -168,6 +181,10 @@ class LlmzFile(io.BufferedIOBase):
         return out
 
     def read1(self, size: int = -1) -> bytes:
+        with self._lock:
+            return self._read1(size)
+
+    def _read1(self, size: int) -> bytes:
         self._check_open()
         if self._mode != "rb":
             raise io.UnsupportedOperation("not open for reading")
