@@ -1,0 +1,94 @@
+"""The seed corpus: valid archives of several geometries and methods, made
+with the fake model "test-bigram", plus a few of their mutants.
+
+``python -m fuzz.corpus DIR`` writes them to DIR (one file per seed) for
+atheris/libFuzzer; :func:`seeds` returns them in memory for the random engine
+and the tests.  Small on purpose (a few hundred bytes to ~2 KiB each) so that a
+decode costs a millisecond or so.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+import numpy as np
+
+from . import targets
+from .mutate import mutate
+
+__all__ = ["core_seeds", "seeds", "write"]
+
+TEXT = (
+    b"The quick brown fox jumps over the lazy dog. A language model assigns a probability to "
+    b"every next byte, and an arithmetic coder turns those probabilities into a short code. "
+)
+
+
+def seeds() -> list[tuple[str, bytes]]:
+    """Valid archives (name, bytes); deterministic."""
+    targets.setup()
+    from pyllmcodec import Compressor
+
+    from .targets import _dec  # noqa: F401 - setup registered the model
+
+    model = "test-bigram"
+    rnd = bytes(np.random.default_rng(5).integers(0, 256, 300, dtype=np.uint8))
+    out: list[tuple[str, bytes]] = []
+
+    def add(name: str, data: bytes, **kw: int | str) -> None:
+        out.append((name, Compressor(model, **kw).compress(data)))  # type: ignore[arg-type]
+
+    add("empty", b"", chunk_size=32, batch_size=2)
+    add("one-byte", b"x", chunk_size=32, batch_size=2)
+    add("text-model", TEXT[:150], chunk_size=64, batch_size=4, fallback="stored")
+    add("text-waves", TEXT * 2, chunk_size=32, batch_size=3, fallback="stored")
+    add("random-stored", rnd, chunk_size=64, batch_size=2)
+    add("zeros-deflate", b"\0" * 700, chunk_size=128, batch_size=2)
+    add("mixed", TEXT[:100] + rnd[:60] + b"ab" * 60, chunk_size=32, batch_size=4)
+    add("precision-16", TEXT[:120], chunk_size=40, batch_size=2, precision=16, fallback="stored")
+    a, b = Compressor(model, chunk_size=32, batch_size=4, fallback="stored").compress_batch([TEXT[:40], TEXT[40:130]])
+    out += [("shared-a", a), ("shared-b", b)]
+    return out
+
+
+def core_seeds() -> list[tuple[str, bytes]]:
+    """Inputs for the core target: a header (streams, precision, V, steps,
+    mode) and stream bytes, some of them real encoder output."""
+    targets.setup()
+    from pyllmcodec import core
+
+    out = []
+    for n, prec, V, steps, mode in [(1, 30, 256, 20, 0), (2, 16, 300, 30, 0x55), (4, 31, 5, 47, 0xAA),
+                                    (3, 13, 700, 10, 0xE4), (1, 2, 2, 40, 0xFF)]:
+        rng = np.random.default_rng(n * 1000 + prec)
+        enc = core.BatchEncoder(n, max(prec, core.MIN_PRECISION))
+        for _ in range(steps):
+            enc.encode_ranges(np.full(n, 0, np.uint32), np.full(n, 1 << (max(prec, 2) - 1), np.uint32))
+        streams = b"".join(enc.finish()) + bytes(rng.integers(0, 256, 40, dtype=np.uint8))
+        head = bytes([n - 1, prec, V & 0xFF, (V - 2) >> 8, steps - 1, mode])
+        out.append((f"core-{n}x{prec}", head + streams))
+    return out
+
+
+def mutants(base: list[tuple[str, bytes]], count: int, seed: int = 1) -> list[tuple[str, bytes]]:
+    rng = random.Random(seed)
+    blobs = [b for _, b in base]
+    return [(f"mutant-{i}", mutate(rng.choice(blobs), rng, blobs)) for i in range(count)]
+
+
+def write(directory: str, target: str = "archive", n_mutants: int = 40) -> int:
+    os.makedirs(directory, exist_ok=True)
+    base = core_seeds() if target == "core" else seeds()
+    items = base + mutants(base, n_mutants)
+    for name, blob in items:
+        with open(os.path.join(directory, name), "wb") as fh:
+            fh.write(blob)
+    return len(items)
+
+
+if __name__ == "__main__":
+    d = sys.argv[1] if len(sys.argv) > 1 else "fuzz/corpus"
+    t = sys.argv[2] if len(sys.argv) > 2 else "archive"
+    print(f"wrote {write(d, t)} seeds to {d}")

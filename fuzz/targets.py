@@ -1,0 +1,196 @@
+"""The fuzz targets.  Each takes arbitrary bytes and must either return or raise
+:class:`~pyllmcodec.errors.CodecError` (or a subclass); any other exception, a
+crash of the process or a hang is a bug.  The targets also cross-check the
+entry points against each other (differential checks), raising
+:class:`Mismatch` when they disagree:
+
+* :func:`container` -- ``ArchiveIndex`` (random access) and ``ArchiveReader``
+  (streaming) must accept exactly the same archives and see the same blocks.
+* :func:`archive` -- :func:`container`, then ``Decompressor.decompress``,
+  ``open(...).read()`` and ``info``: if one decodes, all must, to the same
+  bytes, with ``info`` reporting their size and SHA-256.
+* :func:`core_decoder` -- the native ``BatchDecoder`` on arbitrary streams with
+  arbitrary (valid) distributions, all three decode paths, plus an
+  encode/decode round trip of symbols taken from the input.
+
+The model is the fast fake ``test-bigram`` of ``tests/conftest.py``
+(registered by :func:`setup`), so millions of inputs are affordable.  The
+decoders run with ``max_output_size = 1 MiB`` and ``max_batch_size = 64``:
+the same code as the defaults, with limits that keep one input's work small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+import pyllmcodec
+from pyllmcodec import CodecError, OutputLimitError, core
+from pyllmcodec.container import ArchiveIndex, ArchiveReader
+
+__all__ = ["TARGETS", "Mismatch", "archive", "container", "core_decoder", "setup"]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAX_OUTPUT = 1 << 20
+MAX_BATCH = 64
+
+
+class Mismatch(AssertionError):
+    """Two entry points disagree about the same input."""
+
+
+_DEC: pyllmcodec.Decompressor | None = None
+
+
+def setup() -> None:
+    """Register the fake model "test-bigram" (from tests/conftest.py)."""
+    global _DEC
+    mod = sys.modules.get("conftest")
+    if mod is None or not hasattr(mod, "BigramModel"):
+        spec = importlib.util.spec_from_file_location("_pyllmcodec_test_conftest", os.path.join(REPO, "tests", "conftest.py"))
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    mod.register()
+    _DEC = pyllmcodec.Decompressor(max_output_size=MAX_OUTPUT, max_batch_size=MAX_BATCH)
+
+
+def _dec() -> pyllmcodec.Decompressor:
+    if _DEC is None:
+        setup()
+    assert _DEC is not None
+    return _DEC
+
+
+def _outcome(fn: Any) -> tuple[bool, Any]:
+    """(True, result) or (False, the CodecError); anything else propagates."""
+    try:
+        return True, fn()
+    except CodecError as exc:
+        return False, exc
+
+
+# ------------------------------------------------------------------ container
+
+
+def _stream_blocks(data: bytes) -> Any:
+    r = ArchiveReader(io.BytesIO(data))
+    blocks = [(b.batch, b.entries, b.offset, b.payload_offset) for b, _ in r.blocks()]
+    return blocks, r.footer
+
+
+def container(data: bytes) -> None:
+    ok_ix, ix = _outcome(lambda: ArchiveIndex(data))
+    ok_rd, rd = _outcome(lambda: _stream_blocks(data))
+    if ok_ix != ok_rd:
+        raise Mismatch(f"ArchiveIndex {'accepts' if ok_ix else 'refuses'} but ArchiveReader "
+                       f"{'accepts' if ok_rd else 'refuses'}: {ix if not ok_ix else rd}")
+    if ok_ix:
+        mine = [(b.batch, b.entries, b.offset, b.payload_offset) for b in ix.blocks]
+        if mine != rd[0] or ix.footer != rd[1]:
+            raise Mismatch("ArchiveIndex and ArchiveReader see different blocks or footers")
+
+
+# ------------------------------------------------------------------ archive
+
+
+def _read_open(data: bytes) -> bytes:
+    with pyllmcodec.open(io.BytesIO(data), "rb", max_batch_size=MAX_BATCH) as f:
+        return f.read()
+
+
+def archive(data: bytes) -> None:
+    container(data)
+    dec = _dec()
+    ok_d, out = _outcome(lambda: dec.decompress(data))
+    ok_s, streamed = _outcome(lambda: _read_open(data))
+    ok_i, meta = _outcome(lambda: pyllmcodec.info(data))
+    if ok_d:
+        if not ok_s or streamed != out:
+            raise Mismatch(f"decompress gives {len(out)} bytes but open().read() "
+                           f"{'differs' if ok_s else 'raises ' + repr(streamed)}")
+        if not ok_i or meta["size"] != len(out) or meta["sha256"] != hashlib.sha256(out).hexdigest():
+            raise Mismatch("info() disagrees with the decoded output")
+    elif ok_s and not isinstance(out, OutputLimitError):
+        raise Mismatch(f"open().read() decodes {len(streamed)} bytes but decompress raises {out!r}")
+
+
+# ------------------------------------------------------------------ core
+
+_RNG = np.random.default_rng(20240601)
+_PROBS: dict[int, np.ndarray] = {}
+
+
+def _probs(V: int) -> np.ndarray:
+    """8 fixed peaked rows of V probabilities (some exactly zero)."""
+    p = _PROBS.get(V)
+    if p is None:
+        p = (_RNG.random((8, V)) ** 8).astype(np.float32)
+        p[:, _RNG.integers(0, V, size=max(1, V // 8))] = 0.0
+        p[:, 0] += np.float32(1e-3)  # never a zero row
+        _PROBS[V] = p
+    return p
+
+
+def core_decoder(data: bytes) -> None:
+    """The native decoder on arbitrary streams; then an encode/decode round trip."""
+    if len(data) < 6:
+        return
+    n = 1 + data[0] % 4
+    precision = max(core.MIN_PRECISION, min(core.MAX_PRECISION, data[1] % 32))
+    V = 2 + int.from_bytes(data[2:4], "little") % 700
+    V = min(V, 1 << (precision - 1))
+    if V < 2:
+        precision, V = max(precision, 9), max(V, 2)
+    steps = 1 + data[4] % 48
+    mode = data[5]
+    body = data[6:]
+    cuts = sorted({len(body) * k // n for k in range(n + 1)})
+    streams = [body[a:b] for a, b in zip(cuts, cuts[1:])] + [b""] * (n - len(cuts) + 1)
+    streams = streams[:n]
+    table = _probs(V)
+    dec = core.BatchDecoder(streams, precision)
+    try:
+        for t in range(steps):
+            p = np.ascontiguousarray(table[(np.arange(n) + t) % 8])
+            m = (mode >> (2 * (t % 4))) & 3
+            if m == 0:
+                s = dec.decode_probs(p)
+            elif m == 1:
+                s = dec.decode(core.quantize(p, precision))
+            elif m == 2:
+                cdf = core.quantize(p, precision)
+                tg = dec.targets()
+                s = np.array([np.searchsorted(cdf[k], tg[k], side="right") - 1 for k in range(n)])
+                k = np.arange(n)
+                dec.advance(s, cdf[k, s], cdf[k, s + 1] - cdf[k, s])
+            else:  # a subset of the streams
+                rows = np.array([r for r in range(n) if (mode >> r) & 1 or r == t % n], dtype=np.int64)
+                s = dec.decode_probs(np.ascontiguousarray(p[rows]), rows=rows)
+            if not ((s >= 0) & (s < V)).all():
+                raise Mismatch(f"decoded symbol outside [0, {V}): {s}")
+    except CodecError:
+        pass
+    # round trip: symbols from the input must come back exactly
+    syms = np.frombuffer(body[: steps * n].ljust(steps * n, b"\0"), dtype=np.uint8).astype(np.int64).reshape(steps, n) % V
+    enc = core.BatchEncoder(n, precision)
+    for t in range(steps):
+        p = np.ascontiguousarray(table[(np.arange(n) + t) % 8])
+        enc.encode_probs(p, syms[t])
+    coded = enc.finish()
+    dec = core.BatchDecoder(coded, precision)
+    for t in range(steps):
+        p = np.ascontiguousarray(table[(np.arange(n) + t) % 8])
+        got = dec.decode(core.quantize(p, precision)) if t % 2 else dec.decode_probs(p)
+        if not np.array_equal(got, syms[t]):
+            raise Mismatch(f"round trip failed at step {t}: {got} != {syms[t]}")
+
+
+TARGETS = {"container": container, "archive": archive, "core": core_decoder}

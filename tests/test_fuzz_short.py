@@ -1,0 +1,88 @@
+"""Short fuzz runs, run in CI: the seeded random-mutation engine of
+``fuzz/run.py`` over every target (container parsers, ``decompress``,
+``open().read()``, ``info``, the core decoder), a few seconds each.  Set
+PYLLMCODEC_FUZZ=1 for runs 20 times longer; the long coverage-guided run is
+``python -m fuzz.run`` (docs/RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fuzz import corpus, targets  # noqa: E402
+from fuzz.mutate import build_loose, fix_checksums, mutate, parse_loose  # noqa: E402
+from fuzz.run import run_random  # noqa: E402
+
+import pyllmcodec  # noqa: E402
+
+SCALE = 20 if os.environ.get("PYLLMCODEC_FUZZ") else 1
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    targets.setup()
+    return [b for _, b in corpus.seeds()]
+
+
+@pytest.fixture(scope="module")
+def core_seeds():
+    targets.setup()
+    return [b for _, b in corpus.core_seeds()]
+
+
+def _fail_on(res):
+    if res["findings"]:
+        kind, data, tb = res["findings"][0]
+        pytest.fail(f"{len(res['findings'])} findings; first ({kind}, {len(data)} bytes {data[:64]!r}...):\n{tb}")
+
+
+@pytest.mark.parametrize("target,runs,seed", [("container", 2500, 11), ("archive", 1200, 12)])
+def test_short_fuzz_run(seeds, target, runs, seed):
+    _fail_on(run_random(targets.TARGETS[target], seeds, runs * SCALE, seed, timeout=20, quiet=True))
+
+
+def test_short_fuzz_run_core(core_seeds):
+    _fail_on(run_random(targets.core_decoder, core_seeds, 400 * SCALE, 13, timeout=20, quiet=True))
+
+
+def test_seeds_decode_the_same_through_every_entry_point(seeds):
+    for blob in seeds:
+        out = pyllmcodec.decompress(blob)
+        with pyllmcodec.open(io.BytesIO(blob)) as f:
+            assert f.read() == out
+        assert pyllmcodec.info(blob)["size"] == len(out)
+        targets.archive(blob)
+
+
+def test_lenient_builder_reproduces_valid_archives_exactly(seeds):
+    """parse_loose/build_loose are lossless on valid archives, so a structural
+    mutant differs from its seed only where it was mutated."""
+    for blob in seeds:
+        assert build_loose(parse_loose(blob)) == blob
+        assert fix_checksums(blob) == blob
+
+
+def test_mutators_never_raise(seeds):
+    rng = random.Random(3)
+    for i in range(3000):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64))) if i % 3 == 0 else rng.choice(seeds)
+        out = mutate(data, rng, seeds)
+        assert isinstance(out, bytes) and len(out) <= 1 << 16
+
+
+def test_the_fuzzer_finds_a_planted_bug(seeds, monkeypatch):
+    """With the header check of fix 93ece31 taken out, the short run finds
+    the ValueError it prevents: the harness does catch non-CodecErrors."""
+    from pyllmcodec import codec
+
+    monkeypatch.setattr(codec, "_check_codable", lambda header: None)
+    res = run_random(targets.archive, seeds, 20000, 12, timeout=20, quiet=True, max_findings=1)
+    assert res["findings"], f"no finding in {res['runs']} inputs"
+    assert "ValueError" in res["findings"][0][2] or "IndexError" in res["findings"][0][2]
