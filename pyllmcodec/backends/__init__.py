@@ -70,7 +70,16 @@ def open_bundle(bundle: Any, *, device: str = "auto", backend: str = "auto",
     if backend == "onnxruntime":
         from .onnxruntime import OrtStepModel
 
-        return OrtStepModel(bundle, threads=threads)
+        model = OrtStepModel(bundle, threads=threads)
+        if bundle.manifest["vocab"].get("tokenizer"):  # a token-level model (see base.py)
+            from ..tokenizer import load_bundle_tokenizer
+
+            model.tokenizer = load_bundle_tokenizer(bundle)
+        return model
+    if bundle.manifest.get("architecture") == "llama":
+        from ..models.llama import LlamaTorchStepModel
+
+        return LlamaTorchStepModel(bundle, device=device, threads=threads)
     try:
         from .torch import TorchStepModel
     except ImportError as e:

