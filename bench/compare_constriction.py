@@ -78,7 +78,9 @@ def _rate(fn, iters: int, n_symbols: int) -> float:
     return n_symbols * iters / (time.perf_counter() - t0)
 
 
-def speed_case(rows: int, V: int, repeats: int, sigma: float, slot: float = 0.1) -> dict[str, float]:
+def speed_case(
+    rows: int, V: int, repeats: int, sigma: float, slot: float = 0.1
+) -> dict[str, float]:
     rng = np.random.default_rng(1)
     probs = make_probs(rng, rows, V, sigma)
     symbols = sample(rng, probs)
@@ -121,13 +123,17 @@ def speed_case(rows: int, V: int, repeats: int, sigma: float, slot: float = 0.1)
     return {k: float(np.median(v)) for k, v in rates.items()}
 
 
-def overhead_case(V: int, n_symbols: int, n_streams: int, sigma: float, pool: int) -> dict[str, float]:
+def overhead_case(
+    V: int, n_symbols: int, n_streams: int, sigma: float, pool: int
+) -> dict[str, float]:
     rng = np.random.default_rng(2)
     steps = n_symbols // n_streams
     pool_probs = [make_probs(rng, n_streams, V, sigma) for _ in range(pool)]
     enc = core.BatchEncoder(n_streams)
     cenc = constriction.stream.queue.RangeEncoder() if constriction else None
-    family = constriction.stream.model.Categorical(perfect=False) if constriction else None
+    family = (
+        constriction.stream.model.Categorical(perfect=False) if constriction else None
+    )
     ideal = 0.0
     table_bits = 0.0  # sum of log2(2^P / freq): our cost before the coder and the flush
     P = core.DEFAULT_PRECISION
@@ -138,7 +144,11 @@ def overhead_case(V: int, n_symbols: int, n_streams: int, sigma: float, pool: in
         symbols = sample(rng, probs)
         ideal += ideal_bits(probs, symbols)
         cdf = core.quantize(probs)
-        table_bits += float(np.sum(P - np.log2(cdf[k, symbols + 1].astype(np.float64) - cdf[k, symbols])))
+        table_bits += float(
+            np.sum(
+                P - np.log2(cdf[k, symbols + 1].astype(np.float64) - cdf[k, symbols])
+            )
+        )
         enc.encode_probs(probs, symbols)
         if cenc is not None:
             cenc.encode(symbols, family, probs)
@@ -177,13 +187,19 @@ def flush_case(V: int, n_streams: int, steps: int, sigma: float) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="smaller overhead runs")
-    ap.add_argument("--sigma", type=float, default=2.0, help="std of the Gaussian logits")
+    ap.add_argument(
+        "--sigma", type=float, default=2.0, help="std of the Gaussian logits"
+    )
     args = ap.parse_args()
 
-    version = getattr(constriction, "__version__", "0.5") if constriction else "(missing)"
+    version = (
+        getattr(constriction, "__version__", "0.5") if constriction else "(missing)"
+    )
     print(f"# pyllmcodec.core vs constriction {version}")
     print(
         f"# {platform.machine()}, python {platform.python_version()}, numpy {np.__version__}, "
@@ -191,11 +207,16 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d %H:%M')}"
     )
     print()
-    print(f"{'case':<14} {'op':<9} {'ours sym/s':>12} {'constr. sym/s':>14} {'ratio':>7}")
+    print(
+        f"{'case':<14} {'op':<9} {'ours sym/s':>12} {'constr. sym/s':>14} {'ratio':>7}"
+    )
     for rows, V in [(1024, 256), (64, 50257)]:
         r = speed_case(rows, V, args.repeats, args.sigma)
         case = f"[{rows},{V}]"
-        for key, label in (("ours_quantize", "quantize"), ("ours_quantize_out", "q(out=)")):
+        for key, label in (
+            ("ours_quantize", "quantize"),
+            ("ours_quantize_out", "q(out=)"),
+        ):
             print(
                 f"{case:<14} {label:<9} {r[key]:>12.4g} {'':>14} {'':>7}"
                 f"   ({1e9 / (r[key] * V):.3f} ns/element)"
@@ -203,18 +224,24 @@ def main() -> None:
         for op in ("encode", "decode"):
             ours = r[f"ours_{op}"]
             cons = r.get(f"cons_{op}", math.nan)
-            print(f"{case:<14} {op:<9} {ours:>12.4g} {cons:>14.4g} {ours / cons:>6.2f}x")
+            print(
+                f"{case:<14} {op:<9} {ours:>12.4g} {cons:>14.4g} {ours / cons:>6.2f}x"
+            )
     print()
-    print(f"{'overhead over the ideal':<30} {'ours %':>9} {'no flush':>9} {'flush b/str':>11} "
-          f"{'constr. %':>10} {'bits/sym':>9}")
+    print(
+        f"{'overhead over the ideal':<30} {'ours %':>9} {'no flush':>9} {'flush b/str':>11} "
+        f"{'constr. %':>10} {'bits/sym':>9}"
+    )
     cases = [(256, 1 << 20, 16, 64), (50257, 20_000, 1, 16)]
     if args.quick:
         cases = [(256, 1 << 16, 16, 16), (50257, 4_000, 1, 4)]
     for V, n, streams, pool in cases:
         o = overhead_case(V, n, streams, args.sigma, pool)
         label = f"V={V}, {o['n']} sym, {streams} str"
-        print(f"{label:<30} {o['ours_pct']:>9.5f} {o['table_pct']:>9.5f} {o['flush_bits']:>11.2f} "
-              f"{o.get('cons_pct', math.nan):>10.5f} {o['entropy']:>9.3f}")
+        print(
+            f"{label:<30} {o['ours_pct']:>9.5f} {o['table_pct']:>9.5f} {o['flush_bits']:>11.2f} "
+            f"{o.get('cons_pct', math.nan):>10.5f} {o['entropy']:>9.3f}"
+        )
     print()
     for V in (256, 50257):
         flush = flush_case(V, 512 if V == 256 else 64, 8, args.sigma)

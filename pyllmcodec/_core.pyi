@@ -15,7 +15,9 @@ _IntArray = npt.ArrayLike
 
 def kernels() -> str: ...
 def quantize(
-    probs: npt.NDArray[np.float32], precision: int = ..., out: npt.NDArray[np.uint32] | None = None
+    probs: npt.NDArray[np.float32],
+    precision: int = ...,
+    out: npt.NDArray[np.uint32] | None = None,
 ) -> npt.NDArray[np.uint32]: ...
 
 class BatchEncoder:
@@ -25,10 +27,16 @@ class BatchEncoder:
     @property
     def precision(self) -> int: ...
     def encode(
-        self, cdf: npt.NDArray[np.uint32], symbols: _IntArray, rows: _IntArray | None = None
+        self,
+        cdf: npt.NDArray[np.uint32],
+        symbols: _IntArray,
+        rows: _IntArray | None = None,
     ) -> None: ...
     def encode_probs(
-        self, probs: npt.NDArray[np.float32], symbols: _IntArray, rows: _IntArray | None = None
+        self,
+        probs: npt.NDArray[np.float32],
+        symbols: _IntArray,
+        rows: _IntArray | None = None,
     ) -> None: ...
     def encode_ranges(
         self,
@@ -39,7 +47,9 @@ class BatchEncoder:
     def finish(self) -> list[bytes]: ...
 
 class BatchDecoder:
-    def __init__(self, streams: Iterable[bytes | bytearray | memoryview], precision: int = ...) -> None: ...
+    def __init__(
+        self, streams: Iterable[bytes | bytearray | memoryview], precision: int = ...
+    ) -> None: ...
     @property
     def n_streams(self) -> int: ...
     @property

@@ -16,12 +16,12 @@ from pyllmcodec.errors import CodecError
 
 __all__ = [
     "DEFAULT_PRECISION",
-    "quantize_row",
-    "quantize",
-    "Encoder",
     "Decoder",
-    "encode",
+    "Encoder",
     "decode",
+    "encode",
+    "quantize",
+    "quantize_row",
 ]
 
 DEFAULT_PRECISION = 30
@@ -49,7 +49,9 @@ def _check_shape(V: int, precision: int) -> None:
         raise ValueError(f"V = {V} symbols is too many for precision {precision}")
 
 
-def _row_scale(p: np.ndarray, precision: int, row: int) -> tuple[np.float32, np.float32]:
+def _row_scale(
+    p: np.ndarray, precision: int, row: int
+) -> tuple[np.float32, np.float32]:
     """Steps 1-2: the fixed-order row sum, then (pre, s32)."""
     V = len(p)
     for i, x in enumerate(p):
@@ -64,12 +66,16 @@ def _row_scale(p: np.ndarray, precision: int, row: int) -> tuple[np.float32, np.
     with np.errstate(over="ignore"):
         while i + SUM_BLOCK <= V:
             for j in range(SUM_LANES):
-                q = (p[i + j] + p[i + 8 + j]) + (p[i + 16 + j] + p[i + 24 + j])  # float32 ops
+                q = (p[i + j] + p[i + 8 + j]) + (
+                    p[i + 16 + j] + p[i + 24 + j]
+                )  # float32 ops
                 lanes[j] += float(q)
             i += SUM_BLOCK
     for t in range(V - i):
         lanes[t % SUM_LANES] += float(p[i + t])
-    s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
+        (lanes[4] + lanes[5]) + (lanes[6] + lanes[7])
+    )
     if not s > 0.0:
         raise ValueError(f"probs row {row} sums to zero")
     if not s < HUGE_SUM:
@@ -86,7 +92,9 @@ def _floor(x: np.float32, pre: np.float32, s32: np.float32) -> int:
     return int((x * pre) * s32)
 
 
-def quantize_row(p: np.ndarray, precision: int = DEFAULT_PRECISION, row: int = 0) -> list[int]:
+def quantize_row(
+    p: np.ndarray, precision: int = DEFAULT_PRECISION, row: int = 0
+) -> list[int]:
     """The cumulative table [0, ..., 2**precision] of one float32 row."""
     p = np.asarray(p, dtype=np.float32)
     V = len(p)
@@ -105,9 +113,9 @@ def quantize(probs: np.ndarray, precision: int = DEFAULT_PRECISION) -> np.ndarra
     """Reference of pyllmcodec.core.quantize."""
     probs = np.asarray(probs, dtype=np.float32)
     _check_shape(probs.shape[1], precision)
-    return np.array([quantize_row(r, precision, k) for k, r in enumerate(probs)], dtype=np.uint32).reshape(
-        len(probs), probs.shape[1] + 1
-    )
+    return np.array(
+        [quantize_row(r, precision, k) for k, r in enumerate(probs)], dtype=np.uint32
+    ).reshape(len(probs), probs.shape[1] + 1)
 
 
 class Encoder:
@@ -195,7 +203,11 @@ class Decoder:
             self.range <<= 8
 
 
-def encode(cdfs: Sequence[Sequence[int]], symbols: Sequence[int], precision: int = DEFAULT_PRECISION) -> bytes:
+def encode(
+    cdfs: Sequence[Sequence[int]],
+    symbols: Sequence[int],
+    precision: int = DEFAULT_PRECISION,
+) -> bytes:
     """One stream: symbols[t] coded with table cdfs[t]."""
     enc = Encoder(precision)
     for cdf, s in zip(cdfs, symbols):
@@ -203,7 +215,9 @@ def encode(cdfs: Sequence[Sequence[int]], symbols: Sequence[int], precision: int
     return enc.finish()
 
 
-def decode(data: bytes, cdfs: Sequence[Sequence[int]], precision: int = DEFAULT_PRECISION) -> list[int]:
+def decode(
+    data: bytes, cdfs: Sequence[Sequence[int]], precision: int = DEFAULT_PRECISION
+) -> list[int]:
     """One stream: one symbol per table in cdfs."""
     dec = Decoder(data, precision)
     out = []

@@ -45,11 +45,11 @@ from pyllmcodec._core import (
 
 __all__ = [
     "DEFAULT_PRECISION",
-    "MIN_PRECISION",
     "MAX_PRECISION",
     "MAX_SYMBOLS",
-    "quantize",
-    "BatchEncoder",
+    "MIN_PRECISION",
     "BatchDecoder",
+    "BatchEncoder",
     "kernels",
+    "quantize",
 ]

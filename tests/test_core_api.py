@@ -14,8 +14,16 @@ def test_public_names():
     assert pyllmcodec.__version__ == "0.1.0"
     assert pyllmcodec.core is core
     assert issubclass(pyllmcodec.CodecError, Exception)
-    for name in ["quantize", "BatchEncoder", "BatchDecoder", "DEFAULT_PRECISION", "MIN_PRECISION",
-                 "MAX_PRECISION", "MAX_SYMBOLS", "kernels"]:
+    for name in [
+        "quantize",
+        "BatchEncoder",
+        "BatchDecoder",
+        "DEFAULT_PRECISION",
+        "MIN_PRECISION",
+        "MAX_PRECISION",
+        "MAX_SYMBOLS",
+        "kernels",
+    ]:
         assert name in core.__all__
         assert hasattr(core, name)
     for method in ["encode", "encode_probs", "encode_ranges", "finish"]:

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from pyllmcodec import CodecError, core
 
 
-def make_probs(rng: np.random.Generator, B: int, V: int, kind: str = "peaked") -> np.ndarray:
+def make_probs(
+    rng: np.random.Generator, B: int, V: int, kind: str = "peaked"
+) -> np.ndarray:
     if kind == "peaked":
         p = np.exp(rng.standard_normal((B, V)) * 3)
     elif kind == "uniform":
@@ -45,7 +47,11 @@ def roundtrip(steps, B, precision=core.DEFAULT_PRECISION, fused=True):
     streams = enc.finish()
     dec = core.BatchDecoder(streams, precision)
     for p, s, r in steps:
-        got = dec.decode_probs(p, rows=r) if fused else dec.decode(core.quantize(p, precision), rows=r)
+        got = (
+            dec.decode_probs(p, rows=r)
+            if fused
+            else dec.decode(core.quantize(p, precision), rows=r)
+        )
         np.testing.assert_array_equal(got, s)
     return streams
 
@@ -94,7 +100,11 @@ def test_one_hot_uniform_and_near_zero_symbols_are_coded():
     tiny = np.full((3, V), 1e-30, np.float32)
     tiny[:, 5] = 1.0
     steps = [
-        (onehot, np.array([7, 0, 255]), None),  # the certain symbol and two impossible ones
+        (
+            onehot,
+            np.array([7, 0, 255]),
+            None,
+        ),  # the certain symbol and two impossible ones
         (uniform, np.array([0, 128, 255]), None),
         (tiny, np.array([6, 5, 255]), None),
     ] * 20
@@ -116,7 +126,9 @@ def test_stream_lengths_0_to_10000_finishing_at_different_steps():
     symbols = [rng.integers(0, V, n) for n in lengths]
     for t in range(lengths.max()):
         rows = np.flatnonzero(lengths > t)
-        enc.encode_probs(table[rows % 64 + t % 7], [symbols[i][t] for i in rows], rows=rows)
+        enc.encode_probs(
+            table[rows % 64 + t % 7], [symbols[i][t] for i in rows], rows=rows
+        )
     streams = enc.finish()
     assert streams[0] == b""
     dec = core.BatchDecoder(streams)
@@ -160,7 +172,9 @@ def test_two_phase_api_equals_one_shot():
         cdf = core.quantize(p)
         t = dec.targets()
         assert np.array_equal(dec.targets(), t)  # read-only
-        sym = np.array([np.searchsorted(cdf[k], t[k], side="right") - 1 for k in range(B)])
+        sym = np.array(
+            [np.searchsorted(cdf[k], t[k], side="right") - 1 for k in range(B)]
+        )
         np.testing.assert_array_equal(sym, s)
         k = np.arange(B)
         dec.advance(sym, cdf[k, sym], cdf[k, sym + 1] - cdf[k, sym])
@@ -179,7 +193,12 @@ def test_two_phase_with_rows():
     t = dec.targets(rows=[3, 1])
     sym = [int(np.searchsorted(cdf[k], t[k], side="right") - 1) for k in range(2)]
     assert sym == list(s)
-    dec.advance(sym, cdf[[0, 1], sym], cdf[[0, 1], np.add(sym, 1)] - cdf[[0, 1], sym], rows=[3, 1])
+    dec.advance(
+        sym,
+        cdf[[0, 1], sym],
+        cdf[[0, 1], np.add(sym, 1)] - cdf[[0, 1], sym],
+        rows=[3, 1],
+    )
 
 
 def test_advance_mismatch_is_codec_error_and_changes_nothing():
@@ -351,7 +370,9 @@ def test_constructor_checks():
         core.BatchDecoder(["abc"])
     with pytest.raises(TypeError, match="bytes-like"):
         core.BatchDecoder([1])
-    dec = core.BatchDecoder([b"", bytearray(b"\x01"), memoryview(b"\x02\x03"), np.zeros(3, np.uint8)])
+    dec = core.BatchDecoder(
+        [b"", bytearray(b"\x01"), memoryview(b"\x02\x03"), np.zeros(3, np.uint8)]
+    )
     assert dec.n_streams == 4 and dec.precision == core.DEFAULT_PRECISION
     assert core.BatchEncoder(0).finish() == []
 
@@ -370,8 +391,11 @@ def test_decoder_precision_mismatch_does_not_crash():
 
 
 @settings(max_examples=30, deadline=None)
-@given(data=st.lists(st.binary(max_size=40), min_size=1, max_size=4), V=st.sampled_from([2, 3, 256, 1000]),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    data=st.lists(st.binary(max_size=40), min_size=1, max_size=4),
+    V=st.sampled_from([2, 3, 256, 1000]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_decoder_fed_random_bytes(data, V, seed):
     """Garbage yields symbols in range or CodecError; never a crash or a hang."""
     rng = np.random.default_rng(seed)
@@ -380,7 +404,11 @@ def test_decoder_fed_random_bytes(data, V, seed):
     for _ in range(100):
         p = make_probs(rng, B, V, "peaked")
         try:
-            s = dec.decode_probs(p) if rng.random() < 0.5 else dec.decode(core.quantize(p))
+            s = (
+                dec.decode_probs(p)
+                if rng.random() < 0.5
+                else dec.decode(core.quantize(p))
+            )
         except CodecError:
             return
         assert ((s >= 0) & (s < V)).all()
@@ -406,7 +434,9 @@ def test_truncated_stream_decodes_or_raises():
 def test_empty_step():
     enc = core.BatchEncoder(2)
     enc.encode_probs(np.ones((0, 5), np.float32), [], rows=[])
-    enc.encode(np.zeros((0, 6), np.uint32), np.array([], np.int64), rows=np.array([], np.int64))
+    enc.encode(
+        np.zeros((0, 6), np.uint32), np.array([], np.int64), rows=np.array([], np.int64)
+    )
     enc.encode_ranges(np.array([], np.uint32), np.array([], np.uint32), rows=[])
     assert enc.finish() == [b"", b""]
     dec = core.BatchDecoder([b"", b""])

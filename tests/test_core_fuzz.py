@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from pyllmcodec import CodecError, core
 
-pytestmark = pytest.mark.skipif(not os.environ.get("PYLLMCODEC_FUZZ"), reason="set PYLLMCODEC_FUZZ=1 to fuzz")
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("PYLLMCODEC_FUZZ"), reason="set PYLLMCODEC_FUZZ=1 to fuzz"
+)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
@@ -38,7 +40,9 @@ def test_decoder_garbage(data, V, precision, steps, seed):
             else:
                 cdf = core.quantize(p, precision)
                 t = dec.targets()
-                s = np.array([np.searchsorted(cdf[k], t[k], side="right") - 1 for k in range(B)])
+                s = np.array(
+                    [np.searchsorted(cdf[k], t[k], side="right") - 1 for k in range(B)]
+                )
                 k = np.arange(B)
                 dec.advance(s, cdf[k, s], cdf[k, s + 1] - cdf[k, s])
         except CodecError:

@@ -56,8 +56,7 @@ KINDS = ["peaked", "uniform", "onehot", "tiny", "subnormal", "unnormalised"]
     seed=st.integers(0, 2**32 - 1),
 )
 def test_table_invariants_and_reference(V, B, precision, kind, seed):
-    if V > 1 << (precision - 1):
-        V = 1 << (precision - 1)
+    V = min(V, 1 << (precision - 1))
     p = rows(seed, B, V, kind)
     cdf = core.quantize(p, precision)
     check_table(cdf, V, precision)
@@ -70,7 +69,9 @@ def test_large_vocab(V):
     cdf = core.quantize(p)
     check_table(cdf, V, core.DEFAULT_PRECISION)
     # the reference agrees on one row (slow but fine at this size)
-    np.testing.assert_array_equal(cdf[0], ref.quantize_row(p[0], core.DEFAULT_PRECISION))
+    np.testing.assert_array_equal(
+        cdf[0], ref.quantize_row(p[0], core.DEFAULT_PRECISION)
+    )
 
 
 def test_default_precision_and_limits():
@@ -86,7 +87,9 @@ def test_proportional_and_scale_free():
     f = np.diff(core.quantize(p).astype(np.int64))[0]
     np.testing.assert_allclose(f / f.sum(), [0.1, 0.2, 0.3, 0.4], rtol=1e-5)
     # not normalised: scaling a row by a power of two changes nothing
-    np.testing.assert_array_equal(core.quantize(p), core.quantize(p * np.float32(2**-40)))
+    np.testing.assert_array_equal(
+        core.quantize(p), core.quantize(p * np.float32(2**-40))
+    )
 
 
 def test_zero_probability_symbols_get_mass():
@@ -173,7 +176,14 @@ def test_generic_kernels_give_identical_bits():
     )
     env = dict(os.environ, PYLLMCODEC_KERNELS="generic")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == _digest()
 
 
