@@ -187,7 +187,8 @@ struct RowScale {
 // (add, multiply, float->double, truncating float->int32) or an integer one,
 // so every clone and the scalar fallback give identical bits.
 // ---------------------------------------------------------------------------
-#if (defined(__GNUC__) || defined(__clang__)) && !defined(PYLLMCODEC_SCALAR)
+// Vector path: Clang, or GCC >= 12 (__builtin_shufflevector); else scalar.
+#if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && !defined(PYLLMCODEC_SCALAR)
 #define PYLLMCODEC_VECTOR 1
 #define PYLLMCODEC_INLINE inline __attribute__((always_inline))
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(PYLLMCODEC_NO_DISPATCH)
@@ -336,7 +337,7 @@ PYLLMCODEC_INLINE void quantize_row_impl(const float* p, std::size_t V, int prec
   cdf[0] = 0;
   std::size_t i = 0;
   const std::size_t n = V - 1;  // the last symbol is implicit
-#if PYLLMCODEC_VECTOR && (defined(__clang__) || __GNUC__ >= 12)
+#if PYLLMCODEC_VECTOR
   // Integer prefix sums 8 at a time: log-step in-register scans of two
   // 4-lane halves; only `carry += ...` is carried from one block to the next.
   const vec::v8f pre = vec::v8f{} + r.pre, s32 = vec::v8f{} + r.s32;
