@@ -23,22 +23,36 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import numpy as np
+
 from .backends.base import StepModel
 from .constants import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_OUTPUT_SIZE,
+    DEFAULT_TOKEN_CHUNK_SIZE,
     DEFLATE_LEVEL,
     MAX_BATCH_SIZE,
     MAX_CHUNK_SIZE,
     METHOD_DEFLATE,
     METHOD_MODEL,
+    METHOD_MODEL_TOKENS,
     METHOD_NAMES,
     METHOD_STORED,
+    MODEL_METHODS,
     PROBE_BYTES,
     PROBE_VERSION,
 )
-from .container import ArchiveIndex, ArchiveReader, ArchiveWriter, ChunkEntry, Header, build_meta
+from .container import (
+    ArchiveIndex,
+    ArchiveReader,
+    ArchiveWriter,
+    ChunkEntry,
+    Header,
+    _get_uvarint,
+    _put_uvarint,
+    build_meta,
+)
 from .errors import ChecksumError, CodecError, FormatError, ModelError, NumericsMismatchError, OutputLimitError
 from .scheduler import WaveRunner, plan_waves
 
@@ -108,6 +122,8 @@ class _Session:
     def __init__(self, model: StepModel, precision: int, pad: int | None = None) -> None:
         self.model = model
         self.runner = WaveRunner(model, precision, pad)
+        #: a token-level model's tokenizer (see backends/base.py), else None
+        self.tokenizer = getattr(model, "tokenizer", None)
         self._probes: dict[int, str] = {}
         self._fingerprint: dict[str, str] | None = None
 
@@ -158,10 +174,17 @@ class Compressor:
     ) -> None:
         self.model = _resolve_model(model, device, backend, threads)
         max_ctx = int(self.model.max_context)
-        if chunk_size is None:
-            chunk_size = min(DEFAULT_CHUNK_SIZE, max_ctx)
-        if not isinstance(chunk_size, int) or not 1 <= chunk_size <= min(max_ctx, MAX_CHUNK_SIZE):
-            raise ValueError(f"chunk_size must be an int in 1..{min(max_ctx, MAX_CHUNK_SIZE)} (the model's context)")
+        tokens = getattr(self.model, "tokenizer", None) is not None
+        if tokens:  # chunk_size counts bytes, the context tokens (<= 1 per byte)
+            max_chunk = MAX_CHUNK_SIZE
+            if chunk_size is None:
+                chunk_size = DEFAULT_TOKEN_CHUNK_SIZE
+        else:
+            max_chunk = min(max_ctx, MAX_CHUNK_SIZE)
+            if chunk_size is None:
+                chunk_size = min(DEFAULT_CHUNK_SIZE, max_ctx)
+        if not isinstance(chunk_size, int) or not 1 <= chunk_size <= max_chunk:
+            raise ValueError(f"chunk_size must be an int in 1..{max_chunk} (the model's context)")
         if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be an int in 1..{MAX_BATCH_SIZE}")
         if fallback not in ("deflate", "stored"):
@@ -195,20 +218,50 @@ class Compressor:
             precision=self.precision,
             pad_token=self._session.runner.pad,
             writer=f"pyllmcodec {__version__}",
+            tokenizer=self._tokenizer_meta(),
         )
+
+    def _tokenizer_meta(self) -> dict[str, Any] | None:
+        tk = self._session.tokenizer
+        if tk is None:
+            return None
+        return {"kind": "bpe", "sha256": str(getattr(tk, "sha256", ""))}
+
+    def _model_code(self, batch: int, chunks: Sequence[memoryview]) -> list[tuple[int, bytes | None]]:
+        """``(method, payload)`` per chunk from the model (payload None: the
+        model cannot code it).  A token-level model codes each chunk's token
+        sequence when it round-trips byte-exactly and fits the context; its
+        payload is ``varint(token count) + stream``."""
+        runner = self._session.runner
+        tk = self._session.tokenizer
+        if tk is None:
+            return [(METHOD_MODEL, p) for p in runner.encode_wave(batch, range(batch), chunks)]
+        max_ctx = int(self.model.max_context)
+        seqs = tk.tokenize_batch([bytes(c) for c in chunks])
+        ok = [0 < len(t) <= max_ctx and tk.detokenize(t) == bytes(c) for t, c in zip(seqs, chunks)]
+        empty = np.zeros(0, dtype=np.int64)
+        coded = runner.encode_wave(batch, range(batch), [t if k else empty for t, k in zip(seqs, ok)])
+        out: list[tuple[int, bytes | None]] = []
+        for t, k, p in zip(seqs, ok, coded):
+            if not k:
+                out.append((METHOD_MODEL_TOKENS, None))
+                continue
+            head = bytearray()
+            _put_uvarint(head, len(t))
+            out.append((METHOD_MODEL_TOKENS, bytes(head) + p))
+        return out
 
     def _code_wave(self, chunks: Sequence[memoryview]) -> list[tuple[ChunkEntry, bytes | memoryview]]:
         """Model-code one wave (chunk k at row k), then pick each chunk's method."""
         batch = len(chunks)
-        runner = self._session.runner
-        coded = runner.encode_wave(batch, range(batch), chunks)
+        coded = self._model_code(batch, chunks)
         out: list[tuple[ChunkEntry, bytes | memoryview]] = []
-        for row, (raw, payload) in enumerate(zip(chunks, coded)):
+        for row, (raw, (model_method, payload)) in enumerate(zip(chunks, coded)):
             n = len(raw)
             best: bytes | memoryview = raw
             method = METHOD_STORED
-            if len(payload) < n:
-                method, best = METHOD_MODEL, payload
+            if payload is not None and len(payload) < n:
+                method, best = model_method, payload
             if self.fallback == "deflate":
                 d = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
                 packed = d.compress(raw) + d.flush()
@@ -222,11 +275,12 @@ class Compressor:
     def _verify_wave(
         self, batch: int, chunks: Sequence[memoryview], coded: list[tuple[ChunkEntry, bytes | memoryview]]
     ) -> None:
-        model_rows = [(e, p) for e, p in coded if e.method == METHOD_MODEL]
+        model_rows = [(e, p) for e, p in coded if e.method in MODEL_METHODS]
         if model_rows:
-            got = self._session.runner.decode_wave(
-                batch, [e.row for e, _ in model_rows], [e.raw_len for e, _ in model_rows], [p for _, p in model_rows]
-            )
+            job = _Job((), batch)
+            for e, p in model_rows:
+                _add_to_job(job, e, p, e.row, (0, 0))
+            got = _decode_job(self._session, job)
             for (e, _), data in zip(model_rows, got):
                 if data != bytes(chunks[e.row]):
                     raise CodecError(
@@ -371,8 +425,9 @@ class _Job:
     key: tuple[Any, ...]
     batch: int
     rows: list[int] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # steps: bytes, or tokens for model-tokens
     payloads: list[Any] = field(default_factory=list)
+    raw_lens: list[int] = field(default_factory=list)
     targets: list[tuple[int, int]] = field(default_factory=list)  # (archive, chunk)
 
 
@@ -481,9 +536,9 @@ class Decompressor:
         for a, ix in enumerate(indexes):
             key: tuple[Any, ...] | None = None
             for block in ix.blocks:
-                model_k = [k for k, e in enumerate(block.entries) if e.method == METHOD_MODEL]
+                model_k = [k for k, e in enumerate(block.entries) if e.method in MODEL_METHODS]
                 for k, e in enumerate(block.entries):
-                    if e.method != METHOD_MODEL:
+                    if e.method not in MODEL_METHODS:
                         _place(outs[a], ix, chunk_starts[a], block.first_chunk + k, _unpack(ix, block, k))
                 if not model_k:
                     continue
@@ -498,11 +553,8 @@ class Decompressor:
                     open_jobs.setdefault(jkey, []).append(job)
                     jobs.append(job)
                 for k in model_k:
-                    e = block.entries[k]
-                    job.rows.append(e.row)
-                    job.lengths.append(e.raw_len)
-                    job.payloads.append(ix.payload(block, k))
-                    job.targets.append((a, block.first_chunk + k))
+                    _add_to_job(job, block.entries[k], ix.payload(block, k), block.first_chunk + k,
+                                (a, block.first_chunk + k))
                 if len(job.rows) == job.batch:  # full: run it now, free its payload refs
                     open_jobs[jkey].remove(job)
                     run(job)
@@ -532,9 +584,9 @@ class Decompressor:
             bi, k0 = ix.locate(i)
             block = ix.blocks[bi]
             ks = list(range(k0, min(len(block.entries), k0 + stop - i)))
-            model_k = [k for k in ks if block.entries[k].method == METHOD_MODEL]
+            model_k = [k for k in ks if block.entries[k].method in MODEL_METHODS]
             for k in ks:
-                if block.entries[k].method != METHOD_MODEL:
+                if block.entries[k].method not in MODEL_METHODS:
                     chunk = _unpack(ix, block, k)
                     _check_chunk(ix, block.first_chunk + k, chunk)
                     pieces[block.first_chunk + k] = chunk
@@ -542,11 +594,8 @@ class Decompressor:
                 key, sess = self._session(ix.header)
                 job = _Job(key, block.batch)
                 for k in model_k:
-                    e = block.entries[k]
-                    job.rows.append(e.row)
-                    job.lengths.append(e.raw_len)
-                    job.payloads.append(ix.payload(block, k))
-                    job.targets.append((0, block.first_chunk + k))
+                    _add_to_job(job, block.entries[k], ix.payload(block, k), block.first_chunk + k,
+                                (0, block.first_chunk + k))
                 for (_, c), chunk in zip(job.targets, _decode_job(sess, job)):
                     _check_chunk(ix, c, chunk)
                     pieces[c] = chunk
@@ -573,7 +622,7 @@ class Decompressor:
         sha = hashlib.sha256()
         session: _Session | None = None
         for block, payloads in reader.blocks():
-            model_k = [k for k, e in enumerate(block.entries) if e.method == METHOD_MODEL]
+            model_k = [k for k, e in enumerate(block.entries) if e.method in MODEL_METHODS]
             decoded: dict[int, bytes] = {}
             if model_k:
                 if session is None:
@@ -582,10 +631,7 @@ class Decompressor:
                     key = (id(session.model), header.precision, header.pad_token)
                 job = _Job(key, block.batch)
                 for k in model_k:
-                    e = block.entries[k]
-                    job.rows.append(e.row)
-                    job.lengths.append(e.raw_len)
-                    job.payloads.append(payloads[k])
+                    _add_to_job(job, block.entries[k], payloads[k], block.first_chunk + k, (0, 0))
                 decoded = dict(zip(model_k, _decode_job(session, job)))
             for k, e in enumerate(block.entries):
                 chunk = decoded[k] if k in decoded else _unpack_payload(e, payloads[k], block.first_chunk + k)
@@ -617,15 +663,53 @@ def _check_codable(header: Header) -> None:
         raise FormatError(f"archive pad token {header.pad_token} is neither a symbol (< {v}) nor bos ({bos})")
 
 
+def _add_to_job(job: _Job, e: ChunkEntry, payload: Any, index: int, target: tuple[int, int]) -> None:
+    """Queue a model-coded chunk: its row, step count and coder stream.  A
+    model-tokens payload starts with its token count (varint), which must lie
+    in ``1 .. raw_len`` (a token is at least one byte)."""
+    steps, stream = e.raw_len, payload
+    if e.method == METHOD_MODEL_TOKENS:
+        try:
+            steps, pos = _get_uvarint(payload, 0, len(payload), f"token count of chunk {index}")
+        except FormatError as exc:
+            raise ChecksumError(f"chunk {index}: {exc} (the archive is corrupt)") from None
+        if not 1 <= steps <= e.raw_len:
+            raise ChecksumError(f"chunk {index}: token count {steps} outside 1..{e.raw_len} (the archive is corrupt)")
+        stream = payload[pos:]
+    job.rows.append(e.row)
+    job.lengths.append(steps)
+    job.payloads.append(stream)
+    job.raw_lens.append(e.raw_len)
+    job.targets.append(target)
+
+
 def _decode_job(sess: _Session, job: _Job) -> list[bytes]:
     order = sorted(range(len(job.rows)), key=lambda i: job.rows[i])
     rows = [job.rows[i] for i in order]
+    tk = sess.tokenizer
+    if tk is not None and max(job.lengths, default=0) > sess.model.max_context:
+        raise ChecksumError(
+            f"a model-tokens chunk claims {max(job.lengths)} tokens, over the model's context "
+            f"{sess.model.max_context}: the archive is corrupt"
+        )
     got = sess.runner.decode_wave(
-        job.batch, rows, [job.lengths[i] for i in order], [job.payloads[i] for i in order]
+        job.batch, rows, [job.lengths[i] for i in order], [job.payloads[i] for i in order], tokens=tk is not None
     )
     res: list[bytes] = [b""] * len(order)
     for pos, i in enumerate(order):
-        res[i] = got[pos]
+        if tk is None:
+            res[i] = got[pos]
+            continue
+        try:
+            data = tk.detokenize(got[pos])
+        except IndexError:
+            data = b""
+        if len(data) != job.raw_lens[i]:
+            raise ChecksumError(
+                f"a model-tokens chunk decoded to {len(data)} bytes, its entry says {job.raw_lens[i]}: "
+                "the archive is corrupt (or was decoded with different numerics)"
+            )
+        res[i] = data
     return res
 
 

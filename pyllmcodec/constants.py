@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_MAX_OUTPUT_SIZE",
+    "DEFAULT_TOKEN_CHUNK_SIZE",
     "DEFLATE_LEVEL",
     "FILE_EXTENSION",
     "FORMAT_VERSION",
@@ -20,6 +21,8 @@ __all__ = [
     "MAX_META_LEN",
     "METHOD_DEFLATE",
     "METHOD_MODEL",
+    "METHOD_MODEL_TOKENS",
+    "MODEL_METHODS",
     "METHOD_NAMES",
     "METHOD_STORED",
     "PROBE_BYTES",
@@ -89,7 +92,22 @@ METHOD_MODEL = 1
 #: that a short-context model cannot see).
 METHOD_DEFLATE = 2
 
-METHOD_NAMES = {METHOD_STORED: "stored", METHOD_MODEL: "model", METHOD_DEFLATE: "deflate"}
+#: model-tokens: a token-level model (one with a tokenizer, header key
+#: ``tokenizer``) coded the chunk's token sequence.  The payload is a varint
+#: token count followed by the coder's stream: the decoder must know how many
+#: steps to take, and the byte length does not say.  Only valid in archives
+#: whose header has ``tokenizer``; byte-level archives never contain it.
+METHOD_MODEL_TOKENS = 3
+
+#: The methods that need the model to decode.
+MODEL_METHODS = (METHOD_MODEL, METHOD_MODEL_TOKENS)
+
+METHOD_NAMES = {METHOD_STORED: "stored", METHOD_MODEL: "model", METHOD_DEFLATE: "deflate",
+                METHOD_MODEL_TOKENS: "model-tokens"}
+
+#: Default chunk size (bytes) for token-level models: about 1000 tokens of
+#: English for a ~4.2 bytes/token BPE; measured in docs/SMOLLM2.md.
+DEFAULT_TOKEN_CHUNK_SIZE = 4096
 
 #: zlib level for the deflate fallback.  6 is zlib's default: within ~1% of 9 on
 #: 1-2 KiB chunks and several times faster, and it is tried on every chunk.

@@ -36,6 +36,7 @@ from .constants import (
     MAX_META_LEN,
     METHOD_DEFLATE,
     METHOD_MODEL,
+    METHOD_MODEL_TOKENS,
     METHOD_NAMES,
     METHOD_STORED,
     TAG_BLOCK,
@@ -217,9 +218,11 @@ def build_meta(
     precision: int,
     pad_token: int,
     writer: str,
+    tokenizer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The header metadata as the writer records it (see FORMAT.md)."""
-    return {
+    """The header metadata as the writer records it (see FORMAT.md).
+    ``tokenizer`` (token-level models only) is recorded as is."""
+    meta = {
         "model": {
             "name": str(model_name),
             "sha256": str(model_sha256),
@@ -240,6 +243,9 @@ def build_meta(
         "pad_token": int(pad_token),
         "writer": str(writer),
     }
+    if tokenizer is not None:
+        meta["tokenizer"] = dict(tokenizer)
+    return meta
 
 
 def encode_header(meta: dict[str, Any]) -> bytes:
@@ -323,7 +329,11 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
     need(is_int(probe.get("steps"), 0, 1 << 16), "probe.steps")
     need(is_hex(probe.get("digest"), 64), "probe.digest")
     need(is_int(meta.get("chunk_size"), 1, MAX_CHUNK_SIZE), "chunk_size")
-    need(meta["chunk_size"] <= model["max_context"], "chunk_size > model.max_context")
+    tok = meta.get("tokenizer")
+    if tok is None:  # byte-level: a chunk of n bytes takes n steps
+        need(meta["chunk_size"] <= model["max_context"], "chunk_size > model.max_context")
+    else:  # token-level: chunk_size is in bytes, max_context in tokens
+        need(isinstance(tok, dict) and isinstance(tok.get("sha256"), str), "tokenizer.sha256")
     need(is_int(meta.get("batch_size"), 1, MAX_BATCH_SIZE), "batch_size")
     need(is_int(meta.get("precision"), 1, 32), "precision")
     need(is_int(meta.get("pad_token"), 0, 1 << 24), "pad_token")
@@ -394,7 +404,11 @@ def parse_block_header(
         if method == METHOD_STORED:
             if coded_len != raw_len:
                 raise FormatError(f"{what}: stored chunk with coded length != raw length")
-        elif method in (METHOD_MODEL, METHOD_DEFLATE):
+        elif method in (METHOD_MODEL, METHOD_DEFLATE, METHOD_MODEL_TOKENS):
+            if method == METHOD_MODEL_TOKENS and "tokenizer" not in header.meta:
+                raise FormatError(f"{what}: method model-tokens in an archive without a tokenizer")
+            if method == METHOD_MODEL and "tokenizer" in header.meta:
+                raise FormatError(f"{what}: byte-level model method in a token-level archive")
             if coded_len >= raw_len:
                 raise FormatError(f"{what}: coded length {coded_len} >= raw length {raw_len}")
         else:

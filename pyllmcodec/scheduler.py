@@ -21,6 +21,19 @@ READ ME FIRST -- the geometry, which is part of the format:
   row's output never depends on the other rows' contents, only on the batch
   size and its own row index, which the decoder always reproduces.
 
+Token-level models (NOTE): for a model with a tokenizer the "bytes" above are
+token ids: a chunk's symbol sequence is its token array (int64), fed and coded
+exactly as bytes are, one token per step; :meth:`WaveRunner.decode_wave`
+returns the token arrays and the codec turns them back into bytes.
+
+Two-phase steps: a model whose probabilities live on an accelerator
+(``model.device_quantize`` true, with ``step_ranges``/``step_find``) quantizes
+there with the core's algorithm (:mod:`pyllmcodec.devquant`) and returns only
+O(B) numbers per step: the encoder gets each row's ``(cum_low, freq)`` for
+``BatchEncoder.encode_ranges``; the decoder passes ``BatchDecoder.targets`` in
+and gets ``(symbol, cum_low, freq)`` for ``BatchDecoder.advance``.  The coded
+bits are the same as with the fused host path, since the tables are.
+
 Per-step Python work is kept to: one ``model.step`` call, one fused
 quantize-and-code call on the whole probability matrix, and (only while some
 rows are idle) one fancy-index gather.  Everything else -- token matrices,
@@ -78,11 +91,12 @@ def segments(
 
 
 def fed_tokens(
-    batch: int, rows: Sequence[int], chunks: Sequence[bytes | memoryview], bos: int, pad: int
+    batch: int, rows: Sequence[int], chunks: Sequence[bytes | memoryview | np.ndarray], bos: int, pad: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fed-token matrix ``tok[t, r]`` (int64 ``[L, batch]``) of a wave and
     the symbol matrix ``sym[t, r]`` (int64, byte ``t`` of row ``r``'s chunk,
-    0 where there is none), ``L`` the longest chunk.  See the module docstring."""
+    0 where there is none), ``L`` the longest chunk.  See the module docstring.
+    A chunk given as an integer array is a token sequence."""
     length = max((len(c) for c in chunks), default=0)
     tok = np.full((length, batch), pad, dtype=np.int64)
     sym = np.zeros((length, batch), dtype=np.int64)
@@ -90,7 +104,7 @@ def fed_tokens(
         n = len(c)
         if n == 0:
             continue
-        data = np.frombuffer(c, dtype=np.uint8)
+        data = c if isinstance(c, np.ndarray) else np.frombuffer(c, dtype=np.uint8)
         tok[0, r] = bos
         tok[1:n, r] = data[:-1]
         sym[:n, r] = data
@@ -113,19 +127,35 @@ class WaveRunner:
         self.bos = int(model.bos)
         self.pad = self.bos if pad is None else int(pad)
         self.vocab_size = int(model.vocab_size)
+        #: quantize on the model's device (two-phase steps), see the module docstring
+        self.two_phase = bool(getattr(model, "device_quantize", False))
 
     # -------------------------------------------------------------- encode
 
-    def encode_wave(self, batch: int, rows: Sequence[int], chunks: Sequence[bytes | memoryview]) -> list[bytes]:
-        """Model-code ``chunks`` (chunk ``k`` at row ``rows[k]``) as one wave of
-        batch size ``batch``; returns one coded payload per chunk."""
+    def encode_wave(self, batch: int, rows: Sequence[int],
+                    chunks: Sequence[bytes | memoryview | np.ndarray]) -> list[bytes]:
+        """Model-code ``chunks`` (chunk ``k`` at row ``rows[k]``; bytes, or
+        token arrays for a token-level model) as one wave of batch size
+        ``batch``; returns one coded payload per chunk."""
         lengths = [len(c) for c in chunks]
         if max(lengths, default=0) > self.model.max_context:
             raise ValueError(f"chunk longer than the model's context ({self.model.max_context})")
         tok, sym = fed_tokens(batch, rows, chunks, self.bos, self.pad)
-        step = self.model.step
         state = self.model.new_state(batch)
         enc = self.core.BatchEncoder(batch, precision=self.precision)
+        if self.two_phase:
+            ranges = self.model.step_ranges  # type: ignore[attr-defined]
+            P = self.precision
+            for t0, t1, act, _fin in segments(batch, rows, lengths):
+                for t in range(t0, t1):
+                    c, f = ranges(state, tok[t], sym[t], P)
+                    if act is None:
+                        enc.encode_ranges(c, f)
+                    else:
+                        enc.encode_ranges(c[act], f[act], rows=act)
+            streams = enc.finish()
+            return [bytes(streams[r]) for r in rows]
+        step = self.model.step
         encode = enc.encode_probs
         for t0, t1, act, _fin in segments(batch, rows, lengths):
             if act is None:
@@ -146,9 +176,11 @@ class WaveRunner:
         rows: Sequence[int],
         lengths: Sequence[int],
         payloads: Sequence[bytes | memoryview],
-    ) -> list[bytes]:
+        tokens: bool = False,
+    ) -> list[Any]:
         """Decode the chunks at ``rows`` (lengths and payloads alike) of one
-        wave of batch size ``batch``; all other rows are fed the pad token."""
+        wave of batch size ``batch``; all other rows are fed the pad token.
+        Returns bytes, or int64 token arrays when ``tokens`` is true."""
         streams: list[bytes] = [b""] * batch
         for r, p in zip(rows, payloads):
             streams[r] = bytes(p)
@@ -161,8 +193,27 @@ class WaveRunner:
         state = self.model.new_state(batch)
         tok = np.full(batch, self.pad, dtype=np.int64)
         tok[np.asarray(rows, dtype=np.int64)] = self.bos
-        out = np.zeros((length, batch), dtype=np.uint8)
+        out = np.zeros((length, batch), dtype=np.int64 if tokens else np.uint8)
         pad = self.pad
+        if self.two_phase:
+            find = self.model.step_find  # type: ignore[attr-defined]
+            P = self.precision
+            targets = np.zeros(batch, dtype=np.uint32)
+            for t0, t1, act, fin in segments(batch, rows, lengths):
+                for t in range(t0, t1):
+                    if act is None:
+                        s, c, f = find(state, tok, dec.targets(), P)
+                        dec.advance(s, c, f)
+                        out[t] = s
+                        tok[:] = s
+                    else:
+                        targets[act] = dec.targets(rows=act)
+                        s, c, f = find(state, tok, targets, P)
+                        dec.advance(s[act], c[act], f[act], rows=act)
+                        out[t, act] = s[act]
+                        tok[act] = s[act]
+                tok[fin] = pad
+            return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
         for t0, t1, act, fin in segments(batch, rows, lengths):
             if act is None:
                 for t in range(t0, t1):
@@ -175,7 +226,7 @@ class WaveRunner:
                     out[t, act] = s
                     tok[act] = s
             tok[fin] = pad
-        return [out[:n, r].tobytes() for r, n in zip(rows, lengths)]
+        return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
 
     # -------------------------------------------------------------- probe
 
@@ -197,6 +248,17 @@ class WaveRunner:
         h = hashlib.sha256()
         h.update(f"pyllmcodec-probe/{batch}/{self.precision}/{self.vocab_size}/".encode())
         state = self.model.new_state(batch)
+        if self.two_phase:  # the device quantizer's full tables (48 steps only)
+            import torch
+
+            from .devquant import quantize as dev_quantize
+
+            logits = self.model.step_logits  # type: ignore[attr-defined]
+            for t in range(steps):
+                probs = torch.softmax(logits(state, tok[t]), -1)
+                cdf = dev_quantize(probs, self.precision).cpu().numpy().astype(np.uint32)
+                h.update(np.ascontiguousarray(cdf, dtype="<u4").tobytes())
+            return h.hexdigest()
         for t in range(steps):
             cdf = self.core.quantize(self.model.step(state, tok[t]), precision=self.precision)
             h.update(np.ascontiguousarray(cdf, dtype="<u4").tobytes())

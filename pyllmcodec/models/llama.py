@@ -197,6 +197,9 @@ class LlamaTorchStepModel:
         cfg = LlamaConfig.from_dict(m["config"])
         weights, rope = load_weights(bundle)
         self.net = Llama(cfg, weights, rope).to(self.device)
+        #: quantize on the device (two-phase steps, O(B) numbers per step to the
+        #: host): on CUDA; on the CPU the core quantizer reads the probs directly
+        self.device_quantize = self.device.type == "cuda"
         from ..tokenizer import load_bundle_tokenizer
 
         self.tokenizer = load_bundle_tokenizer(bundle)
@@ -213,7 +216,9 @@ class LlamaTorchStepModel:
             raise ValueError("batch_size must be >= 1")
         return _State(self, int(batch_size))
 
-    def _logits(self, state: _State, tokens: np.ndarray) -> torch.Tensor:
+    @torch.inference_mode()
+    def step_logits(self, state: _State, tokens: np.ndarray) -> torch.Tensor:
+        """One step; the logits ``[B, vocab]`` stay on the device."""
         t = state.position
         if t >= self.max_context:
             raise ValueError(f"state is full: {self.max_context} steps taken")
@@ -224,7 +229,7 @@ class LlamaTorchStepModel:
 
     @torch.inference_mode()
     def step(self, state: _State, tokens: np.ndarray) -> np.ndarray:
-        probs = torch.softmax(self._logits(state, tokens), -1)
+        probs = torch.softmax(self.step_logits(state, tokens), -1)
         return np.ascontiguousarray(probs.float().cpu().numpy())
 
     # two-phase large-vocabulary step: quantize where the logits live
@@ -235,7 +240,7 @@ class LlamaTorchStepModel:
         the core quantizer's table of this step's distribution."""
         from ..devquant import symbol_ranges
 
-        probs = torch.softmax(self._logits(state, tokens), -1)
+        probs = torch.softmax(self.step_logits(state, tokens), -1)
         s = torch.from_numpy(np.asarray(symbols, dtype=np.int64)).to(probs.device)
         c, f = symbol_ranges(probs, s, precision)
         return c.cpu().numpy().astype(np.uint32), f.cpu().numpy().astype(np.uint32)
@@ -247,7 +252,7 @@ class LlamaTorchStepModel:
         ``targets`` (uint32 ``[B]``)."""
         from ..devquant import find_symbols
 
-        probs = torch.softmax(self._logits(state, tokens), -1)
+        probs = torch.softmax(self.step_logits(state, tokens), -1)
         tg = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(probs.device)
         s, c, f = find_symbols(probs, tg, precision)
         return s.cpu().numpy(), c.cpu().numpy().astype(np.uint32), f.cpu().numpy().astype(np.uint32)
