@@ -112,16 +112,46 @@ def _backends(device: str, only: list[str] | None) -> list[str]:
     return [b for b in out if only is None or b in only]
 
 
-def _models(only: list[str] | None) -> list[str]:
+def _models(only: list[str] | None, quick: bool) -> list[str]:
+    """``only``, else the default model then every other registered one (test
+    models excluded); with ``quick``, the default model alone."""
     if only:
         return only
     from pyllmcodec.models import available_models
 
     names = [m for m in available_models() if not m.startswith(("test-", "bench-"))]
-    return (["default"] if "default" in names else []) + [m for m in names if m != "default"]
+    ordered = (["default"] if "default" in names else []) + [m for m in names if m != "default"]
+    return ordered[:1] if quick else ordered
 
 
 _chunk_cache: dict[tuple[str, str, str], int] = {}
+_decompressors: dict[tuple[str, str, int], Any] = {}
+
+
+def _decompressor(device: str, backend: str, batch: int) -> Any:
+    """A reusable Decompressor that accepts archives written at batch size
+    ``batch`` (the library refuses more than 4096 rows by default)."""
+    from pyllmcodec.codec import DEFAULT_MAX_BATCH_SIZE, Decompressor
+
+    limit = max(batch, DEFAULT_MAX_BATCH_SIZE)
+    key = (device, backend, limit)
+    if key not in _decompressors:
+        _decompressors[key] = Decompressor(device=device, backend=backend, max_batch_size=limit)
+    return _decompressors[key]
+
+
+def _free_gpu_memory() -> None:
+    _decompressors.clear()
+    try:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def _default_chunk(model: str, device: str, backend: str) -> int:
@@ -139,13 +169,13 @@ def _default_chunk(model: str, device: str, backend: str) -> int:
 def measure(model: str, backend: str, device: str, batch: int, chunk: int | None, waves: int,
             data_for: Any) -> dict[str, Any]:
     """One (model, backend, B) cell: compress + decompress ``waves`` full waves."""
-    compress, decompress = _api()
+    compress, _ = _api()
     chunk_size = chunk or _default_chunk(model, device, backend)
     data, _ = data_for(batch * chunk_size * waves)
     t0 = time.perf_counter()
     blob = compress(data, model, device=device, backend=backend, batch_size=batch, chunk_size=chunk_size)
     t1 = time.perf_counter()
-    back = decompress(blob, device=device, backend=backend)
+    back = _decompressor(device, backend, batch).decompress(blob)
     t2 = time.perf_counter()
     ok = bytes(back) == data
     return {"model": model, "backend": backend, "device": device, "batch_size": batch,
@@ -181,20 +211,24 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("CUDA is not available to torch; use --device cpu for a smoke test")
     except ImportError:
         doc["torch"] = None
-    models = _models(a.models)
+    models = _models(a.models, a.quick)
     if not models:
         doc["skipped"].append("no model registered (is the default model bundle built and shipped?)")
     for model in models:
         for backend in _backends(a.device, a.backends):
             label = f"{model}/{backend}"
+            if time.perf_counter() - t_start > a.budget_s:
+                doc["skipped"].append(f"{label}: not started, the {a.budget_s:.0f} s budget is spent")
+                continue
             try:
                 _log(f"{label}: warm-up")
                 w0 = time.perf_counter()
                 measure(model, backend, a.device, batches[0], chunk, 1, data_for)
                 doc.setdefault("warmup_s", {})[label] = round(time.perf_counter() - w0, 2)
-            except Exception as e:
-                doc["skipped"].append(f"{label}: {type(e).__name__}: {e}")
+            except Exception as e:  # backend or model not usable here: record, go on
+                doc["skipped"].append(f"{label}: {type(e).__name__}: {str(e)[:300]}")
                 _log(f"{label}: unavailable ({e})")
+                _free_gpu_memory()
                 continue
             last = None
             for b in batches:
@@ -207,14 +241,16 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 _log(f"{label}: B={b}")
                 try:
                     row = measure(model, backend, a.device, b, chunk, a.waves, data_for)
-                except Exception as e:
-                    doc["skipped"].append(f"{label} B={b}: {type(e).__name__}: {e}")
+                except Exception as e:  # e.g. CUDA out of memory at a large B: record, go on
+                    doc["skipped"].append(f"{label} B={b}: {type(e).__name__}: {str(e)[:300]}")
                     last = None if last is None else last * 2
+                    _free_gpu_memory()
                     continue
                 last = row["compress_s"] + row["decompress_s"]
                 doc["rows"].append(row)
                 if not row["verified"]:
                     _log(f"{label} B={b}: ROUND TRIP FAILED")
+            _free_gpu_memory()  # the next model/backend starts with an empty cache
     doc["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     return doc
 
@@ -227,8 +263,8 @@ def format_table(doc: dict[str, Any]) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in doc["rows"]:
         lines.append(f"| {r['model']} | {r['backend']} | {r['batch_size']} | {r['chunk_size']} | "
-                     f"{r['bytes'] / 1024:.0f} | {r['bits_per_byte']:.3f} | {r['compress_MBps']:.3f} | "
-                     f"{r['decompress_MBps']:.3f} | {'ok' if r['verified'] else 'FAILED'} |")
+                     f"{r['bytes'] / 1024:.0f} | {r['bits_per_byte']:.3f} | {r['compress_MBps']:.3g} | "
+                     f"{r['decompress_MBps']:.3g} | {'ok' if r['verified'] else 'FAILED'} |")
     if doc.get("warmup_s"):
         lines += ["", "warm-up (not timed above): " + ", ".join(f"{k} {v} s" for k, v in doc["warmup_s"].items())]
     if doc["skipped"]:
@@ -248,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gpu_bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
-    ap.add_argument("--quick", action="store_true", help=f"batch sizes {QUICK_BATCHES}, 256-byte chunks")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"batch sizes {QUICK_BATCHES}, 256-byte chunks, the default model only")
     ap.add_argument("--batch-sizes", type=_csv_int, help=f"comma-separated (default {DEFAULT_BATCHES})")
     ap.add_argument("--chunk-size", type=int, help="bytes per chunk (default: the library's)")
     ap.add_argument("--waves", type=int, default=1, help="full waves per measurement (default 1)")
