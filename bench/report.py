@@ -133,11 +133,16 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
     corpora = [c for c in doc["corpora"] if not c["name"].startswith(("random", "gzipped"))]
     if not corpora:
         return False
-    fig, axes = plt.subplots(1, len(corpora), figsize=(6.2 * len(corpora), 5), squeeze=False)
+    ncols = min(2, len(corpora))
+    nrows = math.ceil(len(corpora) / ncols)
+    fig, axes_grid = plt.subplots(nrows, ncols, figsize=(7 * ncols, 4.6 * nrows + 0.8), squeeze=False)
+    axes = [ax for row in axes_grid for ax in row]
+    for ax in axes[len(corpora):]:
+        ax.set_visible(False)
     names = sorted({r["codec"] for c in corpora for r in c["rows"]})
     cmap = plt.get_cmap("tab20")
     colour = {n: cmap(i % 20) for i, n in enumerate(names)}
-    for ax, c in zip(axes[0], corpora):
+    for ax, c in zip(axes, corpora):
         for r in c["rows"]:
             if "error" in r:
                 continue
@@ -157,7 +162,7 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
         ax.set_title(f"{c['name']} ({_mib(c['bytes'])})")
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = [], []
-    for ax in axes[0]:
+    for ax in axes[: len(corpora)]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
@@ -165,7 +170,8 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
     m = doc["machine"]
     fig.suptitle(f"bits/byte vs. MB/s per CPU second ({doc['mode']}) - {m['cpu']}, {m['date']}", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 + 0.025 * math.ceil(len(labels) / 5), 1, 0.95))
+    legend_h = (0.3 + 0.22 * math.ceil(len(labels) / 5)) / fig.get_figheight()
+    fig.tight_layout(rect=(0, legend_h, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
