@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     llm, skip = [], None
-    if not a.no_llm:
+    if a.no_llm:
+        skip = "not requested (--no-llm)"
+    else:
         ok, info = pyllmcodec_status()
         if ok and a.llm_model not in info.split(","):
             ok, info = False, f"model {a.llm_model!r} is not registered (available: {info})"
