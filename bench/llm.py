@@ -105,31 +105,37 @@ def pyllmcodec_status() -> tuple[bool, str]:
 def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int) -> float:
     """The model's ideal code length of ``data`` in bits.
 
-    ``data`` is cut into chunks of ``chunk_size`` bytes (the codec's chunking),
-    ``batch_size`` chunks are stepped together, each chunk starts from
+    ``data`` is cut into chunks of ``chunk_size`` bytes (the codec's chunking);
+    a token-level model (one with a ``tokenizer``) sees each chunk as its
+    tokens.  ``batch_size`` chunks are stepped together, each starts from
     ``model.bos``, and -log2 of the (row-normalised) probability of every
-    actual byte is summed in float64.
+    actual symbol is summed in float64.
     """
     import numpy as np
 
     chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        seqs = [np.asarray(t, dtype=np.int64) for t in tokenizer.tokenize_batch(chunks)]
+    else:
+        seqs = [np.frombuffer(c, dtype=np.uint8).astype(np.int64) for c in chunks]
     total = 0.0
-    for w in range(0, len(chunks), batch_size):
-        wave = chunks[w : w + batch_size]
+    for w in range(0, len(seqs), batch_size):
+        wave = seqs[w : w + batch_size]
         rows = len(wave)
-        length = max(len(c) for c in wave)
+        length = max(len(q) for q in wave)
         sym = np.zeros((rows, length), dtype=np.int64)
         live = np.zeros((rows, length), dtype=bool)
-        for r, c in enumerate(wave):
-            sym[r, : len(c)] = np.frombuffer(c, dtype=np.uint8)
-            live[r, : len(c)] = True
+        for r, q in enumerate(wave):
+            sym[r, : len(q)] = q
+            live[r, : len(q)] = True
         state = model.new_state(rows)
         tokens = np.full(rows, model.bos, dtype=np.int64)
         for t in range(length):
             probs = np.asarray(model.step(state, tokens), dtype=np.float64)
             p = probs[np.arange(rows), sym[:, t]] / probs.sum(axis=1)
             total -= float(np.log2(np.maximum(p[live[:, t]], 1e-300)).sum())
-            tokens = sym[:, t]  # finished rows are fed padding (their own zeros)
+            tokens = sym[:, t]  # finished rows are fed padding (symbol 0)
     return total
 
 
