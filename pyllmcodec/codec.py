@@ -51,7 +51,14 @@ from .container import (
     Header,
     build_meta,
 )
-from .errors import ChecksumError, CodecError, FormatError, ModelError, NumericsMismatchError, OutputLimitError
+from .errors import (
+    ChecksumError,
+    CodecError,
+    FormatError,
+    ModelError,
+    NumericsMismatchError,
+    OutputLimitError,
+)
 from .scheduler import WaveRunner, plan_waves
 
 __all__ = [
@@ -239,7 +246,6 @@ class Compressor:
               for t, c in zip(seqs, chunks)]
         empty = np.zeros(0, dtype=np.int64)
         coded = runner.encode_wave(batch, range(batch), [t if k else empty for t, k in zip(seqs, ok)])
-        out: list[tuple[int, bytes | None]] = []
         return [(METHOD_MODEL_TOKENS, p if k else None) for k, p in zip(ok, coded)]
 
     def _code_wave(self, chunks: Sequence[memoryview]) -> list[tuple[ChunkEntry, bytes | memoryview]]:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["freqs", "quantize", "symbol_ranges", "find_symbols"]
+__all__ = ["find_symbols", "freqs", "quantize", "symbol_ranges"]
 
 _TINY = 2.0**-64
 _HUGE = 2.0**100
@@ -64,7 +64,7 @@ def freqs(probs: torch.Tensor, precision: int) -> torch.Tensor:
     """int64 ``[B, V]`` frequencies of the core quantizer's table."""
     if probs.dtype != torch.float32 or probs.dim() != 2:
         raise ValueError("probs must be a float32 [B, V] tensor")
-    B, V = probs.shape
+    V = probs.shape[1]
     if not 2 <= V <= min(2 ** (precision - 1), 1 << 21):
         raise ValueError(f"V = {V} symbols is too many for precision {precision}")
     if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):

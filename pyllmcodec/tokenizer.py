@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -163,7 +164,7 @@ class BPETokenizer:
         path.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> "BPETokenizer":
+    def load(cls, path: Path) -> BPETokenizer:
         d = json.loads(Path(path).read_text(encoding="utf-8"))
         if d.get("kind") != "bpe-bytelevel":
             raise ValueError(f"{path}: not a byte-level BPE tokenizer file")

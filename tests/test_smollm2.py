@@ -17,8 +17,8 @@ from pyllmcodec import core
 
 torch = pytest.importorskip("torch")
 
-from pyllmcodec import devquant  # noqa: E402
-from pyllmcodec.models import smollm2  # noqa: E402
+from pyllmcodec import devquant
+from pyllmcodec.models import smollm2
 
 P = core.DEFAULT_PRECISION
 

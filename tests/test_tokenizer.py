@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("tokenizers")
 
-from pyllmcodec.tokenizer import BPETokenizer, bytes_to_unicode  # noqa: E402
+from pyllmcodec.tokenizer import BPETokenizer, bytes_to_unicode
 
 
 def tiny() -> BPETokenizer:

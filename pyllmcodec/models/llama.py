@@ -16,14 +16,15 @@ per row, preallocated KV cache).  Importing this module needs torch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LlamaConfig", "Llama", "LlamaTorchStepModel", "rope_tables"]
+__all__ = ["Llama", "LlamaConfig", "LlamaTorchStepModel", "rope_tables"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class LlamaConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LlamaConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> LlamaConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -85,7 +86,7 @@ class Llama(torch.nn.Module):
         self.cos = torch.from_numpy(np.ascontiguousarray(cos))
         self.sin = torch.from_numpy(np.ascontiguousarray(sin))
 
-    def to(self, device: Any) -> "Llama":  # type: ignore[override]
+    def to(self, device: Any) -> Llama:  # type: ignore[override]
         self.w = {k: v.to(device) for k, v in self.w.items()}
         self.cos, self.sin = self.cos.to(device), self.sin.to(device)
         return self
@@ -160,7 +161,7 @@ def ideal_bits(model: Llama, tokens: np.ndarray, bos: int, window: int = 1024) -
 
 
 class _State:
-    def __init__(self, model: "LlamaTorchStepModel", batch_size: int):
+    def __init__(self, model: LlamaTorchStepModel, batch_size: int):
         c = model.net.c
         self.batch_size = batch_size
         self.position = 0

