@@ -72,7 +72,7 @@ def run_random(target: Callable[[bytes], None], corpus: list[bytes], runs: int, 
                 finally:
                     if use_alarm:
                         signal.setitimer(signal.ITIMER_REAL, 0)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every exception is a finding
                 kind = "hang" if isinstance(exc, Hang) else "crash"
                 tb = traceback.format_exc()
                 findings.append((kind, data, tb))
@@ -188,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             engine = "random"
     if engine == "atheris":  # instrument pyllmcodec's Python code for coverage
-        import pyllmcodec  # noqa: F401
-        import pyllmcodec.codec  # noqa: F401
-        import pyllmcodec.container  # noqa: F401
-        import pyllmcodec.io  # noqa: F401
+        import pyllmcodec
+        import pyllmcodec.codec
+        import pyllmcodec.container
+        import pyllmcodec.io
         import pyllmcodec.scheduler  # noqa: F401
 
         print(f"instrumented {_instrument('pyllmcodec')} functions", file=sys.stderr)

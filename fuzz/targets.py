@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import itertools
 import os
 import sys
 from typing import Any
@@ -153,7 +154,7 @@ def core_decoder(data: bytes) -> None:
     mode = data[5]
     body = data[6:]
     cuts = sorted({len(body) * k // n for k in range(n + 1)})
-    streams = [body[a:b] for a, b in zip(cuts, cuts[1:])] + [b""] * (n - len(cuts) + 1)
+    streams = [body[a:b] for a, b in itertools.pairwise(cuts)] + [b""] * (n - len(cuts) + 1)
     streams = streams[:n]
     table = _probs(V)
     dec = core.BatchDecoder(streams, precision)

@@ -16,14 +16,13 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.append(os.path.dirname(HERE))  # for fuzz/
 
-from fuzz import targets  # noqa: E402
-from fuzz.mutate import build_loose, parse_loose  # noqa: E402
-
-import pyllmcodec  # noqa: E402
-from pyllmcodec import CodecError, Compressor, FormatError  # noqa: E402
-from pyllmcodec.container import ArchiveIndex, ArchiveReader  # noqa: E402
+import pyllmcodec
+from fuzz import targets
+from fuzz.mutate import build_loose, parse_loose
+from pyllmcodec import CodecError, Compressor, FormatError
+from pyllmcodec.container import ArchiveIndex, ArchiveReader
 
 REGRESSIONS = os.path.join(os.path.dirname(HERE), "fuzz", "regressions")
 TEXT = b"The quick brown fox jumps over the lazy dog. " * 4

@@ -14,13 +14,12 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for fuzz/
 
-from fuzz import corpus, targets  # noqa: E402
-from fuzz.mutate import build_loose, fix_checksums, mutate, parse_loose  # noqa: E402
-from fuzz.run import run_random  # noqa: E402
-
-import pyllmcodec  # noqa: E402
+import pyllmcodec
+from fuzz import corpus, targets
+from fuzz.mutate import build_loose, fix_checksums, mutate, parse_loose
+from fuzz.run import run_random
 
 SCALE = 20 if os.environ.get("PYLLMCODEC_FUZZ") else 1
 

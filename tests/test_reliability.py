@@ -25,11 +25,10 @@ import numpy as np
 import pytest
 from conftest import TEXT, get_model
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fuzz.mutate import build_loose, parse_loose  # noqa: E402
-
-import pyllmcodec  # noqa: E402
-from pyllmcodec import (  # noqa: E402
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for fuzz/
+import pyllmcodec
+from fuzz.mutate import build_loose, parse_loose
+from pyllmcodec import (
     CodecError,
     Compressor,
     Decompressor,
@@ -38,9 +37,15 @@ from pyllmcodec import (  # noqa: E402
     OutputLimitError,
     core,
 )
-from pyllmcodec.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, main  # noqa: E402
-from pyllmcodec.constants import DEFAULT_MAX_OUTPUT_SIZE, MAX_CHUNK_SIZE, METHOD_DEFLATE  # noqa: E402
-from pyllmcodec.container import ArchiveWriter, ChunkEntry, build_meta  # noqa: E402
+from pyllmcodec.cli import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_MISMATCH,
+    EXIT_USAGE,
+    main,
+)
+from pyllmcodec.constants import DEFAULT_MAX_OUTPUT_SIZE, MAX_CHUNK_SIZE, METHOD_DEFLATE
+from pyllmcodec.container import ArchiveWriter, ChunkEntry, build_meta
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 M = ["--model", "test-bigram", "--chunk-size", "64", "--batch-size", "4"]
@@ -277,7 +282,7 @@ def test_cli_killed_mid_decompression(tmp_path, sig, code):
 def _tmpfs(path, size="48k", ro=False):
     os.makedirs(path, exist_ok=True)
     opts = f"size={size}" + (",ro" if ro else "")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], check=False, capture_output=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()})")
 
@@ -287,7 +292,7 @@ def small_disk(tmp_path):
     d = tmp_path / "disk"
     _tmpfs(d)
     yield d
-    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    subprocess.run(["umount", "-l", str(d)], check=False, capture_output=True)
 
 
 @pytest.fixture
@@ -342,7 +347,7 @@ def test_unwritable_output(work, tmp_path, capsys):
         assert main(["compress", *M, "-k", "-o", str(ro / "a.llmz"), "a.txt"]) == EXIT_ERROR
         assert "Read-only file system" in capsys.readouterr().err
     finally:
-        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+        subprocess.run(["umount", "-l", str(ro)], check=False, capture_output=True)
     assert main(["compress", *M, "-k", "-o", "no/such/dir/a.llmz", "a.txt"]) == EXIT_ERROR
     assert "No such file or directory" in capsys.readouterr().err
     assert sorted(os.listdir(work)) == ["a.txt", "ro"]
