@@ -1,0 +1,133 @@
+"""Step-loop vs teacher-forced throughput of a model bundle, and the codec on top.
+
+    python -m bench.model_speed [--bundle DIR | --config 4x192 ...] [--threads 2] [--batch-sizes 8,16,32,64,128]
+
+For each batch size B the bare step loop (``model.step``) is timed at
+positions sampled over a whole chunk (the KV cache contents do not change the
+cost, so the state is moved to each sampled position), giving symbols/s
+averaged over a chunk.  The reference is the same model's teacher-forced ONNX
+graph on [8, ctx] in the same process.  With ``--codec`` the public
+``compress``/``decompress`` are timed too on generated text at the best B.
+Medians of ``--repeats`` runs.  Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _bundle_for(args) -> "object":
+    from pyllmcodec.models.bundle import load_bundle, shipped_bundle_dirs
+
+    if args.bundle:
+        return load_bundle(args.bundle)
+    if args.config:
+        from pyllmcodec.models.export import export_bundle, random_weights
+
+        L, d = (int(x) for x in args.config.split("x"))
+        cfg = dict(n_layer=L, d_model=d, n_head=d // 64, n_kv_head=1, d_mlp=4 * d, ctx=args.ctx,
+                   vocab_in=257, vocab_out=256)
+        out = Path(tempfile.mkdtemp()) / "b"
+        return load_bundle(export_bundle(random_weights(cfg), cfg, out, name=f"random-{args.config}"))
+    import json
+
+    for d in shipped_bundle_dirs():
+        if json.loads((d / "manifest.json").read_text())["name"] == "default":
+            return load_bundle(d)
+    raise SystemExit("no default bundle shipped")
+
+
+def step_rate(model, B: int, repeats: int, n_pos: int = 5, steps: int = 8) -> float:
+    st = model.new_state(B)
+    tok = np.full(B, model.bos, np.int64)
+    ctx = model.max_context
+    positions = [int(p) for p in np.linspace(0, ctx - steps, n_pos)]
+    rates = []
+    for _ in range(repeats):
+        t_total = 0.0
+        for p in positions:
+            st.position = p
+            model.step(st, tok)  # warm this position
+            st.position = p
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                model.step(st, tok)
+            t_total += time.perf_counter() - t0
+        rates.append(B * steps * len(positions) / t_total)
+    return statistics.median(rates)
+
+
+def forward_rate(bundle, threads: int, repeats: int, B: int = 8) -> float:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(bundle.graph_path("forward")), so, providers=["CPUExecutionProvider"])
+    T = int(bundle.manifest["context_length"])
+    x = np.random.default_rng(0).integers(0, 256, (B, T))
+    sess.run(None, {"tokens": x})
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, {"tokens": x})
+        rates.append(B * T / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", type=Path)
+    ap.add_argument("--config", help="random weights LxD, e.g. 4x192 (speed does not depend on weights)")
+    ap.add_argument("--ctx", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-sizes", default="8,16,32,64,128")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--codec", action="store_true", help="also time compress/decompress at the best B")
+    a = ap.parse_args(argv)
+    from pyllmcodec.backends.onnxruntime import OrtStepModel
+
+    bundle = _bundle_for(a)
+    model = OrtStepModel(bundle, threads=a.threads)
+    n_params = sum(int(np.prod(t["shape"])) for t in bundle.manifest["tensors"].values())
+    fwd = forward_rate(bundle, a.threads, a.repeats)
+    print(f"# {bundle.name}: {n_params / 1e6:.2f}M parameters, ctx {bundle.manifest['context_length']}, "
+          f"{a.threads} threads, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(f"teacher-forced forward: {fwd / 1e3:.2f} k tokens/s\n")
+    print("| batch | step k sym/s | KB/s | step / forward |\n|---:|---:|---:|---:|")
+    best = (0.0, 0)
+    for B in (int(b) for b in a.batch_sizes.split(",")):
+        r = step_rate(model, B, a.repeats)
+        best = max(best, (r, B))
+        print(f"| {B} | {r / 1e3:.2f} | {r / 1e3:.2f} | {r / fwd:.0%} |")
+    print(f"\npeak: {best[0] / 1e3:.2f} KB/s at batch {best[1]} ({best[0] / fwd:.0%} of teacher-forced)")
+    if a.codec and bundle.name == "default":
+        import pyllmcodec
+
+        B = best[1]
+        text = (Path(__file__).resolve().parents[1] / "README.md").read_bytes()
+        data = (text * (1 + (B * 1024 * 2) // len(text)))[: B * 1024 * 2]
+        comp = pyllmcodec.Compressor("default", batch_size=B, threads=a.threads)
+        dec = pyllmcodec.Decompressor(threads=a.threads)
+        blob = comp.compress(data)
+        t0 = time.perf_counter()
+        blob = comp.compress(data)
+        tc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        assert dec.decompress(blob) == data
+        td = time.perf_counter() - t0
+        bare = step_rate(model, B, a.repeats)
+        print(f"codec at batch {B}: compress {len(data) / tc / 1e3:.2f} KB/s, decompress "
+              f"{len(data) / td / 1e3:.2f} KB/s; bare step loop (same run) {bare / 1e3:.2f} KB/s -> "
+              f"{len(data) / tc / bare:.0%} / {len(data) / td / bare:.0%}")
+
+
+if __name__ == "__main__":
+    main()
