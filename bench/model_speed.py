@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _bundle_for(args) -> "object":
+def _bundle_for(args) -> object:
     from pyllmcodec.models.bundle import load_bundle, shipped_bundle_dirs
 
     if args.bundle:

@@ -14,7 +14,7 @@ from pyllmcodec.models import available_models, load_model, register_model
 from pyllmcodec.models.bundle import load_bundle, shipped_bundle_dirs
 
 onnx = pytest.importorskip("onnx")
-from pyllmcodec.models.testing import make_tiny_bundle  # noqa: E402
+from pyllmcodec.models.testing import make_tiny_bundle
 
 
 @pytest.fixture(scope="module")

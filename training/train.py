@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pyllmcodec.models.bytelm import BOS, ByteLM, ByteLMConfig  # noqa: E402
+from pyllmcodec.models.bytelm import BOS, ByteLM, ByteLMConfig
 
 
 def batch(data: np.ndarray, rng: np.random.Generator, bs: int, ctx: int) -> tuple[torch.Tensor, torch.Tensor]:

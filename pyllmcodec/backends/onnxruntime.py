@@ -49,7 +49,7 @@ def cpu_isa_class() -> str:
 
 
 class _OrtState:
-    def __init__(self, model: "OrtStepModel", batch_size: int):
+    def __init__(self, model: OrtStepModel, batch_size: int):
         import onnxruntime as ort
 
         if batch_size < 1:

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..models.bytelm import ByteLM, ByteLMConfig
 
@@ -37,11 +36,11 @@ def load_bytelm(bundle: Any) -> ByteLM:
 
 
 class _TorchState:
-    def __init__(self, model: "TorchStepModel", batch_size: int):
+    def __init__(self, model: TorchStepModel, batch_size: int):
         c = model.net.c
         self.batch_size = batch_size
         self.position = 0
-        shape = (batch_size, c.n_kv_head, c.ctx, c.head_dim)
+        shape = (batch_size, c.n_kv_head, model.max_context, c.head_dim)
         dev = model.device
         self.k = [torch.zeros(shape, device=dev) for _ in range(c.n_layer)]
         self.v = [torch.zeros(shape, device=dev) for _ in range(c.n_layer)]
@@ -49,9 +48,18 @@ class _TorchState:
 
 
 class TorchStepModel:
+    """A bundle's network in PyTorch behind the StepModel interface.
+
+    ``net`` is any module with a config ``net.c`` (``n_layer``, ``n_kv_head``,
+    ``head_dim``) and ``net.step(kcache, vcache, tokens, t) -> logits``; by
+    default the bundle's ByteLM.  Subclasses (the Llama tier) add a tokenizer
+    and the two-phase large-vocabulary steps.
+    """
+
     backend = "torch"
 
-    def __init__(self, bundle: Any, *, device: str = "cpu", threads: int | None = None):
+    def __init__(self, bundle: Any, *, device: str = "cpu", threads: int | None = None,
+                 net: torch.nn.Module | None = None):
         m = bundle.manifest
         self.bundle = bundle
         self.name = bundle.name
@@ -66,7 +74,7 @@ class TorchStepModel:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        self.net = load_bytelm(bundle).to(self.device)
+        self.net = (net if net is not None else load_bytelm(bundle)).to(self.device)
 
     def new_state(self, batch_size: int) -> _TorchState:
         if batch_size < 1:
@@ -74,27 +82,19 @@ class TorchStepModel:
         return _TorchState(self, int(batch_size))
 
     @torch.inference_mode()
-    def step(self, state: _TorchState, tokens: np.ndarray) -> np.ndarray:
+    def step_logits(self, state: _TorchState, tokens: np.ndarray) -> torch.Tensor:
+        """One step; the logits ``[B, vocab]`` stay on the device."""
         t = state.position
         if t >= self.max_context:
             raise ValueError(f"state is full: {self.max_context} steps taken")
-        net = self.net
-        c = net.c
-        B = state.batch_size
         state.tokens.copy_(torch.from_numpy(np.asarray(tokens, dtype=np.int64)))
-        x = net.tok(state.tokens) + net.pos.weight[t]
-        for i, blk in enumerate(net.blocks):
-            h = blk.ln1(x)
-            q = blk.q(h).view(B, c.n_head, 1, c.head_dim)
-            k, v = blk.kv(h).view(B, 2, c.n_kv_head, c.head_dim).unbind(1)
-            state.k[i][:, :, t] = k
-            state.v[i][:, :, t] = v
-            a = F.scaled_dot_product_attention(q, state.k[i][:, :, : t + 1], state.v[i][:, :, : t + 1],
-                                               enable_gqa=True)
-            x = x + blk.o(a.reshape(B, c.n_head * c.head_dim))
-            x = x + blk.fc2(F.gelu(blk.fc1(blk.ln2(x)), approximate="tanh"))
-        probs = torch.softmax(net.head(net.ln_f(x)), -1)
+        logits = self.net.step(state.k, state.v, state.tokens, t)
         state.position = t + 1
+        return logits
+
+    @torch.inference_mode()
+    def step(self, state: _TorchState, tokens: np.ndarray) -> np.ndarray:
+        probs = torch.softmax(self.step_logits(state, tokens), -1)
         return np.ascontiguousarray(probs.float().cpu().numpy())
 
     def fingerprint(self) -> dict[str, str]:

@@ -7,12 +7,12 @@ package.  Tests and applications may add their own with :func:`register_model`.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..backends.base import StepModel
 from ..errors import ModelError
 
-__all__ = ["load_model", "register_model", "available_models"]
+__all__ = ["available_models", "load_model", "register_model"]
 
 Factory = Callable[..., StepModel]
 

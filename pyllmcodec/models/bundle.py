@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ModelError
 
-__all__ = ["Bundle", "load_bundle", "shipped_bundle_dirs", "register_shipped_bundles", "file_sha256"]
+__all__ = ["Bundle", "file_sha256", "load_bundle", "register_shipped_bundles", "shipped_bundle_dirs"]
 
 BUNDLE_FORMAT = "pyllmcodec-bundle"
 BUNDLE_VERSION = 1

@@ -17,8 +17,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 BOS = 256
 
@@ -98,6 +98,26 @@ class ByteLM(nn.Module):
         x = self.tok(tokens) + self.pos.weight[:T]
         for b in self.blocks:
             x = b(x)
+        return self.head(self.ln_f(x))
+
+    def step(self, kcache: list[torch.Tensor], vcache: list[torch.Tensor], tokens: torch.Tensor,
+             t: int) -> torch.Tensor:
+        """One decode step at position ``t`` for tokens ``[B]``: writes each
+        layer's key/value into ``kcache[i][:, :, t]`` / ``vcache[i][:, :, t]``
+        (``[B, n_kv_head, max_len, head_dim]``) and returns logits ``[B, 256]``."""
+        c = self.c
+        B = tokens.shape[0]
+        x = self.tok(tokens) + self.pos.weight[t]
+        for i, blk in enumerate(self.blocks):
+            h = blk.ln1(x)
+            q = blk.q(h).view(B, c.n_head, 1, c.head_dim)
+            k, v = blk.kv(h).view(B, 2, c.n_kv_head, c.head_dim).unbind(1)
+            kcache[i][:, :, t] = k
+            vcache[i][:, :, t] = v
+            a = F.scaled_dot_product_attention(q, kcache[i][:, :, : t + 1], vcache[i][:, :, : t + 1],
+                                               enable_gqa=True)
+            x = x + blk.o(a.reshape(B, c.n_head * c.head_dim))
+            x = x + blk.fc2(F.gelu(blk.fc1(blk.ln2(x)), approximate="tanh"))
         return self.head(self.ln_f(x))
 
     def n_params(self) -> int:

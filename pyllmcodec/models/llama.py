@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..backends.torch import TorchStepModel
+
 __all__ = ["Llama", "LlamaConfig", "LlamaTorchStepModel", "rope_tables"]
 
 
@@ -160,49 +162,21 @@ def ideal_bits(model: Llama, tokens: np.ndarray, bos: int, window: int = 1024) -
     return total
 
 
-class _State:
-    def __init__(self, model: LlamaTorchStepModel, batch_size: int):
-        c = model.net.c
-        self.batch_size = batch_size
-        self.position = 0
-        shape = (batch_size, c.n_kv_head, model.max_context, c.head_dim)
-        dev = model.device
-        self.k = [torch.zeros(shape, device=dev) for _ in range(c.n_layer)]
-        self.v = [torch.zeros(shape, device=dev) for _ in range(c.n_layer)]
-        self.tokens = torch.zeros(batch_size, dtype=torch.long, device=dev)
-
-
-class LlamaTorchStepModel:
+class LlamaTorchStepModel(TorchStepModel):
     """A Llama bundle in PyTorch behind the StepModel interface (see
-    :mod:`pyllmcodec.backends.torch` for the numerics policy)."""
-
-    backend = "torch"
+    :mod:`pyllmcodec.backends.torch` for the numerics policy), with its
+    tokenizer and the two-phase large-vocabulary steps."""
 
     def __init__(self, bundle: Any, *, device: str = "cpu", threads: int | None = None):
+        from ..tokenizer import load_bundle_tokenizer
         from .llama_graph import load_weights
 
-        m = bundle.manifest
-        self.bundle = bundle
-        self.name = bundle.name
-        self.sha256 = bundle.sha256
-        self.vocab_size = int(m["vocab"]["size"])
-        self.bos = int(m["vocab"]["bos"])
-        self.max_context = int(m["context_length"])
-        self.device = torch.device(device)
-        if threads and self.device.type == "cpu":
-            torch.set_num_threads(int(threads))
-        self.threads = threads
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
-        cfg = LlamaConfig.from_dict(m["config"])
+        cfg = LlamaConfig.from_dict(bundle.manifest["config"])
         weights, rope = load_weights(bundle)
-        self.net = Llama(cfg, weights, rope).to(self.device)
+        super().__init__(bundle, device=device, threads=threads, net=Llama(cfg, weights, rope))
         #: quantize on the device (two-phase steps, O(B) numbers per step to the
         #: host): on CUDA; on the CPU the core quantizer reads the probs directly
         self.device_quantize = self.device.type == "cuda"
-        from ..tokenizer import load_bundle_tokenizer
-
         self.tokenizer = load_bundle_tokenizer(bundle)
 
     # tokenizer surface (see backends/base.py)
@@ -212,30 +186,9 @@ class LlamaTorchStepModel:
     def detokenize(self, ids: Any) -> bytes:
         return self.tokenizer.detokenize(ids)
 
-    def new_state(self, batch_size: int) -> _State:
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        return _State(self, int(batch_size))
-
-    @torch.inference_mode()
-    def step_logits(self, state: _State, tokens: np.ndarray) -> torch.Tensor:
-        """One step; the logits ``[B, vocab]`` stay on the device."""
-        t = state.position
-        if t >= self.max_context:
-            raise ValueError(f"state is full: {self.max_context} steps taken")
-        state.tokens.copy_(torch.from_numpy(np.asarray(tokens, dtype=np.int64)))
-        logits = self.net.step(state.k, state.v, state.tokens, t)
-        state.position = t + 1
-        return logits
-
-    @torch.inference_mode()
-    def step(self, state: _State, tokens: np.ndarray) -> np.ndarray:
-        probs = torch.softmax(self.step_logits(state, tokens), -1)
-        return np.ascontiguousarray(probs.float().cpu().numpy())
-
     # two-phase large-vocabulary step: quantize where the logits live
     @torch.inference_mode()
-    def step_ranges(self, state: _State, tokens: np.ndarray, symbols: np.ndarray,
+    def step_ranges(self, state: Any, tokens: np.ndarray, symbols: np.ndarray,
                     precision: int) -> tuple[np.ndarray, np.ndarray]:
         """Encoder step: ``(cum_low, freq)`` uint32 ``[B]`` of ``symbols`` in
         the core quantizer's table of this step's distribution."""
@@ -247,7 +200,7 @@ class LlamaTorchStepModel:
         return c.cpu().numpy().astype(np.uint32), f.cpu().numpy().astype(np.uint32)
 
     @torch.inference_mode()
-    def step_find(self, state: _State, tokens: np.ndarray, targets: np.ndarray,
+    def step_find(self, state: Any, tokens: np.ndarray, targets: np.ndarray,
                   precision: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decoder step: ``(symbol, cum_low, freq)`` for the core decoder's
         ``targets`` (uint32 ``[B]``)."""
@@ -257,21 +210,3 @@ class LlamaTorchStepModel:
         tg = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(probs.device)
         s, c, f = find_symbols(probs, tg, precision)
         return s.cpu().numpy(), c.cpu().numpy().astype(np.uint32), f.cpu().numpy().astype(np.uint32)
-
-    def fingerprint(self) -> dict[str, str]:
-        dev = self.device.type
-        if dev == "cuda":
-            dev = "cuda:" + torch.cuda.get_device_name(self.device)
-        else:
-            from ..backends.onnxruntime import cpu_isa_class
-
-            dev = cpu_isa_class()
-        return {
-            "backend": "torch",
-            "backend_version": torch.__version__,
-            "provider": self.device.type,
-            "device": dev,
-            "graph_optimization_level": "eager",
-            "intra_op_threads": str(self.threads or torch.get_num_threads()),
-            "model": f"{self.name}@{self.sha256[:16]}",
-        }

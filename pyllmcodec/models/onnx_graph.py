@@ -21,7 +21,7 @@ Two graphs share one weight layout:
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
