@@ -113,8 +113,14 @@ def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int) -> flo
     """
     import numpy as np
 
-    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
     tokenizer = getattr(model, "tokenizer", None)
+    bundle = getattr(model, "bundle", None)
+    if tokenizer is None and bundle is not None and "forward" in bundle.manifest.get("graphs", {}):
+        # the teacher-forced graph: same probabilities to ~1e-8, several times faster
+        from pyllmcodec.models.evaluate import ideal_bits as forward_ideal_bits
+
+        return forward_ideal_bits(bundle, data, chunk_size, threads=getattr(model, "threads", None))
+    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
     if tokenizer is not None:
         seqs = [np.asarray(t, dtype=np.int64) for t in tokenizer.tokenize_batch(chunks)]
     else:

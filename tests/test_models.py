@@ -186,3 +186,25 @@ def test_shipped_default_bundle():
     st = m.new_state(2)
     p = m.step(st, np.array([m.bos, m.bos]))
     assert p.shape == (2, 256) and np.array_equal(p[0], p[1])
+
+
+def test_forward_ideal_bits_match_the_step_graph(tiny):
+    """The fast evaluator (teacher-forced graph) gives the code length the
+    step graph implies, on the codec's chunking with a short tail chunk."""
+    from pyllmcodec.models.evaluate import ideal_bits
+
+    model = open_bundle(tiny, backend="onnxruntime", device="cpu", threads=1)
+    data = bytes(np.random.default_rng(5).integers(0, 256, 300, dtype=np.uint8))
+    chunk = 128
+    want = 0.0
+    for s in range(0, len(data), chunk):
+        c = np.frombuffer(data[s:s + chunk], np.uint8)
+        st = model.new_state(1)
+        tok = np.array([model.bos])
+        for b in c:
+            p = model.step(st, tok)[0].astype(np.float64)
+            want -= np.log2(p[b] / p.sum())
+            tok = np.array([b])
+    assert ideal_bits(tiny, data, chunk, threads=1) == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="context"):
+        ideal_bits(tiny, data, 10_000)

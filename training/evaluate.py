@@ -12,36 +12,15 @@ codec runs to ~1e-6 in probability, far below what changes a printed digit).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
+def bits_per_byte(data: bytes, bundle, chunk_size: int, threads: int | None = None) -> float:
+    from pyllmcodec.models.evaluate import ideal_bits
 
-def bits_per_byte(data: bytes, forward_graph: Path, chunk_size: int, bos: int = 256,
-                  threads: int | None = None, batch: int = 8) -> float:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(forward_graph), so, providers=["CPUExecutionProvider"])
-    arr = np.frombuffer(data, np.uint8)
-    total = 0.0
-    starts = list(range(0, len(arr), chunk_size))
-    full = [s for s in starts if s + chunk_size <= len(arr)]
-    tail = [s for s in starts if s + chunk_size > len(arr)]
-    for group, n in ((full, chunk_size), *(([s], len(arr) - s) for s in tail)):
-        for i in range(0, len(group), batch):
-            ys = np.stack([arr[s:s + n] for s in group[i:i + batch]]).astype(np.int64)
-            xs = np.concatenate([np.full((len(ys), 1), bos), ys[:, :-1]], 1)
-            lg = sess.run(None, {"tokens": xs})[0].astype(np.float64)
-            lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
-            picked = np.take_along_axis(lg, ys[..., None], -1)[..., 0]
-            total += float((lse - picked).sum())
-    return total / math.log(2) / max(1, len(arr))
+    return ideal_bits(bundle, data, chunk_size, threads=threads) / max(1, len(data))
 
 
 def main() -> None:
@@ -71,7 +50,7 @@ def main() -> None:
         if a.limit:
             data = data[: a.limit]
         t0 = time.time()
-        bpb = bits_per_byte(data, b.graph_path("forward"), a.chunk_size, threads=a.threads)
+        bpb = bits_per_byte(data, b, a.chunk_size, threads=a.threads)
         tot_bits += bpb * len(data)
         tot_bytes += len(data)
         print(f"{f.name:30s} {len(data):10d} B  {bpb:.4f} bits/byte  ({time.time() - t0:.1f} s)")
