@@ -36,7 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["StepModel", "StepState"]
+__all__ = ["BundleModel", "StepModel", "StepState"]
 
 
 class StepState(Protocol):
@@ -72,3 +72,17 @@ class StepModel(Protocol):
         versions, CPU instruction-set class or GPU name, graph optimisation
         level, thread settings that matter.  Recorded in archive headers and
         shown on a probe mismatch."""
+
+
+class BundleModel:
+    """The StepModel attributes every backend reads the same way from a bundle
+    manifest; backends subclass it and add their session."""
+
+    def __init__(self, bundle: Any):
+        m = bundle.manifest
+        self.bundle = bundle
+        self.name = bundle.name
+        self.sha256 = bundle.sha256
+        self.vocab_size = int(m["vocab"]["size"])
+        self.bos = int(m["vocab"]["bos"])
+        self.max_context = int(m["context_length"])

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from .base import BundleModel
 
 __all__ = ["OrtStepModel", "cpu_isa_class"]
 
@@ -84,7 +85,7 @@ class _OrtState:
         self.io = io
 
 
-class OrtStepModel:
+class OrtStepModel(BundleModel):
     """A bundle's step graph in an ONNX Runtime CPU session."""
 
     backend = "onnxruntime"
@@ -94,13 +95,8 @@ class OrtStepModel:
     def __init__(self, bundle: Any, *, threads: int | None = None):
         import onnxruntime as ort
 
+        super().__init__(bundle)
         m = bundle.manifest
-        self.bundle = bundle
-        self.name = bundle.name
-        self.sha256 = bundle.sha256
-        self.vocab_size = int(m["vocab"]["size"])
-        self.bos = int(m["vocab"]["bos"])
-        self.max_context = int(m["context_length"])
         try:
             self.kv = dict(m["graphs"]["step"]["kv_cache"])
         except KeyError:

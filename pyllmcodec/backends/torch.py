@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..models.bytelm import ByteLM, ByteLMConfig
+from .base import BundleModel
 
 __all__ = ["TorchStepModel", "load_bytelm"]
 
@@ -47,7 +48,7 @@ class _TorchState:
         self.tokens = torch.zeros(batch_size, dtype=torch.long, device=dev)
 
 
-class TorchStepModel:
+class TorchStepModel(BundleModel):
     """A bundle's network in PyTorch behind the StepModel interface.
 
     ``net`` is any module with a config ``net.c`` (``n_layer``, ``n_kv_head``,
@@ -60,13 +61,7 @@ class TorchStepModel:
 
     def __init__(self, bundle: Any, *, device: str = "cpu", threads: int | None = None,
                  net: torch.nn.Module | None = None):
-        m = bundle.manifest
-        self.bundle = bundle
-        self.name = bundle.name
-        self.sha256 = bundle.sha256
-        self.vocab_size = int(m["vocab"]["size"])
-        self.bos = int(m["vocab"]["bos"])
-        self.max_context = int(m["context_length"])
+        super().__init__(bundle)
         self.device = torch.device(device)
         if threads and self.device.type == "cpu":
             torch.set_num_threads(int(threads))
