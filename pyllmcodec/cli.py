@@ -409,10 +409,7 @@ def _each_file(args: Any, work: Any, decompress: bool) -> int:
         except _Fail as exc:
             _say(args, str(exc))
             status = max(status, exc.code)
-        except NumericsMismatchError as exc:
-            _say(args, f"{src}: {exc}")
-            status = max(status, EXIT_MISMATCH)
-        except ModelError as exc:
+        except (NumericsMismatchError, ModelError) as exc:
             _say(args, f"{src}: {exc}")
             status = max(status, EXIT_MISMATCH)
         except CodecError as exc:
