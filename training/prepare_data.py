@@ -35,6 +35,24 @@ SOURCES: dict[str, tuple[str, list[str], str]] = {
     "manpages-dev": ("Linux-man-pages (verbatim/BSD/GPL mix)", ["usr/share/man/**/*.gz"], "gz"),
     "fortunes": ("BSD-4-Clause (fortune-mod)", ["usr/share/games/fortunes/*"], "fortune"),
 }
+#: Source set v2 (default model 0.2): v1 plus reStructuredText/C technical
+#: documentation (compiler and build-tool manuals, the closest licensed relatives
+#: of kernel documentation that are not the evaluation corpus) and older English
+#: prose and verse (the dictionary's literary quotations, the Jargon File).
+SOURCES_V2_EXTRA: dict[str, tuple[str, list[str], str]] = {
+    "llvm-14-doc": ("Apache-2.0 WITH LLVM-exception", ["usr/share/doc/llvm-14-doc/html/_sources/**/*.rst.txt"], "text"),
+    "clang-14-doc": ("Apache-2.0 WITH LLVM-exception", ["usr/share/doc/clang-14/html/_sources/**/*.rst.txt"], "text"),
+    "cmake-doc": ("BSD-3-Clause", ["usr/share/doc/cmake-data/html/_sources/**/*.rst.txt"], "text"),
+    "sphinx-doc": ("BSD-2-Clause", ["usr/share/doc/sphinx-doc/html/_sources/**/*.rst.txt"], "text"),
+    "binutils-doc": ("GFDL-1.3", ["usr/share/info/*.info.gz"], "gz"),
+    "gnu-standards": ("GFDL-1.3 (no invariant sections)", ["usr/share/doc/gnu-standards/*.html"], "html"),
+    "jargon-text": ("public domain", ["usr/share/doc/jargon-text/jargon.txt.gz"], "gz"),
+    "dict-gcide": ("GPL-3.0-or-later", ["usr/share/dictd/gcide.dict.dz"], "dictionary"),
+}
+SOURCE_SETS = {"v1": SOURCES, "v2": {**SOURCES, **SOURCES_V2_EXTRA}}
+#: the dictionary is 40 MB: keep every DICT_KEEP-th 64 KB piece so that it does
+#: not swamp the mix
+DICT_KEEP = 4
 FORBIDDEN = re.compile(r"linux-doc|alice29|asyoulik|lcet10|plrabn12")
 
 
@@ -100,6 +118,12 @@ def documents(pkg: str, root: Path, patterns: list[str], kind: str):
                 raw = html_to_text(raw)
             elif kind == "gz":
                 raw = gzip.decompress(raw)
+            elif kind == "dictionary":  # dictzip is gzip; drop the per-sense source tags
+                text = re.sub(rb"\n[ \t]*\[1913 Webster\][ \t]*(?=\n)", b"", gzip.decompress(raw))
+                for k in range(0, len(text), 1 << 16):
+                    if (k >> 16) % DICT_KEEP == 0:
+                        yield f"{f.relative_to(root)}@{k}", text[k : k + (1 << 16)]
+                continue
             elif kind == "fortune":
                 if f.suffix in (".dat", ".u8"):
                     continue
@@ -112,12 +136,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path.home() / ".cache/pyllmcodec/train")
     ap.add_argument("--val-fraction", type=float, default=0.01)
+    ap.add_argument("--sources", choices=sorted(SOURCE_SETS), default="v2",
+                    help="source set (v1: default model 0.1; v2 adds SOURCES_V2_EXTRA)")
     args = ap.parse_args()
     work: Path = args.out
     work.mkdir(parents=True, exist_ok=True)
     docs: list[tuple[str, str, bytes]] = []
-    manifest = {"sources": [], "seed": 1234}
-    for pkg, (lic, pats, kind) in SOURCES.items():
+    manifest = {"sources": [], "seed": 1234, "source_set": args.sources}
+    for pkg, (lic, pats, kind) in SOURCE_SETS[args.sources].items():
         root = extract(pkg, work)
         deb = sorted((work / "debs").glob(f"{pkg}_*.deb"))[-1]
         n0 = len(docs)
@@ -130,10 +156,22 @@ def main() -> None:
             "documents": len(docs) - n0, "bytes": size,
         })
         print(f"{pkg:22s} {len(docs) - n0:6d} docs {size / 1e6:8.2f} MB", file=sys.stderr)
+    # v1's split is kept as it was (a model fine-tuned on v2 after v1 must not
+    # find v1 training documents in its validation set); documents of the later
+    # sets go to validation by a hash of their name
+    first = [d for d in docs if d[0] in SOURCES]
+    later = [d for d in docs if d[0] not in SOURCES]
     rng = random.Random(manifest["seed"])
-    rng.shuffle(docs)
-    n_val = max(1, int(len(docs) * args.val_fraction))
-    val, train = docs[:n_val], docs[n_val:]
+    rng.shuffle(first)
+    n_val = max(1, int(len(first) * args.val_fraction))
+    val, train = first[:n_val], first[n_val:]
+    if later:
+        def held_out(d: tuple[str, str, bytes]) -> bool:
+            h = int(hashlib.sha256(f"{d[0]}/{d[1]}".encode()).hexdigest()[:8], 16)
+            return h < args.val_fraction * 2**32
+        val += [d for d in later if held_out(d)]
+        train += [d for d in later if not held_out(d)]
+        random.Random(manifest["seed"] + 1).shuffle(train)
     for name, part in (("train", train), ("val", val)):
         blob = b"\n\n".join(d[2] for d in part)
         (work / f"{name}.bin").write_bytes(blob)

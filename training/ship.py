@@ -18,6 +18,22 @@ from pyllmcodec.models.export import main as export_main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _lineage(run: Path) -> dict:
+    """The training record of ``run`` (the run a continued run started from)."""
+    cfg = json.loads((run / "config.json").read_text())
+    log = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if ln.strip()]
+    val = [r for r in log if "val_bpb" in r]
+    hp = dict(cfg["train"])
+    data = Path(hp.pop("data"))
+    hp.pop("out", None)
+    rec = {"data": json.loads((data / "manifest.json").read_text()), "hyperparameters": hp,
+           "final_step": log[-1]["step"] if log else None,
+           "val_bits_per_byte": val[-1]["val_bpb"] if val else None}
+    if hp.get("init_from"):
+        rec["initialised_from"] = _lineage(Path(hp.pop("init_from")).parent)
+    return rec
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, required=True)
@@ -39,6 +55,10 @@ def main() -> None:
     }
     for k in ("data", "out"):
         training["hyperparameters"].pop(k, None)
+    init = cfg["train"].get("init_from")
+    if init:  # a continued run: record the run it started from, recursively
+        training["hyperparameters"].pop("init_from", None)
+        training["initialised_from"] = _lineage(Path(init).parent)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(training, f)
     ck = a.run / a.checkpoint
