@@ -290,8 +290,36 @@ class Compressor:
                 raise CodecError("verify-after-compress failed on a deflate chunk")
 
     def _chunks(self, data: memoryview) -> list[memoryview]:
+        """Cut ``data`` into chunks: cells of ``chunk_size`` bytes; for a
+        token-level model, a cell with more tokens than the model's context is
+        split (see :meth:`_split_cell`) instead of falling back to deflate."""
         c = self.chunk_size
-        return [data[i : i + c] for i in range(0, len(data), c)]
+        cells = [data[i : i + c] for i in range(0, len(data), c)]
+        if self._session.tokenizer is None:
+            return cells
+        return [piece for cell in cells for piece in self._split_cell(cell)]
+
+    def _split_cell(self, cell: memoryview) -> list[memoryview]:
+        """A token-level model's context counts tokens, the chunk size bytes:
+        a cell of dense text (code, non-Latin scripts: < chunk_size / context
+        bytes per token) can exceed the context.  Such a cell is cut in two,
+        at the last newline (else space, else UTF-8 character start) before
+        its middle, and each half again while it is too long.  The pieces are
+        ordinary chunks (``raw_len <= chunk_size``), so the decoder needs
+        nothing new; the cut depends on the cell's bytes alone, so streaming
+        and one-shot compression cut alike."""
+        max_ctx = int(self.model.max_context)
+        tk = self._session.tokenizer
+        out: list[memoryview] = []
+        todo = [cell]
+        while todo:
+            piece = todo.pop()
+            if len(piece) < 2 * MIN_SPLIT_PIECE or len(tk.tokenize(bytes(piece))) <= max_ctx:
+                out.append(piece)
+                continue
+            cut = _split_point(bytes(piece))
+            todo += [piece[cut:], piece[:cut]]  # a stack: the first half is handled first
+        return out
 
     # ---------------------------------------------------------- public API
 
@@ -359,6 +387,8 @@ class _StreamEncoder:
         self._sha = hashlib.sha256()
         self._writer: ArchiveWriter | None = None
         self._wave_bytes = comp.batch_size * comp.chunk_size
+        #: cut chunks not yet coded (fewer than a wave, plus one cell's pieces)
+        self._pending: list[memoryview] = []
         self.bytes_in = 0
         self.finished = False
 
@@ -373,15 +403,22 @@ class _StreamEncoder:
         self._sha.update(mv)
         self.bytes_in += len(mv)
         self._buf += mv
-        while len(self._buf) >= self._wave_bytes:
-            wave = bytes(self._buf[: self._wave_bytes])
-            del self._buf[: self._wave_bytes]
-            self._code(wave)
+        if len(self._buf) >= self._wave_bytes:
+            # whole cells only; the tail waits for more input
+            n = len(self._buf) - len(self._buf) % self._comp.chunk_size
+            cells = bytes(self._buf[:n])
+            del self._buf[:n]
+            self._pending += self._comp._chunks(memoryview(cells))
+            B = self._comp.batch_size
+            while len(self._pending) >= B:
+                self._code(self._pending[:B])
+                del self._pending[:B]
         return len(mv)
 
-    def _code(self, data: bytes) -> None:
+    def _code(self, chunks: list[memoryview]) -> None:
+        """Code one wave (the same waves as :meth:`Compressor.compress`:
+        consecutive runs of ``batch_size`` chunks)."""
         comp = self._comp
-        chunks = comp._chunks(memoryview(data))
         if self._writer is None:
             self._writer = ArchiveWriter(self._write, comp._meta(max(len(chunks), 1)))
         if chunks:
@@ -393,10 +430,35 @@ class _StreamEncoder:
             return
         rest = bytes(self._buf)
         self._buf = bytearray()
-        self._code(rest)
+        self._pending += self._comp._chunks(memoryview(rest))
+        waves = plan_waves(len(self._pending), self._comp.batch_size) or [(0, 0)]
+        for start, batch in waves:
+            self._code(self._pending[start : start + batch])
+        self._pending = []
         assert self._writer is not None
         self._writer.finish(self._sha.digest())
         self.finished = True
+
+
+#: no piece of a split cell is shorter than this (a shorter piece that is still
+#: over the context is left to the fallback codec)
+MIN_SPLIT_PIECE = 16
+
+
+def _split_point(data: bytes) -> int:
+    """Where :meth:`Compressor._split_cell` cuts ``data`` (``len >= 2 *
+    MIN_SPLIT_PIECE``): after the last newline, else space, in the middle half
+    of the data, else at the UTF-8 character start nearest below the middle."""
+    n = len(data)
+    lo, mid = max(n // 4, MIN_SPLIT_PIECE), n // 2
+    for sep in (b"\n", b" "):
+        k = data.rfind(sep, lo, mid + 1)
+        if k >= 0:
+            return k + 1
+    k = mid
+    while k > lo and (data[k] & 0xC0) == 0x80:  # do not cut inside a UTF-8 sequence
+        k -= 1
+    return k
 
 
 def _inflate(payload: Any, raw_len: int) -> bytes | None:

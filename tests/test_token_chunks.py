@@ -1,0 +1,138 @@
+"""Chunking for token-level models: a cell of ``chunk_size`` bytes with more
+tokens than the model's context is split (not deflated), streaming cuts the
+same chunks as one-shot compression, and every path round-trips.
+
+Uses a numpy token-level model (a hand-made BPE tokenizer over all 256 bytes
+plus a few merges, a small context) so it runs in seconds."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("tokenizers")
+
+import pyllmcodec  # noqa: E402
+from pyllmcodec import Compressor, Decompressor  # noqa: E402
+from pyllmcodec.codec import MIN_SPLIT_PIECE, _split_point  # noqa: E402
+from pyllmcodec.tokenizer import BPETokenizer, bytes_to_unicode  # noqa: E402
+
+
+def _tokenizer() -> BPETokenizer:
+    b2u = bytes_to_unicode()
+    toks = ["<|endoftext|>"] + [b2u[b] for b in range(256)]
+    merges = ["t h", "th e", "Ġ the", "i n", "Ġ in", "Ġ a", "e r"]
+    toks += ["th", "the", "Ġthe", "in", "Ġin", "Ġa", "er"]
+    return BPETokenizer(toks, merges, [3] + [1] * (len(toks) - 1), pre="smollm")
+
+
+class _State:
+    def __init__(self, b: int) -> None:
+        self.batch_size = b
+        self.position = 0
+
+
+class TokenModel:
+    """Deterministic, row-independent numpy token-level StepModel."""
+
+    bos = 0
+
+    def __init__(self, max_context: int = 40) -> None:
+        self.tokenizer = _tokenizer()
+        self.vocab_size = self.tokenizer.vocab_size
+        self.max_context = max_context
+        self.name = f"test-tokens-{max_context}"
+        # a token bigram fitted to the test texts, so that they compress
+        t = np.full((self.vocab_size, self.vocab_size), 0.01)
+        for text in (PROSE, DENSE):
+            ids = np.concatenate([[self.bos], self.tokenizer.tokenize(text)])
+            np.add.at(t, (ids[:-1], ids[1:]), 1.0)
+        self.table = (t / t.sum(axis=1, keepdims=True)).astype(np.float32)
+        self.sha256 = hashlib.sha256(self.table.tobytes()).hexdigest()
+
+    def new_state(self, batch_size: int) -> _State:
+        return _State(int(batch_size))
+
+    def step(self, state: _State, tokens: np.ndarray) -> np.ndarray:
+        if state.position >= self.max_context:
+            raise RuntimeError("stepped past max_context")
+        state.position += 1
+        return self.table[tokens]
+
+    def fingerprint(self) -> dict[str, str]:
+        return {"backend": "numpy-fake-tokens"}
+
+
+PROSE = (b"The quick brown fox jumps over the lazy dog; then the dog sleeps in the sun.\n"
+         b"In the beginning there was a cat, and the cat sat in the hat.\n") * 8
+DENSE = bytes(range(32, 127)) * 6  # one token per byte: far over a 40-token context
+MODEL = TokenModel()
+
+
+def _methods(blob: bytes) -> dict[str, int]:
+    return pyllmcodec.info(blob)["methods"]
+
+
+def test_split_point_prefers_newline_then_space_then_a_character_start():
+    assert _split_point(b"a" * 40 + b"\n" + b"b" * 50 + b" " + b"c" * 40) == 41
+    assert _split_point(b"a" * 40 + b" " + b"b" * 40) == 41
+    s = "é".encode() * 40  # no separator: never inside a 2-byte character
+    assert _split_point(s) % 2 == 0
+    cut = _split_point(b"x" * 100)
+    assert MIN_SPLIT_PIECE <= cut <= 100 - MIN_SPLIT_PIECE
+
+
+def test_dense_cells_are_split_and_model_coded_not_deflated():
+    comp = Compressor(MODEL, chunk_size=256, batch_size=4)
+    blob = comp.compress(DENSE)
+    info = pyllmcodec.info(blob)
+    assert info["n_chunks"] > -(-len(DENSE) // 256)  # more chunks than cells: cells were split
+    assert info["methods"]["deflate"] == 0 and info["methods"]["stored"] == 0
+    assert info["methods"]["model-tokens"] == info["n_chunks"]
+    assert Decompressor(MODEL).decompress(blob) == DENSE
+    # every chunk fits the context
+    for c in comp._chunks(memoryview(DENSE)):
+        assert len(MODEL.tokenizer.tokenize(bytes(c))) <= MODEL.max_context
+
+
+def test_prose_cells_that_fit_are_not_split():
+    comp = Compressor(TokenModel(max_context=400), chunk_size=128, batch_size=4)
+    chunks = comp._chunks(memoryview(PROSE))
+    assert [len(c) for c in chunks] == [len(PROSE[i : i + 128]) for i in range(0, len(PROSE), 128)]
+
+
+@pytest.mark.parametrize("piece", [1, 7, 100, 1000])
+def test_streaming_writes_the_same_archive_as_one_shot(piece):
+    data = PROSE + DENSE + PROSE[:333]
+    comp = Compressor(MODEL, chunk_size=200, batch_size=3)
+    one = comp.compress(data)
+    buf = io.BytesIO()
+    with comp.stream_writer(buf, closefd=False) as w:
+        for i in range(0, len(data), piece):
+            w.write(data[i : i + piece])
+    assert buf.getvalue() == one
+    assert Decompressor(MODEL).decompress(one) == data
+
+
+def test_random_access_to_split_chunks():
+    data = DENSE + PROSE
+    blob = Compressor(MODEL, chunk_size=256, batch_size=5).compress(data)
+    dec = Decompressor(MODEL)
+    n = pyllmcodec.info(blob)["n_chunks"]
+    assert b"".join(dec.decompress_chunk(blob, i) for i in range(n)) == data
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.one_of(st.binary(max_size=900),
+                      st.text(alphabet="the cat in a hat\n é漢", max_size=400).map(str.encode)),
+       chunk=st.sampled_from([17, 64, 150, 300]), batch=st.integers(1, 5))
+def test_token_round_trip_property(data, chunk, batch):
+    comp = Compressor(MODEL, chunk_size=chunk, batch_size=batch)
+    blob = comp.compress(data)
+    assert Decompressor(MODEL).decompress(blob) == data
+    assert len(blob) <= len(data) + 2048 + 40 * pyllmcodec.info(blob)["n_chunks"]
