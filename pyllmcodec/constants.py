@@ -105,9 +105,13 @@ MODEL_METHODS = (METHOD_MODEL, METHOD_MODEL_TOKENS)
 METHOD_NAMES = {METHOD_STORED: "stored", METHOD_MODEL: "model", METHOD_DEFLATE: "deflate",
                 METHOD_MODEL_TOKENS: "model-tokens"}
 
-#: Default chunk size (bytes) for token-level models: about 1000 tokens of
-#: English for a ~4.2 bytes/token BPE; measured in docs/SMOLLM2.md.
-DEFAULT_TOKEN_CHUNK_SIZE = 4096
+#: Default chunk size (bytes) for token-level models.  Measured with
+#: smollm2-135m (context 2048 tokens) on the first 64 KiB of alice29 and of
+#: linux-doc (bench/smollm2_eval.py, docs/SMOLLM2.md): ideal bits/byte
+#: 1.229/1.056 at 2048 bytes, 1.174/0.974 at 4096, 1.148/0.948 at 6144.  6144
+#: bytes is ~1700 tokens of English (3.6 bytes/token), the largest size that
+#: still fits the context; denser cells are split (codec.Compressor._split_cell).
+DEFAULT_TOKEN_CHUNK_SIZE = 6144
 
 #: zlib level for the deflate fallback.  6 is zlib's default: within ~1% of 9 on
 #: 1-2 KiB chunks and several times faster, and it is tried on every chunk.
