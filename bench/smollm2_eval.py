@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N bytes of each file")
+    ap.add_argument("--only", default="", help="comma-separated file names: measure only these")
     ap.add_argument("--verify", action="store_true", help="also decompress and compare (doubles the time)")
     ap.add_argument("--out", default="", help="append one JSON line per file here")
     args = ap.parse_args(argv)
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         comp = pyllmcodec.Compressor(model, chunk_size=cs, batch_size=args.batch_size)
         for cname in args.corpora.split(","):
             for fname, data in load_corpus(cname).files:
+                if args.only and fname not in args.only.split(","):
+                    continue
                 if args.limit:
                     data = data[: args.limit]
                 row = evaluate_file(comp, fname, data, verify=args.verify)
