@@ -83,6 +83,11 @@ def parse_loose(data: bytes) -> Loose | None:
         if 14 + meta_len + 4 > len(data):
             return None
         raw = data[14 : 14 + meta_len]
+        if flags & 1:  # DEFLATE-compressed metadata
+            try:
+                raw = zlib.decompress(raw, -15)
+            except zlib.error:
+                pass
         try:
             meta: Any = json.loads(raw.decode("utf-8"))
         except (ValueError, RecursionError):
@@ -129,6 +134,9 @@ def build_loose(lz: Loose) -> bytes:
             blob = json.dumps(lz.meta, sort_keys=True, separators=(",", ":")).encode("utf-8", "surrogatepass")
         except (TypeError, ValueError, RecursionError):
             blob = b"{}"
+        if lz.flags & 1:
+            d = zlib.compressobj(9, zlib.DEFLATED, -15)
+            blob = d.compress(blob) + d.flush()
     head = MAGIC + struct.pack("<BBI", lz.version & 0xFF, lz.flags & 0xFF, len(blob)) + blob
     out = bytearray(head + struct.pack("<I", zlib.crc32(head)))
     table = []

@@ -49,6 +49,7 @@ __all__ = [
     "BLOCK_OVERHEAD",
     "BLOCK_PREFIX_LEN",
     "FOOTER_FIXED_LEN",
+    "HEADER_FLAG_DEFLATE",
     "HEADER_PREFIX_LEN",
     "MAX_ENTRY_LEN",
     "TRAILER_LEN",
@@ -73,6 +74,9 @@ _TRAILER = struct.Struct("<QI4s")  # footer offset, footer length, magic
 _U32 = struct.Struct("<I")
 
 HEADER_PREFIX_LEN = _HEADER_PREFIX.size  # 14
+#: header flag bit 0: the metadata JSON is stored raw-DEFLATE compressed
+#: (writers set it when that is shorter: ~600 -> ~400 bytes)
+HEADER_FLAG_DEFLATE = 0x01
 BLOCK_PREFIX_LEN = _BLOCK_PREFIX.size  # 9
 TRAILER_LEN = _TRAILER.size  # 16
 #: footer bytes that do not depend on the number of blocks (prefix, fixed body, crc)
@@ -248,14 +252,19 @@ def build_meta(
     return meta
 
 
-def encode_header(meta: dict[str, Any]) -> bytes:
+def encode_header(meta: dict[str, Any], *, deflate_meta: bool = True) -> bytes:
     """Serialise a header.  The JSON is canonical (sorted keys, no spaces) so
     equal metadata gives equal bytes."""
     _validate_meta(meta)
     blob = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     if len(blob) > MAX_META_LEN:
         raise ValueError(f"header metadata is {len(blob)} bytes, over the {MAX_META_LEN} limit")
-    head = _HEADER_PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(blob)) + blob
+    d = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+    packed = d.compress(blob) + d.flush()
+    flags = 0
+    if deflate_meta and len(packed) < len(blob):
+        flags, blob = HEADER_FLAG_DEFLATE, packed
+    head = _HEADER_PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(blob)) + blob
     return head + _U32.pack(zlib.crc32(head))
 
 
@@ -273,11 +282,25 @@ def header_len_from_prefix(prefix: bytes | memoryview) -> int:
             f"unsupported archive format version {version}; this pyllmcodec reads "
             f"version {FORMAT_VERSION} (upgrade pyllmcodec to read newer archives)"
         )
-    if flags != 0:
+    if flags & ~HEADER_FLAG_DEFLATE:
         raise FormatError(f"unknown header flags 0x{flags:02x} (archive from a newer writer?)")
     if meta_len > MAX_META_LEN:
         raise FormatError(f"header metadata length {meta_len} exceeds the {MAX_META_LEN} limit")
     return HEADER_PREFIX_LEN + meta_len + 4
+
+
+def _inflate_meta(packed: bytes) -> bytes:
+    """Inflate DEFLATE-flagged metadata, never past ``MAX_META_LEN`` bytes."""
+    try:
+        d = zlib.decompressobj(-15)
+        raw = d.decompress(packed, MAX_META_LEN + 1)
+    except zlib.error as exc:
+        raise FormatError(f"header metadata does not inflate: {exc}") from None
+    if len(raw) > MAX_META_LEN:
+        raise FormatError(f"header metadata inflates past the {MAX_META_LEN}-byte limit")
+    if not d.eof or d.unused_data or d.unconsumed_tail:
+        raise FormatError("header metadata: the DEFLATE stream is truncated or has trailing bytes")
+    return raw
 
 
 def parse_header(buf: bytes | memoryview) -> Header:
@@ -290,8 +313,11 @@ def parse_header(buf: bytes | memoryview) -> Header:
     (crc,) = _U32.unpack_from(buf, size - 4)
     if zlib.crc32(buf[: size - 4]) != crc:
         raise FormatError("header checksum mismatch: the archive header is corrupt")
+    raw = bytes(buf[HEADER_PREFIX_LEN : size - 4])
+    if buf[9] & HEADER_FLAG_DEFLATE:
+        raw = _inflate_meta(raw)
     try:
-        meta = json.loads(bytes(buf[HEADER_PREFIX_LEN : size - 4]).decode("utf-8"))
+        meta = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise FormatError(f"header metadata is not valid JSON: {exc}") from None
     _validate_meta(meta, error=FormatError)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import struct
 import zlib
 
@@ -20,6 +21,7 @@ from pyllmcodec.constants import (
     TRAILER_MAGIC,
 )
 from pyllmcodec.container import (
+    HEADER_FLAG_DEFLATE,
     HEADER_PREFIX_LEN,
     ArchiveIndex,
     ArchiveReader,
@@ -83,8 +85,55 @@ def test_golden_stored_archive():
     # Pins the byte layout of container v1.  If this changes, the format changed:
     # bump FORMAT_VERSION and update docs/FORMAT.md, don't just update the hash.
     blob = stored_archive(DATA)
-    assert len(blob) == 641
-    assert hashlib.sha256(blob).hexdigest() == "37ad79d0c0f80d5d83f78107cb29d56aa732f5c12b2b2ac36b59f596c0602e57"
+    assert blob[9] == HEADER_FLAG_DEFLATE  # the writer deflates the metadata
+    assert len(blob) == GOLDEN_LEN
+    assert hashlib.sha256(blob).hexdigest() == GOLDEN_SHA256
+
+
+GOLDEN_LEN = 438  # 641 with the plain-JSON header below
+GOLDEN_SHA256 = "00ef063e4ee7a2f5a7ca6f47456234db66b4f2a9116cce65f6468c2152225c9b"
+
+
+def test_plain_json_header_layout_still_reads(monkeypatch):
+    # the first v1 layout (flags 0: plain JSON metadata), pinned: it must keep decoding
+    import functools
+
+    import pyllmcodec.container as container
+
+    monkeypatch.setattr(container, "encode_header", functools.partial(encode_header, deflate_meta=False))
+    old = stored_archive(DATA)
+    monkeypatch.undo()
+    assert len(old) == 641
+    assert hashlib.sha256(old).hexdigest() == "37ad79d0c0f80d5d83f78107cb29d56aa732f5c12b2b2ac36b59f596c0602e57"
+    assert old[9] == 0
+    ix = ArchiveIndex(old)
+    assert ix.header.meta == parse_header(stored_archive(DATA)).meta
+    assert b"".join(p for _, ps in ArchiveReader(io.BytesIO(old)).blocks() for p in ps) == DATA
+
+
+def test_deflated_header_is_smaller():
+    meta = make_meta()
+    plain = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    assert len(encode_header(meta)) < HEADER_PREFIX_LEN + len(plain) + 4
+
+
+@pytest.mark.parametrize("packed,why", [
+    (b"\xff\xff\xff", "does not inflate"),
+    (zlib.compress(b'{"a":1}')[2:-4][:-1], "truncated"),  # cut short
+    (zlib.compressobj(9, zlib.DEFLATED, -15).compress(b"{}") + b"", "truncated"),  # no final block
+])
+def test_bad_deflated_meta_is_a_format_error(packed, why):
+    head = struct.pack("<8sBBI", MAGIC, FORMAT_VERSION, HEADER_FLAG_DEFLATE, len(packed)) + packed
+    with pytest.raises(FormatError, match=why):
+        parse_header(head + struct.pack("<I", zlib.crc32(head)))
+
+
+def test_deflated_meta_bomb_is_refused_without_inflating_it_all():
+    d = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = d.compress(b" " * (8 << 20)) + d.flush()  # 8 MiB of spaces in ~8 KB
+    head = struct.pack("<8sBBI", MAGIC, FORMAT_VERSION, HEADER_FLAG_DEFLATE, len(bomb)) + bomb
+    with pytest.raises(FormatError, match="limit"):
+        parse_header(head + struct.pack("<I", zlib.crc32(head)))
 
 
 def test_header_roundtrip():

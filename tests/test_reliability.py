@@ -202,7 +202,7 @@ def test_unknown_format_version_says_to_upgrade(blob):
     lz = parse_loose(blob)
     lz.version = 2
     refused_cheaply(build_loose(lz), FormatError, r"version 2.*upgrade pyllmcodec")
-    lz.version, lz.flags = 1, 1
+    lz.version, lz.flags = 1, 0x81
     refused_cheaply(build_loose(lz), FormatError, "flags")
 
 
