@@ -1,5 +1,6 @@
 """The seed corpus: valid archives of several geometries and methods, made
-with the fake model "test-bigram", plus a few of their mutants.
+with the fake models "test-bigram" and (when ``tokenizers`` is installed)
+"test-tokens", plus a few of their mutants.
 
 ``python -m fuzz.corpus DIR`` writes them to DIR (one file per seed) for
 atheris/libFuzzer; :func:`seeds` returns them in memory for the random engine
@@ -50,6 +51,14 @@ def seeds() -> list[tuple[str, bytes]]:
     add("precision-16", TEXT[:120], chunk_size=40, batch_size=2, precision=16, fallback="stored")
     a, b = Compressor(model, chunk_size=32, batch_size=4, fallback="stored").compress_batch([TEXT[:40], TEXT[40:130]])
     out += [("shared-a", a), ("shared-b", b)]
+    try:  # token-level archives (method model-tokens, split cells), with the fake "test-tokens"
+        import tokenizers  # noqa: F401
+    except ImportError:
+        return out
+    model = "test-tokens"
+    add("tokens-text", TEXT[:200], chunk_size=64, batch_size=3, fallback="stored")
+    add("tokens-split", bytes(range(32, 127)) * 2 + TEXT[:90], chunk_size=128, batch_size=2)
+    add("tokens-invalid-utf8", b"caf\xc3 \xff\xfe the hat " * 5, chunk_size=48, batch_size=2)
     return out
 
 

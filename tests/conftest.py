@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,10 +100,71 @@ def get_model(variant: int = 0, max_context: int = 4096) -> BigramModel:
     return _MODELS[key]
 
 
+# ------------------------------------------------------------------ a token-level fake model
+
+PROSE = (b"The quick brown fox jumps over the lazy dog; then the dog sleeps in the sun.\n"
+         b"In the beginning there was a cat, and the cat sat in the hat.\n") * 8
+DENSE = bytes(range(32, 127)) * 6  # one token per byte: far over a 40-token context
+
+
+def _tiny_tokenizer() -> Any:
+    """All 256 byte tokens, a control token and a few merges (needs ``tokenizers``
+    only to tokenize)."""
+    from pyllmcodec.tokenizer import BPETokenizer, bytes_to_unicode
+
+    b2u = bytes_to_unicode()
+    toks = ["<|endoftext|>"] + [b2u[b] for b in range(256)]
+    merges = ["t h", "th e", "Ġ the", "i n", "Ġ in", "Ġ a", "e r"]
+    toks += ["th", "the", "Ġthe", "in", "Ġin", "Ġa", "er"]
+    return BPETokenizer(toks, merges, [3] + [1] * (len(toks) - 1), pre="smollm")
+
+
+class TokenModel:
+    """A deterministic, row-independent numpy token-level StepModel: a token
+    bigram fitted to PROSE and DENSE, over a tiny BPE, with a small context
+    (so that dense cells must be split).  Registered as "test-tokens"."""
+
+    bos = 0
+
+    def __init__(self, max_context: int = 40) -> None:
+        self.tokenizer = _tiny_tokenizer()
+        self.vocab_size = self.tokenizer.vocab_size
+        self.max_context = max_context
+        self.name = "test-tokens" if max_context == 40 else f"test-tokens-{max_context}"
+        t = np.full((self.vocab_size, self.vocab_size), 0.01)
+        for text in (PROSE, DENSE):
+            ids = np.concatenate([[self.bos], self.tokenizer.tokenize(text)])
+            np.add.at(t, (ids[:-1], ids[1:]), 1.0)
+        self.table = (t / t.sum(axis=1, keepdims=True)).astype(np.float32)
+        self.sha256 = hashlib.sha256(self.table.tobytes()).hexdigest()
+
+    def new_state(self, batch_size: int) -> FakeState:
+        return FakeState(int(batch_size))
+
+    def step(self, state: FakeState, tokens: np.ndarray) -> np.ndarray:
+        if state.position >= self.max_context:
+            raise RuntimeError("stepped past max_context")
+        state.position += 1
+        return self.table[tokens]
+
+    def fingerprint(self) -> dict[str, str]:
+        return {"backend": "numpy-fake-tokens", "numpy": np.__version__}
+
+
+_TOKEN_MODELS: dict[int, TokenModel] = {}
+
+
+def get_token_model(max_context: int = 40) -> TokenModel:
+    if max_context not in _TOKEN_MODELS:
+        _TOKEN_MODELS[max_context] = TokenModel(max_context)
+    return _TOKEN_MODELS[max_context]
+
+
 def register() -> None:
     from pyllmcodec.models import register_model
 
     register_model("test-bigram", lambda **_: get_model(), replace=True)
+    register_model("test-tokens", lambda **_: get_token_model(), replace=True)  # built on first use
 
 
 register()

@@ -7,75 +7,21 @@ plus a few merges, a small context) so it runs in seconds."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("tokenizers")
 
-import pyllmcodec  # noqa: E402
-from pyllmcodec import Compressor, Decompressor  # noqa: E402
-from pyllmcodec.codec import MIN_SPLIT_PIECE, _split_point  # noqa: E402
-from pyllmcodec.tokenizer import BPETokenizer, bytes_to_unicode  # noqa: E402
+from conftest import DENSE, PROSE, get_token_model
 
+import pyllmcodec
+from pyllmcodec import Compressor, Decompressor
+from pyllmcodec.codec import MIN_SPLIT_PIECE, _split_point
 
-def _tokenizer() -> BPETokenizer:
-    b2u = bytes_to_unicode()
-    toks = ["<|endoftext|>"] + [b2u[b] for b in range(256)]
-    merges = ["t h", "th e", "Ġ the", "i n", "Ġ in", "Ġ a", "e r"]
-    toks += ["th", "the", "Ġthe", "in", "Ġin", "Ġa", "er"]
-    return BPETokenizer(toks, merges, [3] + [1] * (len(toks) - 1), pre="smollm")
-
-
-class _State:
-    def __init__(self, b: int) -> None:
-        self.batch_size = b
-        self.position = 0
-
-
-class TokenModel:
-    """Deterministic, row-independent numpy token-level StepModel."""
-
-    bos = 0
-
-    def __init__(self, max_context: int = 40) -> None:
-        self.tokenizer = _tokenizer()
-        self.vocab_size = self.tokenizer.vocab_size
-        self.max_context = max_context
-        self.name = f"test-tokens-{max_context}"
-        # a token bigram fitted to the test texts, so that they compress
-        t = np.full((self.vocab_size, self.vocab_size), 0.01)
-        for text in (PROSE, DENSE):
-            ids = np.concatenate([[self.bos], self.tokenizer.tokenize(text)])
-            np.add.at(t, (ids[:-1], ids[1:]), 1.0)
-        self.table = (t / t.sum(axis=1, keepdims=True)).astype(np.float32)
-        self.sha256 = hashlib.sha256(self.table.tobytes()).hexdigest()
-
-    def new_state(self, batch_size: int) -> _State:
-        return _State(int(batch_size))
-
-    def step(self, state: _State, tokens: np.ndarray) -> np.ndarray:
-        if state.position >= self.max_context:
-            raise RuntimeError("stepped past max_context")
-        state.position += 1
-        return self.table[tokens]
-
-    def fingerprint(self) -> dict[str, str]:
-        return {"backend": "numpy-fake-tokens"}
-
-
-PROSE = (b"The quick brown fox jumps over the lazy dog; then the dog sleeps in the sun.\n"
-         b"In the beginning there was a cat, and the cat sat in the hat.\n") * 8
-DENSE = bytes(range(32, 127)) * 6  # one token per byte: far over a 40-token context
-MODEL = TokenModel()
-
-
-def _methods(blob: bytes) -> dict[str, int]:
-    return pyllmcodec.info(blob)["methods"]
+MODEL = get_token_model()
 
 
 def test_split_point_prefers_newline_then_space_then_a_character_start():
@@ -101,7 +47,7 @@ def test_dense_cells_are_split_and_model_coded_not_deflated():
 
 
 def test_prose_cells_that_fit_are_not_split():
-    comp = Compressor(TokenModel(max_context=400), chunk_size=128, batch_size=4)
+    comp = Compressor(get_token_model(400), chunk_size=128, batch_size=4)
     chunks = comp._chunks(memoryview(PROSE))
     assert [len(c) for c in chunks] == [len(PROSE[i : i + 128]) for i in range(0, len(PROSE), 128)]
 
