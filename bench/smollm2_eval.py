@@ -16,6 +16,7 @@ Usage::
 
     python -m bench.smollm2_eval --corpora canterbury4,linux-doc-1MiB --out bench/results/smollm2-cpu.json
     python -m bench.smollm2_eval --corpora alice29,linux-doc-1MiB --limit 65536 --chunk-sizes 2048,4096,6144
+    python -m bench.smollm2_eval --render results.jsonl [...]      # the Markdown table
 
 Results are appended to ``--out`` (JSON lines) as each file finishes, so a long
 run that is interrupted keeps what it measured.
@@ -142,6 +143,35 @@ def evaluate_file(comp: Any, name: str, data: bytes, *, verify: bool) -> dict[st
     return row
 
 
+def render(paths: list[str]) -> str:
+    """A Markdown table of the rows in JSON-lines files, with a total per corpus."""
+    rows = [json.loads(ln) for p in paths for ln in open(p) if ln.strip()]
+    out = ["| corpus | file | chunk | bytes | bytes/token | chunks (methods) | ideal bits/byte | payload bits/byte "
+           "| coder overhead | archive bits/byte | compress B/s | decompress B/s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    by_corpus: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        by_corpus.setdefault((r["corpus"], r["chunk_size"]), []).append(r)
+        methods = ", ".join(f"{v} {k}" for k, v in r["chunks"].items() if v)
+        dec = f"{r['decompress_Bps']:.0f}" if "decompress_Bps" in r else "-"
+        out.append(f"| {r['corpus']} | {r['file']} | {r['chunk_size']} | {r['bytes']} | {r['bytes_per_token']:.2f} "
+                   f"| {methods} | {r['ideal_bits_per_byte']:.4f} | {r['payload_bits_per_byte']:.4f} "
+                   f"| {r['coder_overhead_pct']:+.3f}% | {r['archive_bits_per_byte']:.4f} "
+                   f"| {r['compress_Bps']:.0f} | {dec} |")
+    for (corpus, cs), rs in by_corpus.items():
+        if len(rs) < 2:
+            continue
+        n = sum(r["bytes"] for r in rs)
+        m = sum(r["model_raw_bytes"] for r in rs)
+        ideal = sum(r["ideal_bits_per_byte"] * r["model_raw_bytes"] for r in rs)
+        pay = sum(r["payload_bytes"] for r in rs) * 8
+        arc = sum(r["archive_bytes"] for r in rs) * 8
+        t = sum(r["compress_s"] for r in rs)
+        out.append(f"| **{corpus}** | all {len(rs)} | {cs} | {n} | | | **{ideal / m:.4f}** | **{pay / m:.4f}** "
+                   f"| {100 * (pay / ideal - 1):+.3f}% | **{arc / n:.4f}** | {n / t:.0f} | |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.corpora import load_corpus
 
@@ -155,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated file names: measure only these")
     ap.add_argument("--verify", action="store_true", help="also decompress and compare (doubles the time)")
     ap.add_argument("--out", default="", help="append one JSON line per file here")
+    ap.add_argument("--render", nargs="+", metavar="JSONL", help="print the Markdown table of earlier runs and exit")
     args = ap.parse_args(argv)
+    if args.render:
+        print(render(args.render))
+        return 0
 
     import onnxruntime
 
