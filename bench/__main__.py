@@ -60,8 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--name", help="file stem of the results (default: full / quick)")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="re-render the .md and .png of an earlier results JSON (no measuring)")
+    ap.add_argument("--merge-llm", type=Path, metavar="NEW_JSON",
+                    help="with --render: replace the pyllmcodec rows of the rendered JSON by those of NEW_JSON "
+                         "(same corpora; e.g. after shipping a new model, without re-running the baselines) "
+                         "and rewrite it")
     ap.add_argument("--fetch-only", action="store_true", help="fetch and cache the corpora, then stop")
     return ap
+
+
+def merge_llm_rows(doc: dict, new: dict) -> dict:
+    """``doc`` with each corpus's pyllmcodec rows replaced by ``new``'s rows
+    for the corpus of the same name, and a note saying so."""
+    fresh = {c["name"]: [r for r in c["rows"] if r.get("kind") == "pyllmcodec"] for c in new["corpora"]}
+    for c in doc["corpora"]:
+        if fresh.get(c["name"]):
+            c["rows"] = [r for r in c["rows"] if r.get("kind") != "pyllmcodec"] + fresh[c["name"]]
+    m = new.get("machine", {})
+    notes = [n for n in doc.get("notes", []) if not n.startswith("pyllmcodec rows")]  # superseded
+    notes.append(
+        f"pyllmcodec rows ({', '.join(sorted(n for n, r in fresh.items() if r))}) measured {m.get('date', '?')} "
+        f"at commit {m.get('git_commit', '?')} by `python -m bench {new.get('argv', '...')}` and merged into "
+        "the baseline run above with `--merge-llm` (same harness; the baselines take ~17 min on this machine)")
+    doc["notes"] = notes
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         from .report import write_results
 
         doc = json.loads(a.render.read_text())
+        if a.merge_llm:
+            doc = merge_llm_rows(doc, json.loads(a.merge_llm.read_text()))
+            a.render.write_text(json.dumps(doc, indent=1))
         for p in write_results(doc, a.out if a.out != RESULTS_DIR else a.render.parent, a.name or a.render.stem):
             print(f"wrote {p}")
         return 0
@@ -118,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         corpora, bl, llm, llm_max_bytes=max_bytes, llm_other_max_bytes=a.llm_other_max_bytes, llm_ideal=not a.no_ideal, llm_timeout=timeout,
         llm_skip_reason=skip, min_time=0.2 if a.quick else 0.5, max_repeats=3 if a.quick else 5, mode=mode,
     )
+    doc["argv"] = " ".join(sys.argv[1:] if argv is None else argv)
     stem = a.name or mode
     for p in write_results(doc, a.out, stem):
         print(f"wrote {p}")
