@@ -54,6 +54,7 @@ def to_markdown(doc: dict[str, Any], plot_file: str | None = None) -> str:
         f"Run {m['date']} on {m['cpu']} ({m['cpu_count']} logical CPUs, {m['memory_GiB']} GiB), "
         f"{m['os']}, Python {m['python']}, repo commit {m['git_commit'] or '?'}; took {doc.get('elapsed_s', '?')} s.",
         "",
+        *[f"Note: {n}\n" for n in doc.get("notes", [])],
         "bits/byte = 8 x compressed / original bytes, totalled over a corpus's files (each compressed "
         "separately). MB/s = 10^6 original bytes per CPU second (user + system, "
         "child processes included; steadier than wall clock on a shared machine, which is in the JSON as "
