@@ -403,13 +403,11 @@ class _StreamEncoder:
         self._sha.update(mv)
         self.bytes_in += len(mv)
         self._buf += mv
-        if len(self._buf) >= self._wave_bytes:
-            # whole cells only; the tail waits for more input
-            n = len(self._buf) - len(self._buf) % self._comp.chunk_size
-            cells = bytes(self._buf[:n])
-            del self._buf[:n]
+        B = self._comp.batch_size
+        while len(self._buf) >= self._wave_bytes:  # one wave of whole cells at a time
+            cells = bytes(self._buf[: self._wave_bytes])
+            del self._buf[: self._wave_bytes]
             self._pending += self._comp._chunks(memoryview(cells))
-            B = self._comp.batch_size
             while len(self._pending) >= B:
                 self._code(self._pending[:B])
                 del self._pending[:B]

@@ -259,11 +259,12 @@ def encode_header(meta: dict[str, Any], *, deflate_meta: bool = True) -> bytes:
     blob = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     if len(blob) > MAX_META_LEN:
         raise ValueError(f"header metadata is {len(blob)} bytes, over the {MAX_META_LEN} limit")
-    d = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
-    packed = d.compress(blob) + d.flush()
     flags = 0
-    if deflate_meta and len(packed) < len(blob):
-        flags, blob = HEADER_FLAG_DEFLATE, packed
+    if deflate_meta:
+        d = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+        packed = d.compress(blob) + d.flush()
+        if len(packed) < len(blob):
+            flags, blob = HEADER_FLAG_DEFLATE, packed
     head = _HEADER_PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(blob)) + blob
     return head + _U32.pack(zlib.crc32(head))
 
