@@ -18,19 +18,23 @@ from pyllmcodec.models.export import main as export_main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _lineage(run: Path) -> dict:
-    """The training record of ``run`` (the run a continued run started from)."""
+def _lineage(run: Path, data: Path | None = None) -> dict:
+    """The training record of ``run``: its data manifest (from ``data``, else
+    the folder its config names), hyperparameters, final step and validation
+    figure, and, for a continued run, the record of the run it started from."""
     cfg = json.loads((run / "config.json").read_text())
     log = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if ln.strip()]
     val = [r for r in log if "val_bpb" in r]
     hp = dict(cfg["train"])
-    data = Path(hp.pop("data"))
-    hp.pop("out", None)
+    data = data or Path(hp["data"])
+    for k in ("data", "out"):
+        hp.pop(k, None)
+    init = hp.pop("init_from", None)
     rec = {"data": json.loads((data / "manifest.json").read_text()), "hyperparameters": hp,
            "final_step": log[-1]["step"] if log else None,
            "val_bits_per_byte": val[-1]["val_bpb"] if val else None}
-    if hp.get("init_from"):
-        rec["initialised_from"] = _lineage(Path(hp.pop("init_from")).parent)
+    if init:
+        rec["initialised_from"] = _lineage(Path(init).parent)
     return rec
 
 
@@ -42,23 +46,11 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="final.pt")
     ap.add_argument("--version", default="1.0.0")
     a = ap.parse_args()
-    cfg = json.loads((a.run / "config.json").read_text())
-    log = [json.loads(ln) for ln in (a.run / "log.jsonl").read_text().splitlines() if ln.strip()]
-    val = [r for r in log if "val_bpb" in r]
     training = {
-        "data": json.loads((a.data / "manifest.json").read_text()),
-        "hyperparameters": cfg["train"],
-        "final_step": log[-1]["step"] if log else None,
-        "val_bits_per_byte": val[-1]["val_bpb"] if val else None,
+        **_lineage(a.run, a.data),
         "script": "training/prepare_data.py + training/train.py + training/ship.py",
         "never_trained_on": ["linux-doc-*", "Canterbury corpus (alice29, asyoulik, lcet10, plrabn12)"],
     }
-    for k in ("data", "out"):
-        training["hyperparameters"].pop(k, None)
-    init = cfg["train"].get("init_from")
-    if init:  # a continued run: record the run it started from, recursively
-        training["hyperparameters"].pop("init_from", None)
-        training["initialised_from"] = _lineage(Path(init).parent)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(training, f)
     ck = a.run / a.checkpoint
