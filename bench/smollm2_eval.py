@@ -70,7 +70,7 @@ class IdealCore:
         self._core = core
         self.waves: list[np.ndarray] = []
 
-    def BatchEncoder(self, batch: int, **kw: Any) -> _IdealEncoder:  # noqa: N802 (mirrors the core's name)
+    def BatchEncoder(self, batch: int, **kw: Any) -> _IdealEncoder:  # mirrors the core's name
         enc = _IdealEncoder(self._core.BatchEncoder(batch, **kw), batch)
         self.waves.append(enc.bits)
         return enc
@@ -82,14 +82,14 @@ class IdealCore:
 def evaluate_file(comp: Any, name: str, data: bytes, *, verify: bool) -> dict[str, Any]:
     """Compress ``data`` with ``comp`` (a ``pyllmcodec.Compressor``), return a row."""
     import pyllmcodec
-    from pyllmcodec.models import load_model
     from pyllmcodec.constants import METHOD_NAMES, MODEL_METHODS
     from pyllmcodec.container import ArchiveIndex
 
+    chunks = comp._chunks(memoryview(data))  # the chunks compress will code (split cells included)
     runner = comp._session.runner
     real_core = runner.core
     probe = IdealCore(real_core)
-    comp._session.probe(comp.batch_size)  # computed once, outside the timing
+    comp._session.probe(max(1, min(len(chunks), comp.batch_size)))  # the first wave's batch: outside the timing
     runner.core = probe
     try:
         t0 = time.perf_counter()
@@ -111,8 +111,7 @@ def evaluate_file(comp: Any, name: str, data: bytes, *, verify: bool) -> dict[st
                 ideal += float(bits[e.row])
                 payload += e.coded_len
                 model_raw += e.raw_len
-    tokens = sum(len(t) for t in comp._session.tokenizer.tokenize_batch(
-        [data[i : i + comp.chunk_size] for i in range(0, len(data), comp.chunk_size)]))
+    tokens = sum(len(t) for t in comp._session.tokenizer.tokenize_batch([bytes(c) for c in chunks]))
     row: dict[str, Any] = {
         "file": name,
         "bytes": len(data),
@@ -145,9 +144,12 @@ def evaluate_file(comp: Any, name: str, data: bytes, *, verify: bool) -> dict[st
 
 def render(paths: list[str]) -> str:
     """A Markdown table of the rows in JSON-lines files, with a total per corpus."""
-    rows = [json.loads(ln) for p in paths for ln in open(p) if ln.strip()]
-    out = ["| corpus | file | chunk | bytes | bytes/token | chunks (methods) | ideal bits/byte | payload bits/byte "
-           "| coder overhead | archive bits/byte | compress B/s | decompress B/s |",
+    rows = []
+    for p in paths:
+        with open(p) as fh:
+            rows += [json.loads(ln) for ln in fh if ln.strip()]
+    out = [("| corpus | file | chunk | bytes | bytes/token | chunks (methods) | ideal bits/byte | payload bits/byte "
+            "| coder overhead | archive bits/byte | compress B/s | decompress B/s |"),
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by_corpus: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:

@@ -23,7 +23,13 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyllmcodec.constants import MAGIC, TAG_BLOCK, TAG_FOOTER, TRAILER_MAGIC
+from pyllmcodec.constants import (
+    MAGIC,
+    MAX_META_LEN,
+    TAG_BLOCK,
+    TAG_FOOTER,
+    TRAILER_MAGIC,
+)
 
 __all__ = ["Loose", "build_loose", "fix_checksums", "mutate", "mutate_bytes", "mutate_structure", "parse_loose"]
 
@@ -83,9 +89,9 @@ def parse_loose(data: bytes) -> Loose | None:
         if 14 + meta_len + 4 > len(data):
             return None
         raw = data[14 : 14 + meta_len]
-        if flags & 1:  # DEFLATE-compressed metadata
+        if flags & 1:  # DEFLATE-compressed metadata, inflated no further than a reader would
             try:
-                raw = zlib.decompress(raw, -15)
+                raw = zlib.decompressobj(-15).decompress(raw, MAX_META_LEN + 1)
             except zlib.error:
                 pass
         try:
