@@ -49,6 +49,9 @@ def seeds() -> list[tuple[str, bytes]]:
     add("zeros-deflate", b"\0" * 700, chunk_size=128, batch_size=2)
     add("mixed", TEXT[:100] + rnd[:60] + b"ab" * 60, chunk_size=32, batch_size=4)
     add("precision-16", TEXT[:120], chunk_size=40, batch_size=2, precision=16, fallback="stored")
+    crlf = TEXT[:160].replace(b" ", b"\r\n", 6) + b" \r\nend \r\n"
+    add("eol-bytes", crlf + crlf.replace(b"\r\n", b" \r\n") + TEXT[:50], chunk_size=40, batch_size=3,
+        fallback="stored")
     a, b = Compressor(model, chunk_size=32, batch_size=4, fallback="stored").compress_batch([TEXT[:40], TEXT[40:130]])
     out += [("shared-a", a), ("shared-b", b)]
     try:  # token-level archives (method model-tokens, split cells), with the fake "test-tokens"
@@ -58,6 +61,7 @@ def seeds() -> list[tuple[str, bytes]]:
     model = "test-tokens"
     add("tokens-text", TEXT[:200], chunk_size=64, batch_size=3, fallback="stored")
     add("tokens-split", bytes(range(32, 127)) * 2 + TEXT[:90], chunk_size=128, batch_size=2)
+    add("tokens-eol", crlf + crlf.replace(b"\r\n", b" \r\n"), chunk_size=64, batch_size=3, fallback="stored")
     add("tokens-invalid-utf8", b"caf\xc3 \xff\xfe the hat " * 5, chunk_size=48, batch_size=2)
     return out
 

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from . import eol
 from .backends.base import StepModel
 from .constants import (
     DEFAULT_BATCH_SIZE,
@@ -34,6 +35,7 @@ from .constants import (
     DEFLATE_LEVEL,
     MAX_BATCH_SIZE,
     MAX_CHUNK_SIZE,
+    EOL_SUFFIXES,
     METHOD_DEFLATE,
     METHOD_MODEL,
     METHOD_MODEL_TOKENS,
@@ -159,6 +161,10 @@ class Compressor:
     ``fallback``: ``"deflate"`` (default) also tries raw DEFLATE per chunk;
     ``"stored"`` only falls back to storing.  ``verify``: decode every wave
     right after coding it and compare (about doubles the time).
+    ``eol``: model-code a chunk whose every line ends in CR LF (or space CR LF)
+    with that suffix removed before each LF, restored exactly on decoding
+    (methods 4 and 5 of docs/FORMAT.md; pyllmcodec/eol.py says why); pass
+    ``False`` to code such chunks as they are.
 
     Output is never larger than ``len(data)`` plus the bound stated in
     ``docs/FORMAT.md`` (header + 16 bytes per chunk + 23 per wave + 77).
@@ -176,6 +182,7 @@ class Compressor:
         precision: int | None = None,
         fallback: str = "deflate",
         verify: bool = False,
+        eol: bool = True,
     ) -> None:
         self.model = _resolve_model(model, device, backend, threads)
         max_ctx = int(self.model.max_context)
@@ -199,6 +206,7 @@ class Compressor:
         self.precision = _default_precision() if precision is None else int(precision)
         self.fallback = fallback
         self.verify = bool(verify)
+        self.eol = bool(eol)
         self._session = _Session(self.model, self.precision)
 
     # ---------------------------------------------------------- internals
@@ -238,15 +246,28 @@ class Compressor:
         sequence when it round-trips byte-exactly and fits the context."""
         runner = self._session.runner
         tk = self._session.tokenizer
+        raws = [bytes(c) for c in chunks]
+        eols = [eol.choose(r) if self.eol else 0 for r in raws]
+        texts = [eol.strip(r, m) if m else r for r, m in zip(raws, eols)]
         if tk is None:
-            return [(METHOD_MODEL, p) for p in runner.encode_wave(batch, range(batch), chunks)]
+            coded = runner.encode_wave(batch, range(batch), texts)
+            return [(m or METHOD_MODEL, p) for m, p in zip(eols, coded)]
         max_ctx = int(self.model.max_context)
-        seqs = tk.tokenize_batch([bytes(c) for c in chunks])
-        ok = [0 < len(t) <= max_ctx and tk.detokenize(t) == bytes(c) and bool((_token_bytes(tk)[t] > 0).all())
-              for t, c in zip(seqs, chunks)]
+        tb = _token_bytes(tk)
+
+        def usable(t: np.ndarray, text: bytes) -> bool:
+            return 0 < len(t) <= max_ctx and tk.detokenize(t) == text and bool((tb[t] > 0).all())
+
+        seqs = tk.tokenize_batch(texts)
+        ok = [usable(t, x) for t, x in zip(seqs, texts)]
+        for k, m in enumerate(eols):
+            if m and not ok[k]:  # the stripped text does not tokenize cleanly: try the chunk as it is
+                eols[k], texts[k] = 0, raws[k]
+                seqs[k] = tk.tokenize(raws[k])
+                ok[k] = usable(seqs[k], raws[k])
         empty = np.zeros(0, dtype=np.int64)
         coded = runner.encode_wave(batch, range(batch), [t if k else empty for t, k in zip(seqs, ok)])
-        return [(METHOD_MODEL_TOKENS, p if k else None) for k, p in zip(ok, coded)]
+        return [(m or METHOD_MODEL_TOKENS, p if k else None) for m, k, p in zip(eols, ok, coded)]
 
     def _code_wave(self, chunks: Sequence[memoryview]) -> list[tuple[ChunkEntry, bytes | memoryview]]:
         """Model-code one wave (chunk k at row k), then pick each chunk's method."""
@@ -482,9 +503,9 @@ class _Job:
     key: tuple[Any, ...]
     batch: int
     rows: list[int] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
     payloads: list[Any] = field(default_factory=list)
     raw_lens: list[int] = field(default_factory=list)
+    methods: list[int] = field(default_factory=list)
     targets: list[tuple[int, int]] = field(default_factory=list)  # (archive, chunk)
 
 
@@ -730,43 +751,66 @@ def _token_bytes(tk: Any) -> Any:
 
 
 def _add_to_job(job: _Job, e: ChunkEntry, payload: Any, index: int, target: tuple[int, int]) -> None:
-    """Queue a model-coded chunk: its row, length and coder stream."""
+    """Queue a model-coded chunk: its row, length, method and coder stream."""
     job.rows.append(e.row)
-    job.lengths.append(e.raw_len)
     job.payloads.append(payload)
     job.raw_lens.append(e.raw_len)
+    job.methods.append(e.method)
     job.targets.append(target)
+
+
+def _newline_table(tk: Any, vocab_size: int) -> Any:
+    """int64 ``[V]``: LFs per symbol (per token's bytes; for a byte model, 1 at
+    byte 10), cached on the tokenizer."""
+    if tk is None:
+        return (np.arange(vocab_size) == 10).astype(np.int64)
+    nl = getattr(tk, "_pyllmcodec_newlines", None)
+    if nl is None:
+        nl = np.array([tk.token_bytes(i).count(b"\n") for i in range(tk.vocab_size)], dtype=np.int64)
+        tk._pyllmcodec_newlines = nl
+    return nl
 
 
 def _decode_job(sess: _Session, job: _Job) -> list[bytes]:
     order = sorted(range(len(job.rows)), key=lambda i: job.rows[i])
     rows = [job.rows[i] for i in order]
+    methods = [job.methods[i] for i in order]
     tk = sess.tokenizer
-    if tk is None:
+    if tk is None and not any(m in EOL_SUFFIXES for m in methods):
+        # byte rows with known lengths: the plain loop (the common case)
         got = sess.runner.decode_wave(
-            job.batch, rows, [job.lengths[i] for i in order], [job.payloads[i] for i in order]
+            job.batch, rows, [job.raw_lens[i] for i in order], [job.payloads[i] for i in order]
         )
-    else:
-        try:
-            got = sess.runner.decode_wave_tokens(
-                job.batch, rows, [job.raw_lens[i] for i in order], [job.payloads[i] for i in order],
-                _token_bytes(tk),
-            )
-        except ValueError as exc:
-            raise ChecksumError(f"{exc}: the archive is corrupt (or was decoded with different numerics)") from None
-    res: list[bytes] = [b""] * len(order)
+        res: list[bytes] = [b""] * len(order)
+        for pos, i in enumerate(order):
+            res[i] = got[pos]
+        return res
+    # rows end when their (restored) byte count reaches raw_len
+    V = int(sess.model.vocab_size)
+    sym_bytes = np.ones(V, dtype=np.int64) if tk is None else _token_bytes(tk)
+    extra = [len(EOL_SUFFIXES.get(m, b"")) for m in methods]
+    try:
+        got = sess.runner.decode_wave_tokens(
+            job.batch, rows, [job.raw_lens[i] for i in order], [job.payloads[i] for i in order],
+            sym_bytes, newlines=_newline_table(tk, V) if any(extra) else None, extra=extra,
+        )
+    except ValueError as exc:
+        raise ChecksumError(f"{exc}: the archive is corrupt (or was decoded with different numerics)") from None
+    res = [b""] * len(order)
     for pos, i in enumerate(order):
         if tk is None:
-            res[i] = got[pos]
-            continue
-        try:
-            data = tk.detokenize(got[pos])
-        except IndexError:
-            data = b""
+            data = got[pos].astype(np.uint8).tobytes()
+        else:
+            try:
+                data = tk.detokenize(got[pos])
+            except IndexError:
+                data = b""
+        if methods[pos] in EOL_SUFFIXES:
+            data = eol.restore(data, methods[pos])
         if len(data) != job.raw_lens[i]:
             raise ChecksumError(
-                f"a model-tokens chunk decoded to {len(data)} bytes, its entry says {job.raw_lens[i]}: "
-                "the archive is corrupt (or was decoded with different numerics)"
+                f"a {METHOD_NAMES[methods[pos]]} chunk decoded to {len(data)} bytes, its entry says "
+                f"{job.raw_lens[i]}: the archive is corrupt (or was decoded with different numerics)"
             )
         res[i] = data
     return res
@@ -869,6 +913,7 @@ def compress(
     precision: int | None = None,
     fallback: str = "deflate",
     verify: bool = False,
+    eol: bool = True,
 ) -> bytes:
     """Compress ``data`` into a ``.llmz`` archive.
 
@@ -879,7 +924,7 @@ def compress(
     """
     return _compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
-        batch_size=batch_size, precision=precision, fallback=fallback, verify=verify,
+        batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol,
     ).compress(data)
 
 

@@ -22,6 +22,9 @@ __all__ = [
     "METHOD_DEFLATE",
     "METHOD_MODEL",
     "METHOD_MODEL_TOKENS",
+    "METHOD_MODEL_EOL_CR",
+    "METHOD_MODEL_EOL_SPACE_CR",
+    "EOL_SUFFIXES",
     "MODEL_METHODS",
     "METHOD_NAMES",
     "METHOD_STORED",
@@ -93,17 +96,28 @@ METHOD_MODEL = 1
 METHOD_DEFLATE = 2
 
 #: model-tokens: a token-level model (one with a tokenizer, header key
-#: ``tokenizer``) coded the chunk's token sequence.  The payload is a varint
-#: token count followed by the coder's stream: the decoder must know how many
-#: steps to take, and the byte length does not say.  Only valid in archives
+#: ``tokenizer``) coded the chunk's token sequence.  The payload is the coder's
+#: stream; the token count is not stored: the decoder stops a row at the token
+#: that brings its bytes to the entry's ``raw_len``.  Only valid in archives
 #: whose header has ``tokenizer``; byte-level archives never contain it.
 METHOD_MODEL_TOKENS = 3
 
+#: model-eol-cr / model-eol-space-cr: the archive's model method (``model`` in
+#: a byte-level archive, ``model-tokens`` in a token-level one) coded the chunk
+#: with the suffix below removed before every LF; every LF of the chunk was
+#: preceded by it (see pyllmcodec/eol.py).  The decoder stops a row when its
+#: restored length (decoded bytes plus the suffix once per LF) reaches
+#: ``raw_len``.
+METHOD_MODEL_EOL_CR = 4
+METHOD_MODEL_EOL_SPACE_CR = 5
+EOL_SUFFIXES = {METHOD_MODEL_EOL_CR: b"\r", METHOD_MODEL_EOL_SPACE_CR: b" \r"}
+
 #: The methods that need the model to decode.
-MODEL_METHODS = (METHOD_MODEL, METHOD_MODEL_TOKENS)
+MODEL_METHODS = (METHOD_MODEL, METHOD_MODEL_TOKENS, METHOD_MODEL_EOL_CR, METHOD_MODEL_EOL_SPACE_CR)
 
 METHOD_NAMES = {METHOD_STORED: "stored", METHOD_MODEL: "model", METHOD_DEFLATE: "deflate",
-                METHOD_MODEL_TOKENS: "model-tokens"}
+                METHOD_MODEL_TOKENS: "model-tokens", METHOD_MODEL_EOL_CR: "model-eol-cr",
+                METHOD_MODEL_EOL_SPACE_CR: "model-eol-space-cr"}
 
 #: Default chunk size (bytes) for token-level models.  Measured with
 #: smollm2-135m (context 2048 tokens) on the first 64 KiB of alice29 and of

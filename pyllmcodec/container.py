@@ -36,6 +36,8 @@ from .constants import (
     MAX_META_LEN,
     METHOD_DEFLATE,
     METHOD_MODEL,
+    METHOD_MODEL_EOL_CR,
+    METHOD_MODEL_EOL_SPACE_CR,
     METHOD_MODEL_TOKENS,
     METHOD_NAMES,
     METHOD_STORED,
@@ -431,7 +433,8 @@ def parse_block_header(
         if method == METHOD_STORED:
             if coded_len != raw_len:
                 raise FormatError(f"{what}: stored chunk with coded length != raw length")
-        elif method in (METHOD_MODEL, METHOD_DEFLATE, METHOD_MODEL_TOKENS):
+        elif method in (METHOD_MODEL, METHOD_DEFLATE, METHOD_MODEL_TOKENS, METHOD_MODEL_EOL_CR,
+                        METHOD_MODEL_EOL_SPACE_CR):
             if method == METHOD_MODEL_TOKENS and "tokenizer" not in header.meta:
                 raise FormatError(f"{what}: method model-tokens in an archive without a tokenizer")
             if method == METHOD_MODEL and "tokenizer" in header.meta:

@@ -235,6 +235,8 @@ class WaveRunner:
         raw_lens: Sequence[int],
         payloads: Sequence[bytes | memoryview],
         token_bytes: np.ndarray,
+        newlines: np.ndarray | None = None,
+        extra: Sequence[int] | None = None,
     ) -> list[np.ndarray]:
         """Decode token-level chunks whose token counts are not stored: row
         ``r`` stops after the token that brings its decoded byte count
@@ -242,7 +244,14 @@ class WaveRunner:
         stepped each row for exactly its token count, and a chunk's tokens
         reach its byte length first at its last token, so the fed-token matrix
         is the same.  Raises ValueError when a row overshoots its length or
-        runs past the model's context (corrupt data)."""
+        runs past the model's context (corrupt data).
+
+        With ``newlines`` (LFs per symbol) and ``extra`` (per row, aligned with
+        ``rows``), a symbol counts ``token_bytes + newlines * extra`` bytes:
+        the line-ending methods, whose rows end when their restored length
+        (the suffix put back before each LF) reaches ``raw_lens``.  Byte-level
+        rows use this loop too (``token_bytes`` all ones): every symbol still
+        counts >= 1, so the rule ends each row at its last symbol."""
         streams: list[bytes] = [b""] * batch
         for r, p in zip(rows, payloads):
             streams[r] = bytes(p)
@@ -255,6 +264,11 @@ class WaveRunner:
         need = np.zeros(batch, dtype=np.int64)
         need[np.asarray(rows, dtype=np.int64)] = np.asarray(raw_lens, dtype=np.int64)
         got = np.zeros(batch, dtype=np.int64)
+        per_nl = np.zeros(batch, dtype=np.int64)
+        if newlines is not None and extra is not None:
+            per_nl[np.asarray(rows, dtype=np.int64)] = np.asarray(extra, dtype=np.int64)
+        else:
+            newlines = None
         steps = np.zeros(batch, dtype=np.int64)
         out = np.zeros((min(max_ctx, int(max(raw_lens, default=0))), batch), dtype=np.int64)
         P = self.precision
@@ -277,7 +291,7 @@ class WaveRunner:
                 s = dec.decode_probs(probs) if full else dec.decode_probs(probs[alive], rows=alive)
             out[t, alive] = s
             tok[alive] = s
-            got[alive] += token_bytes[s]
+            got[alive] += token_bytes[s] if newlines is None else token_bytes[s] + newlines[s] * per_nl[alive]
             t += 1
             done = got[alive] >= need[alive]
             if done.any():
