@@ -256,10 +256,21 @@ def test_export_from_transformers_matches_the_gguf_path(bundle_path, tmp_path):
 
     BPETokenizer.load(bundle_path / "tokenizer.json")._hf().save(str(tmp_path / "hf" / "tokenizer.json"))
     (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
-    from pyllmcodec.export_hf import export_hf
+    import pyllmcodec
+    from pyllmcodec import cli
+    from pyllmcodec.export_hf import load_exported
 
-    out = export_hf(str(tmp_path / "hf"), tmp_path / "bundle", name="smollm2-135m", bos=b.manifest["vocab"]["bos"])
+    out = tmp_path / "bundle"
+    # the CLI command, as a user runs it
+    assert cli.main(["export", str(tmp_path / "hf"), str(out), "--name", "smollm2-135m",
+                     "--bos", str(b.manifest["vocab"]["bos"])]) == 0
     m2 = json.loads((out / "manifest.json").read_text())
     assert m2["files"]["weights.bin"] == b.manifest["files"]["weights.bin"]
     assert m2["files"]["step.onnx"] == b.manifest["files"]["step.onnx"]
     assert len(tok["tokens"]) == c["vocab"]
+    # the exported bundle codes text and decodes it, and its archives are the GGUF bundle's
+    exported = load_exported(out, backend="onnxruntime", threads=1)
+    text = b"Alice was beginning to get very tired of sitting by her sister on the bank.\r\n" * 2
+    blob = pyllmcodec.compress(text, exported, chunk_size=96, batch_size=2)
+    assert pyllmcodec.info(blob)["methods"]["model-eol-cr"] >= 1
+    assert pyllmcodec.decompress(blob, model=exported) == text
