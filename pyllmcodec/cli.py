@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     pc.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows stepped together (default %(default)s)")
     pc.add_argument("--chunk-size", type=int, help="bytes per chunk (default 1024, capped by the model)")
     pc.add_argument("--verify", action="store_true", help="decode every wave after coding it and compare")
+    pc.add_argument("--no-eol", dest="eol", action="store_false",
+                    help="code CR LF line endings as they are (default: model-code CR LF text as LF, "
+                    "restored exactly)")
     pd = sub.add_parser("decompress", help="decompress FILE.llmz", epilog=EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(pd)
@@ -348,7 +351,7 @@ def _cmd_compress(args: Any) -> int:
     try:
         comp = Compressor(
             args.model or "default", device=args.device, backend=args.backend, threads=args.threads,
-            chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify,
+            chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify, eol=args.eol,
         )
     except ValueError as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None

@@ -36,6 +36,21 @@ def test_compress_then_decompress_roundtrip(work):
     assert (work / "a.txt").read_bytes() == TEXT
 
 
+def test_crlf_text_and_no_eol(work):
+    import pyllmcodec
+
+    crlf = TEXT.replace(b"\n", b"\r\n") if b"\n" in TEXT else TEXT.replace(b". ", b".\r\n")
+    (work / "w.txt").write_bytes(crlf)
+    assert main(["compress", *M, "-k", "-o", "on.llmz", "w.txt"]) == EXIT_OK
+    assert main(["compress", *M, "-k", "--no-eol", "-o", "off.llmz", "w.txt"]) == EXIT_OK
+    on, off = ((work / n).read_bytes() for n in ("on.llmz", "off.llmz"))
+    assert pyllmcodec.info(on)["methods"]["model-eol-cr"] > 0
+    assert pyllmcodec.info(off)["methods"]["model-eol-cr"] == 0
+    for n in ("on", "off"):
+        assert main(["decompress", "-k", "-o", f"{n}.out", f"{n}.llmz"]) == EXIT_OK
+        assert (work / f"{n}.out").read_bytes() == crlf
+
+
 def test_gzip_style_invocation(work):
     assert main([*M, "-k", "a.txt"]) == EXIT_OK
     assert listing(work) == ["a.txt", "a.txt.llmz"]
