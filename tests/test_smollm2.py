@@ -169,6 +169,20 @@ def test_round_trip_and_methods(ort_model):
 
 
 @needs_model
+def test_crlf_text_uses_the_eol_methods(ort_model):
+    import pyllmcodec
+
+    lines = TEXT[:150].replace(b"\n", b" ").split(b", ")
+    crlf, spcrlf = b"\r\n".join(lines) + b"\r\n", b" \r\n".join(lines) + b" \r\n"
+    for data, method in ((crlf, "model-eol-cr"), (spcrlf, "model-eol-space-cr")):
+        z = pyllmcodec.compress(data, model=ort_model, chunk_size=len(data), batch_size=2)
+        assert [c["method"] for c in pyllmcodec.info(z, chunks=True)["chunks"]] == [method]
+        assert pyllmcodec.decompress(z, model=ort_model) == data
+        off = pyllmcodec.compress(data, model=ort_model, chunk_size=len(data), batch_size=2, eol=False)
+        assert len(z) < len(off)
+
+
+@needs_model
 def test_corrupt_token_payload_is_caught(ort_model):
     import pyllmcodec
     from pyllmcodec.errors import CodecError
