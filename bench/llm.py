@@ -105,8 +105,8 @@ def pyllmcodec_status() -> tuple[bool, str]:
 def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int) -> float:
     """The model's ideal code length of ``data`` in bits.
 
-    ``data`` is cut into chunks of ``chunk_size`` bytes (the codec's chunking);
-    a token-level model (one with a ``tokenizer``) sees each chunk as its
+    ``data`` is cut into chunks of ``chunk_size`` bytes (the codec's chunking,
+    with its default line-ending transform, pyllmcodec/eol.py); a token-level model (one with a ``tokenizer``) sees each chunk as its
     tokens.  ``batch_size`` chunks are stepped together, each starts from
     ``model.bos``, and -log2 of the (row-normalised) probability of every
     actual symbol is summed in float64.
@@ -119,8 +119,12 @@ def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int) -> flo
         # the teacher-forced graph: same probabilities to ~1e-8, several times faster
         from pyllmcodec.models.evaluate import ideal_bits as forward_ideal_bits
 
-        return forward_ideal_bits(bundle, data, chunk_size, threads=getattr(model, "threads", None))
+        return forward_ideal_bits(bundle, data, chunk_size, threads=getattr(model, "threads", None), eol=True)
+    from pyllmcodec import eol
+
+    # the chunks as the encoder codes them (line-ending transform, eol=True)
     chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
+    chunks = [eol.strip(c, m) if (m := eol.choose(c)) else c for c in chunks]
     if tokenizer is not None:
         seqs = [np.asarray(t, dtype=np.int64) for t in tokenizer.tokenize_batch(chunks)]
     else:

@@ -208,3 +208,19 @@ def test_forward_ideal_bits_match_the_step_graph(tiny):
     assert ideal_bits(tiny, data, chunk, threads=1) == pytest.approx(want, rel=1e-6)
     with pytest.raises(ValueError, match="context"):
         ideal_bits(tiny, data, 10_000)
+    # eol=True scores chunks as the encoder codes them: CR LF chunks without the CR
+    from pyllmcodec import eol
+
+    text = b"one line\r\ntwo lines\r\n" * 9 + b"bare\n" + b"x\r\n" * 30
+    want = 0.0
+    for s in range(0, len(text), chunk):
+        c = text[s:s + chunk]
+        c = eol.strip(c, eol.choose(c)) if eol.choose(c) else c
+        st = model.new_state(1)
+        tok = np.array([model.bos])
+        for b in c:
+            p = model.step(st, tok)[0].astype(np.float64)
+            want -= np.log2(p[b] / p.sum())
+            tok = np.array([b])
+    assert ideal_bits(tiny, text, chunk, threads=1, eol=True) == pytest.approx(want, rel=1e-6)
+    assert ideal_bits(tiny, text, chunk, threads=1, eol=True) != pytest.approx(ideal_bits(tiny, text, chunk, threads=1))

@@ -3,7 +3,9 @@
     python training/evaluate.py FILE [FILE ...] [--bundle DIR | --model default] [--chunk-size 1024]
 
 Each file is cut into chunks of ``--chunk-size`` bytes (the last one shorter);
-each chunk is scored from BOS on, as the codec codes it.  The ideal code
+each chunk is scored from BOS on, as the codec codes it (a chunk whose every
+line ends in CR LF without the CR, as the encoder does; ``--no-eol`` scores it
+as it is).  The ideal code
 length is the sum of -log2 p(byte) from the model's float probabilities; the
 teacher-forced ONNX graph is used for speed (it agrees with the step graph the
 codec runs to ~1e-6 in probability, far below what changes a printed digit).
@@ -17,10 +19,10 @@ import time
 from pathlib import Path
 
 
-def bits_per_byte(data: bytes, bundle, chunk_size: int, threads: int | None = None) -> float:
+def bits_per_byte(data: bytes, bundle, chunk_size: int, threads: int | None = None, eol: bool = True) -> float:
     from pyllmcodec.models.evaluate import ideal_bits
 
-    return ideal_bits(bundle, data, chunk_size, threads=threads) / max(1, len(data))
+    return ideal_bits(bundle, data, chunk_size, threads=threads, eol=eol) / max(1, len(data))
 
 
 def main() -> None:
@@ -31,6 +33,8 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=1024)
     ap.add_argument("--limit", type=int, default=0, help="score only the first N bytes of each file")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--no-eol", dest="eol", action="store_false",
+                    help="score CR LF chunks as they are (default: as the codec codes them, CR removed)")
     a = ap.parse_args()
     from pyllmcodec.models.bundle import load_bundle, shipped_bundle_dirs
 
@@ -50,7 +54,7 @@ def main() -> None:
         if a.limit:
             data = data[: a.limit]
         t0 = time.time()
-        bpb = bits_per_byte(data, b, a.chunk_size, threads=a.threads)
+        bpb = bits_per_byte(data, b, a.chunk_size, threads=a.threads, eol=a.eol)
         tot_bits += bpb * len(data)
         tot_bytes += len(data)
         print(f"{f.name:30s} {len(data):10d} B  {bpb:.4f} bits/byte  ({time.time() - t0:.1f} s)")

@@ -17,9 +17,15 @@ __all__ = ["ideal_bits"]
 
 
 def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None = None,
-               batch: int = 8) -> float:
-    """Sum of -log2 p(byte) over ``data`` cut into ``chunk_size`` chunks."""
+               batch: int = 8, eol: bool = False) -> float:
+    """Sum of -log2 p(byte) over ``data`` cut into ``chunk_size`` chunks.
+
+    ``eol``: score each chunk as the codec's encoder codes it by default, with
+    CR (or space CR) removed before every LF where every line has it
+    (:mod:`pyllmcodec.eol`)."""
     import onnxruntime as ort
+
+    from .. import eol as _eol
 
     bos = int(bundle.manifest["vocab"]["bos"])
     if chunk_size > int(bundle.manifest["context_length"]):
@@ -29,18 +35,24 @@ def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None
         so.intra_op_num_threads = threads
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(bundle.graph_path("forward")), so, providers=["CPUExecutionProvider"])
-    arr = np.frombuffer(data, np.uint8)
-    starts = list(range(0, len(arr), chunk_size))
-    full = [s for s in starts if s + chunk_size <= len(arr)]
-    tail = [s for s in starts if s + chunk_size > len(arr)]
+    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
+    if eol:
+        chunks = [_eol.strip(c, m) if (m := _eol.choose(c)) else c for c in chunks]
     total = 0.0
-    for group, n in ((full, chunk_size), *(([s], len(arr) - s) for s in tail)):
-        for i in range(0, len(group), batch):
-            ys = np.stack([arr[s:s + n] for s in group[i:i + batch]]).astype(np.int64)
-            xs = np.concatenate([np.full((len(ys), 1), bos), ys[:, :-1]], 1)
-            lg = sess.run(None, {"tokens": xs})[0].astype(np.float64)
-            m = lg.max(-1, keepdims=True)
-            lse = np.log(np.exp(lg - m).sum(-1)) + m[..., 0]
-            picked = np.take_along_axis(lg, ys[..., None], -1)[..., 0]
-            total += float((lse - picked).sum())
+    for i in range(0, len(chunks), batch):
+        group = chunks[i : i + batch]
+        n = max(len(c) for c in group)
+        # rows shorter than the longest are padded at the end and masked: a
+        # causal model's outputs at earlier positions do not see the padding
+        ys = np.zeros((len(group), n), dtype=np.int64)
+        live = np.zeros((len(group), n), dtype=bool)
+        for r, c in enumerate(group):
+            ys[r, : len(c)] = np.frombuffer(c, np.uint8)
+            live[r, : len(c)] = True
+        xs = np.concatenate([np.full((len(ys), 1), bos), ys[:, :-1]], 1)
+        lg = sess.run(None, {"tokens": xs})[0].astype(np.float64)
+        m = lg.max(-1, keepdims=True)
+        lse = np.log(np.exp(lg - m).sum(-1)) + m[..., 0]
+        picked = np.take_along_axis(lg, ys[..., None], -1)[..., 0]
+        total += float((lse - picked)[live].sum())
     return total / math.log(2)
