@@ -111,7 +111,12 @@ def evaluate_file(comp: Any, name: str, data: bytes, *, verify: bool) -> dict[st
                 ideal += float(bits[e.row])
                 payload += e.coded_len
                 model_raw += e.raw_len
-    tokens = sum(len(t) for t in comp._session.tokenizer.tokenize_batch([bytes(c) for c in chunks]))
+    from pyllmcodec import eol
+
+    coded = [bytes(c) for c in chunks]  # as the encoder codes them (line-ending transform)
+    if comp.eol:
+        coded = [eol.strip(c, m) if (m := eol.choose(c)) else c for c in coded]
+    tokens = sum(len(t) for t in comp._session.tokenizer.tokenize_batch(coded))
     row: dict[str, Any] = {
         "file": name,
         "bytes": len(data),
