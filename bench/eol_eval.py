@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def _byte_scorer(threads: int) -> tuple[Callable[[bytes], float], int]:

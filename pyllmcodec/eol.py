@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .constants import EOL_SUFFIXES
 
-__all__ = ["choose", "strip", "restore"]
+__all__ = ["choose", "restore", "strip"]
 
 # longest suffix first: " \r" qualifies only where "\r" does, and strips more
 _ORDER = sorted(EOL_SUFFIXES.items(), key=lambda kv: -len(kv[1]))

@@ -9,10 +9,9 @@ import io
 import zlib
 
 import pytest
+from conftest import CORPUS, PROSE, get_model, get_token_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import CORPUS, PROSE, get_model, get_token_model
 
 import pyllmcodec
 from pyllmcodec import Compressor, Decompressor, eol
