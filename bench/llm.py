@@ -124,7 +124,7 @@ def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int) -> flo
 
     # the chunks as the encoder codes them (line-ending transform, eol=True)
     chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
-    chunks = [eol.strip(c, m) if (m := eol.choose(c)) else c for c in chunks]
+    chunks = [eol.encoded(c)[1] for c in chunks]
     if tokenizer is not None:
         seqs = [np.asarray(t, dtype=np.int64) for t in tokenizer.tokenize_batch(chunks)]
     else:

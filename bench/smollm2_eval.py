@@ -115,7 +115,7 @@ def evaluate_file(comp: Any, name: str, data: bytes, *, verify: bool) -> dict[st
 
     coded = [bytes(c) for c in chunks]  # as the encoder codes them (line-ending transform)
     if comp.eol:
-        coded = [eol.strip(c, m) if (m := eol.choose(c)) else c for c in coded]
+        coded = [eol.encoded(c)[1] for c in coded]
     tokens = sum(len(t) for t in comp._session.tokenizer.tokenize_batch(coded))
     row: dict[str, Any] = {
         "file": name,

@@ -247,8 +247,9 @@ class Compressor:
         runner = self._session.runner
         tk = self._session.tokenizer
         raws = [bytes(c) for c in chunks]
-        eols = [eol.choose(r) if self.eol else 0 for r in raws]
-        texts = [eol.strip(r, m) if m else r for r, m in zip(raws, eols)]
+        picked = [eol.encoded(r) if self.eol else (0, r) for r in raws]
+        eols = [m for m, _ in picked]
+        texts = [t for _, t in picked]
         if tk is None:
             coded = runner.encode_wave(batch, range(batch), texts)
             return [(m or METHOD_MODEL, p) for m, p in zip(eols, coded)]

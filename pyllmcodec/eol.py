@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .constants import EOL_SUFFIXES
 
-__all__ = ["choose", "restore", "strip"]
+__all__ = ["choose", "encoded", "restore", "strip"]
 
 # longest suffix first: " \r" qualifies only where "\r" does, and strips more
 _ORDER = sorted(EOL_SUFFIXES.items(), key=lambda kv: -len(kv[1]))
@@ -49,3 +49,10 @@ def strip(chunk: bytes, method: int) -> bytes:
 def restore(data: bytes, method: int) -> bytes:
     """Inverse of :func:`strip`: the method's suffix put back before every LF."""
     return data.replace(b"\n", EOL_SUFFIXES[method] + b"\n")
+
+
+def encoded(chunk: bytes) -> tuple[int, bytes]:
+    """``(method, text)``: what the encoder model-codes for ``chunk`` -- the
+    chosen method (0: none) and the chunk with its suffix stripped."""
+    m = choose(chunk)
+    return m, (strip(chunk, m) if m else chunk)

@@ -39,6 +39,8 @@ def test_choose_picks_the_longest_suffix_every_line_has():
     assert eol.choose(b"") == 0
     assert eol.choose(b"\n") == 0
     assert eol.choose(b"\r\r\n") == METHOD_MODEL_EOL_CR
+    assert eol.encoded(b"a \r\nb \r\n") == (METHOD_MODEL_EOL_SPACE_CR, b"a\nb\n")
+    assert eol.encoded(b"a\r\nb\n") == (0, b"a\r\nb\n")
 
 
 @given(st.lists(st.sampled_from([b"a", b" ", b"\r", b"\n", b"\r\n", b" \r\n", b"xy"]), max_size=60))

@@ -196,15 +196,19 @@ def test_forward_ideal_bits_match_the_step_graph(tiny):
     model = open_bundle(tiny, backend="onnxruntime", device="cpu", threads=1)
     data = bytes(np.random.default_rng(5).integers(0, 256, 300, dtype=np.uint8))
     chunk = 128
-    want = 0.0
-    for s in range(0, len(data), chunk):
-        c = np.frombuffer(data[s:s + chunk], np.uint8)
-        st = model.new_state(1)
-        tok = np.array([model.bos])
-        for b in c:
-            p = model.step(st, tok)[0].astype(np.float64)
-            want -= np.log2(p[b] / p.sum())
-            tok = np.array([b])
+
+    def stepped_bits(chunks):  # the reference: each chunk stepped from BOS, -log2 p summed
+        bits = 0.0
+        for c in chunks:
+            st = model.new_state(1)
+            tok = np.array([model.bos])
+            for b in c:
+                p = model.step(st, tok)[0].astype(np.float64)
+                bits -= np.log2(p[b] / p.sum())
+                tok = np.array([b])
+        return bits
+
+    want = stepped_bits(data[s:s + chunk] for s in range(0, len(data), chunk))
     assert ideal_bits(tiny, data, chunk, threads=1) == pytest.approx(want, rel=1e-6)
     with pytest.raises(ValueError, match="context"):
         ideal_bits(tiny, data, 10_000)
@@ -212,15 +216,6 @@ def test_forward_ideal_bits_match_the_step_graph(tiny):
     from pyllmcodec import eol
 
     text = b"one line\r\ntwo lines\r\n" * 9 + b"bare\n" + b"x\r\n" * 30
-    want = 0.0
-    for s in range(0, len(text), chunk):
-        c = text[s:s + chunk]
-        c = eol.strip(c, eol.choose(c)) if eol.choose(c) else c
-        st = model.new_state(1)
-        tok = np.array([model.bos])
-        for b in c:
-            p = model.step(st, tok)[0].astype(np.float64)
-            want -= np.log2(p[b] / p.sum())
-            tok = np.array([b])
+    want = stepped_bits(eol.encoded(text[s:s + chunk])[1] for s in range(0, len(text), chunk))
     assert ideal_bits(tiny, text, chunk, threads=1, eol=True) == pytest.approx(want, rel=1e-6)
     assert ideal_bits(tiny, text, chunk, threads=1, eol=True) != pytest.approx(ideal_bits(tiny, text, chunk, threads=1))

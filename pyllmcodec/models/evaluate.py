@@ -37,7 +37,7 @@ def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None
     sess = ort.InferenceSession(str(bundle.graph_path("forward")), so, providers=["CPUExecutionProvider"])
     chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
     if eol:
-        chunks = [_eol.strip(c, m) if (m := _eol.choose(c)) else c for c in chunks]
+        chunks = [_eol.encoded(c)[1] for c in chunks]
     total = 0.0
     for i in range(0, len(chunks), batch):
         group = chunks[i : i + batch]
