@@ -184,6 +184,50 @@ def measure(model: str, backend: str, device: str, batch: int, chunk: int | None
             "compress_s": t1 - t0, "decompress_s": t2 - t1, "verified": ok}
 
 
+def devquant_check(device: str, batch: int = 256, vocab: int = 49152, repeats: int = 5) -> dict[str, Any]:
+    """The large-vocabulary step's device quantizer on ``device``: whether its
+    in-order scan passed the self-check, whether its tables equal
+    ``core.quantize`` on softmax rows of SmolLM2's shape, and the median time
+    of one encoder-side ``symbol_ranges`` call (scan path and the plain block
+    loop) at ``batch`` rows."""
+    import numpy as np
+    import torch
+
+    from pyllmcodec import core, devquant
+
+    P = core.DEFAULT_PRECISION
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(batch, vocab, generator=g) * 6
+    probs = torch.softmax(logits, -1).to(device)
+    probs[1] *= 1e-25  # a tiny row (pre = 2^100)
+    out: dict[str, Any] = {"batch": batch, "vocab": vocab,
+                           "scan_in_order": devquant.scan_is_sequential(device, vocab // 32)}
+    rows = min(batch, 32)
+    want = core.quantize(probs[:rows].cpu().numpy(), precision=P).astype(np.int64)
+    out["tables_equal_core"] = bool(np.array_equal(devquant.quantize(probs[:rows], P).cpu().numpy(), want))
+    sym = torch.randint(0, vocab, (batch,), generator=g).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def timed(fn: Any) -> float:
+        ts = []
+        for _ in range(repeats):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            ts.append(time.perf_counter() - t0)
+        return sorted(ts)[len(ts) // 2]
+
+    out["symbol_ranges_ms"] = round(1e3 * timed(lambda: devquant.symbol_ranges(probs, sym, P)), 3)
+    saved = devquant._scan_lanes
+    try:  # the fallback a device gets when its scan fails the self-check
+        devquant._scan_lanes = devquant._loop_lanes
+        out["symbol_ranges_loop_ms"] = round(1e3 * timed(lambda: devquant.symbol_ranges(probs, sym, P)), 3)
+    finally:
+        devquant._scan_lanes = saved
+    return out
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     if a.plugin:
         import importlib
@@ -211,6 +255,13 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("CUDA is not available to torch; use --device cpu for a smoke test")
     except ImportError:
         doc["torch"] = None
+    if doc["torch"] is not None and not a.no_devquant:
+        try:
+            _log("device quantizer check")
+            doc["devquant"] = devquant_check(a.device, batch=8 if a.quick else 256, repeats=2 if a.quick else 5)
+            _log(f"device quantizer: {doc['devquant']}")
+        except Exception as e:  # informative; the round trips below still decide
+            doc["skipped"].append(f"device quantizer check: {type(e).__name__}: {str(e)[:300]}")
     models = _models(a.models, a.quick)
     if not models:
         doc["skipped"].append("no model registered (is the default model bundle built and shipped?)")
@@ -265,6 +316,12 @@ def format_table(doc: dict[str, Any]) -> str:
         lines.append(f"| {r['model']} | {r['backend']} | {r['batch_size']} | {r['chunk_size']} | "
                      f"{r['bytes'] / 1024:.0f} | {r['bits_per_byte']:.3f} | {r['compress_MBps']:.3g} | "
                      f"{r['decompress_MBps']:.3g} | {'ok' if r['verified'] else 'FAILED'} |")
+    dq = doc.get("devquant")
+    if dq:
+        lines += ["", f"device quantizer (B={dq['batch']}, V={dq['vocab']}): in-order scan "
+                      f"{'ok' if dq['scan_in_order'] else 'FAILED (loop used)'}, tables == core.quantize: "
+                      f"{'yes' if dq['tables_equal_core'] else 'NO'}, symbol_ranges {dq['symbol_ranges_ms']} ms "
+                      f"(block loop {dq['symbol_ranges_loop_ms']} ms)"]
     if doc.get("warmup_s"):
         lines += ["", "warm-up (not timed above): " + ", ".join(f"{k} {v} s" for k, v in doc["warmup_s"].items())]
     if doc["skipped"]:
@@ -293,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", type=_csv, help="subset of torch,onnxruntime")
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting new cells after this")
     ap.add_argument("--json", type=Path, help="write the results here (default $OUT/gpu_bench.json if $OUT)")
+    ap.add_argument("--no-devquant", action="store_true", help="skip the device quantizer check")
     ap.add_argument("--plugin", help="module to import first (registers extra models; for tests)")
     a = ap.parse_args(argv)
     doc = run(a)
@@ -303,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         target.write_text(json.dumps(doc, indent=1) + "\n")
         _log(f"wrote {target}")
     failed = [r for r in doc["rows"] if not r["verified"]]
-    return 1 if failed or not doc["rows"] else 0
+    dq_bad = bool(doc.get("devquant")) and not doc["devquant"]["tables_equal_core"]
+    return 1 if failed or dq_bad or not doc["rows"] else 0
 
 
 if __name__ == "__main__":

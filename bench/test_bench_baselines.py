@@ -222,3 +222,6 @@ def test_gpu_bench_cpu_smoke(tmp_path):
     assert [row["batch_size"] for row in doc["rows"]] == [2, 4]
     assert all(row["verified"] for row in doc["rows"])
     assert "| bench-toy | torch | 4 |" in r.stdout
+    dq = doc["devquant"]  # the large-vocabulary device quantizer, checked on the CPU here
+    assert dq["scan_in_order"] and dq["tables_equal_core"] and dq["symbol_ranges_ms"] > 0
+    assert "tables == core.quantize: yes" in r.stdout

@@ -17,8 +17,15 @@ same float32 row, step for step of the contract in ``csrc/quantizer.hpp``:
    of the 8 float64 lanes accumulates its ``q_j`` block after block *in
    order*, the tail element ``t`` into lane ``t % 8``; the lanes are combined
    ``((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7))``.  The in-order accumulation is a
-   sequential scan: on the CPU ``torch.cumsum`` is exactly that loop; on other
-   devices (whose scans reassociate) an explicit loop over the blocks is used.
+   sequential scan, done as ``torch.cumsum`` over the block dimension of a
+   ``[B, V/32, 8]`` tensor: not the innermost dimension, so PyTorch's CPU
+   loop and its CUDA "outer dimension" scan kernel (one thread per row and
+   lane, adding in order) both add in exactly the contract's order.  That
+   is an implementation property, not a documented guarantee, so it is
+   *checked*: the first use on each device runs :func:`scan_is_sequential`
+   (adversarial rows whose sums change under any reassociation, against a
+   plain Python float64 loop); a device that fails it gets an explicit
+   loop over the blocks (V/32 small ops per step: correct, slow).
 2. ``pre`` = 2^100 if ``S < 2^-64`` else 1; ``s32 = float32(c / (S * pre))``
    in float64, ``c = 2^P - V - (2^P >> 20)``.
 3. ``f[i] = 1 + trunc(float32(float32(p[i] * pre) * s32))`` for ``i < V-1``
@@ -27,18 +34,82 @@ same float32 row, step for step of the contract in ``csrc/quantizer.hpp``:
 
 ``tests/test_smollm2.py`` checks the tables against ``core.quantize`` bit for
 bit on CPU tensors, including rows that exercise the tail and the ``pre``
-rescaling.  The fused GPU kernel that would make step 1 cheap on CUDA is not
-written yet (docs/SMOLLM2.md).
+rescaling, and that a reassociating scan is caught by the self-check and
+replaced by the loop without changing a table.  ``bench/gpu_bench.py``
+prints the self-check's result and compares device tables with
+``core.quantize`` on the GPU machine.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["find_symbols", "freqs", "quantize", "symbol_ranges"]
+__all__ = ["find_symbols", "freqs", "quantize", "scan_is_sequential", "symbol_ranges"]
 
 _TINY = 2.0**-64
 _HUGE = 2.0**100
+
+
+def _scan_lanes(q: torch.Tensor) -> torch.Tensor:
+    """Last row of the in-order prefix sums of ``q`` (float64 ``[B, nb, 8]``)
+    over dim 1: ``[B, 8]``.  In order only where :func:`scan_is_sequential`
+    says so."""
+    return torch.cumsum(q, dim=1)[:, -1]
+
+
+def _loop_lanes(q: torch.Tensor) -> torch.Tensor:
+    lanes = torch.zeros(q.shape[0], 8, dtype=torch.float64, device=q.device)
+    for i in range(q.shape[1]):
+        lanes = lanes + q[:, i]
+    return lanes
+
+
+_SCAN_CHECKED: dict[str, bool] = {}
+
+
+def _adversarial_blocks(nb: int, seed: int = 20261127) -> list[list[list[float]]]:
+    """``[2][nb][8]`` float64 values (each a float32, like the contract's
+    ``q_j``) whose in-order sums differ from any regrouping: a large first
+    value followed by many values below half its ulp, spread over 70
+    binades, so a sequential sum drops them one by one while a tree or a
+    blocked scan lets them add up first."""
+    import random
+
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(2):
+        blocks = []
+        for i in range(nb):
+            lane = []
+            for _j in range(8):
+                if i == 0:
+                    v = 1.0 + rnd.random()
+                else:
+                    v = rnd.random() * 2.0 ** rnd.randint(-70, -52)
+                lane.append(float(torch.tensor(v, dtype=torch.float32)))
+            blocks.append(lane)
+        rows.append(blocks)
+    return rows
+
+
+def scan_is_sequential(device: torch.device | str, nb: int = 1536) -> bool:
+    """Whether ``torch.cumsum`` over dim 1 of a float64 ``[B, nb, 8]`` tensor
+    on ``device`` adds in order, bit for bit (see the module note).  Cached
+    per device; ``nb`` = 1536 is SmolLM2's V/32."""
+    key = f"{torch.device(device)}/{nb}"
+    if key not in _SCAN_CHECKED:
+        rows = _adversarial_blocks(nb)
+        want = []
+        for blocks in rows:
+            lanes = [0.0] * 8
+            for block in blocks:  # the contract's loop, in Python floats (IEEE double)
+                for j in range(8):
+                    lanes[j] += block[j]
+            want.append(lanes)
+        q = torch.tensor(rows, dtype=torch.float64, device=device)
+        got = _scan_lanes(q).cpu().tolist()
+        _SCAN_CHECKED[key] = got == want
+    return _SCAN_CHECKED[key]
 
 
 def _row_sums(p: torch.Tensor) -> torch.Tensor:
@@ -48,11 +119,7 @@ def _row_sums(p: torch.Tensor) -> torch.Tensor:
     if nb:
         x = p[:, : nb * 32].reshape(B, nb, 4, 8)
         q = ((x[:, :, 0] + x[:, :, 1]) + (x[:, :, 2] + x[:, :, 3])).double()  # [B, nb, 8]
-        if p.device.type == "cpu":
-            lanes = torch.cumsum(q, dim=1)[:, -1]  # the CPU scan is the sequential loop
-        else:
-            for i in range(nb):
-                lanes = lanes + q[:, i]
+        lanes = _scan_lanes(q) if scan_is_sequential(p.device, nb) else _loop_lanes(q)
     tail = V - nb * 32
     for t in range(tail):
         lanes[:, t % 8] += p[:, nb * 32 + t].double()

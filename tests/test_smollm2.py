@@ -62,6 +62,23 @@ def test_device_ranges_and_find_agree_with_the_table():
     assert np.array_equal(lo, cdf[np.arange(5), s]) and np.all(lo <= targets) and np.all(targets < lo + f)
 
 
+def test_the_in_order_scan_is_checked_and_a_reassociating_one_is_replaced(monkeypatch):
+    assert devquant.scan_is_sequential("cpu")  # torch's CPU scan adds in order
+    monkeypatch.setattr(devquant, "_SCAN_CHECKED", {})
+    # a device whose scan regroups (a tree, like most parallel scans)
+    monkeypatch.setattr(devquant, "_scan_lanes", lambda q: q.sum(dim=1))
+    assert not devquant.scan_is_sequential("cpu")
+    calls = []
+    loop = devquant._loop_lanes
+    monkeypatch.setattr(devquant, "_loop_lanes", lambda q: calls.append(1) or loop(q))
+    V = 49152
+    p = _rows(V, 3)
+    p[0, :32] = np.float32(0.9)  # big first block: later sums round differently when regrouped
+    got = devquant.quantize(torch.from_numpy(p), P).numpy()
+    assert np.array_equal(got, core.quantize(p, precision=P).astype(np.int64))
+    assert calls == [1]  # ... because the explicit loop did the sums
+
+
 def test_device_quantizer_rejects_bad_rows():
     with pytest.raises(ValueError):
         devquant.quantize(torch.tensor([[0.5, float("nan")]]), P)
