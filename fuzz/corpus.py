@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from . import targets
-from .mutate import mutate
+from .mutate import build_loose, mutate, parse_loose
 
 __all__ = ["core_seeds", "seeds", "write"]
 
@@ -54,6 +54,12 @@ def seeds() -> list[tuple[str, bytes]]:
         fallback="stored")
     a, b = Compressor(model, chunk_size=32, batch_size=4, fallback="stored").compress_batch([TEXT[:40], TEXT[40:130]])
     out += [("shared-a", a), ("shared-b", b)]
+    for name, blob in list(out):  # the first entry layout (tag 'W'), which readers keep accepting
+        if name in ("text-waves", "mixed", "eol-bytes", "shared-b"):
+            lz = parse_loose(blob)
+            assert lz is not None
+            lz.compact = False
+            out.append((name + "-first-layout", build_loose(lz)))
     try:  # token-level archives (method model-tokens, split cells), with the fake "test-tokens"
         import tokenizers  # noqa: F401
     except ImportError:

@@ -27,6 +27,7 @@ from pyllmcodec.constants import (
     MAGIC,
     MAX_META_LEN,
     TAG_BLOCK,
+    TAG_BLOCK_COMPACT,
     TAG_FOOTER,
     TRAILER_MAGIC,
 )
@@ -54,6 +55,8 @@ class Loose:
     flags: int = 0
     meta: Any = None  # the parsed JSON, or the raw bytes if it was not JSON
     blocks: list[tuple[int, list[list[int]], list[bytes]]] = field(default_factory=list)
+    # entry layout of every block: the compact one (tag 'w', current writers) or the first ('W')
+    compact: bool = True
     # footer: total, chunks, sha256 (None: recompute totals from the blocks)
     total: int | None = None
     n_chunks: int | None = None
@@ -101,17 +104,40 @@ def parse_loose(data: bytes) -> Loose | None:
         lz = Loose(version, flags, meta)
         pos = 14 + meta_len + 4
         n = len(data)
-        while pos + 9 <= n and data[pos] == TAG_BLOCK:
+        lz.compact = pos < n and data[pos] == TAG_BLOCK_COMPACT
+        chunk_size = meta.get("chunk_size") if isinstance(meta, dict) else None
+        while pos + 9 <= n and data[pos] in (TAG_BLOCK, TAG_BLOCK_COMPACT):
+            compact = data[pos] == TAG_BLOCK_COMPACT
             _tag, batch, count, body_len = struct.unpack_from("<BHHI", data, pos)
             p, end = pos + 9, min(pos + 9 + body_len, n)
             entries: list[list[int]] = []
+            row = -1
             for _ in range(count):
-                row, p = _uvarint(data, p, end)
-                raw_len, p = _uvarint(data, p, end)
-                coded_len, p = _uvarint(data, p, end)
-                method = data[p] if p < end else 0
-                crc = struct.unpack_from("<I", data, p + 1)[0] if p + 5 <= end else 0
-                p += 5
+                if compact:
+                    lead = data[p] if p < end else 0
+                    p += 1
+                    method = lead & 0x3F
+                    if lead & 0x80:
+                        row += 1
+                    else:
+                        row, p = _uvarint(data, p, end)
+                    if lead & 0x40 and isinstance(chunk_size, int):
+                        raw_len = chunk_size
+                    else:
+                        raw_len, p = _uvarint(data, p, end)
+                    if method == 0:
+                        coded_len = raw_len
+                    else:
+                        coded_len, p = _uvarint(data, p, end)
+                    crc = struct.unpack_from("<I", data, p)[0] if p + 4 <= end else 0
+                    p += 4
+                else:
+                    row, p = _uvarint(data, p, end)
+                    raw_len, p = _uvarint(data, p, end)
+                    coded_len, p = _uvarint(data, p, end)
+                    method = data[p] if p < end else 0
+                    crc = struct.unpack_from("<I", data, p + 1)[0] if p + 5 <= end else 0
+                    p += 5
                 entries.append([row, raw_len, coded_len, method, crc])
                 if p > end:
                     break
@@ -147,17 +173,31 @@ def build_loose(lz: Loose) -> bytes:
     out = bytearray(head + struct.pack("<I", zlib.crc32(head)))
     table = []
     total = chunks = 0
+    chunk_size = lz.meta.get("chunk_size") if isinstance(lz.meta, dict) else None
     for batch, entries, payloads in lz.blocks:
         body = bytearray()
+        last_row = -1
         for row, raw_len, coded_len, method, crc in entries:
-            _put_uvarint(body, row)
-            _put_uvarint(body, raw_len)
-            _put_uvarint(body, coded_len)
-            body.append(method & 0xFF)
+            if lz.compact:  # the writer's rules; a stored entry's coded length follows its raw length
+                lead = (method & 0x3F) | (0x40 if raw_len == chunk_size else 0) | (0x80 if row == last_row + 1 else 0)
+                body.append(lead)
+                if not lead & 0x80:
+                    _put_uvarint(body, row)
+                if not lead & 0x40:
+                    _put_uvarint(body, raw_len)
+                if method & 0x3F:
+                    _put_uvarint(body, coded_len)
+                last_row = row
+            else:
+                _put_uvarint(body, row)
+                _put_uvarint(body, raw_len)
+                _put_uvarint(body, coded_len)
+                body.append(method & 0xFF)
             body += struct.pack("<I", crc & 0xFFFFFFFF)
             total += max(0, raw_len)
         chunks += len(entries)
-        bh = struct.pack("<BHHI", TAG_BLOCK, batch & 0xFFFF, len(entries) & 0xFFFF, len(body)) + bytes(body)
+        tag = TAG_BLOCK_COMPACT if lz.compact else TAG_BLOCK
+        bh = struct.pack("<BHHI", tag, batch & 0xFFFF, len(entries) & 0xFFFF, len(body)) + bytes(body)
         table.append((len(out), len(entries) & 0xFFFF))
         out += bh + struct.pack("<I", zlib.crc32(bh))
         for p in payloads:
@@ -289,6 +329,8 @@ def mutate_structure(lz: Loose, rng: random.Random) -> Loose:
         elif op == 3:
             lz.version = rng.choice((0, 2, 255, 1))
             lz.flags = rng.choice((0, 0, 1, 0x80))
+            if rng.random() < 0.5:  # the other entry layout: both must parse to the same chunks
+                lz.compact = not lz.compact
         elif op <= 6 and lz.blocks:
             bi = rng.randrange(len(lz.blocks))
             batch, entries, payloads = lz.blocks[bi]
@@ -296,7 +338,7 @@ def mutate_structure(lz: Loose, rng: random.Random) -> Loose:
                 k = rng.randrange(len(entries))
                 f = rng.randrange(5)
                 entries[k][f] = rng.choice(INTERESTING_INTS + [entries[k][f] + 1, entries[k][f] - 1]) if f != 3 \
-                    else rng.choice((0, 1, 2, 3, 255))
+                    else rng.choice((0, 1, 2, 3, 4, 5, 6, 63, 255))
                 entries[k][f] = max(0, entries[k][f]) if f != 4 else entries[k][f] & 0xFFFFFFFF
                 if f == 2 and rng.random() < 0.7:  # keep the payload consistent with the new length
                     p = payloads[k]

@@ -12,7 +12,7 @@ from pyllmcodec.errors import (
     OutputLimitError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from pyllmcodec.codec import (  # noqa: E402 - after __version__, which archives record
     Compressor,

@@ -31,6 +31,7 @@ __all__ = [
     "PROBE_BYTES",
     "PROBE_VERSION",
     "TAG_BLOCK",
+    "TAG_BLOCK_COMPACT",
     "TAG_FOOTER",
     "TRAILER_MAGIC",
 ]
@@ -50,6 +51,10 @@ TRAILER_MAGIC = b"LZE1"
 
 #: Block tag ("W" for wave): one block per wave that holds chunks of this archive.
 TAG_BLOCK = 0x57
+#: Block tag of the compact entry layout ("w"; docs/FORMAT.md section 3): the
+#: same block, with entries that leave out a row, raw length or coded length
+#: that follows from the previous entry, ``chunk_size`` or the method.
+TAG_BLOCK_COMPACT = 0x77
 #: Footer tag ("E" for end): exactly one, after the last block.
 TAG_FOOTER = 0x45
 

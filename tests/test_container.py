@@ -58,10 +58,10 @@ def make_meta(**over):
     return build_meta(**kw)
 
 
-def stored_archive(data: bytes, chunk: int = 8, batch: int = 2) -> bytes:
+def stored_archive(data: bytes, chunk: int = 8, batch: int = 2, compact: bool = True) -> bytes:
     """An archive of stored chunks in the standard schedule (no model needed)."""
     out = bytearray()
-    w = ArchiveWriter(out.extend, make_meta(chunk_size=chunk, batch_size=batch))
+    w = ArchiveWriter(out.extend, make_meta(chunk_size=chunk, batch_size=batch), compact=compact)
     chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
     for s in range(0, len(chunks), batch):
         wave = chunks[s : s + batch]
@@ -90,8 +90,18 @@ def test_golden_stored_archive():
     assert hashlib.sha256(blob).hexdigest() == GOLDEN_SHA256
 
 
-GOLDEN_LEN = 438  # 641 with the plain-JSON header below
-GOLDEN_SHA256 = "00ef063e4ee7a2f5a7ca6f47456234db66b4f2a9116cce65f6468c2152225c9b"
+GOLDEN_LEN = 424  # 438 with the first entry layout, 641 with the plain-JSON header too (below)
+GOLDEN_SHA256 = "6ec139a6b8fd663f5a1db63dfec538b7908ad827517fde0e10b9821d7891fb22"
+
+
+def test_first_entry_layout_still_reads():
+    # the first block layout (tag 'W', every entry field spelled out), pinned: it must keep decoding
+    old = stored_archive(DATA, compact=False)
+    assert len(old) == 438
+    assert hashlib.sha256(old).hexdigest() == "00ef063e4ee7a2f5a7ca6f47456234db66b4f2a9116cce65f6468c2152225c9b"
+    new = stored_archive(DATA)
+    assert [b.entries for b in ArchiveIndex(old).blocks] == [b.entries for b in ArchiveIndex(new).blocks]
+    assert b"".join(p for _, ps in ArchiveReader(io.BytesIO(old)).blocks() for p in ps) == DATA
 
 
 def test_plain_json_header_layout_still_reads(monkeypatch):
@@ -101,7 +111,7 @@ def test_plain_json_header_layout_still_reads(monkeypatch):
     import pyllmcodec.container as container
 
     monkeypatch.setattr(container, "encode_header", functools.partial(encode_header, deflate_meta=False))
-    old = stored_archive(DATA)
+    old = stored_archive(DATA, compact=False)
     monkeypatch.undo()
     assert len(old) == 641
     assert hashlib.sha256(old).hexdigest() == "37ad79d0c0f80d5d83f78107cb29d56aa732f5c12b2b2ac36b59f596c0602e57"
@@ -272,8 +282,8 @@ def test_huge_meta_length_is_refused_before_reading():
         ArchiveReader(io.BytesIO(head))
 
 
-def _block_bytes(batch, entries_raw: bytes, count: int) -> bytes:
-    head = struct.pack("<BHHI", 0x57, batch, count, len(entries_raw)) + entries_raw
+def _block_bytes(batch, entries_raw: bytes, count: int, tag: int = 0x57) -> bytes:
+    head = struct.pack("<BHHI", tag, batch, count, len(entries_raw)) + entries_raw
     return head + struct.pack("<I", zlib.crc32(head))
 
 
@@ -297,6 +307,72 @@ def test_hostile_block_entries_with_valid_crcs(batch, count, entries, why):
     with pytest.raises(FormatError, match=why):
         for _ in ArchiveReader(io.BytesIO(blob)).blocks():
             pass
+
+
+NEXT, FULL = 0x80, 0x40  # compact lead-byte flags: next row, raw length == chunk_size (8 here)
+
+
+@pytest.mark.parametrize(
+    "batch,count,entries,why",
+    [
+        (2, 1, bytes([METHOD_STORED, 0]) + b"\0" * 4, "spelled out where the next-row"),  # row 0 explicit
+        (2, 1, bytes([NEXT | METHOD_STORED, 8]) + b"\0" * 4, "spelled out where the full-chunk"),
+        (2, 1, bytes([NEXT | FULL | 7]) + bytes([3]) + b"\0" * 4, "unknown method 7"),
+        (2, 1, bytes([NEXT | FULL | METHOD_MODEL, 8]) + b"\0" * 4, "coded length 8 >= raw length"),
+        (2, 1, bytes([NEXT | METHOD_DEFLATE, 5, 6]) + b"\0" * 4, "coded length 6 >= raw length 5"),
+        (2, 1, bytes([METHOD_STORED, 2, 3]) + b"\0" * 4, "row 2 out of order"),
+        (2, 2, bytes([METHOD_STORED, 1, 3]) + b"\0" * 4 + bytes([NEXT | FULL]) + b"\0" * 4, "out of order"),
+        (2, 1, bytes([NEXT | FULL | METHOD_STORED]) + b"\0" * 3, "truncated"),  # short crc
+        (2, 1, bytes([NEXT | METHOD_STORED, 0x80]) + b"\0" * 4, "varint"),
+        (2, 1, bytes([NEXT | FULL | METHOD_STORED]) + b"\0" * 5, "stray"),
+        (2, 2, bytes([NEXT | FULL | METHOD_STORED]) + b"\0" * 4, "truncated"),  # second entry missing
+    ],
+)
+def test_hostile_compact_entries_with_valid_crcs(batch, count, entries, why):
+    hdr = encode_header(make_meta())
+    blob = hdr + _block_bytes(batch, entries, count, tag=0x77) + b"x" * 16
+    with pytest.raises(FormatError, match=why):
+        for _ in ArchiveReader(io.BytesIO(blob)).blocks():
+            pass
+
+
+@st.composite
+def _entries(draw):
+    chunk = draw(st.sampled_from([8, 127, 128, 1024, 6144, 1 << 20]))
+    batch = draw(st.integers(1, 300))
+    rows = sorted(draw(st.sets(st.integers(0, batch - 1), min_size=1, max_size=min(batch, 40))))
+    out = []
+    for r in rows:
+        raw = draw(st.one_of(st.just(chunk), st.integers(1, chunk)))
+        method = draw(st.sampled_from([METHOD_STORED, METHOD_MODEL, METHOD_DEFLATE, 4, 5]))
+        coded = raw if method == METHOD_STORED or raw == 1 else draw(st.integers(1, raw - 1))
+        if raw == 1 and method != METHOD_STORED:
+            method = METHOD_STORED
+        out.append(ChunkEntry(r, raw, coded, method, draw(st.integers(0, 2**32 - 1))))
+    return chunk, batch, out
+
+
+@settings(max_examples=200, deadline=None)
+@given(_entries())
+def test_compact_entries_round_trip_and_are_never_longer(case):
+    from pyllmcodec.container import encode_block_header, parse_block_header
+
+    chunk, batch, entries = case
+    header = parse_header(encode_header(make_meta(chunk_size=chunk, batch_size=300, max_context=1 << 20)))
+    compact = encode_block_header(batch, entries, chunk)
+    first = encode_block_header(batch, entries)
+    assert compact[0] == 0x77 and first[0] == 0x57
+    for raw in (compact, first):
+        assert parse_block_header(raw, 0, header, 0).entries == entries
+    assert len(compact) <= len(first)  # each field is left out or written as before; the lead is the method byte
+
+
+def test_compact_entry_of_a_typical_model_chunk_is_seven_bytes():
+    from pyllmcodec.container import encode_block_header
+
+    e = [ChunkEntry(r, 1024, 240, METHOD_MODEL, 0xDEADBEEF) for r in range(256)]
+    assert len(encode_block_header(256, e, 1024)) - 13 == 7 * 256  # lead + coded_len varint + crc
+    assert len(encode_block_header(256, e)) - 13 == 128 * 10 + 128 * 11  # rows >= 128 take 2 bytes
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -60,6 +60,16 @@ def test_seeds_decode_the_same_through_every_entry_point(seeds):
         targets.archive(blob)
 
 
+def test_both_entry_layouts_decode_to_the_same_bytes():
+    named = dict(corpus.seeds())
+    first = [n for n in named if n.endswith("-first-layout")]
+    assert len(first) == 4
+    for n in first:
+        old, new = named[n], named[n.removesuffix("-first-layout")]
+        assert old[len(old) - 16 :] != new[len(new) - 16 :] and len(old) > len(new)  # really the other layout
+        assert pyllmcodec.decompress(old) == pyllmcodec.decompress(new)
+
+
 def test_lenient_builder_reproduces_valid_archives_exactly(seeds):
     """parse_loose/build_loose are lossless on valid archives, so a structural
     mutant differs from its seed only where it was mutated."""
