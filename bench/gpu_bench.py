@@ -155,14 +155,14 @@ def _free_gpu_memory() -> None:
 
 
 def _default_chunk(model: str, device: str, backend: str) -> int:
-    """The library's default chunk size for this model (its context caps it)."""
+    """The library's default chunk size for this model."""
     key = (model, device, backend)
     if key not in _chunk_cache:
-        from pyllmcodec.constants import DEFAULT_CHUNK_SIZE
-        from pyllmcodec.models import load_model
+        from pyllmcodec.codec import Compressor
 
-        m = load_model(model, device=device, backend=backend)
-        _chunk_cache[key] = min(DEFAULT_CHUNK_SIZE, int(m.max_context))
+        # the library's own choice: 1 KiB (capped by the context) for byte models,
+        # DEFAULT_TOKEN_CHUNK_SIZE bytes for token-level ones
+        _chunk_cache[key] = Compressor(model, device=device, backend=backend).chunk_size
     return _chunk_cache[key]
 
 

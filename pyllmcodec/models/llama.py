@@ -16,6 +16,7 @@ per row, preallocated KV cache).  Importing this module needs torch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -79,9 +80,13 @@ class Llama(torch.nn.Module):
         super().__init__()
         self.c = cfg
         self.w: dict[str, torch.Tensor] = {}
-        for k, v in weights.items():
-            t = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
-            self.w[k] = t.float()
+        with warnings.catch_warnings():
+            # the weights are read-only memory maps of weights.bin; nothing writes them,
+            # so torch's "not writable" warning is noise (a copy would double the RAM)
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            for k, v in weights.items():
+                t = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+                self.w[k] = t.float()
         if "lm_head.weight" not in self.w:
             self.w["lm_head.weight"] = self.w["model.embed_tokens.weight"]
         cos, sin = rope if rope is not None else rope_tables(cfg)
