@@ -52,11 +52,11 @@ import shutil
 import stat
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-__all__ = ["Baseline", "get_baselines", "find_zpaq_cli", "FAST", "ALL"]
+__all__ = ["ALL", "FAST", "Baseline", "find_zpaq_cli", "get_baselines"]
 
 PPMD_MEM = 256 << 20
 PPMD_PIECE = 16 << 10  # see the NOTE above: keeps each call's output under 32 KiB

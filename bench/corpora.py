@@ -42,18 +42,18 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 __all__ = [
+    "CORPUS_NAMES",
     "Corpus",
     "CorpusError",
-    "cache_dir",
-    "load_corpus",
-    "CORPUS_NAMES",
     "assemble_linux_doc",
+    "cache_dir",
     "extract_deb_members",
+    "load_corpus",
 ]
 
 KiB = 1 << 10
@@ -96,7 +96,7 @@ class Corpus:
     def size(self) -> int:
         return sum(len(d) for _, d in self.files)
 
-    def prefix(self, nbytes: int, name: str | None = None) -> "Corpus":
+    def prefix(self, nbytes: int, name: str | None = None) -> Corpus:
         """The first ``nbytes`` of a one-file corpus, as a new corpus."""
         if len(self.files) != 1:
             raise ValueError("prefix() needs a one-file corpus")
@@ -224,7 +224,7 @@ def extract_deb_members(deb: bytes, prefix: str, suffix: str) -> dict[str, bytes
             out: dict[str, bytes] = {}
             with _open_data_tar(name, payload) as tf:
                 for m in tf:
-                    path = m.name[2:] if m.name.startswith("./") else m.name
+                    path = m.name.removeprefix("./")
                     if m.isfile() and path.startswith(prefix) and path.endswith(suffix):
                         out[path[len(prefix) :]] = tf.extractfile(m).read()  # type: ignore[union-attr]
             return out

@@ -26,14 +26,15 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .baselines import Baseline
 from .corpora import Corpus
 from .llm import LLMConfig, run_llm_row
 
-__all__ = ["measure_baseline", "run_benchmark", "machine_info", "RoundTripError"]
+__all__ = ["RoundTripError", "machine_info", "measure_baseline", "run_benchmark"]
 
 
 class RoundTripError(AssertionError):

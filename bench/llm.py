@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LLMConfig", "llm_configs", "run_llm_row", "ideal_bits", "pyllmcodec_status"]
+__all__ = ["LLMConfig", "ideal_bits", "llm_configs", "pyllmcodec_status", "run_llm_row"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXPECTED", "to_markdown", "write_results", "plot", "check_expected"]
+__all__ = ["EXPECTED", "check_expected", "plot", "to_markdown", "write_results"]
 
 #: Reference bits/byte for the baselines (issue 5), measured on this machine
 #: class with the same corpora.  A baseline that differs by more than

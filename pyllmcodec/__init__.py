@@ -14,7 +14,7 @@ from pyllmcodec.errors import (
 
 __version__ = "0.2.0"
 
-from pyllmcodec.codec import (  # noqa: E402 - after __version__, which archives record
+from pyllmcodec.codec import (
     Compressor,
     Decompressor,
     compress,
@@ -23,26 +23,26 @@ from pyllmcodec.codec import (  # noqa: E402 - after __version__, which archives
     decompress_batch,
     info,
 )
-from pyllmcodec.io import LlmzFile, open, stream_reader, stream_writer  # noqa: E402
+from pyllmcodec.io import LlmzFile, open, stream_reader, stream_writer
 
 __all__ = [
-    "__version__",
-    "core",
-    "CodecError",
-    "FormatError",
     "ChecksumError",
-    "NumericsMismatchError",
-    "ModelError",
-    "OutputLimitError",
+    "CodecError",
     "Compressor",
     "Decompressor",
+    "FormatError",
+    "LlmzFile",
+    "ModelError",
+    "NumericsMismatchError",
+    "OutputLimitError",
+    "__version__",
     "compress",
-    "decompress",
     "compress_batch",
+    "core",
+    "decompress",
     "decompress_batch",
     "info",
     "open",
     "stream_reader",
     "stream_writer",
-    "LlmzFile",
 ]

@@ -9,11 +9,11 @@ subclass of :class:`CodecError`, so a caller can catch one type.
 from __future__ import annotations
 
 __all__ = [
+    "ChecksumError",
     "CodecError",
     "FormatError",
-    "ChecksumError",
-    "NumericsMismatchError",
     "ModelError",
+    "NumericsMismatchError",
     "OutputLimitError",
 ]
 

@@ -119,7 +119,8 @@ class WaveRunner:
     """
 
     def __init__(self, model: StepModel, precision: int, pad: int | None = None) -> None:
-        from . import core  # the native coder; imported late so container work needs no build
+        # the native coder; imported late so container work needs no build
+        from . import core
 
         self.core = core
         self.model = model

@@ -11,7 +11,15 @@ import pytest
 from conftest import TEXT, get_model
 
 from pyllmcodec import cli
-from pyllmcodec.cli import EXIT_CORRUPT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE, main
+from pyllmcodec.cli import (
+    EXIT_CORRUPT,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_MISMATCH,
+    EXIT_OK,
+    EXIT_USAGE,
+    main,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 M = ["--model", "test-bigram", "--chunk-size", "256", "--batch-size", "4"]

@@ -23,7 +23,13 @@ from pyllmcodec import (
     OutputLimitError,
 )
 from pyllmcodec.constants import METHOD_MODEL
-from pyllmcodec.container import BLOCK_OVERHEAD, FOOTER_FIXED_LEN, MAX_ENTRY_LEN, TRAILER_LEN, ArchiveIndex
+from pyllmcodec.container import (
+    BLOCK_OVERHEAD,
+    FOOTER_FIXED_LEN,
+    MAX_ENTRY_LEN,
+    TRAILER_LEN,
+    ArchiveIndex,
+)
 
 C, B = 64, 3  # small geometry: many chunks and waves from short inputs
 SMALL = dict(chunk_size=C, batch_size=B)

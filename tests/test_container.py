@@ -108,7 +108,7 @@ def test_plain_json_header_layout_still_reads(monkeypatch):
     # the first v1 layout (flags 0: plain JSON metadata), pinned: it must keep decoding
     import functools
 
-    import pyllmcodec.container as container
+    from pyllmcodec import container
 
     monkeypatch.setattr(container, "encode_header", functools.partial(encode_header, deflate_meta=False))
     old = stored_archive(DATA, compact=False)
