@@ -464,6 +464,9 @@ def _cmd_info(args: Any) -> int:
               f"precision={d['precision']} pad_token={d['pad_token']}")
         print(f"  size            {d['size']} -> {d['compressed_size']} bytes (ratio {ratio})")
         print(f"  chunks          {d['n_chunks']} in {d['n_blocks']} blocks; methods {d['methods']}")
+        lay = d["layout"]
+        print(f"  layout          header {lay['header']} + index {lay['index']} + payloads {lay['payloads']} "
+              f"+ footer {lay['footer']} bytes")
         print(f"  sha256          {d['sha256']}")
         for i, c in enumerate(d.get("chunks", [])):
             print(f"  chunk {i:6d}  offset={c['offset']} raw={c['raw_len']} coded={c['coded_len']} "

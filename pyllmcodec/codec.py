@@ -988,7 +988,10 @@ def info(data: Any, *, chunks: bool = False) -> dict[str, Any]:
     max_context), ``fingerprint``, ``probe``, ``chunk_size``, ``batch_size``,
     ``precision``, ``pad_token``, ``writer``, ``size`` (original bytes),
     ``compressed_size``, ``ratio``, ``sha256`` (hex, of the original),
-    ``n_chunks``, ``n_blocks``, ``methods`` (chunk counts per method) and, with
+    ``n_chunks``, ``n_blocks``, ``methods`` (chunk counts per method),
+    ``layout`` (where the compressed bytes go: ``header``, ``index`` -- the
+    blocks' entry tables with their prefixes and CRCs --, ``payloads`` and
+    ``footer`` with the trailer; they add up to ``compressed_size``) and, with
     ``chunks=True``, ``chunks``: one dict per chunk (offset, raw_len,
     coded_len, method, crc32, batch, row).
     """
@@ -1003,6 +1006,12 @@ def info(data: Any, *, chunks: bool = False) -> dict[str, Any]:
     d["n_chunks"] = ix.n_chunks
     d["n_blocks"] = len(ix.blocks)
     d["methods"] = ix.method_counts()
+    d["layout"] = {
+        "header": h.size,
+        "index": sum(b.payload_offset - b.offset for b in ix.blocks),
+        "payloads": sum(b.payload_len for b in ix.blocks),
+        "footer": len(ix.buf) - ix.footer_offset,
+    }
     if chunks:
         rows = []
         pos = 0

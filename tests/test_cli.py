@@ -165,7 +165,7 @@ def test_info(work, capsys):
     capsys.readouterr()
     assert main(["info", "a.txt.llmz"]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "test-bigram" in out and "chunk_size=256" in out
+    assert "test-bigram" in out and "chunk_size=256" in out and "layout          header " in out
     assert main(["info", "--json", "--chunks", "a.txt.llmz"]) == EXIT_OK
     d = json.loads(capsys.readouterr().out)
     assert d["size"] == len(TEXT) and len(d["chunks"]) == d["n_chunks"]

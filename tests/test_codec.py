@@ -341,6 +341,11 @@ def test_info(small):
     assert d["chunk_size"] == C and d["batch_size"] == B and d["format_version"] == 1
     assert len(d["chunks"]) == d["n_chunks"] == 8
     assert d["chunks"][3]["offset"] == 3 * C and d["chunks"][3]["batch"] == 3
+    lay = d["layout"]
+    assert sum(lay.values()) == d["compressed_size"] == len(blob)
+    assert lay["payloads"] == sum(c["coded_len"] for c in d["chunks"])
+    assert lay["footer"] == 61 + 10 * d["n_blocks"] + 16  # fixed footer + block table + trailer
+    assert 0 < lay["index"] <= d["n_blocks"] * 13 + d["n_chunks"] * 7  # compact entries
 
 
 def test_one_shot_functions_by_name():
