@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyllmcodec.constants import (
+    ENTRY_FULL_CHUNK,
+    ENTRY_METHOD_MASK,
+    ENTRY_NEXT_ROW,
     MAGIC,
     MAX_META_LEN,
     TAG_BLOCK,
@@ -116,12 +119,12 @@ def parse_loose(data: bytes) -> Loose | None:
                 if compact:
                     lead = data[p] if p < end else 0
                     p += 1
-                    method = lead & 0x3F
-                    if lead & 0x80:
+                    method = lead & ENTRY_METHOD_MASK
+                    if lead & ENTRY_NEXT_ROW:
                         row += 1
                     else:
                         row, p = _uvarint(data, p, end)
-                    if lead & 0x40 and isinstance(chunk_size, int):
+                    if lead & ENTRY_FULL_CHUNK and isinstance(chunk_size, int):
                         raw_len = chunk_size
                     else:
                         raw_len, p = _uvarint(data, p, end)
@@ -179,13 +182,14 @@ def build_loose(lz: Loose) -> bytes:
         last_row = -1
         for row, raw_len, coded_len, method, crc in entries:
             if lz.compact:  # the writer's rules; a stored entry's coded length follows its raw length
-                lead = (method & 0x3F) | (0x40 if raw_len == chunk_size else 0) | (0x80 if row == last_row + 1 else 0)
+                lead = method & ENTRY_METHOD_MASK
+                lead |= (ENTRY_FULL_CHUNK if raw_len == chunk_size else 0) | (ENTRY_NEXT_ROW if row == last_row + 1 else 0)
                 body.append(lead)
-                if not lead & 0x80:
+                if not lead & ENTRY_NEXT_ROW:
                     _put_uvarint(body, row)
-                if not lead & 0x40:
+                if not lead & ENTRY_FULL_CHUNK:
                     _put_uvarint(body, raw_len)
-                if method & 0x3F:
+                if method & ENTRY_METHOD_MASK:
                     _put_uvarint(body, coded_len)
                 last_row = row
             else:

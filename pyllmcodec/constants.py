@@ -13,6 +13,9 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT_SIZE",
     "DEFAULT_TOKEN_CHUNK_SIZE",
     "DEFLATE_LEVEL",
+    "ENTRY_FULL_CHUNK",
+    "ENTRY_METHOD_MASK",
+    "ENTRY_NEXT_ROW",
     "EOL_SUFFIXES",
     "FILE_EXTENSION",
     "FORMAT_VERSION",
@@ -55,6 +58,11 @@ TAG_BLOCK = 0x57
 #: same block, with entries that leave out a row, raw length or coded length
 #: that follows from the previous entry, ``chunk_size`` or the method.
 TAG_BLOCK_COMPACT = 0x77
+#: A compact entry's lead byte: the method in the low 6 bits and two flags,
+#: each meaning a field is left out because it is implied.
+ENTRY_METHOD_MASK = 0x3F
+ENTRY_FULL_CHUNK = 0x40  # raw_len == the header's chunk_size
+ENTRY_NEXT_ROW = 0x80  # row == the previous entry's row + 1 (0 for a block's first)
 #: Footer tag ("E" for end): exactly one, after the last block.
 TAG_FOOTER = 0x45
 

@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple
 
 from .constants import (
+    ENTRY_FULL_CHUNK,
+    ENTRY_METHOD_MASK,
+    ENTRY_NEXT_ROW,
     FORMAT_VERSION,
     MAGIC,
     MAX_BATCH_SIZE,
@@ -93,10 +96,6 @@ FOOTER_FIXED_LEN = _FOOTER_PREFIX.size + _FOOTER_FIXED.size + 4  # 61
 #: the most bytes one index entry takes in either layout: 3 varints bounded by
 #: the u16 row (3 bytes) and lengths < 2^28 (4 bytes each), + method + crc32
 MAX_ENTRY_LEN = 3 + 4 + 4 + 1 + 4  # 16
-#: compact entries' lead byte: method in the low 6 bits, and two flags
-_ENTRY_METHOD_MASK = 0x3F
-_ENTRY_FULL_CHUNK = 0x40  # raw_len == chunk_size (not stored)
-_ENTRY_NEXT_ROW = 0x80  # row == previous entry's row + 1, or 0 for the first (not stored)
 BLOCK_TAGS = (TAG_BLOCK, TAG_BLOCK_COMPACT)
 #: per-block bytes besides its entries: prefix + crc32 + the footer's (offset, count)
 BLOCK_OVERHEAD = BLOCK_PREFIX_LEN + 4 + _FOOTER_BLOCK.size  # 23
@@ -398,10 +397,10 @@ def encode_block_header(batch: int, entries: Sequence[ChunkEntry], chunk_size: i
             _put_uvarint(body, e.coded_len)
             body.append(e.method)
         else:
-            if not 0 <= e.method <= _ENTRY_METHOD_MASK:
+            if not 0 <= e.method <= ENTRY_METHOD_MASK:
                 raise ValueError(f"method {e.method} does not fit a compact entry")
-            lead = e.method | (_ENTRY_FULL_CHUNK if e.raw_len == chunk_size else 0)
-            lead |= _ENTRY_NEXT_ROW if e.row == last_row + 1 else 0
+            lead = e.method | (ENTRY_FULL_CHUNK if e.raw_len == chunk_size else 0)
+            lead |= ENTRY_NEXT_ROW if e.row == last_row + 1 else 0
             body.append(lead)
             if e.row != last_row + 1:
                 _put_uvarint(body, e.row)
@@ -456,14 +455,14 @@ def parse_block_header(
                 raise FormatError(f"truncated {what}")
             lead = buf[pos]
             pos += 1
-            method = lead & _ENTRY_METHOD_MASK
-            if lead & _ENTRY_NEXT_ROW:
+            method = lead & ENTRY_METHOD_MASK
+            if lead & ENTRY_NEXT_ROW:
                 row = last_row + 1
             else:
                 row, pos = _get_uvarint(buf, pos, end, what)
                 if row == last_row + 1:
                     raise FormatError(f"{what}: row {row} spelled out where the next-row flag says it")
-            if lead & _ENTRY_FULL_CHUNK:
+            if lead & ENTRY_FULL_CHUNK:
                 raw_len = chunk_size
             else:
                 raw_len, pos = _get_uvarint(buf, pos, end, what)
@@ -473,19 +472,18 @@ def parse_block_header(
                 coded_len = raw_len
             else:
                 coded_len, pos = _get_uvarint(buf, pos, end, what)
-            if pos + 4 > end:
-                raise FormatError(f"truncated {what}")
-            (ccrc,) = _U32.unpack_from(buf, pos)
-            pos += 4
         else:
             row, pos = _get_uvarint(buf, pos, end, what)
             raw_len, pos = _get_uvarint(buf, pos, end, what)
             coded_len, pos = _get_uvarint(buf, pos, end, what)
-            if pos + 5 > end:
+            if pos >= end:
                 raise FormatError(f"truncated {what}")
             method = buf[pos]
-            (ccrc,) = _U32.unpack_from(buf, pos + 1)
-            pos += 5
+            pos += 1
+        if pos + 4 > end:  # both layouts end an entry with the chunk's CRC-32
+            raise FormatError(f"truncated {what}")
+        (ccrc,) = _U32.unpack_from(buf, pos)
+        pos += 4
         if not last_row < row < batch:
             raise FormatError(f"{what}: row {row} out of order or >= batch {batch}")
         last_row = row

@@ -76,20 +76,9 @@ def _adversarial_blocks(nb: int, seed: int = 20261127) -> list[list[list[float]]
     import random
 
     rnd = random.Random(seed)
-    rows = []
-    for _ in range(2):
-        blocks = []
-        for i in range(nb):
-            lane = []
-            for _j in range(8):
-                if i == 0:
-                    v = 1.0 + rnd.random()
-                else:
-                    v = rnd.random() * 2.0 ** rnd.randint(-70, -52)
-                lane.append(float(torch.tensor(v, dtype=torch.float32)))
-            blocks.append(lane)
-        rows.append(blocks)
-    return rows
+    rows = [[[1.0 + rnd.random() if i == 0 else rnd.random() * 2.0 ** rnd.randint(-70, -52) for _j in range(8)]
+             for i in range(nb)] for _ in range(2)]
+    return torch.tensor(rows, dtype=torch.float32).double().tolist()  # each value rounded to float32 once
 
 
 def scan_is_sequential(device: torch.device | str, nb: int = 1536) -> bool:

@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyllmcodec.constants import (
+    ENTRY_FULL_CHUNK,
+    ENTRY_NEXT_ROW,
     FORMAT_VERSION,
     MAGIC,
     METHOD_DEFLATE,
@@ -309,7 +311,7 @@ def test_hostile_block_entries_with_valid_crcs(batch, count, entries, why):
             pass
 
 
-NEXT, FULL = 0x80, 0x40  # compact lead-byte flags: next row, raw length == chunk_size (8 here)
+NEXT, FULL = ENTRY_NEXT_ROW, ENTRY_FULL_CHUNK  # compact lead-byte flags; chunk_size is 8 here
 
 
 @pytest.mark.parametrize(
