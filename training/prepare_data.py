@@ -49,7 +49,19 @@ SOURCES_V2_EXTRA: dict[str, tuple[str, list[str], str]] = {
     "jargon-text": ("public domain", ["usr/share/doc/jargon-text/jargon.txt.gz"], "gz"),
     "dict-gcide": ("GPL-3.0-or-later", ["usr/share/dictd/gcide.dict.dz"], "dictionary"),
 }
-SOURCE_SETS = {"v1": SOURCES, "v2": {**SOURCES, **SOURCES_V2_EXTRA}}
+#: Source set v3 (default model 1.5): v2 plus the manuals of four systems projects
+#: that sit next to the kernel -- DPDK's and Open vSwitch's reStructuredText
+#: guides (NIC and datapath drivers, VFIO, hugepages), Xen's documentation
+#: (hypervisor, hypercall interfaces) and libvirt's (HTML from reStructuredText)
+SOURCES_V3_EXTRA: dict[str, tuple[str, list[str], str]] = {
+    "dpdk-doc": ("BSD-3-Clause", ["usr/share/doc/dpdk/guides/_sources/**/*.rst.txt"], "text"),
+    "openvswitch-doc": ("Apache-2.0", ["usr/share/doc/openvswitch-doc/html/_sources/**/*.rst.txt"], "text"),
+    "xen-doc": ("GPL-2.0 (Xen documentation)", ["usr/share/doc/xen/html/**/*.html",
+                                                 "usr/share/doc/xen/**/*.txt"], "html"),
+    "libvirt-doc": ("LGPL-2.1-or-later", ["usr/share/doc/libvirt-doc/html/**/*.html"], "html"),
+}
+SOURCE_SETS = {"v1": SOURCES, "v2": {**SOURCES, **SOURCES_V2_EXTRA},
+               "v3": {**SOURCES, **SOURCES_V2_EXTRA, **SOURCES_V3_EXTRA}}
 #: the dictionary is 40 MB: keep every DICT_KEEP-th 64 KB piece so that it does
 #: not swamp the mix
 DICT_KEEP = 4
@@ -114,7 +126,7 @@ def documents(pkg: str, root: Path, patterns: list[str], kind: str):
                 continue
             seen.add(f)
             raw = f.read_bytes()
-            if kind == "html":
+            if kind == "html" and f.suffix == ".html":  # an html source's .txt files stay as they are
                 raw = html_to_text(raw)
             elif kind == "gz":
                 raw = gzip.decompress(raw)
@@ -137,7 +149,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path.home() / ".cache/pyllmcodec/train")
     ap.add_argument("--val-fraction", type=float, default=0.01)
     ap.add_argument("--sources", choices=sorted(SOURCE_SETS), default="v2",
-                    help="source set (v1: default model 0.1; v2 adds SOURCES_V2_EXTRA)")
+                    help="source set (v1: model 1.0; v2 adds SOURCES_V2_EXTRA; v3 adds SOURCES_V3_EXTRA)")
     args = ap.parse_args()
     work: Path = args.out
     work.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,8 @@ def _lineage(run: Path, data: Path | None = None) -> dict:
     figure, and, for a continued run, the record of the run it started from."""
     cfg = json.loads((run / "config.json").read_text())
     log = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines() if ln.strip()]
+    starts = [r for r in log if "start_step" in r]
+    log = [r for r in log if "step" in r]
     val = [r for r in log if "val_bpb" in r]
     hp = dict(cfg["train"])
     data = data or Path(hp["data"])
@@ -33,6 +35,9 @@ def _lineage(run: Path, data: Path | None = None) -> dict:
     rec = {"data": json.loads((data / "manifest.json").read_text()), "hyperparameters": hp,
            "final_step": log[-1]["step"] if log else None,
            "val_bits_per_byte": val[-1]["val_bpb"] if val else None}
+    if starts:  # the run was started or resumed with these data folders and schedules
+        rec["starts"] = [{"step": r["start_step"], "data": Path(r["data"]).name, "steps": r["steps"],
+                          "lr": r["lr"]} for r in starts]
     if init:
         rec["initialised_from"] = _lineage(Path(init).parent)
     return rec

@@ -128,6 +128,10 @@ def main() -> None:
         step = s["step"]
         rng.bit_generator.state = s["rng"]
         print(f"resumed at step {step}", file=sys.stderr)
+    # every start is logged with its data and schedule, so a run whose data or
+    # --steps changed on a resume keeps the record of when
+    print(json.dumps({"start_step": step, "data": str(a.data), "steps": a.steps, "lr": a.lr,
+                      "threads": a.threads, "time": time.time()}), file=log, flush=True)
     print(f"params {model.n_params()} cfg {cfg}", file=sys.stderr)
     (a.out / "config.json").write_text(json.dumps({"model": cfg.to_dict(), "train": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}}, indent=1))
