@@ -12,6 +12,7 @@ partial output and never touches the input.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import mmap
 import os
@@ -22,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import IO, Any
 
 from .constants import DEFAULT_BATCH_SIZE, FILE_EXTENSION
@@ -180,11 +181,79 @@ def _say(args: Any, msg: str) -> None:
         print(f"pyllmcodec: {msg}", file=sys.stderr)
 
 
+def _unnamed_file(d: str) -> int | None:
+    """An open file in directory ``d`` that has no name yet (Linux ``O_TMPFILE``):
+    nothing of it survives a SIGKILL or power loss. None where the kernel, the
+    filesystem or a missing ``/proc`` rule it out; real errors (no such
+    directory, read-only, permission) propagate."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(d, flag | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EISDIR, errno.EOPNOTSUPP, errno.EINVAL):
+            return None  # a kernel or filesystem without O_TMPFILE
+        raise
+
+
+def _exists_message(path: str) -> str:
+    return f"{path} already exists; not overwritten (use -f)"
+
+
+def _publish_unnamed(fd: int, path: str, force: bool) -> None:
+    """Give the unnamed file ``fd`` the name ``path``: one atomic link that
+    refuses to clobber; with ``force`` an existing ``path`` is replaced through
+    a hidden name that exists only between a link and a rename."""
+    proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _publish_via(proc, str(fd), path, force)
+    finally:
+        os.close(proc)
+
+
+def _publish_via(proc: int, src: str, path: str, force: bool) -> None:
+    # linkat(proc, "FD", AT_FDCWD, path, AT_SYMLINK_FOLLOW); os.link's plain
+    # link(2), used when no directory fd is given, would not follow the magic link
+    try:
+        os.link(src, path, src_dir_fd=proc)  # atomic, fails if path exists
+        return
+    except FileExistsError:
+        if not force:
+            raise _Fail(_exists_message(path)) from None
+    d, base = os.path.split(os.path.abspath(path))
+    for _ in range(100):
+        tmp = os.path.join(d, f".{base}.{os.urandom(4).hex()}.tmp")
+        try:
+            os.link(src, tmp, src_dir_fd=proc)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temporary name next to {path}")
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 @contextmanager
 def _atomic_output(path: str, force: bool) -> Iterator[IO[bytes]]:
-    """A temporary file next to ``path``, renamed to ``path`` only when the
-    block finishes without an exception (and removed otherwise)."""
+    """A file that becomes ``path`` only when the block finishes without an
+    exception. On Linux it has no name until then (``O_TMPFILE``), so not even
+    SIGKILL leaves anything behind; elsewhere it is a hidden temporary file
+    next to ``path``, removed on any exception."""
     d = os.path.dirname(os.path.abspath(path))
+    fd = _unnamed_file(d)
+    if fd is not None:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+            _publish_unnamed(fh.fileno(), path, force)
+        return
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -197,18 +266,16 @@ def _atomic_output(path: str, force: bool) -> Iterator[IO[bytes]]:
             try:
                 os.link(tmp, path)  # atomic, and refuses to clobber a file created meanwhile
             except FileExistsError:
-                raise _Fail(f"{path} already exists; not overwritten (use -f)") from None
+                raise _Fail(_exists_message(path)) from None
             except OSError:  # filesystem without hard links
                 if os.path.exists(path):
-                    raise _Fail(f"{path} already exists; not overwritten (use -f)") from None
+                    raise _Fail(_exists_message(path)) from None
                 os.rename(tmp, path)
             else:
                 os.unlink(tmp)
     except BaseException:
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 

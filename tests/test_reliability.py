@@ -20,6 +20,7 @@ import threading
 import time
 import tracemalloc
 import zlib
+from contextlib import suppress
 
 import numpy as np
 import pytest
@@ -217,9 +218,11 @@ def test_unknown_model_says_what_is_needed(blob):
 # ====================================================================== faults: the CLI
 
 
-def _child(args, cwd, delay=0.0, stdout=subprocess.PIPE):
+def _child(args, cwd, delay=0.0, stdout=subprocess.PIPE, named_temp=False):
     """The CLI in a subprocess with the fake model (each step slowed by
-    ``delay`` seconds), Ctrl-C/SIGTERM/SIGHUP at their default behaviour."""
+    ``delay`` seconds), Ctrl-C/SIGTERM/SIGHUP at their default behaviour;
+    ``named_temp``: without O_TMPFILE, as on other systems (a hidden
+    ``.NAME.XXXXXXXX.tmp`` until the rename)."""
     code = (
         "import signal, sys, time\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
@@ -227,7 +230,8 @@ def _child(args, cwd, delay=0.0, stdout=subprocess.PIPE):
         f"sys.path.insert(0, {HERE!r}); import conftest\n"
         "m = conftest.get_model(); real = type(m).step\n"
         f"type(m).step = lambda self, s, t: (time.sleep({delay}), real(self, s, t))[1]\n"
-        "from pyllmcodec.cli import main; sys.exit(main(sys.argv[1:]))\n"
+        + ("import pyllmcodec.cli; pyllmcodec.cli._unnamed_file = lambda d: None\n" if named_temp else "")
+        + "from pyllmcodec.cli import main; sys.exit(main(sys.argv[1:]))\n"
     )
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, stdout=stdout, stderr=subprocess.PIPE)
 
@@ -236,42 +240,62 @@ def _temps(d):
     return [n for n in os.listdir(d) if n.startswith(".") and n.endswith(".tmp")]
 
 
-def _wait_for_temp(proc, d, timeout=30.0):
+def _unnamed(pid, d):
+    """The files without a name (O_TMPFILE: '/dir/#INODE (deleted)') that ``pid`` has open in ``d``."""
+    found = []
+    with suppress(FileNotFoundError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith(f"{d}/#"):
+                    found.append(target)
+    return found
+
+
+def _wait_for_output(proc, d, timeout=30.0):
+    """Until the child is writing its output: a hidden temp file or an unnamed one."""
     t0 = time.monotonic()
-    while not _temps(d):
+    while not (_temps(d) or _unnamed(proc.pid, d)):
         assert proc.poll() is None, proc.communicate()[1].decode()
         assert time.monotonic() - t0 < timeout, "no temporary output appeared"
         time.sleep(0.01)
     time.sleep(0.3)  # well inside the run: it takes tens of seconds
 
 
+@pytest.mark.parametrize("named_temp", [False, True], ids=["unnamed", "named"])
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, 143),
                                       (signal.SIGHUP, 129), (signal.SIGKILL, -9)])
-def test_cli_killed_mid_compression(tmp_path, sig, code):
+def test_cli_killed_mid_compression(tmp_path, sig, code, named_temp):
+    if not named_temp and not hasattr(os, "O_TMPFILE"):
+        pytest.skip("no O_TMPFILE on this system")
     src = tmp_path / "a.txt"
     data = TEXT * 8  # ~140 waves of 4 x 64 bytes at >= 64 ms each
     src.write_bytes(data)
-    p = _child(["compress", *M, "a.txt"], tmp_path, delay=0.001)
-    _wait_for_temp(p, tmp_path)
+    p = _child(["compress", *M, "a.txt"], tmp_path, delay=0.001, named_temp=named_temp)
+    _wait_for_output(p, tmp_path)
+    # the O_TMPFILE path leaves no name in the directory while it writes
+    assert bool(_temps(tmp_path)) == named_temp
     p.send_signal(sig)
     _, err = p.communicate(timeout=30)
     assert p.returncode == code, err.decode()
     assert src.read_bytes() == data  # input intact
     left = sorted(os.listdir(tmp_path))
-    if sig == signal.SIGKILL:  # no chance to clean up: only the hidden temp file remains
+    if sig == signal.SIGKILL and named_temp:  # no chance to clean up: only the hidden temp file remains
         assert left[1:] == ["a.txt"] and left[0].startswith(".a.txt.llmz.") and left[0].endswith(".tmp")
-    else:
+    else:  # with O_TMPFILE not even SIGKILL leaves anything
         assert left == ["a.txt"], left
-        assert b"Traceback" not in err
+        if sig != signal.SIGKILL:
+            assert b"Traceback" not in err
 
 
+@pytest.mark.parametrize("named_temp", [False, True], ids=["unnamed", "named"])
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, 143)])
-def test_cli_killed_mid_decompression(tmp_path, sig, code):
+def test_cli_killed_mid_decompression(tmp_path, sig, code, named_temp):
     data = TEXT[:6000]
     arc = Compressor(get_model(), chunk_size=64, batch_size=4, fallback="stored").compress(data)
     (tmp_path / "a.txt.llmz").write_bytes(arc)
-    p = _child(["decompress", "a.txt.llmz"], tmp_path, delay=0.002)
-    _wait_for_temp(p, tmp_path)
+    p = _child(["decompress", "a.txt.llmz"], tmp_path, delay=0.002, named_temp=named_temp)
+    _wait_for_output(p, tmp_path)
     p.send_signal(sig)
     _, err = p.communicate(timeout=30)
     assert p.returncode == code, err.decode()
@@ -321,7 +345,7 @@ def test_full_disk_on_stdout(work):
     assert (work / "a.txt").read_bytes() == TEXT
 
 
-def test_full_disk_simulated(work, monkeypatch, capsys):
+def test_full_disk_simulated(work, monkeypatch, capsys, output_kind):
     """ENOSPC from write(), wherever it happens, on any platform."""
     calls = {"n": 0}
     real = os.fdopen
@@ -353,11 +377,15 @@ def test_unwritable_output(work, tmp_path, capsys):
     assert sorted(os.listdir(work)) == ["a.txt", "ro"]
 
 
-def test_unwritable_output_simulated(work, monkeypatch, capsys):
-    def mkstemp(*a, **k):
+def test_unwritable_output_simulated(work, monkeypatch, capsys, output_kind):
+    from pyllmcodec import cli
+
+    def refuse(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", k.get("dir"))
 
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    if output_kind == "unnamed":
+        monkeypatch.setattr(cli, "_unnamed_file", refuse)
     assert main(["compress", *M, "a.txt"]) == EXIT_ERROR
     assert "Permission denied" in capsys.readouterr().err
     assert sorted(os.listdir(work)) == ["a.txt"]
@@ -517,3 +545,65 @@ def test_core_coder_objects_refuse_concurrent_use():
     for t in threads:
         t.join()
     assert hits and "another thread" in str(hits[0])
+
+
+# ---------------------------------------------------------------- the CLI's output file
+
+
+@pytest.fixture(params=["unnamed", "named"])
+def output_kind(request, monkeypatch):
+    """Both ways the CLI writes a file: unnamed until done (O_TMPFILE), or a hidden temp file."""
+    from pyllmcodec import cli
+
+    if request.param == "named":
+        monkeypatch.setattr(cli, "_unnamed_file", lambda d: None)
+    else:
+        fd = cli._unnamed_file(tempfile.gettempdir())
+        if fd is None:
+            pytest.skip("no O_TMPFILE here")
+        os.close(fd)
+    return request.param
+
+
+def test_atomic_output_publishes_only_when_done(tmp_path, output_kind):
+    from pyllmcodec.cli import _atomic_output
+
+    out = tmp_path / "x.llmz"
+    with _atomic_output(str(out), force=False) as fh:
+        fh.write(b"payload")
+        seen = os.listdir(tmp_path)
+        assert len(seen) == (1 if output_kind == "named" else 0), seen  # no name until done
+        assert not out.exists()
+    assert os.listdir(tmp_path) == ["x.llmz"]
+    assert out.read_bytes() == b"payload"
+    assert out.stat().st_mode & 0o777 == 0o600  # the CLI copies the input's mode afterwards
+
+
+def test_atomic_output_failure_leaves_nothing(tmp_path, output_kind):
+    from pyllmcodec.cli import _atomic_output
+
+    with pytest.raises(RuntimeError), _atomic_output(str(tmp_path / "x"), force=True) as fh:
+        fh.write(b"half")
+        raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(FileNotFoundError), _atomic_output(str(tmp_path / "no" / "x"), force=True):
+        pass
+
+
+def test_atomic_output_never_clobbers_without_force(tmp_path, output_kind):
+    from pyllmcodec.cli import _Fail, _atomic_output
+
+    out = tmp_path / "x"
+    with pytest.raises(_Fail, match="already exists"), _atomic_output(str(out), force=False) as fh:
+        fh.write(b"new")
+        out.write_bytes(b"precious")  # created by someone else meanwhile
+    assert out.read_bytes() == b"precious"
+    assert os.listdir(tmp_path) == ["x"]
+    with _atomic_output(str(out), force=True) as fh:
+        fh.write(b"new")
+    assert out.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["x"]
+    (tmp_path / "d").mkdir()  # a directory is never replaced, and nothing is left over
+    with pytest.raises(OSError), _atomic_output(str(tmp_path / "d"), force=True) as fh:
+        fh.write(b"new")
+    assert sorted(os.listdir(tmp_path)) == ["d", "x"]
