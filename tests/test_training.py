@@ -54,6 +54,10 @@ def test_train_resume_on_new_data_then_ship(tmp_path):
         (0, "setA", 8), (8, "setB", 12)]
     assert [r["step"] for r in log if "val_bpb" in r] == [2, 4, 6, 8, 10, 12]
     assert all(np.isfinite(r["val_bpb"]) for r in log if "val_bpb" in r)
+    import torch
+
+    # the last plateau weights are kept: --steps 8 with --decay 0.2 decays from step 6
+    assert torch.load(run / "pre_decay.pt", weights_only=False)["step"] == 6
 
     out = tmp_path / "bundle"
     _run("ship.py", "--run", str(run), "--data", str(b), "--out", str(out), "--version", "0.0.1")
@@ -71,3 +75,20 @@ def test_train_resume_on_new_data_then_ship(tmp_path):
     blob = b"the kernel driver of the page memory " * 40
     z = pyllmcodec.Compressor(model, chunk_size=64, batch_size=4).compress(blob)
     assert pyllmcodec.Decompressor(model).decompress(z) == blob
+
+
+def test_pre_decay_weights_on_a_resume_into_the_decay(tmp_path):
+    """Shortening a run on a resume starts its decay at once: the weights it
+    resumed from are the last plateau weights, and those are kept."""
+    import torch
+
+    a, run = _data(tmp_path / "setA", 1), tmp_path / "run"
+    args = [*TINY, "--ckpt-every", "4"]
+    _run("train.py", "--data", str(a), "--out", str(run), "--steps", "4", "--decay", "0", *args)
+    assert not (run / "pre_decay.pt").exists()  # no decay yet
+    _run("train.py", "--data", str(a), "--out", str(run), "--steps", "6", "--decay", "0.5", *args)
+    pre = torch.load(run / "pre_decay.pt", weights_only=False)
+    assert pre["step"] == 4
+    final = torch.load(run / "final.pt", weights_only=False)
+    assert final["step"] == 6
+    assert any(not torch.equal(pre["model"][k], final["model"][k]) for k in pre["model"])

@@ -9,6 +9,11 @@ warmup, a constant plateau, then a linear decay over the last ``--decay``
 fraction of ``--steps``; so a run can be ended early by resuming with a smaller
 ``--steps`` (the decay then starts at once).
 
+The weights at the step where the decay starts are also kept, once, in
+``OUT/pre_decay.pt``: an annealed model re-warmed to a high rate loses much of
+what it gained (docs/MODEL.md, run7 and run8), so a later continuation should
+start from these instead of ``final.pt``.
+
 ``--init-from RUN/final.pt`` starts a new run from an earlier run's weights (its
 model shape wins over the shape flags) with a fresh optimiser and schedule:
 how the default model 0.2 continued 0.1 on the larger source set v2.
@@ -58,6 +63,22 @@ def evaluate(model: ByteLM, data: np.ndarray, ctx: int, max_windows: int = 64) -
         tot += F.cross_entropy(lo.reshape(-1, 256), y[i:i + 16].reshape(-1), reduction="sum").item()
     model.train()
     return tot / (n * ctx) / math.log(2)
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _last_lr(out: Path) -> float | None:
+    """The learning rate of the last logged training step of the run in ``out``."""
+    lr = None
+    with open(out / "log.jsonl") as f:
+        for ln in f:
+            rec = json.loads(ln) if ln.strip() else {}
+            lr = rec.get("lr", lr) if "step" in rec else lr
+    return lr
 
 
 def lr_at(step: int, a: argparse.Namespace) -> float:
@@ -136,8 +157,15 @@ def main() -> None:
     (a.out / "config.json").write_text(json.dumps({"model": cfg.to_dict(), "train": {
         k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}}, indent=1))
     t0 = time.time()
-    tok0 = step
+    tok0 = start = step
+    pre = a.out / "pre_decay.pt"
+    decay_start = int(a.steps * (1 - a.decay))
     while step < a.steps:
+        # the last weights reached at the plateau rate: at the decay's first
+        # step, or on a resume (shorter --steps) into the decay from a plateau
+        if (step == decay_start or (step == start and step > decay_start and _last_lr(a.out) == a.lr)) \
+                and step > 0 and not pre.exists():
+            _save_atomic({"model": model.state_dict(), "config": cfg.to_dict(), "step": step}, pre)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a)
         x, y = batch(train, rng, a.bs, a.ctx)
