@@ -38,8 +38,8 @@ def seeds() -> list[tuple[str, bytes]]:
     rnd = bytes(np.random.default_rng(5).integers(0, 256, 300, dtype=np.uint8))
     out: list[tuple[str, bytes]] = []
 
-    def add(name: str, data: bytes, **kw: int | str) -> None:
-        out.append((name, Compressor(model, **kw).compress(data)))  # type: ignore[arg-type]
+    def add(name: str, data: bytes, on: str = model, **kw: int | str) -> None:
+        out.append((name, Compressor(on, **kw).compress(data)))  # type: ignore[arg-type]
 
     add("empty", b"", chunk_size=32, batch_size=2)
     add("one-byte", b"x", chunk_size=32, batch_size=2)
@@ -52,10 +52,13 @@ def seeds() -> list[tuple[str, bytes]]:
     crlf = TEXT[:160].replace(b" ", b"\r\n", 6) + b" \r\nend \r\n"
     add("eol-bytes", crlf + crlf.replace(b"\r\n", b" \r\n") + TEXT[:50], chunk_size=40, batch_size=3,
         fallback="stored")
+    # chunks longer than the context (32): segments primed with 5 symbols, also with the line-ending methods
+    add("segments", TEXT[:90] + crlf[:70] + TEXT[200:300], on="test-bigram-ctx32", chunk_size=75, batch_size=3,
+        fallback="stored", prime=5)
     a, b = Compressor(model, chunk_size=32, batch_size=4, fallback="stored").compress_batch([TEXT[:40], TEXT[40:130]])
     out += [("shared-a", a), ("shared-b", b)]
     for name, blob in list(out):  # the first entry layout (tag 'W'), which readers keep accepting
-        if name in ("text-waves", "mixed", "eol-bytes", "shared-b"):
+        if name in ("text-waves", "mixed", "eol-bytes", "shared-b", "segments"):
             lz = parse_loose(blob)
             assert lz is not None
             lz.compact = False

@@ -131,7 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(pc)
     pc.add_argument("-d", "--decompress", action="store_true", help="decompress instead")
     pc.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows stepped together (default %(default)s)")
-    pc.add_argument("--chunk-size", type=int, help="bytes per chunk (default 1024, capped by the model)")
+    pc.add_argument("--chunk-size", type=int,
+                    help="bytes per chunk (default: the model's, 8192 for the default model); a chunk longer "
+                    "than the model's context is coded in segments")
+    pc.add_argument("--prime", type=int,
+                    help="bytes of context each segment after the first starts from (default: the model's, 128)")
     pc.add_argument("--verify", action="store_true", help="decode every wave after coding it and compare")
     pc.add_argument("--no-eol", dest="eol", action="store_false",
                     help="code CR LF line endings as they are (default: model-code CR LF text as LF, "
@@ -419,6 +423,7 @@ def _cmd_compress(args: Any) -> int:
         comp = Compressor(
             args.model or "default", device=args.device, backend=args.backend, threads=args.threads,
             chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify, eol=args.eol,
+            prime=args.prime,
         )
     except ValueError as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None

@@ -31,10 +31,12 @@ from .constants import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_OUTPUT_SIZE,
+    DEFAULT_PRIME,
     DEFAULT_TOKEN_CHUNK_SIZE,
     DEFLATE_LEVEL,
     EOL_SUFFIXES,
     MAX_BATCH_SIZE,
+    MAX_BYTE_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     METHOD_DEFLATE,
     METHOD_MODEL,
@@ -126,9 +128,10 @@ def _bytes_view(data: Any) -> memoryview:
 class _Session:
     """A model with its runner and probe-digest cache (one per model object)."""
 
-    def __init__(self, model: StepModel, precision: int, pad: int | None = None) -> None:
+    def __init__(self, model: StepModel, precision: int, pad: int | None = None, prime: int = 0) -> None:
         self.model = model
-        self.runner = WaveRunner(model, precision, pad)
+        self.prime = int(prime)
+        self.runner = WaveRunner(model, precision, pad, self.prime)
         #: a token-level model's tokenizer (see backends/base.py), else None
         self.tokenizer = getattr(model, "tokenizer", None)
         self._probes: dict[int, str] = {}
@@ -155,8 +158,13 @@ class Compressor:
     ``model``: a registered model name (loaded once, cached) or a
     :class:`~pyllmcodec.backends.base.StepModel`.  ``device``, ``backend``,
     ``threads``: passed to :func:`~pyllmcodec.models.load_model`.
-    ``chunk_size``: bytes per chunk (default 1024, capped by the model's
-    context).  ``batch_size``: rows stepped together (default 32).
+    ``chunk_size``: bytes per chunk (default: the model's own, from its
+    bundle manifest -- 8192 for the shipped default model --, else 1024 capped
+    by the model's context).  A byte-level chunk longer than the context is
+    coded in segments, each after the first starting from ``prime`` bytes of
+    context (default: the model's, else 128; at most half the context;
+    docs/FORMAT.md section 4b).  ``batch_size``: rows stepped together
+    (default 32).
     ``precision``: quantizer precision in bits (default: the core's, 30).
     ``fallback``: ``"deflate"`` (default) also tries raw DEFLATE per chunk;
     ``"stored"`` only falls back to storing.  ``verify``: decode every wave
@@ -183,6 +191,7 @@ class Compressor:
         fallback: str = "deflate",
         verify: bool = False,
         eol: bool = True,
+        prime: int | None = None,
     ) -> None:
         self.model = _resolve_model(model, device, backend, threads)
         max_ctx = int(self.model.max_context)
@@ -191,12 +200,24 @@ class Compressor:
             max_chunk = MAX_CHUNK_SIZE
             if chunk_size is None:
                 chunk_size = DEFAULT_TOKEN_CHUNK_SIZE
-        else:
-            max_chunk = min(max_ctx, MAX_CHUNK_SIZE)
-            if chunk_size is None:
-                chunk_size = min(DEFAULT_CHUNK_SIZE, max_ctx)
+        else:  # longer than the context: coded in segments (scheduler.segment_plan)
+            segmentable = max_ctx >= 2 and not getattr(self.model, "device_quantize", False)
+            max_chunk = MAX_BYTE_CHUNK_SIZE if segmentable else min(max_ctx, MAX_BYTE_CHUNK_SIZE)
+            if chunk_size is None:  # the model's own preference (its bundle's manifest), else 1 KiB
+                pref = getattr(self.model, "default_chunk_size", None)
+                chunk_size = int(pref) if pref and segmentable else min(DEFAULT_CHUNK_SIZE, max_ctx)
+                chunk_size = min(chunk_size, max_chunk)
         if not isinstance(chunk_size, int) or not 1 <= chunk_size <= max_chunk:
-            raise ValueError(f"chunk_size must be an int in 1..{max_chunk} (the model's context)")
+            raise ValueError(f"chunk_size must be an int in 1..{max_chunk}")
+        self.prime = 0
+        if not tokens and chunk_size > max_ctx:
+            if prime is None:
+                prime = getattr(self.model, "default_prime", None) or min(DEFAULT_PRIME, max_ctx // 2)
+            self.prime = prime
+            if not isinstance(self.prime, int) or not 1 <= self.prime <= max_ctx // 2:
+                raise ValueError(f"prime must be an int in 1..{max_ctx // 2} (half the model's context)")
+        elif prime is not None and (not isinstance(prime, int) or prime < 0):
+            raise ValueError("prime must be an int >= 0")
         if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be an int in 1..{MAX_BATCH_SIZE}")
         if fallback not in ("deflate", "stored"):
@@ -207,7 +228,7 @@ class Compressor:
         self.fallback = fallback
         self.verify = bool(verify)
         self.eol = bool(eol)
-        self._session = _Session(self.model, self.precision)
+        self._session = _Session(self.model, self.precision, prime=self.prime)
 
     # ---------------------------------------------------------- internals
 
@@ -232,6 +253,7 @@ class Compressor:
             pad_token=self._session.runner.pad,
             writer=f"pyllmcodec {__version__}",
             tokenizer=self._tokenizer_meta(),
+            prime=self.prime,
         )
 
     def _tokenizer_meta(self) -> dict[str, Any] | None:
@@ -570,10 +592,10 @@ class Decompressor:
         for k in ("vocab_size", "bos", "max_context"):
             if int(getattr(model, k)) != int(meta_model[k]):
                 raise ModelError(f"model {k} is {getattr(model, k)}, the archive says {meta_model[k]}")
-        key = (id(model), header.precision, header.pad_token)
+        key = (id(model), header.precision, header.pad_token, header.prime)
         sess = self._sessions.get(key)
         if sess is None:
-            sess = self._sessions[key] = _Session(model, header.precision, header.pad_token)
+            sess = self._sessions[key] = _Session(model, header.precision, header.pad_token, header.prime)
         probe_key = key + (header.probe_batch, header.probe_digest)
         if probe_key not in self._checked:
             mine = sess.probe(header.probe_batch)
@@ -707,7 +729,7 @@ class Decompressor:
                 if session is None:
                     key, session = self._session(header)
                 else:
-                    key = (id(session.model), header.precision, header.pad_token)
+                    key = (id(session.model), header.precision, header.pad_token, header.prime)
                 job = _Job(key, block.batch)
                 for k in model_k:
                     _add_to_job(job, block.entries[k], payloads[k], block.first_chunk + k, (0, 0))
@@ -915,6 +937,7 @@ def compress(
     fallback: str = "deflate",
     verify: bool = False,
     eol: bool = True,
+    prime: int | None = None,
 ) -> bytes:
     """Compress ``data`` into a ``.llmz`` archive.
 
@@ -925,7 +948,7 @@ def compress(
     """
     return _compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
-        batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol,
+        batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
     ).compress(data)
 
 

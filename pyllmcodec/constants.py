@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_MAX_OUTPUT_SIZE",
+    "DEFAULT_PRIME",
     "DEFAULT_TOKEN_CHUNK_SIZE",
     "DEFLATE_LEVEL",
     "ENTRY_FULL_CHUNK",
@@ -21,6 +22,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_BATCH_SIZE",
+    "MAX_BYTE_CHUNK_SIZE",
     "MAX_CHUNK_SIZE",
     "MAX_META_LEN",
     "METHOD_DEFLATE",
@@ -88,6 +90,18 @@ DEFAULT_BATCH_SIZE = 32
 
 #: Row indices and wave batch sizes are stored as u16 in blocks.
 MAX_BATCH_SIZE = 65535
+
+#: A byte-level chunk longer than the model's context is coded in segments
+#: (scheduler.segment_plan): each segment after the first starts from a fresh
+#: state fed the ``prime`` bytes before it, so it is not coded from nothing.
+#: Measured with model 1.4.0 on linux-doc's first 256 KiB (ideal bits/byte):
+#: 1024-byte chunks 1.655, 8192-byte chunks with a 128-byte prime 1.602, at
+#: 1.125 model steps per byte.
+DEFAULT_PRIME = 128
+
+#: Byte-level chunks are at most this long (64 KiB) even when coded in
+#: segments: it bounds the decoder's per-wave symbol buffer (chunk x batch).
+MAX_BYTE_CHUNK_SIZE = 1 << 16
 
 #: Chunk lengths are bounded by this whatever the model allows (16 MiB); it
 #: also bounds what one hostile index entry can make a reader allocate.

@@ -41,6 +41,7 @@ from .constants import (
     FORMAT_VERSION,
     MAGIC,
     MAX_BATCH_SIZE,
+    MAX_BYTE_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     MAX_META_LEN,
     METHOD_DEFLATE,
@@ -157,6 +158,11 @@ class Header:
     def pad_token(self) -> int:
         return int(self.meta["pad_token"])
 
+    @property
+    def prime(self) -> int:
+        """Silent steps per segment after the first (0: chunks fit the context)."""
+        return int(self.meta.get("prime", 0))
+
 
 @dataclass
 class Block:
@@ -236,9 +242,12 @@ def build_meta(
     pad_token: int,
     writer: str,
     tokenizer: dict[str, Any] | None = None,
+    prime: int = 0,
 ) -> dict[str, Any]:
     """The header metadata as the writer records it (see FORMAT.md).
-    ``tokenizer`` (token-level models only) is recorded as is."""
+    ``tokenizer`` (token-level models only) is recorded as is; ``prime`` (the
+    silent steps of each segment after the first) only for byte-level chunks
+    longer than the context, where it is required."""
     meta = {
         "model": {
             "name": str(model_name),
@@ -262,6 +271,8 @@ def build_meta(
     }
     if tokenizer is not None:
         meta["tokenizer"] = dict(tokenizer)
+    if prime:
+        meta["prime"] = int(prime)
     return meta
 
 
@@ -370,9 +381,16 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
     need(is_hex(probe.get("digest"), 64), "probe.digest")
     need(is_int(meta.get("chunk_size"), 1, MAX_CHUNK_SIZE), "chunk_size")
     tok = meta.get("tokenizer")
-    if tok is None:  # byte-level: a chunk of n bytes takes n steps
-        need(meta["chunk_size"] <= model["max_context"], "chunk_size > model.max_context")
-    else:  # token-level: chunk_size is in bytes, max_context in tokens
+    if tok is None:
+        need(meta["chunk_size"] <= MAX_BYTE_CHUNK_SIZE, f"chunk_size > {MAX_BYTE_CHUNK_SIZE} for a byte-level model")
+    if tok is None and meta["chunk_size"] > model["max_context"]:
+        # byte-level chunks longer than the context: coded in segments that
+        # start from `prime` symbols of context (scheduler.segment_plan)
+        need(is_int(meta.get("prime"), 1, model["max_context"] // 2),
+             "prime (chunk_size > model.max_context needs 1 <= prime <= max_context / 2)")
+    else:  # one segment per chunk: no prime, in canonical form
+        need("prime" not in meta, "prime (only for byte-level chunks longer than the context)")
+    if tok is not None:  # token-level: chunk_size is in bytes, max_context in tokens
         need(isinstance(tok, dict) and isinstance(tok.get("sha256"), str), "tokenizer.sha256")
     need(is_int(meta.get("batch_size"), 1, MAX_BATCH_SIZE), "batch_size")
     need(is_int(meta.get("precision"), 1, 32), "precision")

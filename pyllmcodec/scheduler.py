@@ -21,6 +21,18 @@ READ ME FIRST -- the geometry, which is part of the format:
   row's output never depends on the other rows' contents, only on the batch
   size and its own row index, which the decoder always reproduces.
 
+Chunks longer than the context (byte-level models; the header's ``prime``
+``K >= 1``): a row's symbols are coded in *segments* of the model's context
+``C``.  Segment 0 is the row as above for symbols ``[0, C)``.  Segment ``j >=
+1`` codes symbols ``[s, s + C - K)`` with ``s = C + (j - 1)(C - K)``: it starts
+from a fresh state and is fed ``bos``, then the ``K`` symbols before ``s`` (which
+both sides already have), then its own symbols; its steps ``0..K-1`` code
+nothing, step ``u >= K`` codes symbol ``s - K + u``.  Every row present in a
+wave starts each segment at the same step, so the silent steps are the same
+for all rows; a row is present in segment ``j`` while it has symbols from
+``s`` on (:func:`segment_plan`).  A chunk that fits the context is coded
+exactly as before, so ``K`` only matters for longer ones.
+
 Token-level models (NOTE): for a model with a tokenizer the "bytes" above are
 token ids: a chunk's symbol sequence is its token array (int64), fed and coded
 exactly as bytes are, one token per step; :meth:`WaveRunner.decode_wave`
@@ -51,7 +63,7 @@ import numpy as np
 from .backends.base import StepModel
 from .constants import PROBE_BYTES
 
-__all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segments"]
+__all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segments"]
 
 
 def plan_waves(n_chunks: int, batch_size: int) -> list[tuple[int, int]]:
@@ -90,6 +102,25 @@ def segments(
     return out
 
 
+def segment_plan(length: int, context: int, prime: int) -> list[tuple[int, int]]:
+    """``(s, k)`` per segment of a row of ``length`` symbols: the segment codes
+    symbols ``[s, min(length, s + context - k))`` after ``k`` silent steps
+    (``k = 0`` for the first segment, ``prime`` for the others).  A row that
+    fits the context has one segment; a longer one needs ``1 <= prime <
+    context``."""
+    out = [(0, 0)]
+    if length <= context:
+        return out
+    if not 1 <= prime < context:
+        raise ValueError(f"chunk of {length} symbols is longer than the model's context ({context}) "
+                         "and the archive has no valid prime length for its segments")
+    s = context
+    while s < length:
+        out.append((s, prime))
+        s += context - prime
+    return out
+
+
 def fed_tokens(
     batch: int, rows: Sequence[int], chunks: Sequence[bytes | memoryview | np.ndarray], bos: int, pad: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -115,16 +146,18 @@ class WaveRunner:
     """Runs waves of one model session: encode, decode, probe, bare loop.
 
     Holds no per-archive state; one runner can serve many archives as long as
-    they agree on ``precision`` and ``pad``.
+    they agree on ``precision``, ``pad`` and ``prime``.
     """
 
-    def __init__(self, model: StepModel, precision: int, pad: int | None = None) -> None:
+    def __init__(self, model: StepModel, precision: int, pad: int | None = None, prime: int = 0) -> None:
         # the native coder; imported late so container work needs no build
         from . import core
 
         self.core = core
         self.model = model
         self.precision = int(precision)
+        #: silent steps that start each segment after the first (module docstring)
+        self.prime = int(prime)
         self.bos = int(model.bos)
         self.pad = self.bos if pad is None else int(pad)
         self.vocab_size = int(model.vocab_size)
@@ -140,7 +173,7 @@ class WaveRunner:
         ``batch``; returns one coded payload per chunk."""
         lengths = [len(c) for c in chunks]
         if max(lengths, default=0) > self.model.max_context:
-            raise ValueError(f"chunk longer than the model's context ({self.model.max_context})")
+            return self._encode_segmented(batch, rows, chunks)
         tok, sym = fed_tokens(batch, rows, chunks, self.bos, self.pad)
         state = self.model.new_state(batch)
         enc = self.core.BatchEncoder(batch, precision=self.precision)
@@ -169,6 +202,34 @@ class WaveRunner:
         streams = enc.finish()
         return [bytes(streams[r]) for r in rows]
 
+    def _encode_segmented(self, batch: int, rows: Sequence[int],
+                          chunks: Sequence[bytes | memoryview | np.ndarray]) -> list[bytes]:
+        """:meth:`encode_wave` for a wave with chunks longer than the context."""
+        if self.two_phase:
+            raise ValueError("chunks longer than the context need a model that quantizes on the host")
+        C = int(self.model.max_context)
+        plan = segment_plan(max(len(c) for c in chunks), C, self.prime)
+        enc = self.core.BatchEncoder(batch, precision=self.precision)
+        step, encode = self.model.step, enc.encode_probs
+        for s, k in plan:
+            present = [(int(r), c[s - k : s - k + C]) for r, c in zip(rows, chunks) if len(c) > s]
+            prow = [r for r, _ in present]
+            seqs = [q for _, q in present]
+            tok, sym = fed_tokens(batch, prow, seqs, self.bos, self.pad)
+            state = self.model.new_state(batch)
+            for t in range(k):  # bos and the prime: nothing coded
+                step(state, tok[t])
+            for t0, t1, act, _fin in segments(batch, prow, [len(q) for q in seqs]):
+                t0 = max(t0, k)  # every present row has a symbol at step k
+                if act is None:
+                    for t in range(t0, t1):
+                        encode(step(state, tok[t]), sym[t])
+                else:
+                    for t in range(t0, t1):
+                        encode(step(state, tok[t])[act], np.ascontiguousarray(sym[t, act]), rows=act)
+        streams = enc.finish()
+        return [bytes(streams[r]) for r in rows]
+
     # -------------------------------------------------------------- decode
 
     def decode_wave(
@@ -187,7 +248,7 @@ class WaveRunner:
             streams[r] = bytes(p)
         length = max(lengths, default=0)
         if length > self.model.max_context:
-            raise ValueError(f"chunk longer than the model's context ({self.model.max_context})")
+            return self._decode_segmented(batch, rows, lengths, streams, tokens)
         dec = self.core.BatchDecoder(streams, precision=self.precision)
         decode = dec.decode_probs
         step = self.model.step
@@ -227,6 +288,39 @@ class WaveRunner:
                     out[t, act] = s
                     tok[act] = s
             tok[fin] = pad
+        return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
+
+    def _decode_segmented(self, batch: int, rows: Sequence[int], lengths: Sequence[int],
+                          streams: list[bytes], tokens: bool) -> list[Any]:
+        """:meth:`decode_wave` for a wave with chunks longer than the context."""
+        if self.two_phase:
+            raise ValueError("chunks longer than the context need a model that quantizes on the host")
+        C = int(self.model.max_context)
+        plan = segment_plan(max(lengths), C, self.prime)
+        dec = self.core.BatchDecoder(streams, precision=self.precision)
+        decode, step = dec.decode_probs, self.model.step
+        out = np.zeros((max(lengths), batch), dtype=np.int64 if tokens else np.uint8)
+        for s, k in plan:
+            present = [(int(r), int(n)) for r, n in zip(rows, lengths) if n > s]
+            prow = np.asarray([r for r, _ in present], dtype=np.int64)
+            seg_lens = [min(n, s - k + C) - (s - k) for _, n in present]
+            state = self.model.new_state(batch)
+            tok = np.full(batch, self.pad, dtype=np.int64)
+            tok[prow] = self.bos
+            for t in range(k):  # bos and the prime, from symbols decoded before
+                step(state, tok)
+                tok[prow] = out[s - k + t, prow]
+            for t0, t1, act, fin in segments(batch, prow.tolist(), seg_lens):
+                for t in range(max(t0, k), t1):
+                    if act is None:
+                        sy = decode(step(state, tok))
+                        out[s - k + t] = sy
+                        tok[:] = sy
+                    else:
+                        sy = decode(step(state, tok)[act], rows=act)
+                        out[s - k + t, act] = sy
+                        tok[act] = sy
+                tok[fin] = self.pad
         return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
 
     def decode_wave_tokens(
@@ -271,13 +365,25 @@ class WaveRunner:
         else:
             newlines = None
         steps = np.zeros(batch, dtype=np.int64)
-        out = np.zeros((min(max_ctx, int(max(raw_lens, default=0))), batch), dtype=np.int64)
+        longest = int(max(raw_lens, default=0))  # every symbol counts >= 1 byte
+        out = np.zeros((longest if self.prime else min(max_ctx, longest), batch), dtype=np.int64)
         P = self.precision
         targets = np.zeros(batch, dtype=np.uint32)
         t = 0
+        seg_t = 0  # steps taken in the current segment (module docstring)
         while alive.size:
             if t >= out.shape[0]:
                 raise ValueError("a token-level chunk does not end within the model's context")
+            if seg_t == max_ctx:  # the context is full: the next segment, from bos and the prime
+                if self.two_phase:
+                    raise ValueError("chunks longer than the context need a model that quantizes on the host")
+                state = self.model.new_state(batch)
+                tok[alive] = self.bos
+                for u in range(self.prime):
+                    self.model.step(state, tok)
+                    tok[alive] = out[t - self.prime + u, alive]
+                seg_t = self.prime
+            seg_t += 1
             full = alive.size == batch
             if self.two_phase:
                 targets[alive] = dec.targets() if full else dec.targets(rows=alive)

@@ -160,10 +160,22 @@ def get_token_model(max_context: int = 40) -> TokenModel:
     return _TOKEN_MODELS[max_context]
 
 
+_SHORT: list[BigramModel] = []
+
+
+def get_short_model() -> BigramModel:
+    """The bigram model with a 32-symbol context, registered as
+    "test-bigram-ctx32": chunks longer than that are coded in segments."""
+    if not _SHORT:
+        _SHORT.append(BigramModel(name="test-bigram-ctx32", max_context=32))
+    return _SHORT[0]
+
+
 def register() -> None:
     from pyllmcodec.models import register_model
 
     register_model("test-bigram", lambda **_: get_model(), replace=True)
+    register_model("test-bigram-ctx32", lambda **_: get_short_model(), replace=True)
     register_model("test-tokens", lambda **_: get_token_model(), replace=True)  # built on first use
 
 

@@ -22,7 +22,7 @@ from pyllmcodec import (
     NumericsMismatchError,
     OutputLimitError,
 )
-from pyllmcodec.constants import METHOD_MODEL
+from pyllmcodec.constants import MAX_BYTE_CHUNK_SIZE, METHOD_MODEL
 from pyllmcodec.container import (
     BLOCK_OVERHEAD,
     FOOTER_FIXED_LEN,
@@ -322,7 +322,13 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         Compressor(get_model(), chunk_size=0)
     with pytest.raises(ValueError):
-        Compressor(get_model(max_context=100), chunk_size=101)
+        Compressor(get_model(), chunk_size=MAX_BYTE_CHUNK_SIZE + 1)
+    # longer than the context: segments, whose prime must fit half the context
+    assert Compressor(get_model(max_context=100), chunk_size=101).prime == 50
+    assert Compressor(get_model(max_context=100), chunk_size=100, prime=7).prime == 0  # one segment
+    for bad in (0, 51, -1, 2.5):
+        with pytest.raises(ValueError, match="prime"):
+            Compressor(get_model(max_context=100), chunk_size=101, prime=bad)
     with pytest.raises(ValueError):
         Compressor(get_model(), batch_size=0)
     with pytest.raises(TypeError):

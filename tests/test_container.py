@@ -17,6 +17,7 @@ from pyllmcodec.constants import (
     ENTRY_NEXT_ROW,
     FORMAT_VERSION,
     MAGIC,
+    MAX_BYTE_CHUNK_SIZE,
     METHOD_DEFLATE,
     METHOD_MODEL,
     METHOD_STORED,
@@ -340,7 +341,7 @@ def test_hostile_compact_entries_with_valid_crcs(batch, count, entries, why):
 
 @st.composite
 def _entries(draw):
-    chunk = draw(st.sampled_from([8, 127, 128, 1024, 6144, 1 << 20]))
+    chunk = draw(st.sampled_from([8, 127, 128, 1024, 6144, MAX_BYTE_CHUNK_SIZE]))
     batch = draw(st.integers(1, 300))
     rows = sorted(draw(st.sets(st.integers(0, batch - 1), min_size=1, max_size=min(batch, 40))))
     out = []

@@ -45,7 +45,7 @@ from pyllmcodec.cli import (
     EXIT_USAGE,
     main,
 )
-from pyllmcodec.constants import DEFAULT_MAX_OUTPUT_SIZE, MAX_CHUNK_SIZE, METHOD_DEFLATE
+from pyllmcodec.constants import DEFAULT_MAX_OUTPUT_SIZE, MAX_BYTE_CHUNK_SIZE, MAX_CHUNK_SIZE, METHOD_DEFLATE
 from pyllmcodec.container import ArchiveWriter, ChunkEntry, build_meta
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -149,7 +149,9 @@ def _bomb(n_entries: int, raw_len: int, with_sha: bool = False) -> bytes:
     payload = d.compress(zeros) + d.flush()
     meta = build_meta(model_name="test-bigram", model_sha256=get_model().sha256, vocab_size=256, bos=256,
                       max_context=1 << 31, fingerprint={}, probe_digest="0" * 64, probe_batch=1, probe_version=1,
-                      probe_steps=48, chunk_size=raw_len, batch_size=1, precision=30, pad_token=256, writer="bomb")
+                      probe_steps=48, chunk_size=raw_len, batch_size=1, precision=30, pad_token=256, writer="bomb",
+                      # byte-level chunks stop at MAX_BYTE_CHUNK_SIZE; token-level ones at MAX_CHUNK_SIZE
+                      tokenizer={"kind": "bpe", "sha256": "0" * 64} if raw_len > MAX_BYTE_CHUNK_SIZE else None)
     out = bytearray()
     w = ArchiveWriter(out.extend, meta)
     entry = ChunkEntry(0, raw_len, len(payload), METHOD_DEFLATE, zlib.crc32(zeros))

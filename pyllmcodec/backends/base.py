@@ -86,3 +86,7 @@ class BundleModel:
         self.vocab_size = int(m["vocab"]["size"])
         self.bos = int(m["vocab"]["bos"])
         self.max_context = int(m["context_length"])
+        codec = m.get("codec") or {}
+        #: the codec's defaults for this model (bundle manifest ``codec``), or None
+        self.default_chunk_size = codec.get("chunk_size")
+        self.default_prime = codec.get("prime")

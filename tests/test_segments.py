@@ -1,0 +1,152 @@
+"""Chunks longer than the model's context: coded in segments, each after
+``prime`` symbols of context (pyllmcodec/scheduler.py, docs/FORMAT.md)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zlib
+
+import pytest
+from conftest import TEXT, get_short_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pyllmcodec
+from pyllmcodec import ChecksumError, Compressor, Decompressor, FormatError
+from pyllmcodec.constants import MAX_BYTE_CHUNK_SIZE
+from pyllmcodec.container import parse_header
+from pyllmcodec.scheduler import segment_plan
+
+C = 32  # the short model's context
+
+
+def test_segment_plan():
+    assert segment_plan(32, 32, 5) == [(0, 0)]
+    assert segment_plan(33, 32, 5) == [(0, 0), (32, 5)]
+    assert segment_plan(32 + 27, 32, 5) == [(0, 0), (32, 5)]
+    assert segment_plan(32 + 28, 32, 5) == [(0, 0), (32, 5), (59, 5)]
+    # every symbol is coded by exactly one segment, each window fits the context
+    for n in range(1, 300, 7):
+        plan = segment_plan(n, 32, 9)
+        covered = []
+        for s, k in plan:
+            e = min(n, s - k + 32)
+            assert 0 <= s - k and e - (s - k) <= 32
+            covered += range(s, e)
+        assert covered == list(range(n))
+    with pytest.raises(ValueError, match="context"):
+        segment_plan(33, 32, 0)
+
+
+# text with line breaks, CR LF runs (the line-ending methods) and binary bits
+_pieces = st.sampled_from([b"the ", b"segment ", b"\n", b"\r\n", b" \r\n", b"\x00\xff", b"prime, ",
+                           b"caf\xc3\xa9 ", b"0123"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.lists(_pieces, max_size=120).map(b"".join),
+       chunk=st.integers(C + 1, 5 * C), prime=st.integers(1, C // 2), batch=st.integers(1, 5),
+       eol=st.booleans(), fallback=st.sampled_from(["stored", "deflate"]))
+def test_round_trip(data, chunk, prime, batch, eol, fallback):
+    m = get_short_model()
+    comp = Compressor(m, chunk_size=chunk, prime=prime, batch_size=batch, eol=eol, fallback=fallback)
+    blob = comp.compress(data)
+    dec = Decompressor(m)
+    assert dec.decompress(blob) == data
+    assert parse_header(blob).prime == prime
+    # random access, streaming and shared waves give the same bytes
+    n = pyllmcodec.info(blob)["n_chunks"]
+    assert pyllmcodec.info(blob)["prime"] == prime
+    if n:
+        k = n // 2
+        assert dec.decompress_chunks(blob, k, n) == data[k * chunk:]
+    out = io.BytesIO()
+    with comp.stream_writer(out) as w:
+        w.write(data[: len(data) // 3])
+        w.write(data[len(data) // 3:])
+    assert out.getvalue() == blob
+    a, b = comp.compress_batch([data, data[::-1]])
+    assert dec.decompress_batch([a, b]) == [data, data[::-1]]
+
+
+def test_segments_pay_on_text_and_cost_steps():
+    """The segments after the first start from context, so they code the
+    repetitive text in fewer bits than chunks of one context each."""
+    m = get_short_model()
+    data = TEXT[:3000]
+    one = Compressor(m, chunk_size=C, batch_size=4, fallback="stored").compress(data)
+    seg = Compressor(m, chunk_size=10 * C, prime=8, batch_size=4, fallback="stored").compress(data)
+    assert len(seg) < len(one)
+    assert Decompressor(m).decompress(seg) == data
+
+
+def _with_meta(blob: bytes, **change) -> bytes:
+    """``blob`` with its header metadata changed (None: removed), the header
+    re-encoded without validation and with a valid CRC."""
+    from pyllmcodec import container
+
+    h = parse_header(blob)
+    meta = json.loads(json.dumps(h.meta))
+    for k, v in change.items():
+        if v is None:
+            meta.pop(k, None)
+        else:
+            meta[k] = v
+    raw = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    head = container._HEADER_PREFIX.pack(container.MAGIC, container.FORMAT_VERSION, 0, len(raw)) + raw
+    return head + container._U32.pack(zlib.crc32(head)) + blob[h.size:]
+
+
+@pytest.fixture(scope="module")
+def seg_blob():
+    m = get_short_model()
+    return Compressor(m, chunk_size=100, prime=6, batch_size=3, fallback="stored").compress(TEXT[:700])
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"prime": None}, "prime"),
+    ({"prime": 0}, "prime"),
+    ({"prime": C // 2 + 1}, "prime"),
+    ({"prime": "6"}, "prime"),
+    ({"chunk_size": MAX_BYTE_CHUNK_SIZE + 1}, "chunk_size"),
+])
+def test_hostile_segment_headers_are_refused(seg_blob, change, message):
+    with pytest.raises(FormatError, match=message):
+        Decompressor(get_short_model()).decompress(_with_meta(seg_blob, **change))
+    with pytest.raises(FormatError, match=message):
+        pyllmcodec.info(_with_meta(seg_blob, **change))
+
+
+def test_prime_only_where_it_means_something():
+    m = get_short_model()
+    blob = Compressor(m, chunk_size=C, batch_size=2).compress(TEXT[:100])
+    assert "prime" not in parse_header(blob).meta  # chunks that fit: nothing new in the header
+    with pytest.raises(FormatError, match="prime"):
+        pyllmcodec.info(_with_meta(blob, prime=4))
+
+
+def test_another_prime_never_returns_wrong_bytes(seg_blob):
+    """A header whose prime was changed (CRC fixed) steps other contexts: the
+    chunk CRCs catch it."""
+    from pyllmcodec.container import encode_header
+
+    h = parse_header(seg_blob)
+    for prime in range(1, C // 2 + 1):  # one whose header is as long, so every offset still holds
+        head = encode_header({**h.meta, "prime": prime})
+        if prime != h.prime and len(head) == h.size:
+            break
+    else:
+        pytest.skip("no other prime gives a header of the same length")
+    with pytest.raises(ChecksumError):
+        Decompressor(get_short_model()).decompress(head + seg_blob[h.size:])
+
+
+def test_default_chunk_size_comes_from_the_model(monkeypatch):
+    m = get_short_model()
+    assert Compressor(m).chunk_size == C  # no preference: min(1 KiB, context)
+    monkeypatch.setattr(m, "default_chunk_size", 5 * C, raising=False)
+    monkeypatch.setattr(m, "default_prime", 3, raising=False)
+    comp = Compressor(m)
+    assert (comp.chunk_size, comp.prime) == (5 * C, 3)
+    assert Decompressor(m).decompress(comp.compress(TEXT[:500])) == TEXT[:500]
