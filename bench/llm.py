@@ -102,7 +102,7 @@ def pyllmcodec_status() -> tuple[bool, str]:
     return True, models
 
 
-def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int) -> float:
+def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int, prime: int = 0) -> float:
     """The model's ideal code length of ``data`` in bits.
 
     ``data`` is cut into chunks of ``chunk_size`` bytes (the codec's chunking,
@@ -119,7 +119,10 @@ def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int) -> flo
         # the teacher-forced graph: same probabilities to ~1e-8, several times faster
         from pyllmcodec.models.evaluate import ideal_bits as forward_ideal_bits
 
-        return forward_ideal_bits(bundle, data, chunk_size, threads=getattr(model, "threads", None), eol=True)
+        return forward_ideal_bits(bundle, data, chunk_size, threads=getattr(model, "threads", None), eol=True,
+                                  prime=prime)
+    if tokenizer is None and chunk_size > int(getattr(model, "max_context", chunk_size)):
+        raise ValueError("scoring chunks longer than the context needs a bundle with a forward graph")
     from pyllmcodec import eol
 
     # the chunks as the encoder codes them (line-ending transform, eol=True)
@@ -149,13 +152,13 @@ def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int) -> flo
     return total
 
 
-def _ideal_geometry(model: Any, cfg: LLMConfig) -> tuple[int, int]:
-    """The chunk and batch size the codec would use for ``cfg``."""
-    from pyllmcodec import constants
+def _ideal_geometry(model: Any, cfg: LLMConfig) -> tuple[int, int, int]:
+    """The chunk size, batch size and prime the codec would use for ``cfg``."""
+    from pyllmcodec import Compressor, constants
 
-    chunk = cfg.chunk_size or min(constants.DEFAULT_CHUNK_SIZE, int(model.max_context))
     batch = cfg.batch_size or constants.DEFAULT_BATCH_SIZE
-    return chunk, batch
+    comp = Compressor(model, chunk_size=cfg.chunk_size, batch_size=batch)
+    return comp.chunk_size, batch, comp.prime
 
 
 # ----------------------------------------------------------------- worker
@@ -204,11 +207,11 @@ def _worker(mode: str, cfg: LLMConfig, paths: list[str]) -> dict[str, Any]:
         from pyllmcodec.models import load_model
 
         model = load_model(cfg.model, device=cfg.device, backend=cfg.backend, threads=cfg.threads)
-        chunk, batch = _ideal_geometry(model, cfg)
+        chunk, batch, prime = _ideal_geometry(model, cfg)
         t0 = time.perf_counter()
-        bits = sum(ideal_bits(model, d, chunk, batch) for d in files)
+        bits = sum(ideal_bits(model, d, chunk, batch, prime=prime) for d in files)
         return {"ideal_bits": bits, "ideal_s": time.perf_counter() - t0,
-                "chunk_size": chunk, "batch_size": batch}
+                "chunk_size": chunk, "batch_size": batch, "prime": prime}
     raise SystemExit(f"unknown mode {mode!r}")
 
 

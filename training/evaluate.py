@@ -1,11 +1,12 @@
 """Bits/byte of a model on files, chunked exactly as the codec chunks.
 
-    python training/evaluate.py FILE [FILE ...] [--bundle DIR | --model default] [--chunk-size 1024]
+    python training/evaluate.py FILE [FILE ...] [--bundle DIR | --model default] [--chunk-size N] [--prime K]
 
-Each file is cut into chunks of ``--chunk-size`` bytes (the last one shorter);
-each chunk is scored from BOS on, as the codec codes it (a chunk whose every
-line ends in CR LF without the CR, as the encoder does; ``--no-eol`` scores it
-as it is).  The ideal code
+Each file is cut into chunks of ``--chunk-size`` bytes (the last one shorter;
+default: the codec's default for the model); each chunk is scored from BOS on,
+as the codec codes it: a chunk longer than the context in segments, each after
+``--prime`` bytes of context; a chunk whose every line ends in CR LF without
+the CR, as the encoder does (``--no-eol`` scores it as it is).  The ideal code
 length is the sum of -log2 p(byte) from the model's float probabilities; the
 teacher-forced ONNX graph is used for speed (it agrees with the step graph the
 codec runs to ~1e-6 in probability, far below what changes a printed digit).
@@ -19,10 +20,11 @@ import time
 from pathlib import Path
 
 
-def bits_per_byte(data: bytes, bundle, chunk_size: int, threads: int | None = None, eol: bool = True) -> float:
+def bits_per_byte(data: bytes, bundle, chunk_size: int, threads: int | None = None, eol: bool = True,
+                  prime: int = 0) -> float:
     from pyllmcodec.models.evaluate import ideal_bits
 
-    return ideal_bits(bundle, data, chunk_size, threads=threads, eol=eol) / max(1, len(data))
+    return ideal_bits(bundle, data, chunk_size, threads=threads, eol=eol, prime=prime) / max(1, len(data))
 
 
 def main() -> None:
@@ -30,7 +32,8 @@ def main() -> None:
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--bundle", type=Path)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--chunk-size", type=int, default=1024)
+    ap.add_argument("--chunk-size", type=int, help="default: the codec's default for the model")
+    ap.add_argument("--prime", type=int, help="default: the codec's, for chunks longer than the context")
     ap.add_argument("--limit", type=int, default=0, help="score only the first N bytes of each file")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--no-eol", dest="eol", action="store_false",
@@ -48,13 +51,23 @@ def main() -> None:
         if not dirs:
             sys.exit(f"no shipped bundle named {a.model!r}")
         b = load_bundle(dirs[0])
+    # the codec's own geometry for this model (bundle manifest 'codec', else 1 KiB chunks)
+    from pyllmcodec.constants import DEFAULT_CHUNK_SIZE, DEFAULT_PRIME
+
+    codec = b.manifest.get("codec") or {}
+    ctx = int(b.manifest["context_length"])
+    chunk = a.chunk_size or codec.get("chunk_size") or min(DEFAULT_CHUNK_SIZE, ctx)
+    prime = 0
+    if chunk > ctx:
+        prime = a.prime or codec.get("prime") or min(DEFAULT_PRIME, ctx // 2)
+    print(f"chunks of {chunk} bytes" + (f", segments of {ctx} primed with {prime}" if prime else ""))
     tot_bits = tot_bytes = 0.0
     for f in a.files:
         data = f.read_bytes()
         if a.limit:
             data = data[: a.limit]
         t0 = time.time()
-        bpb = bits_per_byte(data, b, a.chunk_size, threads=a.threads, eol=a.eol)
+        bpb = bits_per_byte(data, b, chunk, threads=a.threads, eol=a.eol, prime=prime)
         tot_bits += bpb * len(data)
         tot_bytes += len(data)
         print(f"{f.name:30s} {len(data):10d} B  {bpb:.4f} bits/byte  ({time.time() - t0:.1f} s)")

@@ -50,6 +50,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "pyllmcodec/models/default")
     ap.add_argument("--checkpoint", default="final.pt")
     ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--chunk-size", type=int, default=8192,
+                    help="the codec's default chunk size for the model (docs/MODEL.md, 'Chunk size')")
+    ap.add_argument("--prime", type=int, default=128, help="the codec's default prime for longer chunks")
     a = ap.parse_args()
     training = {
         **_lineage(a.run, a.data),
@@ -62,7 +65,7 @@ def main() -> None:
     if not ck.exists():
         ck = a.run / "ckpt.pt"
     export_main([str(ck), str(a.out), "--name", "default", "--version", a.version,
-                 "--training-json", f.name])
+                 "--training-json", f.name, "--chunk-size", str(a.chunk_size), "--prime", str(a.prime)])
     for g in ("step", "forward"):  # the graph files are small; weights.bin holds the tensors
         print(g, (a.out / f"{g}.onnx").stat().st_size, "bytes")
     print("weights.bin", (a.out / "weights.bin").stat().st_size, "bytes")

@@ -68,6 +68,7 @@ def export_bundle(
     licence: str = "MIT",
     description: str = "",
     training: Mapping[str, Any] | None = None,
+    codec: Mapping[str, int] | None = None,
     graphs: tuple[str, ...] = ("step", "forward"),
 ) -> Path:
     """Write a bundle for ByteLM ``weights`` (a state_dict as numpy) to ``out_dir``."""
@@ -117,6 +118,8 @@ def export_bundle(
         "id": bundle_id(files),
         "training": dict(training or {}),
     }
+    if codec:
+        manifest["codec"] = dict(codec)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return out
 
@@ -163,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--name", default="default")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--training-json", type=Path, help="JSON merged into manifest['training']")
+    ap.add_argument("--chunk-size", type=int, help="the codec's default chunk size for this model")
+    ap.add_argument("--prime", type=int, help="the codec's default prime for chunks longer than the context")
     a = ap.parse_args(argv)
     s = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
     W = {k: v.float().numpy() for k, v in s["model"].items()}
@@ -170,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     training.setdefault("steps", s.get("step"))
     export_bundle(W, s["config"], a.out, name=a.name, version=a.version, training=training,
                   licence="MIT (model weights); training data licences listed under training.sources",
-                  description="byte-level causal transformer (multi-query attention), trained by pyllmcodec")
+                  description="byte-level causal transformer (multi-query attention), trained by pyllmcodec",
+                  codec={k: v for k, v in (("chunk_size", a.chunk_size), ("prime", a.prime)) if v})
     print(f"wrote {a.out}")
 
 
