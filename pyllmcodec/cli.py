@@ -533,7 +533,8 @@ def _cmd_info(args: Any) -> int:
         print(f"  fingerprint     {json.dumps(d['fingerprint'], sort_keys=True)}")
         print(f"  probe           batch={d['probe']['batch']} steps={d['probe']['steps']} digest={d['probe']['digest']}")
         print(f"  geometry        chunk_size={d['chunk_size']} batch_size={d['batch_size']} "
-              f"precision={d['precision']} pad_token={d['pad_token']}")
+              f"precision={d['precision']} pad_token={d['pad_token']}"
+              + (f" prime={d['prime']}" if d.get("prime") else ""))
         print(f"  size            {d['size']} -> {d['compressed_size']} bytes (ratio {ratio})")
         print(f"  chunks          {d['n_chunks']} in {d['n_blocks']} blocks; methods {d['methods']}")
         lay = d["layout"]

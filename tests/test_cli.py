@@ -169,6 +169,21 @@ def test_info(work, capsys):
     assert main(["info", "--json", "--chunks", "a.txt.llmz"]) == EXIT_OK
     d = json.loads(capsys.readouterr().out)
     assert d["size"] == len(TEXT) and len(d["chunks"]) == d["n_chunks"]
+    assert "prime" not in d and "prime=" not in out
+
+
+def test_prime_option(work, capsys):
+    """--chunk-size over the context codes segments; --prime sets their context."""
+    cm = ["--model", "test-bigram-ctx32", "--batch-size", "3"]
+    assert main(["compress", *cm, "--chunk-size", "200", "--prime", "9", "-k", "a.txt"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["info", "a.txt.llmz"]) == EXIT_OK
+    assert "chunk_size=200" in (out := capsys.readouterr().out) and "prime=9" in out
+    os.remove("a.txt")
+    assert main(["decompress", "a.txt.llmz"]) == EXIT_OK
+    assert (work / "a.txt").read_bytes() == TEXT
+    assert main(["compress", *cm, "--chunk-size", "200", "--prime", "17", "-f", "a.txt"]) == EXIT_USAGE
+    assert "prime" in capsys.readouterr().err
 
 
 def test_verbose_and_quiet(work, capsys):
