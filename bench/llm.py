@@ -280,6 +280,7 @@ def run_llm_row(cfg: LLMConfig, files: list[tuple[str, bytes]], *, ideal: bool =
                 row["ideal_bits_per_byte"] = ires["ideal_bits"] / size
                 row["overhead_bits_per_byte"] = row["bits_per_byte"] - row["ideal_bits_per_byte"]
                 row["ideal_step_MBps"] = size / 1e6 / ires["ideal_s"] if ires["ideal_s"] else math.inf
+                row["chunk_size"], row["prime"] = ires["chunk_size"], ires.get("prime", 0)  # the geometry scored
             except (RuntimeError, TimeoutError) as e:
                 row["ideal_error"] = str(e)
     return row
