@@ -130,8 +130,7 @@ class _Session:
 
     def __init__(self, model: StepModel, precision: int, pad: int | None = None, prime: int = 0) -> None:
         self.model = model
-        self.prime = int(prime)
-        self.runner = WaveRunner(model, precision, pad, self.prime)
+        self.runner = WaveRunner(model, precision, pad, prime)
         #: a token-level model's tokenizer (see backends/base.py), else None
         self.tokenizer = getattr(model, "tokenizer", None)
         self._probes: dict[int, str] = {}

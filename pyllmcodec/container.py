@@ -383,15 +383,15 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
     tok = meta.get("tokenizer")
     if tok is None:
         need(meta["chunk_size"] <= MAX_BYTE_CHUNK_SIZE, f"chunk_size > {MAX_BYTE_CHUNK_SIZE} for a byte-level model")
-    if tok is None and meta["chunk_size"] > model["max_context"]:
-        # byte-level chunks longer than the context: coded in segments that
-        # start from `prime` symbols of context (scheduler.segment_plan)
+        segmented = meta["chunk_size"] > model["max_context"]
+    else:  # token-level: chunk_size is in bytes, max_context in tokens
+        need(isinstance(tok, dict) and isinstance(tok.get("sha256"), str), "tokenizer.sha256")
+        segmented = False
+    if segmented:  # coded in segments that start from `prime` symbols of context (scheduler.segment_plan)
         need(is_int(meta.get("prime"), 1, model["max_context"] // 2),
              "prime (chunk_size > model.max_context needs 1 <= prime <= max_context / 2)")
     else:  # one segment per chunk: no prime, in canonical form
         need("prime" not in meta, "prime (only for byte-level chunks longer than the context)")
-    if tok is not None:  # token-level: chunk_size is in bytes, max_context in tokens
-        need(isinstance(tok, dict) and isinstance(tok.get("sha256"), str), "tokenizer.sha256")
     need(is_int(meta.get("batch_size"), 1, MAX_BATCH_SIZE), "batch_size")
     need(is_int(meta.get("precision"), 1, 32), "precision")
     need(is_int(meta.get("pad_token"), 0, 1 << 24), "pad_token")

@@ -63,7 +63,7 @@ import numpy as np
 from .backends.base import StepModel
 from .constants import PROBE_BYTES
 
-__all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segments"]
+__all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segment_windows", "segments"]
 
 
 def plan_waves(n_chunks: int, batch_size: int) -> list[tuple[int, int]]:
@@ -119,6 +119,12 @@ def segment_plan(length: int, context: int, prime: int) -> list[tuple[int, int]]
         out.append((s, prime))
         s += context - prime
     return out
+
+
+def segment_windows(seq: Any, context: int, prime: int) -> list[tuple[Any, int]]:
+    """``(window, k)`` per segment of ``seq``: the symbols a fresh state is fed
+    after ``bos``, of which the first ``k`` are context and the rest coded."""
+    return [(seq[s - k : s - k + context], k) for s, k in segment_plan(len(seq), context, prime)]
 
 
 def fed_tokens(
@@ -189,9 +195,17 @@ class WaveRunner:
                         enc.encode_ranges(c[act], f[act], rows=act)
             streams = enc.finish()
             return [bytes(streams[r]) for r in rows]
-        step = self.model.step
-        encode = enc.encode_probs
-        for t0, t1, act, _fin in segments(batch, rows, lengths):
+        self._encode_runs(state, enc, tok, sym, segments(batch, rows, lengths))
+        streams = enc.finish()
+        return [bytes(streams[r]) for r in rows]
+
+    def _encode_runs(self, state: Any, enc: Any, tok: np.ndarray, sym: np.ndarray,
+                     runs: list[tuple[int, int, np.ndarray | None, np.ndarray]], first: int = 0) -> None:
+        """Step ``state`` through ``runs`` (from :func:`segments`) and code each
+        step's symbols from step ``first`` on (the host path)."""
+        step, encode = self.model.step, enc.encode_probs
+        for t0, t1, act, _fin in runs:
+            t0 = max(t0, first)
             if act is None:
                 for t in range(t0, t1):
                     encode(step(state, tok[t]), sym[t])
@@ -199,8 +213,6 @@ class WaveRunner:
                 sub = np.ascontiguousarray(sym[t0:t1][:, act])
                 for t in range(t0, t1):
                     encode(step(state, tok[t])[act], sub[t - t0], rows=act)
-        streams = enc.finish()
-        return [bytes(streams[r]) for r in rows]
 
     def _encode_segmented(self, batch: int, rows: Sequence[int],
                           chunks: Sequence[bytes | memoryview | np.ndarray]) -> list[bytes]:
@@ -210,7 +222,6 @@ class WaveRunner:
         C = int(self.model.max_context)
         plan = segment_plan(max(len(c) for c in chunks), C, self.prime)
         enc = self.core.BatchEncoder(batch, precision=self.precision)
-        step, encode = self.model.step, enc.encode_probs
         for s, k in plan:
             present = [(int(r), c[s - k : s - k + C]) for r, c in zip(rows, chunks) if len(c) > s]
             prow = [r for r, _ in present]
@@ -218,15 +229,9 @@ class WaveRunner:
             tok, sym = fed_tokens(batch, prow, seqs, self.bos, self.pad)
             state = self.model.new_state(batch)
             for t in range(k):  # bos and the prime: nothing coded
-                step(state, tok[t])
-            for t0, t1, act, _fin in segments(batch, prow, [len(q) for q in seqs]):
-                t0 = max(t0, k)  # every present row has a symbol at step k
-                if act is None:
-                    for t in range(t0, t1):
-                        encode(step(state, tok[t]), sym[t])
-                else:
-                    for t in range(t0, t1):
-                        encode(step(state, tok[t])[act], np.ascontiguousarray(sym[t, act]), rows=act)
+                self.model.step(state, tok[t])
+            # every present row has a symbol at step k, so the runs start by then
+            self._encode_runs(state, enc, tok, sym, segments(batch, prow, [len(q) for q in seqs]), first=k)
         streams = enc.finish()
         return [bytes(streams[r]) for r in rows]
 
@@ -250,13 +255,10 @@ class WaveRunner:
         if length > self.model.max_context:
             return self._decode_segmented(batch, rows, lengths, streams, tokens)
         dec = self.core.BatchDecoder(streams, precision=self.precision)
-        decode = dec.decode_probs
-        step = self.model.step
         state = self.model.new_state(batch)
         tok = np.full(batch, self.pad, dtype=np.int64)
         tok[np.asarray(rows, dtype=np.int64)] = self.bos
         out = np.zeros((length, batch), dtype=np.int64 if tokens else np.uint8)
-        pad = self.pad
         if self.two_phase:
             find = self.model.step_find  # type: ignore[attr-defined]
             P = self.precision
@@ -274,21 +276,29 @@ class WaveRunner:
                         dec.advance(s[act], c[act], f[act], rows=act)
                         out[t, act] = s[act]
                         tok[act] = s[act]
-                tok[fin] = pad
+                tok[fin] = self.pad
             return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
-        for t0, t1, act, fin in segments(batch, rows, lengths):
-            if act is None:
-                for t in range(t0, t1):
-                    s = decode(step(state, tok))
-                    out[t] = s
-                    tok[:] = s
-            else:
-                for t in range(t0, t1):
-                    s = decode(step(state, tok)[act], rows=act)
-                    out[t, act] = s
-                    tok[act] = s
-            tok[fin] = pad
+        self._decode_runs(state, dec, tok, out, segments(batch, rows, lengths))
         return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
+
+    def _decode_runs(self, state: Any, dec: Any, tok: np.ndarray, out: np.ndarray,
+                     runs: list[tuple[int, int, np.ndarray | None, np.ndarray]], first: int = 0,
+                     base: int = 0) -> None:
+        """Step ``state`` through ``runs`` from step ``first`` on (the host
+        path), decoding step ``t``'s symbols into ``out[base + t]`` and feeding
+        them back through ``tok``; a row's token becomes the pad where it ends."""
+        decode, step = dec.decode_probs, self.model.step
+        for t0, t1, act, fin in runs:
+            for t in range(max(t0, first), t1):
+                if act is None:
+                    s = decode(step(state, tok))
+                    out[base + t] = s
+                    tok[:] = s
+                else:
+                    s = decode(step(state, tok)[act], rows=act)
+                    out[base + t, act] = s
+                    tok[act] = s
+            tok[fin] = self.pad
 
     def _decode_segmented(self, batch: int, rows: Sequence[int], lengths: Sequence[int],
                           streams: list[bytes], tokens: bool) -> list[Any]:
@@ -298,7 +308,6 @@ class WaveRunner:
         C = int(self.model.max_context)
         plan = segment_plan(max(lengths), C, self.prime)
         dec = self.core.BatchDecoder(streams, precision=self.precision)
-        decode, step = dec.decode_probs, self.model.step
         out = np.zeros((max(lengths), batch), dtype=np.int64 if tokens else np.uint8)
         for s, k in plan:
             present = [(int(r), int(n)) for r, n in zip(rows, lengths) if n > s]
@@ -308,19 +317,9 @@ class WaveRunner:
             tok = np.full(batch, self.pad, dtype=np.int64)
             tok[prow] = self.bos
             for t in range(k):  # bos and the prime, from symbols decoded before
-                step(state, tok)
+                self.model.step(state, tok)
                 tok[prow] = out[s - k + t, prow]
-            for t0, t1, act, fin in segments(batch, prow.tolist(), seg_lens):
-                for t in range(max(t0, k), t1):
-                    if act is None:
-                        sy = decode(step(state, tok))
-                        out[s - k + t] = sy
-                        tok[:] = sy
-                    else:
-                        sy = decode(step(state, tok)[act], rows=act)
-                        out[s - k + t, act] = sy
-                        tok[act] = sy
-                tok[fin] = self.pad
+            self._decode_runs(state, dec, tok, out, segments(batch, prow.tolist(), seg_lens), first=k, base=s - k)
         return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
 
     def decode_wave_tokens(

@@ -25,16 +25,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyllmcodec.models.bytelm import BOS, ByteLM, ByteLMConfig
-from pyllmcodec.scheduler import segment_plan
+from pyllmcodec.scheduler import segment_windows
 
 
 def score(model: ByteLM, data: np.ndarray, chunk: int, prime: int, batch: int = 32) -> tuple[float, float]:
     """(bits/byte, model steps/byte) of ``data`` under one geometry."""
     ctx = model.c.ctx
-    windows = []
-    for c0 in range(0, len(data), chunk):
-        ch = data[c0 : c0 + chunk]
-        windows += [(ch[s - k : s - k + ctx], k) for s, k in segment_plan(len(ch), ctx, prime)]
+    windows = [w for c0 in range(0, len(data), chunk) for w in segment_windows(data[c0 : c0 + chunk], ctx, prime)]
     bits = 0.0
     with torch.no_grad():
         for i in range(0, len(windows), batch):

@@ -51,16 +51,15 @@ def main() -> None:
         if not dirs:
             sys.exit(f"no shipped bundle named {a.model!r}")
         b = load_bundle(dirs[0])
-    # the codec's own geometry for this model (bundle manifest 'codec', else 1 KiB chunks)
-    from pyllmcodec.constants import DEFAULT_CHUNK_SIZE, DEFAULT_PRIME
+    # the geometry the codec itself picks for this model and these options
+    from pyllmcodec import Compressor
+    from pyllmcodec.backends import open_bundle
 
-    codec = b.manifest.get("codec") or {}
-    ctx = int(b.manifest["context_length"])
-    chunk = a.chunk_size or codec.get("chunk_size") or min(DEFAULT_CHUNK_SIZE, ctx)
-    prime = 0
-    if chunk > ctx:
-        prime = a.prime or codec.get("prime") or min(DEFAULT_PRIME, ctx // 2)
-    print(f"chunks of {chunk} bytes" + (f", segments of {ctx} primed with {prime}" if prime else ""))
+    comp = Compressor(open_bundle(b, device="cpu", backend="onnxruntime", threads=1),
+                      chunk_size=a.chunk_size, prime=a.prime)
+    chunk, prime = comp.chunk_size, comp.prime
+    print(f"chunks of {chunk} bytes" + (f", segments of {b.manifest['context_length']} primed with {prime}"
+                                        if prime else ""))
     tot_bits = tot_bytes = 0.0
     for f in a.files:
         data = f.read_bytes()

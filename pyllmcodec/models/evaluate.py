@@ -28,7 +28,7 @@ def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None
     import onnxruntime as ort
 
     from .. import eol as _eol
-    from ..scheduler import segment_plan
+    from ..scheduler import segment_windows
 
     bos = int(bundle.manifest["vocab"]["bos"])
     ctx = int(bundle.manifest["context_length"])
@@ -41,7 +41,7 @@ def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None
     if eol:
         chunks = [_eol.encoded(c)[1] for c in chunks]
     # (window, first scored position): a chunk's segments, each scored from BOS
-    windows = [(c[s - k : s - k + ctx], k) for c in chunks for s, k in segment_plan(len(c), ctx, prime)]
+    windows = [w for c in chunks for w in segment_windows(c, ctx, prime)]
     total = 0.0
     for i in range(0, len(windows), batch):
         group = windows[i : i + batch]
