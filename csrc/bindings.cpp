@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "batch.hpp"
+#include "mixer.hpp"
 #include "quantizer.hpp"
 #include "range_coder.hpp"
 
@@ -160,6 +161,32 @@ std::unique_ptr<PyDecoder> make_decoder(const py::iterable& streams, int precisi
     ++k;
   }
   return std::make_unique<PyDecoder>(std::move(data), std::move(offsets), precision);
+}
+
+struct PyMixer {
+  plc::mix::MatchMixer mx;
+  std::mutex mu;
+  PyMixer(std::size_t n, std::size_t max_len, const plc::mix::Spec& s) : mx(n, max_len, s) {}
+};
+
+std::unique_ptr<PyMixer> make_mixer(std::size_t n_rows, std::size_t max_len, const py::object& prior, int min_len,
+                                    int hash_bits, int init_count, int limit) {
+  plc::mix::Spec s;
+  s.min_len = min_len;
+  s.hash_bits = hash_bits;
+  s.init_count = init_count;
+  s.limit = limit;
+  auto pr = index_arg(prior, "prior");
+  if (pr.size() != plc::mix::kCells) {
+    throw py::value_error("prior must have " + std::to_string(plc::mix::kCells) + " entries, got " +
+                          std::to_string(pr.size()));
+  }
+  for (int c = 0; c < plc::mix::kCells; ++c) {
+    const std::int64_t v = pr.data()[c];
+    if (v < 1 || v > 65535) throw py::value_error("prior[" + std::to_string(c) + "] must be in 1..65535");
+    s.prior[c] = static_cast<std::uint16_t>(v);
+  }
+  return std::make_unique<PyMixer>(n_rows, max_len, s);
 }
 
 }  // namespace
@@ -315,6 +342,59 @@ freq = cdf[s+1] - cdf[s].  freq >= 1 and cum_low + freq <= 2**precision.)doc")
           R"doc(Flush every stream and return their bytes as a list (index = stream).
 
 A stream that coded no symbol is b"".  The encoder cannot be used afterwards.)doc");
+
+  py::class_<PyMixer>(m, "MatchMixer", R"doc(The match model of docs/FORMAT.md section 4c, one state per row (chunk).
+
+Per step: mix(probs, rows) rewrites each row's predicted symbol in place,
+then push(symbols, rows) feeds the coded symbols back; the two alternate per
+row.  Encoder and decoder make the same calls, so they get the same rows.
+Not thread-safe (concurrent use raises RuntimeError); the GIL is released
+while mixing.)doc")
+      .def(py::init(&make_mixer), "n_rows"_a, "max_len"_a, "prior"_a, "min_len"_a = 4, "hash_bits"_a = 16,
+           "init_count"_a = 30, "limit"_a = 127,
+           "A mixer for n_rows rows of at most max_len symbols each; prior: 256 q16 values (1..65535).")
+      .def_property_readonly(
+          "n_rows", [](PyMixer& x) { return x.mx.n_rows(); }, "Number of rows.")
+      .def(
+          "length", [](PyMixer& x, std::size_t r) { return x.mx.length(r); }, "row"_a,
+          "Symbols pushed into a row so far.")
+      .def(
+          "last_cells",
+          [](PyMixer& x) {
+            const std::size_t n = x.mx.n_rows();
+            py::array_t<std::int64_t> cells(n), preds(n);
+            for (std::size_t r = 0; r < n; ++r) {
+              cells.mutable_data()[r] = x.mx.cell(r);
+              preds.mutable_data()[r] = x.mx.predicted(r);
+            }
+            return py::make_tuple(cells, preds);
+          },
+          "(cell, predicted symbol) per row from its last mix; cell -1 where the row was left unchanged.")
+      .def(
+          "mix",
+          [](PyMixer& x, const py::object& probs, const py::object& rows) {
+            Busy busy(x.mu);
+            Matrix p = matrix_arg<float>(probs, "probs", "float32");
+            if (!p.arr.writeable()) throw py::value_error("probs must be writeable (the mixer edits it in place)");
+            Rows r = rows_arg(rows, p.rows, "probs");
+            auto* pp = static_cast<float*>(p.arr.mutable_data());
+            py::gil_scoped_release nogil;
+            x.mx.mix(pp, p.rows, p.cols, r.ptr);
+          },
+          "probs"_a, "rows"_a = py::none(),
+          R"doc(Mix float32 probs [n, V] in place: row k belongs to mixer row rows[k] (or k).)doc")
+      .def(
+          "push",
+          [](PyMixer& x, const py::object& symbols, const py::object& rows) {
+            Busy busy(x.mu);
+            auto sym = index_arg(symbols, "symbols");
+            const std::size_t n = static_cast<std::size_t>(sym.size());
+            Rows r = rows_arg(rows, n, "symbols");
+            const std::int64_t* sp = sym.data();
+            py::gil_scoped_release nogil;
+            x.mx.push(sp, n, r.ptr);
+          },
+          "symbols"_a, "rows"_a = py::none(), "Feed each row the symbol coded after its last mix.");
 
   py::class_<PyDecoder>(m, "BatchDecoder", R"doc(Decodes the streams written by a BatchEncoder with the same precision.
 

@@ -1,7 +1,7 @@
 """A slow, pure-Python reference of the quantizer and the range coder.
 
 Used only as the tests' oracle: it follows the contract written in
-``csrc/quantizer.hpp`` and ``csrc/range_coder.hpp`` line by line with Python
+``csrc/quantizer.hpp``, ``csrc/range_coder.hpp`` and ``csrc/mixer.hpp`` line by line with Python
 ints (and numpy float32 scalars where the contract says float32), and must
 give bit-identical tables and bytes.  Never import it on a hot path.
 """
@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_PRECISION",
     "Decoder",
     "Encoder",
+    "MatchMixerRow",
     "decode",
     "encode",
     "quantize",
@@ -227,3 +228,77 @@ def decode(
         dec.advance(int(cdf[s]), int(cdf[s + 1]) - int(cdf[s]))
         out.append(s)
     return out
+
+
+class MatchMixerRow:
+    """One row of the match model, step by step as ``csrc/mixer.hpp`` states
+    it (Python ints; Python floats are IEEE binary64, numpy float32 where the
+    contract says float32)."""
+
+    def __init__(self, prior: Sequence[int], min_len: int = 4, hash_bits: int = 16, init_count: int = 30,
+                 limit: int = 127) -> None:
+        self.q = [int(v) << 12 for v in prior]
+        self.k = [init_count] * 256
+        self.min_len, self.hash_bits, self.limit = min_len, hash_bits, limit
+        self.hist: list[int] = []
+        self.table: dict[int, int] = {}
+        self.ptr = self.len = 0
+        self.cell = -1
+        self.pred = 0
+
+    @staticmethod
+    def len_bucket(n: int) -> int:
+        e = n.bit_length() - 1
+        return min(15, 2 * e + (1 if n * n >= 1 << (2 * e + 1) else 0))
+
+    def mix(self, p: np.ndarray) -> np.ndarray:
+        """The row after the match model (a float32 copy of ``p``)."""
+        p = np.array(p, dtype=np.float32)
+        self.cell = -1
+        if self.len == 0:
+            return p
+        m = self.hist[self.ptr]
+        if m >= len(p):
+            return p
+        R = 0.0
+        for x in range(len(p)):
+            if x != m:
+                R += float(p[x])
+        pm = float(p[m])
+        S = R + pm
+        if not (R > 0.0 and pm >= 0.0 and S < 2.0**100):
+            return p
+        pb = min(15, int(16.0 * pm / S))
+        c = 16 * self.len_bucket(self.len) + pb
+        q16 = min(max(self.q[c] >> 12, 32), 65504)
+        p[m] = np.float32(R * (float(q16) / float(65536 - q16)))
+        self.cell, self.pred = c, m
+        return p
+
+    def push(self, s: int) -> None:
+        if self.cell >= 0:
+            c = self.cell
+            t = 1 << 28 if s == self.pred else 0
+            num = (t - self.q[c]) * 2
+            den = 2 * self.k[c] + 3
+            self.q[c] += abs(num) // den * (1 if num >= 0 else -1)  # C++ division truncates toward zero
+            self.k[c] = min(self.k[c] + 1, self.limit)
+            self.cell = -1
+        if self.len > 0:
+            if self.hist[self.ptr] == s:
+                self.len = min(self.len + 1, 65535)
+                self.ptr += 1
+            else:
+                self.len = 0
+        self.hist.append(s)
+        n, L = len(self.hist), self.min_len
+        if n < L:
+            return
+        h = 0
+        for v in self.hist[n - L :]:
+            h = ((h + v + 1) * 0x9E3779B1) & 0xFFFFFFFF
+        idx = h >> (32 - self.hash_bits)
+        j = self.table.get(idx, 0)
+        if self.len == 0 and j and self.hist[j - L : j] == self.hist[n - L :]:
+            self.ptr, self.len = j, L
+        self.table[idx] = n

@@ -63,6 +63,7 @@ from .errors import (
     NumericsMismatchError,
     OutputLimitError,
 )
+from .mixer import MixerSpec
 from .scheduler import WaveRunner, plan_waves
 
 __all__ = [
@@ -128,9 +129,10 @@ def _bytes_view(data: Any) -> memoryview:
 class _Session:
     """A model with its runner and probe-digest cache (one per model object)."""
 
-    def __init__(self, model: StepModel, precision: int, pad: int | None = None, prime: int = 0) -> None:
+    def __init__(self, model: StepModel, precision: int, pad: int | None = None, prime: int = 0,
+                 mixer: MixerSpec | None = None, chunk_size: int = 0) -> None:
         self.model = model
-        self.runner = WaveRunner(model, precision, pad, prime)
+        self.runner = WaveRunner(model, precision, pad, prime, mixer, chunk_size)
         #: a token-level model's tokenizer (see backends/base.py), else None
         self.tokenizer = getattr(model, "tokenizer", None)
         self._probes: dict[int, str] = {}
@@ -172,6 +174,9 @@ class Compressor:
     with that suffix removed before each LF, restored exactly on decoding
     (methods 4 and 5 of docs/FORMAT.md; pyllmcodec/eol.py says why); pass
     ``False`` to code such chunks as they are.
+    ``mixer``: run the match model the model's bundle ships (docs/FORMAT.md
+    section 4c: it predicts repeats within a chunk); ``None`` (default) uses
+    it when there is one, ``False`` never, ``True`` requires it.
 
     Output is never larger than ``len(data)`` plus the bound stated in
     ``docs/FORMAT.md`` (header + 16 bytes per chunk + 23 per wave + 77).
@@ -191,6 +196,7 @@ class Compressor:
         verify: bool = False,
         eol: bool = True,
         prime: int | None = None,
+        mixer: bool | None = None,
     ) -> None:
         self.model = _resolve_model(model, device, backend, threads)
         max_ctx = int(self.model.max_context)
@@ -227,7 +233,18 @@ class Compressor:
         self.fallback = fallback
         self.verify = bool(verify)
         self.eol = bool(eol)
-        self._session = _Session(self.model, self.precision, prime=self.prime)
+        spec = getattr(self.model, "default_mixer", None)
+        if getattr(self.model, "device_quantize", False):
+            spec = None  # the two-phase (accelerator) path has no match model
+        if mixer not in (None, True, False):
+            raise ValueError("mixer must be None, True or False")
+        if mixer and spec is None:
+            raise ValueError(f"model {self.model.name!r} ships no match model (its bundle manifest has no "
+                             "codec.mixer, or it quantizes on an accelerator); pass mixer=None or False")
+        #: the match model the chunks are coded through, or None
+        self.mixer: MixerSpec | None = None if mixer is False else spec
+        self._session = _Session(self.model, self.precision, prime=self.prime, mixer=self.mixer,
+                                 chunk_size=self.chunk_size)
 
     # ---------------------------------------------------------- internals
 
@@ -253,6 +270,7 @@ class Compressor:
             writer=f"pyllmcodec {__version__}",
             tokenizer=self._tokenizer_meta(),
             prime=self.prime,
+            mixer=None if self.mixer is None else {"kind": self.mixer.kind, "digest": self.mixer.digest},
         )
 
     def _tokenizer_meta(self) -> dict[str, Any] | None:
@@ -591,10 +609,12 @@ class Decompressor:
         for k in ("vocab_size", "bos", "max_context"):
             if int(getattr(model, k)) != int(meta_model[k]):
                 raise ModelError(f"model {k} is {getattr(model, k)}, the archive says {meta_model[k]}")
-        key = (id(model), header.precision, header.pad_token, header.prime)
+        mixer = _header_mixer(header, model)
+        key = _session_key(model, header)
         sess = self._sessions.get(key)
         if sess is None:
-            sess = self._sessions[key] = _Session(model, header.precision, header.pad_token, header.prime)
+            sess = self._sessions[key] = _Session(model, header.precision, header.pad_token, header.prime,
+                                                  mixer, header.chunk_size)
         probe_key = key + (header.probe_batch, header.probe_digest)
         if probe_key not in self._checked:
             mine = sess.probe(header.probe_batch)
@@ -728,7 +748,7 @@ class Decompressor:
                 if session is None:
                     key, session = self._session(header)
                 else:
-                    key = (id(session.model), header.precision, header.pad_token, header.prime)
+                    key = _session_key(session.model, header)
                 job = _Job(key, block.batch)
                 for k in model_k:
                     _add_to_job(job, block.entries[k], payloads[k], block.first_chunk + k, (0, 0))
@@ -742,6 +762,33 @@ class Decompressor:
         assert reader.footer is not None
         if sha.digest() != reader.footer.sha256:
             raise ChecksumError("the SHA-256 of the decoded data does not match the archive footer")
+
+
+def _session_key(model: Any, header: Header) -> tuple[Any, ...]:
+    """What a decoding session depends on besides the probe."""
+    return (id(model), header.precision, header.pad_token, header.prime, header.mixer_digest,
+            header.chunk_size if header.mixer_digest else 0)
+
+
+def _header_mixer(header: Header, model: Any) -> MixerSpec | None:
+    """The match model ``header`` asks for, from ``model``'s bundle; FormatError
+    for a kind this version does not run, ModelError when the model's table
+    is not the one the archive was coded with."""
+    want = header.meta.get("mixer")
+    if want is None:
+        return None
+    if getattr(model, "device_quantize", False):
+        raise ModelError("archive was coded through the match model, which runs with host quantization only; "
+                         "decode with device='cpu' (CLI: --device cpu)")
+    mine = getattr(model, "default_mixer", None)
+    if mine is None or mine.digest != want["digest"]:
+        have = "none" if mine is None else f"digest {mine.digest}"
+        raise ModelError(
+            f"archive was coded with the match model {want['digest']} of model {header.model_name!r}; the model "
+            f"here ships {have} (another release of the bundle with the same weights?): install the "
+            "pyllmcodec release that wrote the archive, or load its bundle with model="
+        )
+    return mine
 
 
 def _check_codable(header: Header) -> None:
@@ -937,6 +984,7 @@ def compress(
     verify: bool = False,
     eol: bool = True,
     prime: int | None = None,
+    mixer: bool | None = None,
 ) -> bytes:
     """Compress ``data`` into a ``.llmz`` archive.
 
@@ -948,6 +996,7 @@ def compress(
     return _compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
+        mixer=mixer,
     ).compress(data)
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "MAGIC",
     "MAX_BATCH_SIZE",
     "MAX_BYTE_CHUNK_SIZE",
+    "MIXER_KIND",
     "MAX_CHUNK_SIZE",
     "MAX_META_LEN",
     "METHOD_DEFLATE",
@@ -98,6 +99,11 @@ MAX_BATCH_SIZE = 65535
 #: 1024-byte chunks 1.655, 8192-byte chunks with a 128-byte prime 1.602, at
 #: 1.125 model steps per byte.
 DEFAULT_PRIME = 128
+
+#: The match model archives may be coded through (header key ``mixer``,
+#: FORMAT.md section 4c; the algorithm is csrc/mixer.hpp).  A later algorithm
+#: gets a new name, so a reader refuses kinds it does not run.
+MIXER_KIND = "match1"
 
 #: Byte-level chunks are at most this long (64 KiB) even when coded in
 #: segments: it bounds the decoder's per-wave symbol buffer (chunk x batch).

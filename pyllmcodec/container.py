@@ -51,6 +51,7 @@ from .constants import (
     METHOD_MODEL_TOKENS,
     METHOD_NAMES,
     METHOD_STORED,
+    MIXER_KIND,
     TAG_BLOCK,
     TAG_BLOCK_COMPACT,
     TAG_FOOTER,
@@ -63,6 +64,7 @@ __all__ = [
     "BLOCK_PREFIX_LEN",
     "FOOTER_FIXED_LEN",
     "HEADER_FLAG_DEFLATE",
+    "HEADER_FLAG_MIXER",
     "HEADER_PREFIX_LEN",
     "MAX_ENTRY_LEN",
     "TRAILER_LEN",
@@ -90,6 +92,12 @@ HEADER_PREFIX_LEN = _HEADER_PREFIX.size  # 14
 #: header flag bit 0: the metadata JSON is stored raw-DEFLATE compressed
 #: (writers set it when that is shorter: ~600 -> ~400 bytes)
 HEADER_FLAG_DEFLATE = 0x01
+#: header flag bit 1: chunks are coded through the match model (metadata key
+#: ``mixer``, FORMAT.md section 4c).  Set exactly when the key is there, so a
+#: reader older than 0.4 refuses such an archive at its header ("unknown header
+#: flags") instead of decoding it with the wrong probabilities.
+HEADER_FLAG_MIXER = 0x02
+_KNOWN_FLAGS = HEADER_FLAG_DEFLATE | HEADER_FLAG_MIXER
 BLOCK_PREFIX_LEN = _BLOCK_PREFIX.size  # 9
 TRAILER_LEN = _TRAILER.size  # 16
 #: footer bytes that do not depend on the number of blocks (prefix, fixed body, crc)
@@ -162,6 +170,12 @@ class Header:
     def prime(self) -> int:
         """Silent steps per segment after the first (0: chunks fit the context)."""
         return int(self.meta.get("prime", 0))
+
+    @property
+    def mixer_digest(self) -> str | None:
+        """The digest of the match model the chunks were coded with, or None."""
+        mx = self.meta.get("mixer")
+        return None if mx is None else str(mx["digest"])
 
 
 @dataclass
@@ -243,11 +257,13 @@ def build_meta(
     writer: str,
     tokenizer: dict[str, Any] | None = None,
     prime: int = 0,
+    mixer: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The header metadata as the writer records it (see FORMAT.md).
     ``tokenizer`` (token-level models only) is recorded as is; ``prime`` (the
     silent steps of each segment after the first) only for byte-level chunks
-    longer than the context, where it is required."""
+    longer than the context, where it is required; ``mixer`` (``{"kind",
+    "digest"}``) when the chunks go through the match model."""
     meta = {
         "model": {
             "name": str(model_name),
@@ -273,6 +289,8 @@ def build_meta(
         meta["tokenizer"] = dict(tokenizer)
     if prime:
         meta["prime"] = int(prime)
+    if mixer is not None:
+        meta["mixer"] = {"kind": str(mixer["kind"]), "digest": str(mixer["digest"])}
     return meta
 
 
@@ -283,12 +301,12 @@ def encode_header(meta: dict[str, Any], *, deflate_meta: bool = True) -> bytes:
     blob = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     if len(blob) > MAX_META_LEN:
         raise ValueError(f"header metadata is {len(blob)} bytes, over the {MAX_META_LEN} limit")
-    flags = 0
+    flags = HEADER_FLAG_MIXER if "mixer" in meta else 0
     if deflate_meta:
         d = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
         packed = d.compress(blob) + d.flush()
         if len(packed) < len(blob):
-            flags, blob = HEADER_FLAG_DEFLATE, packed
+            flags, blob = flags | HEADER_FLAG_DEFLATE, packed
     head = _HEADER_PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(blob)) + blob
     return head + _U32.pack(zlib.crc32(head))
 
@@ -307,7 +325,7 @@ def header_len_from_prefix(prefix: bytes | memoryview) -> int:
             f"unsupported archive format version {version}; this pyllmcodec reads "
             f"version {FORMAT_VERSION} (upgrade pyllmcodec to read newer archives)"
         )
-    if flags & ~HEADER_FLAG_DEFLATE:
+    if flags & ~_KNOWN_FLAGS:
         raise FormatError(f"unknown header flags 0x{flags:02x} (archive from a newer writer?)")
     if meta_len > MAX_META_LEN:
         raise FormatError(f"header metadata length {meta_len} exceeds the {MAX_META_LEN} limit")
@@ -346,6 +364,8 @@ def parse_header(buf: bytes | memoryview) -> Header:
     except (ValueError, RecursionError) as exc:
         raise FormatError(f"header metadata is not valid JSON: {exc}") from None
     _validate_meta(meta, error=FormatError)
+    if bool(buf[9] & HEADER_FLAG_MIXER) != ("mixer" in meta):
+        raise FormatError("invalid header: the match-model flag and the metadata key 'mixer' disagree")
     return Header(version=FORMAT_VERSION, meta=meta, size=size)
 
 
@@ -392,6 +412,13 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
              "prime (chunk_size > model.max_context needs 1 <= prime <= max_context / 2)")
     else:  # one segment per chunk: no prime, in canonical form
         need("prime" not in meta, "prime (only for byte-level chunks longer than the context)")
+    mixer = meta.get("mixer")
+    if mixer is not None:  # the match model (FORMAT.md section 4c)
+        need(isinstance(mixer, dict) and set(mixer) == {"kind", "digest"}, "mixer (must be {kind, digest})")
+        need(mixer["kind"] == MIXER_KIND,
+             f"mixer.kind {str(mixer['kind'])[:32]!r} is not {MIXER_KIND!r}, the only match model this "
+             "pyllmcodec runs (upgrade pyllmcodec)")
+        need(is_hex(mixer["digest"], 16), "mixer.digest (16 hex digits)")
     need(is_int(meta.get("batch_size"), 1, MAX_BATCH_SIZE), "batch_size")
     need(is_int(meta.get("precision"), 1, 32), "precision")
     need(is_int(meta.get("pad_token"), 0, 1 << 24), "pad_token")

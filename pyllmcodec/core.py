@@ -26,6 +26,11 @@ in a step, so streams may finish at different steps.  ``encode_probs`` /
 of bounds or hangs on bad input; it returns symbols or raises
 :class:`pyllmcodec.CodecError`.
 
+Mixer: ``MatchMixer`` is the match model of docs/FORMAT.md section 4c (a
+per-row history that predicts repeats; contract in ``csrc/mixer.hpp``).  Per
+step, ``mix(probs, rows)`` edits each row in place before coding and
+``push(symbols, rows)`` feeds the coded symbols back.
+
 Threading: the GIL is released around every native loop; one coder object must
 not be used by two threads at once (that raises ``RuntimeError``).
 """
@@ -39,6 +44,7 @@ from pyllmcodec._core import (
     MIN_PRECISION,
     BatchDecoder,
     BatchEncoder,
+    MatchMixer,
     kernels,
     quantize,
 )
@@ -50,6 +56,7 @@ __all__ = [
     "MIN_PRECISION",
     "BatchDecoder",
     "BatchEncoder",
+    "MatchMixer",
     "kernels",
     "quantize",
 ]

@@ -33,6 +33,13 @@ for all rows; a row is present in segment ``j`` while it has symbols from
 ``s`` on (:func:`segment_plan`).  A chunk that fits the context is coded
 exactly as before, so ``K`` only matters for longer ones.
 
+The match model (header key ``mixer``, docs/FORMAT.md section 4c): each
+wave gets a fresh :class:`pyllmcodec.core.MatchMixer` with one state per row,
+kept across the row's segments.  At every step that codes a symbol, the rows
+that code go through ``mix`` before the quantizer and ``push`` after it, in
+the same order on both sides; silent (prime) steps do neither.  A row's
+history is its own chunk, so random access still decodes any chunk alone.
+
 Token-level models (NOTE): for a model with a tokenizer the "bytes" above are
 token ids: a chunk's symbol sequence is its token array (int64), fed and coded
 exactly as bytes are, one token per step; :meth:`WaveRunner.decode_wave`
@@ -63,7 +70,13 @@ import numpy as np
 from .backends.base import StepModel
 from .constants import PROBE_BYTES
 
+
 __all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segment_windows", "segments"]
+
+
+def _writable(p: np.ndarray) -> np.ndarray:
+    """``p`` itself when the match model may edit it in place, else a copy."""
+    return p if p.flags.writeable else p.copy()
 
 
 def plan_waves(n_chunks: int, batch_size: int) -> list[tuple[int, int]]:
@@ -155,7 +168,8 @@ class WaveRunner:
     they agree on ``precision``, ``pad`` and ``prime``.
     """
 
-    def __init__(self, model: StepModel, precision: int, pad: int | None = None, prime: int = 0) -> None:
+    def __init__(self, model: StepModel, precision: int, pad: int | None = None, prime: int = 0,
+                 mixer: Any = None, chunk_size: int = 0) -> None:
         # the native coder; imported late so container work needs no build
         from . import core
 
@@ -169,6 +183,16 @@ class WaveRunner:
         self.vocab_size = int(model.vocab_size)
         #: quantize on the model's device (two-phase steps), see the module docstring
         self.two_phase = bool(getattr(model, "device_quantize", False))
+        #: the match model (a :class:`~pyllmcodec.mixer.MixerSpec`) or None, and
+        #: the archive's chunk size, which sizes its tables (FORMAT.md section 4c)
+        self.mixer = mixer
+        self.chunk_size = int(chunk_size)
+        if mixer is not None and self.two_phase:
+            raise ValueError("the match model needs a model that quantizes on the host")
+
+    def _new_mixer(self, batch: int, max_len: int) -> Any:
+        """A fresh match model for one wave (None without one)."""
+        return None if self.mixer is None else self.mixer.new(batch, max_len, self.chunk_size)
 
     # -------------------------------------------------------------- encode
 
@@ -195,18 +219,28 @@ class WaveRunner:
                         enc.encode_ranges(c[act], f[act], rows=act)
             streams = enc.finish()
             return [bytes(streams[r]) for r in rows]
-        self._encode_runs(state, enc, tok, sym, segments(batch, rows, lengths))
+        mx = self._new_mixer(batch, max(lengths, default=0))
+        self._encode_runs(state, enc, tok, sym, segments(batch, rows, lengths), mx=mx)
         streams = enc.finish()
         return [bytes(streams[r]) for r in rows]
 
     def _encode_runs(self, state: Any, enc: Any, tok: np.ndarray, sym: np.ndarray,
-                     runs: list[tuple[int, int, np.ndarray | None, np.ndarray]], first: int = 0) -> None:
+                     runs: list[tuple[int, int, np.ndarray | None, np.ndarray]], first: int = 0,
+                     mx: Any = None) -> None:
         """Step ``state`` through ``runs`` (from :func:`segments`) and code each
-        step's symbols from step ``first`` on (the host path)."""
+        step's symbols from step ``first`` on (the host path), through the
+        match model ``mx`` when there is one."""
         step, encode = self.model.step, enc.encode_probs
         for t0, t1, act, _fin in runs:
             t0 = max(t0, first)
-            if act is None:
+            if mx is not None:
+                sub = sym[t0:t1] if act is None else np.ascontiguousarray(sym[t0:t1][:, act])
+                for t in range(t0, t1):
+                    p = _writable(step(state, tok[t])) if act is None else step(state, tok[t])[act]
+                    mx.mix(p, rows=act)
+                    encode(p, sub[t - t0], rows=act)
+                    mx.push(sub[t - t0], rows=act)
+            elif act is None:
                 for t in range(t0, t1):
                     encode(step(state, tok[t]), sym[t])
             else:
@@ -222,6 +256,7 @@ class WaveRunner:
         C = int(self.model.max_context)
         plan = segment_plan(max(len(c) for c in chunks), C, self.prime)
         enc = self.core.BatchEncoder(batch, precision=self.precision)
+        mx = self._new_mixer(batch, max(len(c) for c in chunks))  # one per row for all its segments
         for s, k in plan:
             present = [(int(r), c[s - k : s - k + C]) for r, c in zip(rows, chunks) if len(c) > s]
             prow = [r for r, _ in present]
@@ -231,7 +266,7 @@ class WaveRunner:
             for t in range(k):  # bos and the prime: nothing coded
                 self.model.step(state, tok[t])
             # every present row has a symbol at step k, so the runs start by then
-            self._encode_runs(state, enc, tok, sym, segments(batch, prow, [len(q) for q in seqs]), first=k)
+            self._encode_runs(state, enc, tok, sym, segments(batch, prow, [len(q) for q in seqs]), first=k, mx=mx)
         streams = enc.finish()
         return [bytes(streams[r]) for r in rows]
 
@@ -278,19 +313,32 @@ class WaveRunner:
                         tok[act] = s[act]
                 tok[fin] = self.pad
             return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
-        self._decode_runs(state, dec, tok, out, segments(batch, rows, lengths))
+        mx = self._new_mixer(batch, length)
+        self._decode_runs(state, dec, tok, out, segments(batch, rows, lengths), mx=mx)
         return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
 
     def _decode_runs(self, state: Any, dec: Any, tok: np.ndarray, out: np.ndarray,
                      runs: list[tuple[int, int, np.ndarray | None, np.ndarray]], first: int = 0,
-                     base: int = 0) -> None:
+                     base: int = 0, mx: Any = None) -> None:
         """Step ``state`` through ``runs`` from step ``first`` on (the host
         path), decoding step ``t``'s symbols into ``out[base + t]`` and feeding
-        them back through ``tok``; a row's token becomes the pad where it ends."""
+        them back through ``tok``; a row's token becomes the pad where it ends.
+        With a match model ``mx``, each step's rows go through it first."""
         decode, step = dec.decode_probs, self.model.step
         for t0, t1, act, fin in runs:
             for t in range(max(t0, first), t1):
-                if act is None:
+                if mx is not None:
+                    p = _writable(step(state, tok)) if act is None else step(state, tok)[act]
+                    mx.mix(p, rows=act)
+                    s = decode(p, rows=act)
+                    mx.push(s, rows=act)
+                    if act is None:
+                        out[base + t] = s
+                        tok[:] = s
+                    else:
+                        out[base + t, act] = s
+                        tok[act] = s
+                elif act is None:
                     s = decode(step(state, tok))
                     out[base + t] = s
                     tok[:] = s
@@ -309,6 +357,7 @@ class WaveRunner:
         plan = segment_plan(max(lengths), C, self.prime)
         dec = self.core.BatchDecoder(streams, precision=self.precision)
         out = np.zeros((max(lengths), batch), dtype=np.int64 if tokens else np.uint8)
+        mx = self._new_mixer(batch, max(lengths))
         for s, k in plan:
             present = [(int(r), int(n)) for r, n in zip(rows, lengths) if n > s]
             prow = np.asarray([r for r, _ in present], dtype=np.int64)
@@ -319,7 +368,8 @@ class WaveRunner:
             for t in range(k):  # bos and the prime, from symbols decoded before
                 self.model.step(state, tok)
                 tok[prow] = out[s - k + t, prow]
-            self._decode_runs(state, dec, tok, out, segments(batch, prow.tolist(), seg_lens), first=k, base=s - k)
+            self._decode_runs(state, dec, tok, out, segments(batch, prow.tolist(), seg_lens), first=k, base=s - k,
+                              mx=mx)
         return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
 
     def decode_wave_tokens(
@@ -368,6 +418,7 @@ class WaveRunner:
         out = np.zeros((longest if self.prime else min(max_ctx, longest), batch), dtype=np.int64)
         P = self.precision
         targets = np.zeros(batch, dtype=np.uint32)
+        mx = self._new_mixer(batch, out.shape[0])
         t = 0
         seg_t = 0  # steps taken in the current segment (module docstring)
         while alive.size:
@@ -392,6 +443,12 @@ class WaveRunner:
                     dec.advance(s, c, f)
                 else:
                     dec.advance(s, c[alive], f[alive], rows=alive)
+            elif mx is not None:
+                probs = _writable(self.model.step(state, tok)) if full else self.model.step(state, tok)[alive]
+                rows_ = None if full else alive
+                mx.mix(probs, rows=rows_)
+                s = dec.decode_probs(probs, rows=rows_)
+                mx.push(s, rows=rows_)
             else:
                 probs = self.model.step(state, tok)
                 s = dec.decode_probs(probs) if full else dec.decode_probs(probs[alive], rows=alive)

@@ -1,6 +1,7 @@
 """Bits/byte of a model on files, chunked exactly as the codec chunks.
 
     python training/evaluate.py FILE [FILE ...] [--bundle DIR | --model default] [--chunk-size N] [--prime K]
+        [--no-mixer]
 
 Each file is cut into chunks of ``--chunk-size`` bytes (the last one shorter;
 default: the codec's default for the model); each chunk is scored from BOS on,
@@ -8,6 +9,8 @@ as the codec codes it: a chunk longer than the context in segments, each after
 ``--prime`` bytes of context; a chunk whose every line ends in CR LF without
 the CR, as the encoder does (``--no-eol`` scores it as it is).  The ideal code
 length is the sum of -log2 p(byte) from the model's float probabilities; the
+probabilities go through the bundle's match model where it ships one, as the
+codec codes them (``--no-mixer``: the model alone).  The
 teacher-forced ONNX graph is used for speed (it agrees with the step graph the
 codec runs to ~1e-6 in probability, far below what changes a printed digit).
 """
@@ -21,10 +24,11 @@ from pathlib import Path
 
 
 def bits_per_byte(data: bytes, bundle, chunk_size: int, threads: int | None = None, eol: bool = True,
-                  prime: int = 0) -> float:
+                  prime: int = 0, mixer=None) -> float:
     from pyllmcodec.models.evaluate import ideal_bits
 
-    return ideal_bits(bundle, data, chunk_size, threads=threads, eol=eol, prime=prime) / max(1, len(data))
+    return ideal_bits(bundle, data, chunk_size, threads=threads, eol=eol, prime=prime,
+                      mixer=mixer) / max(1, len(data))
 
 
 def main() -> None:
@@ -38,6 +42,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--no-eol", dest="eol", action="store_false",
                     help="score CR LF chunks as they are (default: as the codec codes them, CR removed)")
+    ap.add_argument("--no-mixer", dest="mixer", action="store_false",
+                    help="score the model alone (default: through the bundle's match model, as the codec codes)")
     a = ap.parse_args()
     from pyllmcodec.models.bundle import load_bundle, shipped_bundle_dirs
 
@@ -56,17 +62,18 @@ def main() -> None:
     from pyllmcodec.backends import open_bundle
 
     comp = Compressor(open_bundle(b, device="cpu", backend="onnxruntime", threads=1),
-                      chunk_size=a.chunk_size, prime=a.prime)
-    chunk, prime = comp.chunk_size, comp.prime
+                      chunk_size=a.chunk_size, prime=a.prime, mixer=None if a.mixer else False)
+    chunk, prime, mixer = comp.chunk_size, comp.prime, comp.mixer
     print(f"chunks of {chunk} bytes" + (f", segments of {b.manifest['context_length']} primed with {prime}"
-                                        if prime else ""))
+                                        if prime else "")
+          + (f", match model {mixer.digest}" if mixer else ", no match model"))
     tot_bits = tot_bytes = 0.0
     for f in a.files:
         data = f.read_bytes()
         if a.limit:
             data = data[: a.limit]
         t0 = time.time()
-        bpb = bits_per_byte(data, b, chunk, threads=a.threads, eol=a.eol, prime=prime)
+        bpb = bits_per_byte(data, b, chunk, threads=a.threads, eol=a.eol, prime=prime, mixer=mixer)
         tot_bits += bpb * len(data)
         tot_bytes += len(data)
         print(f"{f.name:30s} {len(data):10d} B  {bpb:.4f} bits/byte  ({time.time() - t0:.1f} s)")

@@ -90,3 +90,13 @@ class BundleModel:
         #: the codec's defaults for this model (bundle manifest ``codec``), or None
         self.default_chunk_size = codec.get("chunk_size")
         self.default_prime = codec.get("prime")
+        #: the match model the bundle ships (manifest ``codec.mixer``), or None
+        self.default_mixer = None
+        if codec.get("mixer") is not None:
+            from ..errors import ModelError
+            from ..mixer import MixerSpec
+
+            try:
+                self.default_mixer = MixerSpec.from_json(codec["mixer"])
+            except ValueError as exc:
+                raise ModelError(f"bundle {bundle.name!r}: bad codec.mixer in its manifest: {exc}") from None
