@@ -102,14 +102,16 @@ def pyllmcodec_status() -> tuple[bool, str]:
     return True, models
 
 
-def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int, prime: int = 0) -> float:
+def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int, prime: int = 0,
+               mixer: Any = None) -> float:
     """The model's ideal code length of ``data`` in bits.
 
     ``data`` is cut into chunks of ``chunk_size`` bytes (the codec's chunking,
     with its default line-ending transform, pyllmcodec/eol.py); a token-level model (one with a ``tokenizer``) sees each chunk as its
     tokens.  ``batch_size`` chunks are stepped together, each starts from
     ``model.bos``, and -log2 of the (row-normalised) probability of every
-    actual symbol is summed in float64.
+    actual symbol is summed in float64.  ``mixer``: the probabilities go
+    through the match model first, as the codec codes them.
     """
     import numpy as np
 
@@ -120,7 +122,7 @@ def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int, prime:
         from pyllmcodec.models.evaluate import ideal_bits as forward_ideal_bits
 
         return forward_ideal_bits(bundle, data, chunk_size, threads=getattr(model, "threads", None), eol=True,
-                                  prime=prime)
+                                  prime=prime, mixer=mixer)
     if tokenizer is None and chunk_size > int(getattr(model, "max_context", chunk_size)):
         raise ValueError("scoring chunks longer than the context needs a bundle with a forward graph")
     from pyllmcodec import eol
@@ -144,21 +146,29 @@ def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int, prime:
             live[r, : len(q)] = True
         state = model.new_state(rows)
         tokens = np.full(rows, model.bos, dtype=np.int64)
+        mx = None if mixer is None else mixer.new(rows, length, chunk_size)
         for t in range(length):
-            probs = np.asarray(model.step(state, tokens), dtype=np.float64)
+            probs = np.array(model.step(state, tokens), dtype=np.float32)
+            if mx is not None:
+                act = np.nonzero(live[:, t])[0]
+                sub = np.ascontiguousarray(probs[act])
+                mx.mix(sub, rows=act)
+                probs[act] = sub
+                mx.push(sym[act, t], rows=act)
+            probs = probs.astype(np.float64)
             p = probs[np.arange(rows), sym[:, t]] / probs.sum(axis=1)
             total -= float(np.log2(np.maximum(p[live[:, t]], 1e-300)).sum())
             tokens = sym[:, t]  # finished rows are fed padding (symbol 0)
     return total
 
 
-def _ideal_geometry(model: Any, cfg: LLMConfig) -> tuple[int, int, int]:
-    """The chunk size, batch size and prime the codec would use for ``cfg``."""
+def _ideal_geometry(model: Any, cfg: LLMConfig) -> Any:
+    """The Compressor whose geometry (chunk size per input size, batch size,
+    prime, match model) the codec would use for ``cfg``."""
     from pyllmcodec import Compressor, constants
 
     batch = cfg.batch_size or constants.DEFAULT_BATCH_SIZE
-    comp = Compressor(model, chunk_size=cfg.chunk_size, batch_size=batch)
-    return comp.chunk_size, batch, comp.prime
+    return Compressor(model, chunk_size=cfg.chunk_size, batch_size=batch)
 
 
 # ----------------------------------------------------------------- worker
@@ -207,11 +217,14 @@ def _worker(mode: str, cfg: LLMConfig, paths: list[str]) -> dict[str, Any]:
         from pyllmcodec.models import load_model
 
         model = load_model(cfg.model, device=cfg.device, backend=cfg.backend, threads=cfg.threads)
-        chunk, batch, prime = _ideal_geometry(model, cfg)
+        comp = _ideal_geometry(model, cfg)
+        chunks = [comp.chunk_size_for(len(d)) for d in files]  # what compress() picks per file
         t0 = time.perf_counter()
-        bits = sum(ideal_bits(model, d, chunk, batch, prime=prime) for d in files)
+        bits = sum(ideal_bits(model, d, c, comp.batch_size, prime=comp.prime, mixer=comp.mixer)
+                   for d, c in zip(files, chunks))
         return {"ideal_bits": bits, "ideal_s": time.perf_counter() - t0,
-                "chunk_size": chunk, "batch_size": batch, "prime": prime}
+                "chunk_size": chunks[0] if len(set(chunks)) == 1 else chunks, "batch_size": comp.batch_size,
+                "prime": comp.prime, "mixer": comp.mixer.digest if comp.mixer else None}
     raise SystemExit(f"unknown mode {mode!r}")
 
 
@@ -281,6 +294,7 @@ def run_llm_row(cfg: LLMConfig, files: list[tuple[str, bytes]], *, ideal: bool =
                 row["overhead_bits_per_byte"] = row["bits_per_byte"] - row["ideal_bits_per_byte"]
                 row["ideal_step_MBps"] = size / 1e6 / ires["ideal_s"] if ires["ideal_s"] else math.inf
                 row["chunk_size"], row["prime"] = ires["chunk_size"], ires.get("prime", 0)  # the geometry scored
+                row["mixer"] = ires.get("mixer")
             except (RuntimeError, TimeoutError) as e:
                 row["ideal_error"] = str(e)
     return row

@@ -85,7 +85,7 @@ def evaluate_file(comp: Any, name: str, data: bytes, *, verify: bool) -> dict[st
     from pyllmcodec.constants import METHOD_NAMES, MODEL_METHODS
     from pyllmcodec.container import ArchiveIndex
 
-    chunks = comp._chunks(memoryview(data))  # the chunks compress will code (split cells included)
+    chunks = comp._chunks(memoryview(data), comp.chunk_size)  # the chunks compress will code (split cells included)
     runner = comp._session.runner
     real_core = runner.core
     probe = IdealCore(real_core)

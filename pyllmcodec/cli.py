@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import json
 import mmap
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -429,15 +431,24 @@ def _cmd_compress(args: Any) -> int:
         )
     except ValueError as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None
-    wave = comp.batch_size * comp.chunk_size
 
     def work(fin: IO[bytes], fout: IO[bytes], progress: _Progress) -> tuple[int, int]:
-        w = comp.stream_writer(fout)
-        _copy(fin, w, progress, size=wave)
+        size = _input_size(fin)  # a regular file's size picks the chunk size, as compress() does
+        w = comp.stream_writer(fout, size=size)
+        _copy(fin, w, progress, size=comp.batch_size * comp.chunk_size_for(size))
         w.close()
         return w.bytes_in, w.bytes_out
 
     return _each_file(args, work, decompress=False)
+
+
+def _input_size(fin: IO[bytes]) -> int | None:
+    """Bytes left in ``fin`` when it is a regular file, else None (a pipe)."""
+    try:
+        st = os.fstat(fin.fileno())
+        return max(0, st.st_size - fin.tell()) if stat.S_ISREG(st.st_mode) else None
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None
 
 
 def _cmd_decompress(args: Any) -> int:
@@ -582,8 +593,9 @@ def run_bench(model: Any, size: int, batch_size: int, chunk_size: int | None,
                       chunk_size=chunk_size, batch_size=batch_size, fallback="stored")
     dec = Decompressor(comp.model)
     data = bench_text(size)
-    runner = comp._session.runner
-    chunks = comp._chunks(memoryview(data))
+    chunk = comp.chunk_size_for(len(data))  # the geometry compress() will pick
+    runner = comp._session_for(chunk).runner
+    chunks = comp._chunks(memoryview(data), chunk)
     dec.decompress(comp.compress(data[: comp.chunk_size]))  # warm-up; probes cached
     t0 = time.perf_counter()
     for s in range(0, len(chunks), comp.batch_size):
@@ -603,7 +615,7 @@ def run_bench(model: Any, size: int, batch_size: int, chunk_size: int | None,
     mb = len(data) / 1e6
     return {
         "model": comp.model.name, "fingerprint": comp.model.fingerprint(), "bytes": len(data),
-        "batch_size": comp.batch_size, "chunk_size": comp.chunk_size,
+        "batch_size": comp.batch_size, "chunk_size": chunk,
         "bare_mb_s": mb / t_bare, "compress_mb_s": mb / t_comp, "decompress_mb_s": mb / t_dec,
         "compress_vs_bare": t_bare / t_comp, "decompress_vs_bare": t_bare / t_dec,
         "ratio": len(blob) / len(data), "bits_per_byte": 8 * len(blob) / len(data),

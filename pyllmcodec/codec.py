@@ -161,7 +161,9 @@ class Compressor:
     ``threads``: passed to :func:`~pyllmcodec.models.load_model`.
     ``chunk_size``: bytes per chunk (default: the model's own, from its
     bundle manifest -- 8192 for the shipped default model --, else 1024 capped
-    by the model's context).  A byte-level chunk longer than the context is
+    by the model's context; for a byte-level input of known size, doubled
+    while the input still fills ``batch_size`` rows, up to 64 KiB:
+    :meth:`chunk_size_for`).  A byte-level chunk longer than the context is
     coded in segments, each after the first starting from ``prime`` bytes of
     context (default: the model's, else 128; at most half the context;
     docs/FORMAT.md section 4b).  ``batch_size``: rows stepped together
@@ -199,8 +201,10 @@ class Compressor:
         mixer: bool | None = None,
     ) -> None:
         self.model = _resolve_model(model, device, backend, threads)
+        auto_chunk = chunk_size is None
         max_ctx = int(self.model.max_context)
         tokens = getattr(self.model, "tokenizer", None) is not None
+        segmentable = False
         if tokens:  # chunk_size counts bytes, the context tokens (<= 1 per byte)
             max_chunk = MAX_CHUNK_SIZE
             if chunk_size is None:
@@ -214,8 +218,12 @@ class Compressor:
                 chunk_size = min(chunk_size, max_chunk)
         if not isinstance(chunk_size, int) or not 1 <= chunk_size <= max_chunk:
             raise ValueError(f"chunk_size must be an int in 1..{max_chunk}")
+        #: chunk_size=None on a byte-level model that can segment: a buffer of
+        #: known size gets bigger chunks while it still fills a wave (chunk_size_for)
+        self.auto_chunk = auto_chunk and segmentable
+        #: the prime of segments, for archives whose chunks exceed the context (else 0)
         self.prime = 0
-        if not tokens and chunk_size > max_ctx:
+        if not tokens and (chunk_size > max_ctx or (self.auto_chunk and MAX_BYTE_CHUNK_SIZE > max_ctx)):
             if prime is None:
                 prime = getattr(self.model, "default_prime", None) or min(DEFAULT_PRIME, max_ctx // 2)
             self.prime = prime
@@ -243,12 +251,39 @@ class Compressor:
                              "codec.mixer, or it quantizes on an accelerator); pass mixer=None or False")
         #: the match model the chunks are coded through, or None
         self.mixer: MixerSpec | None = None if mixer is False else spec
-        self._session = _Session(self.model, self.precision, prime=self.prime, mixer=self.mixer,
-                                 chunk_size=self.chunk_size)
+        #: one session per chunk size in use (the match model's tables follow it)
+        self._sessions: dict[int, _Session] = {}
+        self._session = self._session_for(self.chunk_size)
+
+    def _session_for(self, chunk: int) -> _Session:
+        sess = self._sessions.get(chunk)
+        if sess is None:
+            base = self._sessions.get(self.chunk_size)
+            sess = self._sessions[chunk] = _Session(self.model, self.precision, prime=self.prime,
+                                                    mixer=self.mixer, chunk_size=chunk)
+            if base is not None:  # the probe does not depend on the chunk size
+                sess._probes = base._probes
+        return sess
+
+    def chunk_size_for(self, size: int | None) -> int:
+        """The chunk size for an input of ``size`` bytes (None: unknown).
+
+        With ``chunk_size=None`` on a byte-level model, an input that fills
+        ``batch_size`` rows even with chunks twice as long gets them, up to
+        64 KiB: longer chunks code better (the segments start from context,
+        and the match model remembers a whole chunk; docs/MODEL.md) at the
+        same number of model steps, as long as the rows stay full.  Otherwise,
+        and when the size is unknown (streaming), ``chunk_size``."""
+        c = self.chunk_size
+        if not self.auto_chunk or size is None:
+            return c
+        while 2 * c <= MAX_BYTE_CHUNK_SIZE and size >= 2 * c * self.batch_size:
+            c *= 2
+        return c
 
     # ---------------------------------------------------------- internals
 
-    def _meta(self, probe_batch: int) -> dict[str, Any]:
+    def _meta(self, probe_batch: int, chunk: int) -> dict[str, Any]:
         from . import __version__
 
         m = self.model
@@ -263,13 +298,13 @@ class Compressor:
             probe_batch=probe_batch,
             probe_version=PROBE_VERSION,
             probe_steps=min(len(PROBE_BYTES), m.max_context),
-            chunk_size=self.chunk_size,
+            chunk_size=chunk,
             batch_size=self.batch_size,
             precision=self.precision,
             pad_token=self._session.runner.pad,
             writer=f"pyllmcodec {__version__}",
             tokenizer=self._tokenizer_meta(),
-            prime=self.prime,
+            prime=self.prime if chunk > m.max_context else 0,
             mixer=None if self.mixer is None else {"kind": self.mixer.kind, "digest": self.mixer.digest},
         )
 
@@ -279,11 +314,11 @@ class Compressor:
             return None
         return {"kind": "bpe", "sha256": str(getattr(tk, "sha256", ""))}
 
-    def _model_code(self, batch: int, chunks: Sequence[memoryview]) -> list[tuple[int, bytes | None]]:
+    def _model_code(self, batch: int, chunks: Sequence[memoryview], chunk: int) -> list[tuple[int, bytes | None]]:
         """``(method, payload)`` per chunk from the model (payload None: the
         model cannot code it).  A token-level model codes each chunk's token
         sequence when it round-trips byte-exactly and fits the context."""
-        runner = self._session.runner
+        runner = self._session_for(chunk).runner
         tk = self._session.tokenizer
         raws = [bytes(c) for c in chunks]
         picked = [eol.encoded(r) if self.eol else (0, r) for r in raws]
@@ -309,10 +344,11 @@ class Compressor:
         coded = runner.encode_wave(batch, range(batch), [t if k else empty for t, k in zip(seqs, ok)])
         return [(m or METHOD_MODEL_TOKENS, p if k else None) for m, k, p in zip(eols, ok, coded)]
 
-    def _code_wave(self, chunks: Sequence[memoryview]) -> list[tuple[ChunkEntry, bytes | memoryview]]:
-        """Model-code one wave (chunk k at row k), then pick each chunk's method."""
+    def _code_wave(self, chunks: Sequence[memoryview], chunk: int) -> list[tuple[ChunkEntry, bytes | memoryview]]:
+        """Model-code one wave (chunk k at row k; ``chunk``: the archive's
+        chunk size), then pick each chunk's method."""
         batch = len(chunks)
-        coded = self._model_code(batch, chunks)
+        coded = self._model_code(batch, chunks, chunk)
         out: list[tuple[ChunkEntry, bytes | memoryview]] = []
         for row, (raw, (model_method, payload)) in enumerate(zip(chunks, coded)):
             n = len(raw)
@@ -327,18 +363,19 @@ class Compressor:
                     method, best = METHOD_DEFLATE, packed
             out.append((ChunkEntry(row, n, len(best), method, zlib.crc32(raw)), best))
         if self.verify:
-            self._verify_wave(batch, chunks, out)
+            self._verify_wave(batch, chunks, out, chunk)
         return out
 
     def _verify_wave(
-        self, batch: int, chunks: Sequence[memoryview], coded: list[tuple[ChunkEntry, bytes | memoryview]]
+        self, batch: int, chunks: Sequence[memoryview], coded: list[tuple[ChunkEntry, bytes | memoryview]],
+        chunk: int,
     ) -> None:
         model_rows = [(e, p) for e, p in coded if e.method in MODEL_METHODS]
         if model_rows:
             job = _Job((), batch)
             for e, p in model_rows:
                 _add_to_job(job, e, p, e.row, (0, 0))
-            got = _decode_job(self._session, job)
+            got = _decode_job(self._session_for(chunk), job)
             for (e, _), data in zip(model_rows, got):
                 if data != bytes(chunks[e.row]):
                     raise CodecError(
@@ -350,11 +387,10 @@ class Compressor:
             if e.method == METHOD_DEFLATE and _inflate(p, e.raw_len) != bytes(chunks[e.row]):
                 raise CodecError("verify-after-compress failed on a deflate chunk")
 
-    def _chunks(self, data: memoryview) -> list[memoryview]:
-        """Cut ``data`` into chunks: cells of ``chunk_size`` bytes; for a
+    def _chunks(self, data: memoryview, c: int) -> list[memoryview]:
+        """Cut ``data`` into chunks: cells of ``c`` bytes; for a
         token-level model, a cell with more tokens than the model's context is
         split (see :meth:`_split_cell`) instead of falling back to deflate."""
-        c = self.chunk_size
         cells = [data[i : i + c] for i in range(0, len(data), c)]
         if self._session.tokenizer is None:
             return cells
@@ -396,18 +432,20 @@ class Compressor:
         (running its waves with the other buffers' rows padded);
         :meth:`Decompressor.decompress_batch` on the same list regroups them
         into the original waves.  Archives are therefore not byte-identical to
-        one-by-one :meth:`compress` output, but decode to the same bytes."""
+        one-by-one :meth:`compress` output, but decode to the same bytes.
+        The chunk size is :meth:`chunk_size_for` the buffers' total size."""
         views = [_bytes_view(b) for b in buffers]
+        chunk = self.chunk_size_for(sum(len(v) for v in views))
         owned: list[tuple[int, memoryview]] = []
         for i, v in enumerate(views):
-            owned.extend((i, c) for c in self._chunks(v))
+            owned.extend((i, c) for c in self._chunks(v, chunk))
         outs = [bytearray() for _ in views]
         waves = plan_waves(len(owned), self.batch_size)
-        meta = self._meta(waves[0][1] if waves else 1)
+        meta = self._meta(waves[0][1] if waves else 1, chunk)
         writers = [ArchiveWriter(o.extend, meta) for o in outs]
         for start, batch in waves:
             wave = owned[start : start + batch]
-            coded = self._code_wave([c for _, c in wave])
+            coded = self._code_wave([c for _, c in wave], chunk)
             k = 0
             while k < batch:  # one block per archive present in this wave
                 owner = wave[k][0]
@@ -426,28 +464,33 @@ class Compressor:
     def stream_writer(self, fh: IO[bytes], *, closefd: bool = False, size: int | None = None) -> Any:
         """A writable file object that compresses into ``fh`` as data arrives;
         ``close()`` (or leaving a ``with`` block) writes the footer.  Buffers at
-        most ``batch_size * chunk_size`` input bytes.  ``size`` is accepted for
-        API symmetry and ignored.  The output is byte-identical to
-        :meth:`compress` of the concatenated input."""
+        most ``batch_size`` chunks of input.  ``size``: the number of bytes
+        that will be written, if known; it picks the chunk size as
+        :meth:`compress` does (:meth:`chunk_size_for`), so the output is
+        byte-identical to :meth:`compress` of the concatenated input when
+        ``size`` is right (or the chunk size was given).  A wrong ``size``
+        still gives a valid archive."""
         from .io import LlmzFile
 
-        return LlmzFile(fh, "wb", compressor=self, closefd=closefd)
+        return LlmzFile(fh, "wb", compressor=self, closefd=closefd, size=size)
 
-    def _stream_encoder(self, write: Any) -> _StreamEncoder:
-        return _StreamEncoder(self, write)
+    def _stream_encoder(self, write: Any, size: int | None = None) -> _StreamEncoder:
+        return _StreamEncoder(self, write, size)
 
 
 class _StreamEncoder:
     """Push bytes in, archive bytes come out through ``write``: the engine
     behind :meth:`Compressor.stream_writer` and the CLI."""
 
-    def __init__(self, comp: Compressor, write: Any) -> None:
+    def __init__(self, comp: Compressor, write: Any, size: int | None = None) -> None:
         self._comp = comp
         self._write = write
         self._buf = bytearray()
         self._sha = hashlib.sha256()
         self._writer: ArchiveWriter | None = None
-        self._wave_bytes = comp.batch_size * comp.chunk_size
+        #: the archive's chunk size
+        self.chunk_size = comp.chunk_size_for(size)
+        self._wave_bytes = comp.batch_size * self.chunk_size
         #: cut chunks not yet coded (fewer than a wave, plus one cell's pieces)
         self._pending: list[memoryview] = []
         self.bytes_in = 0
@@ -468,7 +511,7 @@ class _StreamEncoder:
         while len(self._buf) >= self._wave_bytes:  # one wave of whole cells at a time
             cells = bytes(self._buf[: self._wave_bytes])
             del self._buf[: self._wave_bytes]
-            self._pending += self._comp._chunks(memoryview(cells))
+            self._pending += self._comp._chunks(memoryview(cells), self.chunk_size)
             while len(self._pending) >= B:
                 self._code(self._pending[:B])
                 del self._pending[:B]
@@ -479,9 +522,9 @@ class _StreamEncoder:
         consecutive runs of ``batch_size`` chunks)."""
         comp = self._comp
         if self._writer is None:
-            self._writer = ArchiveWriter(self._write, comp._meta(max(len(chunks), 1)))
+            self._writer = ArchiveWriter(self._write, comp._meta(max(len(chunks), 1), self.chunk_size))
         if chunks:
-            coded = comp._code_wave(chunks)
+            coded = comp._code_wave(chunks, self.chunk_size)
             self._writer.write_block(len(chunks), [e for e, _ in coded], [p for _, p in coded])
 
     def finish(self) -> None:
@@ -489,7 +532,7 @@ class _StreamEncoder:
             return
         rest = bytes(self._buf)
         self._buf = bytearray()
-        self._pending += self._comp._chunks(memoryview(rest))
+        self._pending += self._comp._chunks(memoryview(rest), self.chunk_size)
         waves = plan_waves(len(self._pending), self._comp.batch_size) or [(0, 0)]
         for start, batch in waves:
             self._code(self._pending[start : start + batch])

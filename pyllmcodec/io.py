@@ -25,7 +25,9 @@ class LlmzFile(io.BufferedIOBase):
 
     ``mode`` "rb" decompresses from ``fileobj`` (a binary file object or a
     bytes-like); "wb" compresses into ``fileobj``.  Use :func:`open` for paths.
-    Not seekable.  Closing a writer writes the archive's footer; an archive
+    Not seekable.  ``size`` (writing): the number of bytes that will be
+    written, if known; it picks the chunk size as ``Compressor.compress``
+    does.  Closing a writer writes the archive's footer; an archive
     whose writer was not closed is incomplete (it has no footer) and will not
     decode.  May be shared between threads: like :class:`io.BufferedWriter`,
     each ``read``/``write``/``close`` call holds a lock, so calls do not
@@ -40,6 +42,7 @@ class LlmzFile(io.BufferedIOBase):
         compressor: Compressor | None = None,
         decompressor: Decompressor | None = None,
         closefd: bool = False,
+        size: int | None = None,
     ) -> None:
         super().__init__()
         self._lock = threading.RLock()
@@ -59,7 +62,8 @@ class LlmzFile(io.BufferedIOBase):
             self._cur = memoryview(b"")
             self._eof = False
         else:
-            self._encoder = (compressor or Compressor())._stream_encoder(self._fh.write)
+            # size: the bytes that will be written, if known (picks the chunk size)
+            self._encoder = (compressor or Compressor())._stream_encoder(self._fh.write, size)
 
     # ---------------------------------------------------------- common
 

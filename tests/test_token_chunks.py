@@ -42,13 +42,13 @@ def test_dense_cells_are_split_and_model_coded_not_deflated():
     assert info["methods"]["model-tokens"] == info["n_chunks"]
     assert Decompressor(MODEL).decompress(blob) == DENSE
     # every chunk fits the context
-    for c in comp._chunks(memoryview(DENSE)):
+    for c in comp._chunks(memoryview(DENSE), comp.chunk_size):
         assert len(MODEL.tokenizer.tokenize(bytes(c))) <= MODEL.max_context
 
 
 def test_prose_cells_that_fit_are_not_split():
     comp = Compressor(get_token_model(400), chunk_size=128, batch_size=4)
-    chunks = comp._chunks(memoryview(PROSE))
+    chunks = comp._chunks(memoryview(PROSE), comp.chunk_size)
     assert [len(c) for c in chunks] == [len(PROSE[i : i + 128]) for i in range(0, len(PROSE), 128)]
 
 
