@@ -12,7 +12,7 @@ from pyllmcodec.errors import (
     OutputLimitError,
 )
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from pyllmcodec.codec import (
     Compressor,

@@ -171,11 +171,27 @@ def get_short_model() -> BigramModel:
     return _SHORT[0]
 
 
+_MIXER: list[BigramModel] = []
+
+
+def get_mixer_model() -> BigramModel:
+    """The bigram model shipping a match model (a fixed, made-up prior),
+    registered as "test-bigram-mixer" (docs/FORMAT.md section 4c)."""
+    if not _MIXER:
+        from pyllmcodec.mixer import MixerSpec
+
+        m = BigramModel(name="test-bigram-mixer")
+        m.default_mixer = MixerSpec(prior=tuple(int(v) for v in np.linspace(20000, 64000, 256)))  # type: ignore[attr-defined]
+        _MIXER.append(m)
+    return _MIXER[0]
+
+
 def register() -> None:
     from pyllmcodec.models import register_model
 
     register_model("test-bigram", lambda **_: get_model(), replace=True)
     register_model("test-bigram-ctx32", lambda **_: get_short_model(), replace=True)
+    register_model("test-bigram-mixer", lambda **_: get_mixer_model(), replace=True)
     register_model("test-tokens", lambda **_: get_token_model(), replace=True)  # built on first use
 
 

@@ -11,7 +11,7 @@ from pyllmcodec import core
 
 
 def test_public_names():
-    assert pyllmcodec.__version__ == "0.3.0"
+    assert pyllmcodec.__version__ == "0.4.0"
     assert pyllmcodec.core is core
     assert issubclass(pyllmcodec.CodecError, Exception)
     for name in [

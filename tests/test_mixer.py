@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import CORPUS, get_model, get_short_model, get_token_model
+from conftest import CORPUS, get_mixer_model, get_model, get_short_model, get_token_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -287,3 +287,80 @@ def test_hostile_mixer_headers():
     for edit, flip, msg in cases:
         with pytest.raises(FormatError, match=msg):
             Decompressor(shipped).decompress(_rewrite_header(blob, edit, flip))
+
+
+def test_golden_mixer_archive():
+    # Pins model-coded bytes through the match model (mixer + quantizer +
+    # coder + scheduler + container) for the test model.  A change here means
+    # archives changed: justify it.
+    import hashlib
+
+    from pyllmcodec.container import ArchiveIndex
+
+    comp = Compressor(_with_mixer(get_model()), chunk_size=700, batch_size=3, fallback="stored")
+    blob = comp.compress(REPETITIVE[:2000])
+    ix = ArchiveIndex(blob)
+    entries = [tuple(e) for b in ix.blocks for e in b.entries]
+    payload = b"".join(bytes(ix.buf[b.payload_offset : b.end]) for b in ix.blocks)
+    assert (entries, hashlib.sha256(payload).hexdigest()) == GOLDEN_MIXER
+
+
+GOLDEN_MIXER = (
+    [(0, 700, 265, 1, 3989173753), (1, 700, 265, 1, 2690788070), (2, 600, 236, 1, 4140845283)],
+    "8c6e498f93a815a4cf1cf715adbbd2833ebaf2f2b33d4b909a5a8c9f1327fe61",
+)
+
+
+# ------------------------------------------------------------ chunk size from the input size
+
+
+def test_chunk_size_follows_a_known_input_size():
+    model = get_model()  # no bundle default: 1 KiB chunks
+    comp = Compressor(model, batch_size=4)
+    assert comp.auto_chunk and comp.chunk_size == 1024
+    assert [comp.chunk_size_for(n) for n in (None, 0, 8191, 8192, 16384, 10**9)] == [1024, 1024, 1024, 2048,
+                                                                                      4096, 65536]
+    fixed = Compressor(model, batch_size=4, chunk_size=1024)
+    assert not fixed.auto_chunk and fixed.chunk_size_for(10**9) == 1024
+    assert not Compressor(get_token_model(), batch_size=4).auto_chunk
+    data = REPETITIVE  # 12000 bytes: 4 rows of 2 KiB fill a wave, 4 of 4 KiB would not
+    blob = comp.compress(data)
+    assert parse_header(blob).chunk_size == 2048
+    assert Decompressor(model).decompress(blob) == data
+    # a stream told its size writes the very same archive; one that is not
+    # told uses the base size, and a wrong size still gives a valid archive
+    import io
+
+    for size, want in ((len(data), blob), (None, None), (5, None), (10**7, None)):
+        out = io.BytesIO()
+        with comp.stream_writer(out, size=size) as w:
+            for i in range(0, len(data), 3000):
+                w.write(data[i : i + 3000])
+        if want is not None:
+            assert out.getvalue() == want
+        else:
+            assert parse_header(out.getvalue()).chunk_size == comp.chunk_size_for(size)
+        assert Decompressor(model).decompress(out.getvalue()) == data
+
+
+def test_cli_picks_the_chunk_size_from_the_file(tmp_path, monkeypatch, capsys):
+    from pyllmcodec.cli import EXIT_OK, main
+
+    monkeypatch.chdir(tmp_path)
+    data = (REPETITIVE * 2)[:20000]
+    (tmp_path / "a.txt").write_bytes(data)
+    assert main(["compress", "--model", "test-bigram", "--batch-size", "4", "-k", "a.txt"]) == EXIT_OK
+    assert (tmp_path / "a.txt.llmz").read_bytes() == Compressor(get_model(), batch_size=4).compress(data)
+    mm = ["compress", "--model", "test-bigram-mixer", "--batch-size", "4", "-k"]
+    assert main([*mm, "-o", "on.llmz", "a.txt"]) == EXIT_OK
+    assert main([*mm, "--no-mixer", "-o", "off.llmz", "a.txt"]) == EXIT_OK
+    on, off = (tmp_path / "on.llmz").read_bytes(), (tmp_path / "off.llmz").read_bytes()
+    assert pyllmcodec.info(on)["mixer"]["digest"] == get_mixer_model().default_mixer.digest == SPEC.digest
+    assert "mixer" not in pyllmcodec.info(off)
+    assert len(on) < len(off)
+    capsys.readouterr()
+    assert main(["info", "on.llmz"]) == EXIT_OK
+    assert f"match model     match1 digest={SPEC.digest}" in capsys.readouterr().out
+    for n in ("on", "off"):
+        assert main(["decompress", "-k", "-o", f"{n}.out", f"{n}.llmz"]) == EXIT_OK
+        assert (tmp_path / f"{n}.out").read_bytes() == data

@@ -75,6 +75,9 @@ def test_train_resume_on_new_data_then_ship(tmp_path):
     blob = b"the kernel driver of the page memory " * 40
     z = pyllmcodec.Compressor(model, chunk_size=64, batch_size=4).compress(blob)
     assert pyllmcodec.Decompressor(model).decompress(z) == blob
+    # ship fitted a match model on the held-out text; the codec runs it, through ONNX Runtime
+    assert man["codec"]["prime"] == 32 and man["codec"]["mixer"]["kind"] == "match1"
+    assert pyllmcodec.info(z)["mixer"]["digest"] == model.default_mixer.digest
 
 
 def test_pre_decay_weights_on_a_resume_into_the_decay(tmp_path):

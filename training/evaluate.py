@@ -4,7 +4,8 @@
         [--no-mixer]
 
 Each file is cut into chunks of ``--chunk-size`` bytes (the last one shorter;
-default: the codec's default for the model); each chunk is scored from BOS on,
+default: what ``compress()`` picks for the file's size at the default batch
+size, ``Compressor.chunk_size_for``); each chunk is scored from BOS on,
 as the codec codes it: a chunk longer than the context in segments, each after
 ``--prime`` bytes of context; a chunk whose every line ends in CR LF without
 the CR, as the encoder does (``--no-eol`` scores it as it is).  The ideal code
@@ -63,9 +64,9 @@ def main() -> None:
 
     comp = Compressor(open_bundle(b, device="cpu", backend="onnxruntime", threads=1),
                       chunk_size=a.chunk_size, prime=a.prime, mixer=None if a.mixer else False)
-    chunk, prime, mixer = comp.chunk_size, comp.prime, comp.mixer
-    print(f"chunks of {chunk} bytes" + (f", segments of {b.manifest['context_length']} primed with {prime}"
-                                        if prime else "")
+    prime, mixer = comp.prime, comp.mixer
+    print(("chunks as compress() picks them per file (batch 32)" if comp.auto_chunk else f"chunks of {comp.chunk_size} bytes")
+          + (f", segments of {b.manifest['context_length']} primed with {prime}" if prime else "")
           + (f", match model {mixer.digest}" if mixer else ", no match model"))
     tot_bits = tot_bytes = 0.0
     for f in a.files:
@@ -73,10 +74,11 @@ def main() -> None:
         if a.limit:
             data = data[: a.limit]
         t0 = time.time()
+        chunk = comp.chunk_size_for(len(data))
         bpb = bits_per_byte(data, b, chunk, threads=a.threads, eol=a.eol, prime=prime, mixer=mixer)
         tot_bits += bpb * len(data)
         tot_bytes += len(data)
-        print(f"{f.name:30s} {len(data):10d} B  {bpb:.4f} bits/byte  ({time.time() - t0:.1f} s)")
+        print(f"{f.name:30s} {len(data):10d} B  {bpb:.4f} bits/byte  chunks of {chunk}  ({time.time() - t0:.1f} s)")
     if len(a.files) > 1:
         print(f"{'total':30s} {int(tot_bytes):10d} B  {tot_bits / tot_bytes:.4f} bits/byte")
 

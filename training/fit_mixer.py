@@ -31,10 +31,13 @@ FLAT = MixerSpec(prior=(32768,) * 256)
 def fit(bundle_dir: Path, data: bytes, *, threads: int | None = None,
         report: bool = True) -> MixerSpec:
     """The fitted spec for the bundle at ``bundle_dir`` on ``data``."""
+    from pyllmcodec import Compressor
+    from pyllmcodec.backends import open_bundle
+
     b = load_bundle(bundle_dir)
-    codec = b.manifest.get("codec") or {}
-    chunk = int(codec.get("chunk_size") or min(1024, b.manifest["context_length"]))
-    prime = int(codec.get("prime") or 0) if chunk > b.manifest["context_length"] else 0
+    # the geometry the codec picks for this bundle (its manifest's chunk size and prime)
+    comp = Compressor(open_bundle(b, device="cpu", backend="onnxruntime", threads=1), mixer=False)
+    chunk, prime = comp.chunk_size, comp.prime
     kw = dict(threads=threads, eol=True, prime=prime)
     obs: list = []
     t0 = time.time()

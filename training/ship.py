@@ -52,7 +52,9 @@ def main() -> None:
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--chunk-size", type=int, default=8192,
                     help="the codec's default chunk size for the model (docs/MODEL.md, 'Chunk size')")
-    ap.add_argument("--prime", type=int, default=128, help="the codec's default prime for longer chunks")
+    ap.add_argument("--prime", type=int, default=64, help="the codec's default prime for longer chunks")
+    ap.add_argument("--no-mixer", dest="mixer", action="store_false",
+                    help="ship no match model (default: fit one on DATA/val.bin, training/fit_mixer.py)")
     a = ap.parse_args()
     training = {
         **_lineage(a.run, a.data),
@@ -66,6 +68,12 @@ def main() -> None:
         ck = a.run / "ckpt.pt"
     export_main([str(ck), str(a.out), "--name", "default", "--version", a.version,
                  "--training-json", f.name, "--chunk-size", str(a.chunk_size), "--prime", str(a.prime)])
+    if a.mixer:  # the match model's prior, fitted on held-out training text (never an evaluation corpus)
+        from fit_mixer import fit, write
+
+        spec = fit(a.out, (a.data / "val.bin").read_bytes())
+        write(a.out, spec)
+        print(f"match model {spec.digest} fitted on {a.data / 'val.bin'}")
     for g in ("step", "forward"):  # the graph files are small; weights.bin holds the tensors
         print(g, (a.out / f"{g}.onnx").stat().st_size, "bytes")
     print("weights.bin", (a.out / "weights.bin").stat().st_size, "bytes")

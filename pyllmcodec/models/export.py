@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     W = {k: v.float().numpy() for k, v in s["model"].items()}
     training = json.loads(a.training_json.read_text()) if a.training_json else {}
     training.setdefault("steps", s.get("step"))
+    if a.prime:  # a segment's prime is at most half the context (docs/FORMAT.md section 4b)
+        a.prime = max(1, min(a.prime, int(s["config"]["ctx"]) // 2))
     export_bundle(W, s["config"], a.out, name=a.name, version=a.version, training=training,
                   licence="MIT (model weights); training data licences listed under training.sources",
                   description="byte-level causal transformer (multi-query attention), trained by pyllmcodec",
