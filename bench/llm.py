@@ -103,7 +103,7 @@ def pyllmcodec_status() -> tuple[bool, str]:
 
 
 def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int, prime: int = 0,
-               mixer: Any = None) -> float:
+               mixer: Any = None, context: int | None = None) -> float:
     """The model's ideal code length of ``data`` in bits.
 
     ``data`` is cut into chunks of ``chunk_size`` bytes (the codec's chunking,
@@ -122,8 +122,8 @@ def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int, prime:
         from pyllmcodec.models.evaluate import ideal_bits as forward_ideal_bits
 
         return forward_ideal_bits(bundle, data, chunk_size, threads=getattr(model, "threads", None), eol=True,
-                                  prime=prime, mixer=mixer)
-    if tokenizer is None and chunk_size > int(getattr(model, "max_context", chunk_size)):
+                                  prime=prime, mixer=mixer, context=context)
+    if tokenizer is None and chunk_size > int(context or getattr(model, "max_context", chunk_size)):
         raise ValueError("scoring chunks longer than the context needs a bundle with a forward graph")
     from pyllmcodec import eol
 
@@ -220,11 +220,11 @@ def _worker(mode: str, cfg: LLMConfig, paths: list[str]) -> dict[str, Any]:
         comp = _ideal_geometry(model, cfg)
         chunks = [comp.chunk_size_for(len(d)) for d in files]  # what compress() picks per file
         t0 = time.perf_counter()
-        bits = sum(ideal_bits(model, d, c, comp.batch_size, prime=comp.prime, mixer=comp.mixer)
-                   for d, c in zip(files, chunks))
+        bits = sum(ideal_bits(model, d, c, comp.batch_size, prime=comp.prime, mixer=comp.mixer,
+                              context=comp.context) for d, c in zip(files, chunks))
         return {"ideal_bits": bits, "ideal_s": time.perf_counter() - t0,
                 "chunk_size": chunks[0] if len(set(chunks)) == 1 else chunks, "batch_size": comp.batch_size,
-                "prime": comp.prime, "mixer": comp.mixer.digest if comp.mixer else None}
+                "prime": comp.prime, "context": comp.context, "mixer": comp.mixer.digest if comp.mixer else None}
     raise SystemExit(f"unknown mode {mode!r}")
 
 

@@ -55,13 +55,15 @@ def seeds() -> list[tuple[str, bytes]]:
     # chunks longer than the context (32): segments primed with 5 symbols, also with the line-ending methods
     add("segments", TEXT[:90] + crlf[:70] + TEXT[200:300], on="test-bigram-ctx32", chunk_size=75, batch_size=3,
         fallback="stored", prime=5)
+    # segments shorter than the model's context (header key `context`, flag bit 2)
+    add("context", TEXT[:120] + crlf[:60], chunk_size=75, batch_size=3, fallback="stored", context=30, prime=5)
     # through the match model (header flag bit 1): repeats and line endings
     add("mixer", (TEXT[:60] * 3) + crlf[:80], on="test-bigram-mixer", chunk_size=70, batch_size=3,
         fallback="stored")
     a, b = Compressor(model, chunk_size=32, batch_size=4, fallback="stored").compress_batch([TEXT[:40], TEXT[40:130]])
     out += [("shared-a", a), ("shared-b", b)]
     for name, blob in list(out):  # the first entry layout (tag 'W'), which readers keep accepting
-        if name in ("text-waves", "mixed", "eol-bytes", "shared-b", "segments", "mixer"):
+        if name in ("text-waves", "mixed", "eol-bytes", "shared-b", "segments", "mixer", "context"):
             lz = parse_loose(blob)
             assert lz is not None
             lz.compact = False

@@ -138,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
                     "than the model's context is coded in segments")
     pc.add_argument("--prime", type=int,
                     help="bytes of context each segment after the first starts from (default: the model's, 128)")
+    pc.add_argument("--context", type=int,
+                    help="length of the segments chunks are coded in (default: the model's, 512 for the default "
+                    "model; at most the model's context)")
     pc.add_argument("--no-mixer", dest="mixer", action="store_const", const=False, default=None,
                     help="do not run the model's match model (default: run it when the model ships one)")
     pc.add_argument("--verify", action="store_true", help="decode every wave after coding it and compare")
@@ -427,7 +430,7 @@ def _cmd_compress(args: Any) -> int:
         comp = Compressor(
             args.model or "default", device=args.device, backend=args.backend, threads=args.threads,
             chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify, eol=args.eol,
-            prime=args.prime, mixer=args.mixer,
+            prime=args.prime, mixer=args.mixer, context=args.context,
         )
     except ValueError as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None
@@ -547,7 +550,8 @@ def _cmd_info(args: Any) -> int:
         print(f"  probe           batch={d['probe']['batch']} steps={d['probe']['steps']} digest={d['probe']['digest']}")
         print(f"  geometry        chunk_size={d['chunk_size']} batch_size={d['batch_size']} "
               f"precision={d['precision']} pad_token={d['pad_token']}"
-              + (f" prime={d['prime']}" if d.get("prime") else ""))
+              + (f" prime={d['prime']}" if d.get("prime") else "")
+              + (f" context={d['context']}" if d.get("context") else ""))
         if d.get("mixer"):
             print(f"  match model     {d['mixer']['kind']} digest={d['mixer']['digest']}")
         print(f"  size            {d['size']} -> {d['compressed_size']} bytes (ratio {ratio})")

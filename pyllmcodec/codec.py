@@ -130,9 +130,9 @@ class _Session:
     """A model with its runner and probe-digest cache (one per model object)."""
 
     def __init__(self, model: StepModel, precision: int, pad: int | None = None, prime: int = 0,
-                 mixer: MixerSpec | None = None, chunk_size: int = 0) -> None:
+                 mixer: MixerSpec | None = None, chunk_size: int = 0, context: int | None = None) -> None:
         self.model = model
-        self.runner = WaveRunner(model, precision, pad, prime, mixer, chunk_size)
+        self.runner = WaveRunner(model, precision, pad, prime, mixer, chunk_size, context)
         #: a token-level model's tokenizer (see backends/base.py), else None
         self.tokenizer = getattr(model, "tokenizer", None)
         self._probes: dict[int, str] = {}
@@ -176,6 +176,9 @@ class Compressor:
     with that suffix removed before each LF, restored exactly on decoding
     (methods 4 and 5 of docs/FORMAT.md; pyllmcodec/eol.py says why); pass
     ``False`` to code such chunks as they are.
+    ``context``: the length of the segments (default: the model's, from its
+    bundle manifest, else its whole context): a shorter one makes each step
+    cheaper (docs/MODEL.md), byte-level models only.
     ``mixer``: run the match model the model's bundle ships (docs/FORMAT.md
     section 4c: it predicts repeats within a chunk); ``None`` (default) uses
     it when there is one, ``False`` never, ``True`` requires it.
@@ -199,11 +202,21 @@ class Compressor:
         eol: bool = True,
         prime: int | None = None,
         mixer: bool | None = None,
+        context: int | None = None,
     ) -> None:
         self.model = _resolve_model(model, device, backend, threads)
         auto_chunk = chunk_size is None
-        max_ctx = int(self.model.max_context)
         tokens = getattr(self.model, "tokenizer", None) is not None
+        if context is None:  # the segments' length: the model's preference (its bundle's manifest)
+            context = None if tokens else getattr(self.model, "default_context", None)
+        model_ctx = int(self.model.max_context)
+        if context is not None and (tokens or not isinstance(context, int) or isinstance(context, bool)
+                                    or not 2 <= context <= model_ctx):
+            raise ValueError(f"context must be an int in 2..{model_ctx} (the model's context), for "
+                             "byte-level models only")
+        #: the length of the segments chunks are coded in (docs/FORMAT.md section 4b)
+        self.context = model_ctx if context is None else context
+        max_ctx = self.context
         segmentable = False
         if tokens:  # chunk_size counts bytes, the context tokens (<= 1 per byte)
             max_chunk = MAX_CHUNK_SIZE
@@ -228,7 +241,7 @@ class Compressor:
                 prime = getattr(self.model, "default_prime", None) or min(DEFAULT_PRIME, max_ctx // 2)
             self.prime = prime
             if not isinstance(self.prime, int) or not 1 <= self.prime <= max_ctx // 2:
-                raise ValueError(f"prime must be an int in 1..{max_ctx // 2} (half the model's context)")
+                raise ValueError(f"prime must be an int in 1..{max_ctx // 2} (half the context)")
         elif prime is not None and (not isinstance(prime, int) or prime < 0):
             raise ValueError("prime must be an int >= 0")
         if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
@@ -260,7 +273,7 @@ class Compressor:
         if sess is None:
             base = self._sessions.get(self.chunk_size)
             sess = self._sessions[chunk] = _Session(self.model, self.precision, prime=self.prime,
-                                                    mixer=self.mixer, chunk_size=chunk)
+                                                    mixer=self.mixer, chunk_size=chunk, context=self.context)
             if base is not None:  # the probe does not depend on the chunk size
                 sess._probes = base._probes
         return sess
@@ -304,7 +317,8 @@ class Compressor:
             pad_token=self._session.runner.pad,
             writer=f"pyllmcodec {__version__}",
             tokenizer=self._tokenizer_meta(),
-            prime=self.prime if chunk > m.max_context else 0,
+            prime=self.prime if chunk > self.context else 0,
+            context=self.context if chunk > self.context and self.context < m.max_context else 0,
             mixer=None if self.mixer is None else {"kind": self.mixer.kind, "digest": self.mixer.digest},
         )
 
@@ -657,7 +671,7 @@ class Decompressor:
         sess = self._sessions.get(key)
         if sess is None:
             sess = self._sessions[key] = _Session(model, header.precision, header.pad_token, header.prime,
-                                                  mixer, header.chunk_size)
+                                                  mixer, header.chunk_size, header.context)
         probe_key = key + (header.probe_batch, header.probe_digest)
         if probe_key not in self._checked:
             mine = sess.probe(header.probe_batch)
@@ -810,7 +824,7 @@ class Decompressor:
 def _session_key(model: Any, header: Header) -> tuple[Any, ...]:
     """What a decoding session depends on besides the probe."""
     return (id(model), header.precision, header.pad_token, header.prime, header.mixer_digest,
-            header.chunk_size if header.mixer_digest else 0)
+            header.chunk_size if header.mixer_digest else 0, header.context)
 
 
 def _header_mixer(header: Header, model: Any) -> MixerSpec | None:

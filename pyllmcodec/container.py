@@ -64,6 +64,7 @@ __all__ = [
     "BLOCK_PREFIX_LEN",
     "FOOTER_FIXED_LEN",
     "HEADER_FLAG_DEFLATE",
+    "HEADER_FLAG_CONTEXT",
     "HEADER_FLAG_MIXER",
     "HEADER_PREFIX_LEN",
     "MAX_ENTRY_LEN",
@@ -97,7 +98,11 @@ HEADER_FLAG_DEFLATE = 0x01
 #: reader older than 0.4 refuses such an archive at its header ("unknown header
 #: flags") instead of decoding it with the wrong probabilities.
 HEADER_FLAG_MIXER = 0x02
-_KNOWN_FLAGS = HEADER_FLAG_DEFLATE | HEADER_FLAG_MIXER
+#: header flag bit 2: segments are shorter than the model's context (metadata
+#: key ``context``, FORMAT.md section 4b); set exactly when the key is there,
+#: so a reader older than 0.4 refuses the archive at its header.
+HEADER_FLAG_CONTEXT = 0x04
+_KNOWN_FLAGS = HEADER_FLAG_DEFLATE | HEADER_FLAG_MIXER | HEADER_FLAG_CONTEXT
 BLOCK_PREFIX_LEN = _BLOCK_PREFIX.size  # 9
 TRAILER_LEN = _TRAILER.size  # 16
 #: footer bytes that do not depend on the number of blocks (prefix, fixed body, crc)
@@ -170,6 +175,11 @@ class Header:
     def prime(self) -> int:
         """Silent steps per segment after the first (0: chunks fit the context)."""
         return int(self.meta.get("prime", 0))
+
+    @property
+    def context(self) -> int:
+        """The segments' length: ``model.max_context`` unless the header says less."""
+        return int(self.meta.get("context", self.meta["model"]["max_context"]))
 
     @property
     def mixer_digest(self) -> str | None:
@@ -258,12 +268,15 @@ def build_meta(
     tokenizer: dict[str, Any] | None = None,
     prime: int = 0,
     mixer: dict[str, str] | None = None,
+    context: int = 0,
 ) -> dict[str, Any]:
     """The header metadata as the writer records it (see FORMAT.md).
     ``tokenizer`` (token-level models only) is recorded as is; ``prime`` (the
     silent steps of each segment after the first) only for byte-level chunks
     longer than the context, where it is required; ``mixer`` (``{"kind",
-    "digest"}``) when the chunks go through the match model."""
+    "digest"}``) when the chunks go through the match model; ``context`` (the
+    segments' length) when it is shorter than the model's context and chunks
+    are longer than it."""
     meta = {
         "model": {
             "name": str(model_name),
@@ -291,6 +304,8 @@ def build_meta(
         meta["prime"] = int(prime)
     if mixer is not None:
         meta["mixer"] = {"kind": str(mixer["kind"]), "digest": str(mixer["digest"])}
+    if context:
+        meta["context"] = int(context)
     return meta
 
 
@@ -301,7 +316,7 @@ def encode_header(meta: dict[str, Any], *, deflate_meta: bool = True) -> bytes:
     blob = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     if len(blob) > MAX_META_LEN:
         raise ValueError(f"header metadata is {len(blob)} bytes, over the {MAX_META_LEN} limit")
-    flags = HEADER_FLAG_MIXER if "mixer" in meta else 0
+    flags = (HEADER_FLAG_MIXER if "mixer" in meta else 0) | (HEADER_FLAG_CONTEXT if "context" in meta else 0)
     if deflate_meta:
         d = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
         packed = d.compress(blob) + d.flush()
@@ -366,6 +381,8 @@ def parse_header(buf: bytes | memoryview) -> Header:
     _validate_meta(meta, error=FormatError)
     if bool(buf[9] & HEADER_FLAG_MIXER) != ("mixer" in meta):
         raise FormatError("invalid header: the match-model flag and the metadata key 'mixer' disagree")
+    if bool(buf[9] & HEADER_FLAG_CONTEXT) != ("context" in meta):
+        raise FormatError("invalid header: the context flag and the metadata key 'context' disagree")
     return Header(version=FORMAT_VERSION, meta=meta, size=size)
 
 
@@ -401,15 +418,21 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
     need(is_hex(probe.get("digest"), 64), "probe.digest")
     need(is_int(meta.get("chunk_size"), 1, MAX_CHUNK_SIZE), "chunk_size")
     tok = meta.get("tokenizer")
+    context = model["max_context"]  # the segments' length
     if tok is None:
         need(meta["chunk_size"] <= MAX_BYTE_CHUNK_SIZE, f"chunk_size > {MAX_BYTE_CHUNK_SIZE} for a byte-level model")
-        segmented = meta["chunk_size"] > model["max_context"]
+        if "context" in meta:  # shorter segments than the model's context (canonical: only when it matters)
+            need(is_int(meta["context"], 2, model["max_context"] - 1) and meta["chunk_size"] > meta["context"],
+                 "context (2 <= context < model.max_context, and chunk_size > context)")
+            context = meta["context"]
+        segmented = meta["chunk_size"] > context
     else:  # token-level: chunk_size is in bytes, max_context in tokens
         need(isinstance(tok, dict) and isinstance(tok.get("sha256"), str), "tokenizer.sha256")
+        need("context" not in meta, "context (byte-level archives only)")
         segmented = False
     if segmented:  # coded in segments that start from `prime` symbols of context (scheduler.segment_plan)
-        need(is_int(meta.get("prime"), 1, model["max_context"] // 2),
-             "prime (chunk_size > model.max_context needs 1 <= prime <= max_context / 2)")
+        need(is_int(meta.get("prime"), 1, context // 2),
+             "prime (chunk_size > context needs 1 <= prime <= context / 2)")
     else:  # one segment per chunk: no prime, in canonical form
         need("prime" not in meta, "prime (only for byte-level chunks longer than the context)")
     mixer = meta.get("mixer")

@@ -22,8 +22,8 @@ READ ME FIRST -- the geometry, which is part of the format:
   size and its own row index, which the decoder always reproduces.
 
 Chunks longer than the context (byte-level models; the header's ``prime``
-``K >= 1``): a row's symbols are coded in *segments* of the model's context
-``C``.  Segment 0 is the row as above for symbols ``[0, C)``.  Segment ``j >=
+``K >= 1``): a row's symbols are coded in *segments* of ``C`` symbols, the
+model's context or the header's shorter ``context``.  Segment 0 is the row as above for symbols ``[0, C)``.  Segment ``j >=
 1`` codes symbols ``[s, s + C - K)`` with ``s = C + (j - 1)(C - K)``: it starts
 from a fresh state and is fed ``bos``, then the ``K`` symbols before ``s`` (which
 both sides already have), then its own symbols; its steps ``0..K-1`` code
@@ -169,7 +169,7 @@ class WaveRunner:
     """
 
     def __init__(self, model: StepModel, precision: int, pad: int | None = None, prime: int = 0,
-                 mixer: Any = None, chunk_size: int = 0) -> None:
+                 mixer: Any = None, chunk_size: int = 0, context: int | None = None) -> None:
         # the native coder; imported late so container work needs no build
         from . import core
 
@@ -178,6 +178,11 @@ class WaveRunner:
         self.precision = int(precision)
         #: silent steps that start each segment after the first (module docstring)
         self.prime = int(prime)
+        #: the segments' length C (module docstring): the model's context, or
+        #: less (header key ``context``: a shorter context steps faster)
+        self.context = int(model.max_context if context is None else context)
+        if not 2 <= self.context <= int(model.max_context):
+            raise ValueError(f"context must be in 2..{model.max_context}")
         self.bos = int(model.bos)
         self.pad = self.bos if pad is None else int(pad)
         self.vocab_size = int(model.vocab_size)
@@ -202,7 +207,7 @@ class WaveRunner:
         token arrays for a token-level model) as one wave of batch size
         ``batch``; returns one coded payload per chunk."""
         lengths = [len(c) for c in chunks]
-        if max(lengths, default=0) > self.model.max_context:
+        if max(lengths, default=0) > self.context:
             return self._encode_segmented(batch, rows, chunks)
         tok, sym = fed_tokens(batch, rows, chunks, self.bos, self.pad)
         state = self.model.new_state(batch)
@@ -253,7 +258,7 @@ class WaveRunner:
         """:meth:`encode_wave` for a wave with chunks longer than the context."""
         if self.two_phase:
             raise ValueError("chunks longer than the context need a model that quantizes on the host")
-        C = int(self.model.max_context)
+        C = self.context
         plan = segment_plan(max(len(c) for c in chunks), C, self.prime)
         enc = self.core.BatchEncoder(batch, precision=self.precision)
         mx = self._new_mixer(batch, max(len(c) for c in chunks))  # one per row for all its segments
@@ -287,7 +292,7 @@ class WaveRunner:
         for r, p in zip(rows, payloads):
             streams[r] = bytes(p)
         length = max(lengths, default=0)
-        if length > self.model.max_context:
+        if length > self.context:
             return self._decode_segmented(batch, rows, lengths, streams, tokens)
         dec = self.core.BatchDecoder(streams, precision=self.precision)
         state = self.model.new_state(batch)
@@ -353,7 +358,7 @@ class WaveRunner:
         """:meth:`decode_wave` for a wave with chunks longer than the context."""
         if self.two_phase:
             raise ValueError("chunks longer than the context need a model that quantizes on the host")
-        C = int(self.model.max_context)
+        C = self.context
         plan = segment_plan(max(lengths), C, self.prime)
         dec = self.core.BatchDecoder(streams, precision=self.precision)
         out = np.zeros((max(lengths), batch), dtype=np.int64 if tokens else np.uint8)
@@ -401,7 +406,7 @@ class WaveRunner:
             streams[r] = bytes(p)
         dec = self.core.BatchDecoder(streams, precision=self.precision)
         state = self.model.new_state(batch)
-        pad, max_ctx = self.pad, int(self.model.max_context)
+        pad, max_ctx = self.pad, self.context
         tok = np.full(batch, pad, dtype=np.int64)
         alive = np.asarray(sorted(int(r) for r in rows), dtype=np.int64)
         tok[alive] = self.bos

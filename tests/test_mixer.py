@@ -282,7 +282,7 @@ def test_hostile_mixer_headers():
         (lambda m: m["mixer"].update(extra=1), 0, r"mixer \(must be"),
         (lambda m: m.pop("mixer"), 0, "flag and the metadata key 'mixer' disagree"),
         (lambda m: None, HEADER_FLAG_MIXER, "flag and the metadata key 'mixer' disagree"),
-        (lambda m: None, 0x04, "unknown header flags"),
+        (lambda m: None, 0x08, "unknown header flags"),
     ]
     for edit, flip, msg in cases:
         with pytest.raises(FormatError, match=msg):

@@ -8,14 +8,14 @@ import json
 import zlib
 
 import pytest
-from conftest import TEXT, get_short_model
+from conftest import TEXT, get_model, get_short_model, get_token_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyllmcodec
 from pyllmcodec import ChecksumError, Compressor, Decompressor, FormatError
 from pyllmcodec.constants import MAX_BYTE_CHUNK_SIZE
-from pyllmcodec.container import parse_header
+from pyllmcodec.container import HEADER_FLAG_CONTEXT, parse_header
 from pyllmcodec.scheduler import segment_plan
 
 C = 32  # the short model's context
@@ -81,9 +81,10 @@ def test_segments_pay_on_text_and_cost_steps():
     assert Decompressor(m).decompress(seg) == data
 
 
-def _with_meta(blob: bytes, **change) -> bytes:
+def _with_meta(blob: bytes, flags_xor: int = 0, **change) -> bytes:
     """``blob`` with its header metadata changed (None: removed), the header
-    re-encoded without validation and with a valid CRC."""
+    re-encoded without validation and with a valid CRC; the flags follow the
+    keys (``flags_xor`` then flips some)."""
     from pyllmcodec import container
 
     h = parse_header(blob)
@@ -94,7 +95,9 @@ def _with_meta(blob: bytes, **change) -> bytes:
         else:
             meta[k] = v
     raw = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    head = container._HEADER_PREFIX.pack(container.MAGIC, container.FORMAT_VERSION, 0, len(raw)) + raw
+    flags = (container.HEADER_FLAG_MIXER if "mixer" in meta else 0) | (
+        container.HEADER_FLAG_CONTEXT if "context" in meta else 0)
+    head = container._HEADER_PREFIX.pack(container.MAGIC, container.FORMAT_VERSION, flags ^ flags_xor, len(raw)) + raw
     return head + container._U32.pack(zlib.crc32(head)) + blob[h.size:]
 
 
@@ -150,3 +153,85 @@ def test_default_chunk_size_comes_from_the_model(monkeypatch):
     comp = Compressor(m)
     assert (comp.chunk_size, comp.prime) == (5 * C, 3)
     assert Decompressor(m).decompress(comp.compress(TEXT[:500])) == TEXT[:500]
+
+
+# ------------------------------------------------------------ shorter segments (header key `context`)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.lists(_pieces, max_size=120).map(b"".join), context=st.integers(2, C),
+       chunk_mult=st.integers(1, 4), batch=st.integers(1, 4), eol=st.booleans(), mixer=st.booleans())
+def test_shorter_context_round_trips(data, context, chunk_mult, batch, eol, mixer):
+    from conftest import get_mixer_model
+
+    m = get_mixer_model() if mixer else get_model()  # context 4096, so `context` < max_context
+    chunk = context * chunk_mult + 1
+    comp = Compressor(m, chunk_size=chunk, context=context, prime=max(1, context // 3), batch_size=batch, eol=eol)
+    blob = comp.compress(data)
+    h = parse_header(blob)
+    assert h.context == context and h.meta["context"] == context and h.prime == max(1, context // 3)
+    assert blob[9] & HEADER_FLAG_CONTEXT
+    dec = Decompressor(m)
+    assert dec.decompress(blob) == data
+    n = pyllmcodec.info(blob)["n_chunks"]
+    if n:
+        assert dec.decompress_chunks(blob, n // 2, n) == data[(n // 2) * chunk:]
+
+
+def test_shorter_context_is_what_the_decoder_steps():
+    """The model's preference (manifest codec.context) is recorded; the
+    decoder takes the segments' length from the header, not from the model."""
+    m = get_model()
+    data = TEXT * 3
+    full = Compressor(m, chunk_size=600, batch_size=2, fallback="stored").compress(data)
+    short = Compressor(m, chunk_size=600, batch_size=2, fallback="stored", context=100, prime=10).compress(data)
+    assert "context" not in parse_header(full).meta and not full[9] & HEADER_FLAG_CONTEXT
+    assert parse_header(short).meta["context"] == 100
+    assert Decompressor(m).decompress(short) == data
+    assert short != full
+    # chunks that fit the shorter context record nothing new
+    fits = Compressor(m, chunk_size=100, batch_size=2, context=100).compress(data)
+    assert "context" not in parse_header(fits).meta and "prime" not in parse_header(fits).meta
+    for bad in (1, 4097, "64", True):
+        with pytest.raises(ValueError, match="context must be"):
+            Compressor(m, context=bad)
+    with pytest.raises(ValueError, match="context must be"):
+        Compressor(get_token_model(), context=16)
+
+
+@pytest.fixture(scope="module")
+def ctx_blob():
+    return Compressor(get_model(), chunk_size=300, context=100, prime=10, batch_size=2,
+                      fallback="stored").compress(TEXT[:900])
+
+
+@pytest.mark.parametrize("change,flip,message", [
+    ({"context": 4096}, 0, "context"),  # the whole context needs no key (canonical form)
+    ({"context": 1}, 0, "context"),
+    ({"context": 300}, 0, "context"),  # chunks that fit need no key
+    ({"context": "100"}, 0, "context"),
+    ({"context": 10}, 0, "prime"),  # prime 10 > context / 2
+    ({"context": None}, 0, "prime"),  # without it, chunks of 300 fit the model: no prime either
+    ({"context": None, "prime": None}, HEADER_FLAG_CONTEXT, "flag and the metadata key 'context' disagree"),
+    ({}, HEADER_FLAG_CONTEXT, "flag and the metadata key 'context' disagree"),
+])
+def test_hostile_context_headers_are_refused(ctx_blob, change, flip, message):
+    bad = _with_meta(ctx_blob, flags_xor=flip, **change)
+    with pytest.raises(FormatError, match=message):
+        Decompressor(get_model()).decompress(bad)
+    with pytest.raises(FormatError, match=message):
+        pyllmcodec.info(bad)
+
+
+def test_another_context_never_returns_wrong_bytes(ctx_blob):
+    from pyllmcodec.container import encode_header
+
+    h = parse_header(ctx_blob)
+    for context in range(20, 300):  # one whose header is as long, so every offset still holds
+        head = encode_header({**h.meta, "context": context})
+        if context != h.context and len(head) == h.size:
+            break
+    else:
+        pytest.skip("no other context gives a header of the same length")
+    with pytest.raises(ChecksumError):
+        Decompressor(get_model()).decompress(head + ctx_blob[h.size:])

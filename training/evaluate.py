@@ -25,11 +25,11 @@ from pathlib import Path
 
 
 def bits_per_byte(data: bytes, bundle, chunk_size: int, threads: int | None = None, eol: bool = True,
-                  prime: int = 0, mixer=None) -> float:
+                  prime: int = 0, mixer=None, context: int | None = None) -> float:
     from pyllmcodec.models.evaluate import ideal_bits
 
     return ideal_bits(bundle, data, chunk_size, threads=threads, eol=eol, prime=prime,
-                      mixer=mixer) / max(1, len(data))
+                      mixer=mixer, context=context) / max(1, len(data))
 
 
 def main() -> None:
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--chunk-size", type=int, help="default: the codec's default for the model")
     ap.add_argument("--prime", type=int, help="default: the codec's, for chunks longer than the context")
+    ap.add_argument("--context", type=int, help="the segments' length (default: the codec's for the model)")
     ap.add_argument("--limit", type=int, default=0, help="score only the first N bytes of each file")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--no-eol", dest="eol", action="store_false",
@@ -63,10 +64,10 @@ def main() -> None:
     from pyllmcodec.backends import open_bundle
 
     comp = Compressor(open_bundle(b, device="cpu", backend="onnxruntime", threads=1),
-                      chunk_size=a.chunk_size, prime=a.prime, mixer=None if a.mixer else False)
+                      chunk_size=a.chunk_size, prime=a.prime, mixer=None if a.mixer else False, context=a.context)
     prime, mixer = comp.prime, comp.mixer
     print(("chunks as compress() picks them per file (batch 32)" if comp.auto_chunk else f"chunks of {comp.chunk_size} bytes")
-          + (f", segments of {b.manifest['context_length']} primed with {prime}" if prime else "")
+          + (f", segments of {comp.context} primed with {prime}" if prime else "")
           + (f", match model {mixer.digest}" if mixer else ", no match model"))
     tot_bits = tot_bytes = 0.0
     for f in a.files:
@@ -75,7 +76,8 @@ def main() -> None:
             data = data[: a.limit]
         t0 = time.time()
         chunk = comp.chunk_size_for(len(data))
-        bpb = bits_per_byte(data, b, chunk, threads=a.threads, eol=a.eol, prime=prime, mixer=mixer)
+        bpb = bits_per_byte(data, b, chunk, threads=a.threads, eol=a.eol, prime=prime, mixer=mixer,
+                            context=comp.context)
         tot_bits += bpb * len(data)
         tot_bytes += len(data)
         print(f"{f.name:30s} {len(data):10d} B  {bpb:.4f} bits/byte  chunks of {chunk}  ({time.time() - t0:.1f} s)")

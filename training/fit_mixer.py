@@ -38,7 +38,7 @@ def fit(bundle_dir: Path, data: bytes, *, threads: int | None = None,
     # the geometry the codec picks for this bundle (its manifest's chunk size and prime)
     comp = Compressor(open_bundle(b, device="cpu", backend="onnxruntime", threads=1), mixer=False)
     chunk, prime = comp.chunk_size, comp.prime
-    kw = dict(threads=threads, eol=True, prime=prime)
+    kw = dict(threads=threads, eol=True, prime=prime, context=comp.context)
     obs: list = []
     t0 = time.time()
     flat = ideal_bits(b, data, chunk, mixer=FLAT, observe=obs, **kw) / len(data)
@@ -52,7 +52,7 @@ def fit(bundle_dir: Path, data: bytes, *, threads: int | None = None,
         base = ideal_bits(b, data, chunk, **kw) / len(data)
         fitted = ideal_bits(b, data, chunk, mixer=spec, **kw) / len(data)
         used = cells >= 0
-        print(f"{len(data)} bytes, chunks of {chunk}, prime {prime}: {used.mean():.3f} of the bytes predicted, "
+        print(f"{len(data)} bytes, chunks of {chunk}, segments of {comp.context}, prime {prime}: {used.mean():.3f} of the bytes predicted, "
               f"{hits[used].mean():.3f} of those right")
         print(f"bits/byte: no match model {base:.4f}, flat prior {flat:.4f}, fitted {fitted:.4f} "
               f"(in-sample; {time.time() - t0:.0f} s)")

@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=8192,
                     help="the codec's default chunk size for the model (docs/MODEL.md, 'Chunk size')")
     ap.add_argument("--prime", type=int, default=64, help="the codec's default prime for longer chunks")
+    ap.add_argument("--context", type=int, default=512,
+                    help="the codec's default segment length (docs/MODEL.md, 'The match model')")
     ap.add_argument("--no-mixer", dest="mixer", action="store_false",
                     help="ship no match model (default: fit one on DATA/val.bin, training/fit_mixer.py)")
     a = ap.parse_args()
@@ -67,7 +69,8 @@ def main() -> None:
     if not ck.exists():
         ck = a.run / "ckpt.pt"
     export_main([str(ck), str(a.out), "--name", "default", "--version", a.version,
-                 "--training-json", f.name, "--chunk-size", str(a.chunk_size), "--prime", str(a.prime)])
+                 "--training-json", f.name, "--chunk-size", str(a.chunk_size), "--prime", str(a.prime),
+                 "--context", str(a.context)])
     if a.mixer:  # the match model's prior, fitted on held-out training text (never an evaluation corpus)
         from fit_mixer import fit, write
 

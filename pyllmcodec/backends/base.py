@@ -90,6 +90,8 @@ class BundleModel:
         #: the codec's defaults for this model (bundle manifest ``codec``), or None
         self.default_chunk_size = codec.get("chunk_size")
         self.default_prime = codec.get("prime")
+        #: the segments' length the codec uses by default (<= max_context), or None
+        self.default_context = codec.get("context")
         #: the match model the bundle ships (manifest ``codec.mixer``), or None
         self.default_mixer = None
         if codec.get("mixer") is not None:

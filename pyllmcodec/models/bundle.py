@@ -21,14 +21,17 @@ A bundle holds ONNX graph(s), an optional tokenizer, and ``manifest.json``:
   },
   "files": {"step.onnx": "<sha256>", "forward.onnx": "<sha256>", "weights.bin": "<sha256>"},
   "training": {...data manifest, steps, metrics...},
-  "codec": {"chunk_size": 8192, "prime": 128}
+  "codec": {"chunk_size": 8192, "prime": 64, "mixer": {"kind": "match1", ...}}
 }
 ```
 
 ``codec`` (optional) holds the codec's defaults for this model, measured per
 model: the chunk size ``Compressor`` uses when none is given, and the prime of
-segments for chunks longer than the context (docs/FORMAT.md).  Archives record
-the values they were written with, so decoding never reads them.
+segments for chunks longer than the context (docs/FORMAT.md), and the match
+model fitted for it (``mixer``: ``pyllmcodec.mixer.MixerSpec``, FORMAT.md
+section 4c).  Archives record the chunk size and prime they were written
+with, so decoding never reads those; they record the match model's digest,
+which the decoder's bundle must match.
 
 Large initializers live once in ``weights.bin`` (ONNX external data) and both
 graphs point at the same offsets, so a second graph costs a few KB.  The

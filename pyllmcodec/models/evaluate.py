@@ -18,14 +18,15 @@ __all__ = ["ideal_bits"]
 
 def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None = None,
                batch: int = 8, eol: bool = False, prime: int = 0, mixer: Any = None,
-               observe: list[Any] | None = None) -> float:
+               observe: list[Any] | None = None, context: int | None = None) -> float:
     """Sum of -log2 p(byte) over ``data`` cut into ``chunk_size`` chunks.
 
     ``eol``: score each chunk as the codec's encoder codes it by default, with
     CR (or space CR) removed before every LF where every line has it
     (:mod:`pyllmcodec.eol`).  A chunk longer than the context is scored in
     the codec's segments (:func:`pyllmcodec.scheduler.segment_plan`), each
-    after its ``prime`` symbols of context.  ``mixer`` (a
+    after its ``prime`` symbols of context; ``context``: the segments' length
+    (default: the model's context).  ``mixer`` (a
     :class:`~pyllmcodec.mixer.MixerSpec`): score the probabilities after the
     match model, as the codec codes them; ``observe`` (a list) then receives
     one ``(cells, hits)`` pair of arrays per group of chunks, the data
@@ -35,7 +36,7 @@ def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None
     from .. import eol as _eol
 
     bos = int(bundle.manifest["vocab"]["bos"])
-    ctx = int(bundle.manifest["context_length"])
+    ctx = int(context or bundle.manifest["context_length"])
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads

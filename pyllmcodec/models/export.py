@@ -168,17 +168,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--training-json", type=Path, help="JSON merged into manifest['training']")
     ap.add_argument("--chunk-size", type=int, help="the codec's default chunk size for this model")
     ap.add_argument("--prime", type=int, help="the codec's default prime for chunks longer than the context")
+    ap.add_argument("--context", type=int, help="the codec's default segment length (at most the context)")
     a = ap.parse_args(argv)
     s = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
     W = {k: v.float().numpy() for k, v in s["model"].items()}
     training = json.loads(a.training_json.read_text()) if a.training_json else {}
     training.setdefault("steps", s.get("step"))
-    if a.prime:  # a segment's prime is at most half the context (docs/FORMAT.md section 4b)
-        a.prime = max(1, min(a.prime, int(s["config"]["ctx"]) // 2))
+    ctx = int(s["config"]["ctx"])
+    if a.context:
+        a.context = min(a.context, ctx) if a.context < ctx else None  # the whole context needs no key
+    if a.prime:  # a segment's prime is at most half the segment (docs/FORMAT.md section 4b)
+        a.prime = max(1, min(a.prime, (a.context or ctx) // 2))
     export_bundle(W, s["config"], a.out, name=a.name, version=a.version, training=training,
                   licence="MIT (model weights); training data licences listed under training.sources",
                   description="byte-level causal transformer (multi-query attention), trained by pyllmcodec",
-                  codec={k: v for k, v in (("chunk_size", a.chunk_size), ("prime", a.prime)) if v})
+                  codec={k: v for k, v in (("chunk_size", a.chunk_size), ("prime", a.prime),
+                                           ("context", a.context)) if v})
     print(f"wrote {a.out}")
 
 
