@@ -364,3 +364,17 @@ def test_cli_picks_the_chunk_size_from_the_file(tmp_path, monkeypatch, capsys):
     for n in ("on", "off"):
         assert main(["decompress", "-k", "-o", f"{n}.out", f"{n}.llmz"]) == EXIT_OK
         assert (tmp_path / f"{n}.out").read_bytes() == data
+
+
+def test_accelerator_models_neither_write_nor_read_the_match_model():
+    """The two-phase (device quantizer) path has no match model: such a model
+    codes without it, and refuses a match-model archive with a clear error."""
+    shipped = _with_mixer(get_model())
+    blob = Compressor(shipped, chunk_size=1024, batch_size=2).compress(REPETITIVE[:3000])
+    device = _with_mixer(get_model())
+    device.device_quantize = True
+    with pytest.raises(ModelError, match="device='cpu'"):
+        Decompressor(device).decompress(blob)
+    assert Compressor(device, chunk_size=512).mixer is None
+    with pytest.raises(ValueError, match="ships no match model"):
+        Compressor(device, chunk_size=512, mixer=True)
