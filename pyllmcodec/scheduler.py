@@ -70,7 +70,6 @@ import numpy as np
 from .backends.base import StepModel
 from .constants import PROBE_BYTES
 
-
 __all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segment_windows", "segments"]
 
 
