@@ -239,3 +239,24 @@ def text() -> bytes:
 
 def fuzz_enabled() -> bool:
     return bool(os.environ.get("PYLLMCODEC_FUZZ"))
+
+
+def with_meta(blob: bytes, flags_xor: int = 0, **changes: Any) -> bytes:
+    """``blob`` with its header metadata changed (a value of None removes the
+    key) and its header flags XORed with ``flags_xor``, rebuilt with every
+    CRC, offset and footer consistent (``fuzz.mutate``'s lenient builder):
+    a well-formed archive with a hostile header."""
+    import sys
+
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for fuzz/
+    from fuzz.mutate import build_loose, parse_loose
+
+    lz = parse_loose(blob)
+    assert lz is not None
+    for k, v in changes.items():
+        if v is None:
+            lz.meta.pop(k, None)
+        else:
+            lz.meta[k] = v
+    lz.flags ^= flags_xor
+    return build_loose(lz)

@@ -14,6 +14,7 @@ import os
 import sys
 
 import pytest
+from conftest import with_meta
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.append(os.path.dirname(HERE))  # for fuzz/
@@ -45,13 +46,6 @@ def every_entry_point_refuses(blob: bytes, match: str | None = None) -> None:
     for call in calls:
         with pytest.raises(CodecError, match=match):
             call()
-
-
-def with_meta(blob: bytes, **changes) -> bytes:
-    lz = parse_loose(blob)
-    assert lz is not None
-    lz.meta.update(changes)
-    return build_loose(lz)
 
 
 def test_trailing_data_is_refused_by_the_streaming_reader_too(model_archive):
