@@ -73,9 +73,13 @@ from .constants import PROBE_BYTES
 __all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segment_windows", "segments"]
 
 
-def _writable(p: np.ndarray) -> np.ndarray:
-    """``p`` itself when the match model may edit it in place, else a copy."""
-    return p if p.flags.writeable else p.copy()
+def _coding_rows(p: np.ndarray, act: np.ndarray | None, mx: Any) -> np.ndarray:
+    """The rows ``act`` of a step's probabilities (all rows: None), ready for
+    the match model ``mx`` to edit in place: a gathered subset is a copy
+    already, all rows are copied only when the model's buffer is read-only."""
+    if act is not None:
+        return p[act]
+    return p.copy() if mx is not None and not p.flags.writeable else p
 
 
 def plan_waves(n_chunks: int, batch_size: int) -> list[tuple[int, int]]:
@@ -237,20 +241,14 @@ class WaveRunner:
         step, encode = self.model.step, enc.encode_probs
         for t0, t1, act, _fin in runs:
             t0 = max(t0, first)
-            if mx is not None:
-                sub = sym[t0:t1] if act is None else np.ascontiguousarray(sym[t0:t1][:, act])
-                for t in range(t0, t1):
-                    p = _writable(step(state, tok[t])) if act is None else step(state, tok[t])[act]
+            sub = sym[t0:t1] if act is None else np.ascontiguousarray(sym[t0:t1][:, act])
+            for t in range(t0, t1):
+                p = _coding_rows(step(state, tok[t]), act, mx)
+                if mx is not None:
                     mx.mix(p, rows=act)
-                    encode(p, sub[t - t0], rows=act)
+                encode(p, sub[t - t0], rows=act)
+                if mx is not None:
                     mx.push(sub[t - t0], rows=act)
-            elif act is None:
-                for t in range(t0, t1):
-                    encode(step(state, tok[t]), sym[t])
-            else:
-                sub = np.ascontiguousarray(sym[t0:t1][:, act])
-                for t in range(t0, t1):
-                    encode(step(state, tok[t])[act], sub[t - t0], rows=act)
 
     def _encode_segmented(self, batch: int, rows: Sequence[int],
                           chunks: Sequence[bytes | memoryview | np.ndarray]) -> list[bytes]:
@@ -331,23 +329,16 @@ class WaveRunner:
         decode, step = dec.decode_probs, self.model.step
         for t0, t1, act, fin in runs:
             for t in range(max(t0, first), t1):
+                p = _coding_rows(step(state, tok), act, mx)
                 if mx is not None:
-                    p = _writable(step(state, tok)) if act is None else step(state, tok)[act]
                     mx.mix(p, rows=act)
-                    s = decode(p, rows=act)
+                s = decode(p, rows=act)
+                if mx is not None:
                     mx.push(s, rows=act)
-                    if act is None:
-                        out[base + t] = s
-                        tok[:] = s
-                    else:
-                        out[base + t, act] = s
-                        tok[act] = s
-                elif act is None:
-                    s = decode(step(state, tok))
+                if act is None:
                     out[base + t] = s
                     tok[:] = s
                 else:
-                    s = decode(step(state, tok)[act], rows=act)
                     out[base + t, act] = s
                     tok[act] = s
             tok[fin] = self.pad
@@ -447,15 +438,14 @@ class WaveRunner:
                     dec.advance(s, c, f)
                 else:
                     dec.advance(s, c[alive], f[alive], rows=alive)
-            elif mx is not None:
-                probs = _writable(self.model.step(state, tok)) if full else self.model.step(state, tok)[alive]
-                rows_ = None if full else alive
-                mx.mix(probs, rows=rows_)
-                s = dec.decode_probs(probs, rows=rows_)
-                mx.push(s, rows=rows_)
             else:
-                probs = self.model.step(state, tok)
-                s = dec.decode_probs(probs) if full else dec.decode_probs(probs[alive], rows=alive)
+                act = None if full else alive
+                probs = _coding_rows(self.model.step(state, tok), act, mx)
+                if mx is not None:
+                    mx.mix(probs, rows=act)
+                s = dec.decode_probs(probs, rows=act)
+                if mx is not None:
+                    mx.push(s, rows=act)
             out[t, alive] = s
             tok[alive] = s
             got[alive] += token_bytes[s] if newlines is None else token_bytes[s] + newlines[s] * per_nl[alive]
