@@ -254,9 +254,7 @@ class Compressor:
         self.fallback = fallback
         self.verify = bool(verify)
         self.eol = bool(eol)
-        spec = getattr(self.model, "default_mixer", None)
-        if getattr(self.model, "device_quantize", False):
-            spec = None  # the two-phase (accelerator) path has no match model
+        spec = _model_mixer(self.model)
         if mixer not in (None, True, False):
             raise ValueError("mixer must be None, True or False")
         if mixer and spec is None:
@@ -270,12 +268,9 @@ class Compressor:
 
     def _session_for(self, chunk: int) -> _Session:
         sess = self._sessions.get(chunk)
-        if sess is None:
-            base = self._sessions.get(self.chunk_size)
+        if sess is None:  # the header's probe and fingerprint always come from self._session
             sess = self._sessions[chunk] = _Session(self.model, self.precision, prime=self.prime,
                                                     mixer=self.mixer, chunk_size=chunk, context=self.context)
-            if base is not None:  # the probe does not depend on the chunk size
-                sess._probes = base._probes
         return sess
 
     def chunk_size_for(self, size: int | None) -> int:
@@ -827,6 +822,12 @@ def _session_key(model: Any, header: Header) -> tuple[Any, ...]:
             header.chunk_size if header.mixer_digest else 0, header.context)
 
 
+def _model_mixer(model: Any) -> MixerSpec | None:
+    """The match model ``model`` ships and can run: none on the two-phase
+    (accelerator) path, which quantizes on the device."""
+    return None if getattr(model, "device_quantize", False) else getattr(model, "default_mixer", None)
+
+
 def _header_mixer(header: Header, model: Any) -> MixerSpec | None:
     """The match model ``header`` asks for, from ``model``'s bundle; FormatError
     for a kind this version does not run, ModelError when the model's table
@@ -834,10 +835,10 @@ def _header_mixer(header: Header, model: Any) -> MixerSpec | None:
     want = header.meta.get("mixer")
     if want is None:
         return None
-    if getattr(model, "device_quantize", False):
+    mine = _model_mixer(model)
+    if mine is None and getattr(model, "device_quantize", False):
         raise ModelError("archive was coded through the match model, which runs with host quantization only; "
                          "decode with device='cpu' (CLI: --device cpu)")
-    mine = getattr(model, "default_mixer", None)
     if mine is None or mine.digest != want["digest"]:
         have = "none" if mine is None else f"digest {mine.digest}"
         raise ModelError(
