@@ -103,6 +103,8 @@ HEADER_FLAG_MIXER = 0x02
 #: so a reader older than 0.4 refuses the archive at its header.
 HEADER_FLAG_CONTEXT = 0x04
 _KNOWN_FLAGS = HEADER_FLAG_DEFLATE | HEADER_FLAG_MIXER | HEADER_FLAG_CONTEXT
+#: metadata key -> (the flag set exactly when it is present, the flag's name in errors)
+_KEY_FLAGS = {"mixer": (HEADER_FLAG_MIXER, "match-model"), "context": (HEADER_FLAG_CONTEXT, "context")}
 BLOCK_PREFIX_LEN = _BLOCK_PREFIX.size  # 9
 TRAILER_LEN = _TRAILER.size  # 16
 #: footer bytes that do not depend on the number of blocks (prefix, fixed body, crc)
@@ -316,7 +318,7 @@ def encode_header(meta: dict[str, Any], *, deflate_meta: bool = True) -> bytes:
     blob = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
     if len(blob) > MAX_META_LEN:
         raise ValueError(f"header metadata is {len(blob)} bytes, over the {MAX_META_LEN} limit")
-    flags = (HEADER_FLAG_MIXER if "mixer" in meta else 0) | (HEADER_FLAG_CONTEXT if "context" in meta else 0)
+    flags = sum(flag for key, (flag, _) in _KEY_FLAGS.items() if key in meta)
     if deflate_meta:
         d = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
         packed = d.compress(blob) + d.flush()
@@ -379,10 +381,9 @@ def parse_header(buf: bytes | memoryview) -> Header:
     except (ValueError, RecursionError) as exc:
         raise FormatError(f"header metadata is not valid JSON: {exc}") from None
     _validate_meta(meta, error=FormatError)
-    if bool(buf[9] & HEADER_FLAG_MIXER) != ("mixer" in meta):
-        raise FormatError("invalid header: the match-model flag and the metadata key 'mixer' disagree")
-    if bool(buf[9] & HEADER_FLAG_CONTEXT) != ("context" in meta):
-        raise FormatError("invalid header: the context flag and the metadata key 'context' disagree")
+    for key, (flag, name) in _KEY_FLAGS.items():
+        if bool(buf[9] & flag) != (key in meta):
+            raise FormatError(f"invalid header: the {name} flag and the metadata key {key!r} disagree")
     return Header(version=FORMAT_VERSION, meta=meta, size=size)
 
 
