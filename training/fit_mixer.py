@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyllmcodec.mixer import MixerSpec, fit_prior  # noqa: E402
-from pyllmcodec.models.bundle import load_bundle  # noqa: E402
+from pyllmcodec.models.bundle import load_bundle, write_manifest  # noqa: E402
 from pyllmcodec.models.evaluate import ideal_bits  # noqa: E402
 
 FLAT = MixerSpec(prior=(32768,) * 256)
@@ -61,12 +61,9 @@ def fit(bundle_dir: Path, data: bytes, *, threads: int | None = None,
 
 def write(bundle_dir: Path, spec: MixerSpec) -> None:
     """Store ``spec`` as ``codec.mixer`` in the bundle's manifest (atomically)."""
-    mf = bundle_dir / "manifest.json"
-    manifest = json.loads(mf.read_text())
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
     manifest.setdefault("codec", {})["mixer"] = spec.to_json()
-    tmp = mf.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(mf)
+    write_manifest(bundle_dir, manifest)
 
 
 def main() -> None:

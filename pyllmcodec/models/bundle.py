@@ -51,11 +51,21 @@ from typing import Any
 
 from ..errors import ModelError
 
-__all__ = ["Bundle", "file_sha256", "load_bundle", "register_shipped_bundles", "shipped_bundle_dirs"]
+__all__ = ["Bundle", "file_sha256", "load_bundle", "register_shipped_bundles", "shipped_bundle_dirs",
+           "write_manifest"]
 
 BUNDLE_FORMAT = "pyllmcodec-bundle"
 BUNDLE_VERSION = 1
 _HERE = Path(__file__).resolve().parent
+
+
+def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write ``bundle_dir/manifest.json`` in the one format every writer uses
+    (sorted keys, indent 1), through a temporary file renamed into place."""
+    mf = Path(bundle_dir) / "manifest.json"
+    tmp = mf.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    tmp.replace(mf)
 
 
 def file_sha256(path: Path) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256
+from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
 from .onnx_graph import build_graph
 
 __all__ = ["export_bundle", "random_weights"]
@@ -120,7 +120,7 @@ def export_bundle(
     }
     if codec:
         manifest["codec"] = dict(codec)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_manifest(out, manifest)
     return out
 
 

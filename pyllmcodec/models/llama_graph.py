@@ -26,14 +26,13 @@ and the down projection.  The tied output head is a ``Gemm`` with
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256
+from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
 from .onnx_graph import MS_DOMAIN, OPSET
 
 __all__ = ["build_llama_step", "export_llama_bundle", "load_weights"]
@@ -190,7 +189,7 @@ def export_llama_bundle(
         "id": bundle_id(files),
         "source": dict(source or {}),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_manifest(out, manifest)
     tick(1)
     return out
 
