@@ -23,51 +23,11 @@
 
 #include "quantizer.hpp"
 #include "range_coder.hpp"
+#include "rows.hpp"
 
 namespace pyllmcodec {
 
 namespace detail {
-
-// Checks rows for range and uniqueness (O(m), using generation stamps).
-class RowChecker {
- public:
-  explicit RowChecker(std::size_t n) : stamp_(n, 0) {}
-  void check(const std::int64_t* rows, std::size_t m) {
-    const std::size_t n = stamp_.size();
-    if (rows == nullptr) {
-      if (m != n) {
-        throw InvalidInput("got " + std::to_string(m) + " rows for " + std::to_string(n) +
-                           " streams; pass rows= to code a subset of the streams");
-      }
-      return;
-    }
-    if (m > n) {
-      throw InvalidInput("got " + std::to_string(m) + " rows but there are only " + std::to_string(n) +
-                         " streams");
-    }
-    ++gen_;
-    for (std::size_t k = 0; k < m; ++k) {
-      const std::int64_t r = rows[k];
-      if (r < 0 || static_cast<std::uint64_t>(r) >= n) {
-        throw InvalidInput("rows[" + std::to_string(k) + "] = " + std::to_string(r) +
-                           " is not a stream index in [0, " + std::to_string(n) + ")");
-      }
-      if (stamp_[r] == gen_) {
-        throw InvalidInput("rows[" + std::to_string(k) + "] = " + std::to_string(r) +
-                           " appears twice; each stream codes at most one symbol per step");
-      }
-      stamp_[r] = gen_;
-    }
-  }
-
- private:
-  std::vector<std::uint64_t> stamp_;
-  std::uint64_t gen_ = 0;
-};
-
-inline std::size_t stream_of(const std::int64_t* rows, std::size_t k) {
-  return rows ? static_cast<std::size_t>(rows[k]) : k;
-}
 
 inline void check_symbol(std::int64_t s, std::size_t V, std::size_t k) {
   if (s < 0 || static_cast<std::uint64_t>(s) >= V) {

@@ -67,6 +67,7 @@
 #include <vector>
 
 #include "quantizer.hpp"
+#include "rows.hpp"
 
 namespace pyllmcodec {
 namespace mix {
@@ -103,7 +104,7 @@ inline int len_bucket(std::uint32_t len) {
 class MatchMixer {
  public:
   MatchMixer(std::size_t n_rows, std::size_t max_len, const Spec& spec)
-      : spec_(spec), max_len_(max_len), rows_(n_rows) {
+      : spec_(spec), max_len_(max_len), rows_(n_rows), checker_(n_rows, "mixer row") {
     spec_.validate();
     if (n_rows < 1) throw InvalidInput("a mixer needs at least one row");
   }
@@ -119,20 +120,20 @@ class MatchMixer {
   // probs: m rows of V floats (row k belongs to mixer row rows[k], or k).
   // Validation first (all-or-nothing), then each row as in the contract.
   void mix(float* probs, std::size_t m, std::size_t V, const std::int64_t* rows) {
-    check_rows(rows, m);
+    checker_.check(rows, m);
     for (std::size_t k = 0; k < m; ++k)
       if (row(rows, k).pending)
-        throw InvalidInput("mixer row " + std::to_string(index(rows, k)) +
+        throw InvalidInput("mixer row " + std::to_string(detail::stream_of(rows, k)) +
                                   " was mixed twice without a push in between");
     quant::FpEnv fp;
     for (std::size_t k = 0; k < m; ++k) mix_row(row(rows, k), probs + k * V, V);
   }
 
   void push(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows) {
-    check_rows(rows, m);
+    checker_.check(rows, m);
     for (std::size_t k = 0; k < m; ++k) {
       const Row& r = row(rows, k);
-      const std::string at = "mixer row " + std::to_string(index(rows, k));
+      const std::string at = "mixer row " + std::to_string(detail::stream_of(rows, k));
       if (!r.pending) throw InvalidInput(at + " got a symbol without a mix first");
       if (symbols[k] < 0 || symbols[k] > 0x7fffffff) throw InvalidInput(at + ": symbol out of range");
       if (r.hist.size() >= max_len_)
@@ -151,11 +152,8 @@ class MatchMixer {
     std::array<std::uint32_t, kCells> cnt{};
   };
 
-  static std::size_t index(const std::int64_t* rows, std::size_t k) {
-    return rows ? static_cast<std::size_t>(rows[k]) : k;
-  }
   Row& row(const std::int64_t* rows, std::size_t k) {
-    Row& r = rows_[index(rows, k)];
+    Row& r = rows_[detail::stream_of(rows, k)];
     if (!r.init) {
       r.init = true;
       for (int c = 0; c < kCells; ++c) {
@@ -166,27 +164,6 @@ class MatchMixer {
       r.hist.reserve(std::min<std::size_t>(max_len_, 1 << 16));
     }
     return r;
-  }
-
-  void check_rows(const std::int64_t* rows, std::size_t m) {
-    const std::size_t n = rows_.size();
-    if (rows == nullptr) {
-      if (m != n)
-        throw InvalidInput("got " + std::to_string(m) + " rows for a mixer of " + std::to_string(n) +
-                                  "; pass rows= to mix a subset");
-      return;
-    }
-    if (m > n) throw InvalidInput("more rows than the mixer has");
-    ++gen_;
-    if (stamp_.size() != n) stamp_.assign(n, 0);
-    for (std::size_t k = 0; k < m; ++k) {
-      if (rows[k] < 0 || static_cast<std::uint64_t>(rows[k]) >= n)
-        throw InvalidInput("rows[" + std::to_string(k) + "] = " + std::to_string(rows[k]) +
-                                  " is not a mixer row in [0, " + std::to_string(n) + ")");
-      if (stamp_[rows[k]] == gen_)
-        throw InvalidInput("rows[" + std::to_string(k) + "] = " + std::to_string(rows[k]) + " appears twice");
-      stamp_[rows[k]] = gen_;
-    }
   }
 
   void mix_row(Row& r, float* p, std::size_t V) {
@@ -248,8 +225,7 @@ class MatchMixer {
   Spec spec_;
   std::size_t max_len_;
   std::vector<Row> rows_;
-  std::vector<std::uint64_t> stamp_;
-  std::uint64_t gen_ = 0;
+  detail::RowChecker checker_;
 };
 
 }  // namespace mix

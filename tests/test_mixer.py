@@ -151,7 +151,7 @@ def test_mixer_misuse_is_a_clear_error():
         core.MatchMixer(2, 3, prior).mix(ro)
     with pytest.raises(TypeError, match="float32"):
         core.MatchMixer(2, 3, prior).mix(np.ones((2, 256)))
-    with pytest.raises(ValueError, match="2 rows for a mixer of"):
+    with pytest.raises(ValueError, match="2 rows for 3 mixer rows"):
         core.MatchMixer(3, 3, prior).mix(np.ones((2, 256), np.float32))
     with pytest.raises(ValueError, match="256 entries"):
         core.MatchMixer(1, 3, np.full(255, 1000))
