@@ -54,16 +54,11 @@ def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None
     total = 0.0
     for i in range(0, len(windows), batch):
         group = windows[i : i + batch]
-        n = max(len(c) for c, _ in group)
-        # rows shorter than the longest are padded at the end and masked: a
-        # causal model's outputs at earlier positions do not see the padding
-        ys = np.zeros((len(group), n), dtype=np.int64)
-        live = np.zeros((len(group), n), dtype=bool)
+        lg, ys = _forward(sess, bos, [c for c, _ in group])
+        lg = lg.astype(np.float64)
+        live = np.zeros(ys.shape, dtype=bool)
         for r, (c, k) in enumerate(group):
-            ys[r, : len(c)] = np.frombuffer(c, np.uint8)
             live[r, k : len(c)] = True  # the prime is context, not scored
-        xs = np.concatenate([np.full((len(ys), 1), bos), ys[:, :-1]], 1)
-        lg = sess.run(None, {"tokens": xs})[0].astype(np.float64)
         m = lg.max(-1, keepdims=True)
         lse = np.log(np.exp(lg - m).sum(-1)) + m[..., 0]
         picked = np.take_along_axis(lg, ys[..., None], -1)[..., 0]
@@ -71,23 +66,31 @@ def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None
     return total / math.log(2)
 
 
+def _forward(sess: Any, bos: int, windows: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher-forced graph's logits ``[n, T, 256]`` for ``windows``, each
+    fed ``bos`` then its bytes but the last, and the bytes ``[n, T]``.  Rows
+    shorter than the longest are padded at the end: a causal model's outputs
+    at earlier positions do not see the padding (callers mask it)."""
+    ys = np.zeros((len(windows), max(len(w) for w in windows)), dtype=np.int64)
+    for r, w in enumerate(windows):
+        ys[r, : len(w)] = np.frombuffer(w, np.uint8)
+    xs = np.concatenate([np.full((len(ys), 1), bos), ys[:, :-1]], 1)
+    return sess.run(None, {"tokens": xs})[0], ys
+
+
 def chunk_probs(sess: Any, bos: int, ctx: int, chunk: bytes, prime: int, batch: int = 8) -> np.ndarray:
     """float32 ``[len(chunk), 256]``: the model's distribution for each byte
     of ``chunk``, from its segments as the codec steps them (softmax of the
     teacher-forced graph's logits)."""
-    from ..scheduler import segment_plan
+    from ..scheduler import segment_plan, segment_windows
 
     plan = segment_plan(len(chunk), ctx, prime)
+    windows = segment_windows(chunk, ctx, prime)
     out = np.empty((len(chunk), 256), dtype=np.float32)
     for i in range(0, len(plan), batch):
         group = plan[i : i + batch]
-        wins = [chunk[s - k : s - k + ctx] for s, k in group]
-        n = max(len(w) for w in wins)
-        ys = np.zeros((len(wins), n), dtype=np.int64)
-        for r, w in enumerate(wins):
-            ys[r, : len(w)] = np.frombuffer(w, np.uint8)
-        xs = np.concatenate([np.full((len(ys), 1), bos), ys[:, :-1]], 1)
-        lg = sess.run(None, {"tokens": xs})[0]
+        wins = [w for w, _ in windows[i : i + batch]]
+        lg, _ = _forward(sess, bos, wins)
         lg = lg - lg.max(-1, keepdims=True)
         p = np.exp(lg)
         p /= p.sum(-1, keepdims=True)
