@@ -76,18 +76,17 @@ def codec_geometry(bundle, size: int = 10 << 20) -> tuple[int, int, int]:
     return comp.chunk_size_for(size), comp.prime, comp.context
 
 
-def steps_per_byte(bundle, size: int = 10 << 20) -> float:
-    """Model steps per input byte for a ``size``-byte input at the codec's
-    default geometry for this bundle: each segment after the first spends
-    ``prime + 1`` steps (bos and the prime) that code nothing."""
-    from pyllmcodec.scheduler import segment_plan
+def steps_per_byte(chunk: int, prime: int, ctx: int, size: int = 10 << 20) -> float:
+    """Model steps per input byte for a ``size``-byte input cut into
+    ``chunk``-byte chunks, coded in segments of ``ctx`` primed with ``prime``:
+    each segment after the first spends ``prime`` steps (bos and the bytes
+    before it) that code nothing."""
+    from pyllmcodec.scheduler import segment_windows
 
-    chunk, prime, ctx = codec_geometry(bundle, size)
     n_full, rest = divmod(size, chunk)
     steps = 0
     for length, count in ((chunk, n_full), (rest, 1 if rest else 0)):
-        plan = segment_plan(length, ctx, prime)
-        steps += count * sum(min(length, s - k + ctx) - (s - k) for s, k in plan)
+        steps += count * sum(len(w) for w, _ in segment_windows(range(length), ctx, prime))
     return steps / size
 
 
@@ -124,13 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     bundle = _bundle_for(a)
     model = OrtStepModel(bundle, threads=a.threads)
     n_params = sum(int(np.prod(t["shape"])) for t in bundle.manifest["tensors"].values())
-    ctx = a.ctx if a.config else codec_geometry(bundle)[2]  # the positions the codec steps through
+    chunk, prime, ctx = codec_geometry(bundle)  # ctx: the positions the codec steps through
     fwd = forward_rate(bundle, a.threads, a.repeats, T=ctx)
     print(f"# {bundle.name}: {n_params / 1e6:.2f}M parameters, context {bundle.manifest['context_length']}, "
           f"segments of {ctx}, "
           f"{a.threads} threads, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     print(f"teacher-forced forward on [8, {ctx}]: {fwd / 1e3:.2f} k tokens/s\n")
-    spb = steps_per_byte(bundle)
+    spb = steps_per_byte(chunk, prime, ctx)
     print(f"the codec's default geometry takes {spb:.4f} model steps per input byte (segments' primes)\n")
     print("| batch | step k sym/s | KB/s of input | step / forward |\n|---:|---:|---:|---:|")
     best = (0.0, 0)
