@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pyllmcodec.backends.base import StepModelBase
+
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -33,7 +35,7 @@ class _State:
     position: int = 0
 
 
-class ToyModel:
+class ToyModel(StepModelBase):
     """Row-independent, geometry-independent bigram StepModel (V=256, bos=256)."""
 
     vocab_size = 256

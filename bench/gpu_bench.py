@@ -141,7 +141,10 @@ def _decompressor(device: str, backend: str, batch: int) -> Any:
 
 
 def _free_gpu_memory() -> None:
+    from pyllmcodec.models import clear_cache
+
     _decompressors.clear()
+    clear_cache()  # the registry's loaded models
     try:
         import gc
 
@@ -193,7 +196,8 @@ def devquant_check(device: str, batch: int = 256, vocab: int = 49152, repeats: i
     import numpy as np
     import torch
 
-    from pyllmcodec import core, devquant
+    from pyllmcodec import core
+    from pyllmcodec.backends import devquant
 
     P = core.DEFAULT_PRECISION
     g = torch.Generator().manual_seed(1)

@@ -119,7 +119,7 @@ def ideal_bits(model: Any, data: bytes, chunk_size: int, batch_size: int, prime:
     bundle = getattr(model, "bundle", None)
     if tokenizer is None and bundle is not None and "forward" in bundle.manifest.get("graphs", {}):
         # the teacher-forced graph: same probabilities to ~1e-8, several times faster
-        from pyllmcodec.models.evaluate import ideal_bits as forward_ideal_bits
+        from bench.ideal import ideal_bits as forward_ideal_bits
 
         return forward_ideal_bits(bundle, data, chunk_size, threads=getattr(model, "threads", None), eol=True,
                                   prime=prime, mixer=mixer, context=context)

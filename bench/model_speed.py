@@ -31,7 +31,7 @@ def _bundle_for(args) -> object:
     if args.bundle:
         return load_bundle(args.bundle)
     if args.config:
-        from pyllmcodec.models.export import export_bundle, random_weights
+        from pyllmcodec.export.bytelm import export_bundle, random_weights
 
         L, d = (int(x) for x in args.config.split("x"))
         cfg = dict(n_layer=L, d_model=d, n_head=d // 64, n_kv_head=1, d_mlp=4 * d, ctx=args.ctx,

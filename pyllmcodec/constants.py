@@ -23,9 +23,9 @@ __all__ = [
     "MAGIC",
     "MAX_BATCH_SIZE",
     "MAX_BYTE_CHUNK_SIZE",
-    "MIXER_KIND",
     "MAX_CHUNK_SIZE",
     "MAX_META_LEN",
+    "MAX_PRECISION",
     "METHOD_DEFLATE",
     "METHOD_MODEL",
     "METHOD_MODEL_EOL_CR",
@@ -33,6 +33,8 @@ __all__ = [
     "METHOD_MODEL_TOKENS",
     "METHOD_NAMES",
     "METHOD_STORED",
+    "MIN_PRECISION",
+    "MIXER_KIND",
     "MODEL_METHODS",
     "PROBE_BYTES",
     "PROBE_VERSION",
@@ -81,7 +83,7 @@ FILE_EXTENSION = ".llmz"
 #: d=128 ByteLM graph in ONNX Runtime (CPU, batch 32) the mean step cost is
 #: 7.2 / 10.0 / 15.8 / 21.8 ms at 512 / 1024 / 2048 / 4096 bytes, so 2048 would
 #: cost ~1.6x the time per byte; and 32 rows fill from 32 KiB of input.  Re-run
-#: ``pyllmcodec bench --sweep-chunks 512,1024,2048`` when the model changes.
+#: ``python -m bench.codec_speed --sweep-chunks 512,1024,2048`` when the model changes.
 #: Capped by the model's ``max_context`` at run time.
 DEFAULT_CHUNK_SIZE = 1024
 
@@ -116,6 +118,14 @@ MAX_CHUNK_SIZE = 1 << 24
 #: The JSON metadata of a header is at most 1 MiB; a reader checks the length
 #: field against this before reading, so a hostile length cannot allocate more.
 MAX_META_LEN = 1 << 20
+
+#: The quantizer precisions (bits of a row's frequency total) a header may
+#: name: the native core's range (csrc/quantizer.hpp kMinPrecision /
+#: kMaxPrecision; P <= 31 so 2^P fits a uint32 CDF entry), repeated here so
+#: that the container validates headers without importing the native core.
+#: tests/test_container.py checks they equal ``pyllmcodec.core``'s.
+MIN_PRECISION = 2
+MAX_PRECISION = 31
 
 #: Chunk methods (the ``method`` byte of an index entry).
 #: stored: the raw bytes.  Chosen when nothing else is smaller, so a chunk

@@ -32,7 +32,8 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, NamedTuple
+from itertools import accumulate
+from typing import Any, NamedTuple, Protocol
 
 from .constants import (
     ENTRY_FULL_CHUNK,
@@ -44,6 +45,7 @@ from .constants import (
     MAX_BYTE_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     MAX_META_LEN,
+    MAX_PRECISION,
     METHOD_DEFLATE,
     METHOD_MODEL,
     METHOD_MODEL_EOL_CR,
@@ -51,6 +53,7 @@ from .constants import (
     METHOD_MODEL_TOKENS,
     METHOD_NAMES,
     METHOD_STORED,
+    MIN_PRECISION,
     MIXER_KIND,
     TAG_BLOCK,
     TAG_BLOCK_COMPACT,
@@ -193,17 +196,26 @@ class Header:
 @dataclass
 class Block:
     """One wave's share of an archive: its batch size, entries, and where
-    (absolute offset in the archive) its payloads start."""
+    (absolute offset in the archive) its payloads start.  ``entries`` is not
+    changed after construction: the prefix sums of its lengths are taken once
+    (``coded_starts[k]`` / ``raw_starts[k]``: bytes of the payloads / of the
+    raw chunks before entry ``k``; the last item is the block's total)."""
 
     batch: int
     entries: list[ChunkEntry]
     offset: int  # offset of the block's tag byte
     payload_offset: int  # offset of the first payload byte
     first_chunk: int  # archive-wide index of entries[0]
+    coded_starts: list[int] = field(init=False, repr=False, compare=False)
+    raw_starts: list[int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.coded_starts = list(accumulate((e.coded_len for e in self.entries), initial=0))
+        self.raw_starts = list(accumulate((e.raw_len for e in self.entries), initial=0))
 
     @property
     def payload_len(self) -> int:
-        return sum(e.coded_len for e in self.entries)
+        return self.coded_starts[-1]
 
     @property
     def end(self) -> int:
@@ -444,7 +456,7 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
              "pyllmcodec runs (upgrade pyllmcodec)")
         need(is_hex(mixer["digest"], 16), "mixer.digest (16 hex digits)")
     need(is_int(meta.get("batch_size"), 1, MAX_BATCH_SIZE), "batch_size")
-    need(is_int(meta.get("precision"), 1, 32), "precision")
+    need(is_int(meta.get("precision"), MIN_PRECISION, MAX_PRECISION), "precision")
     need(is_int(meta.get("pad_token"), 0, 1 << 24), "pad_token")
 
 
@@ -672,6 +684,12 @@ class ArchiveWriter:
 # ---------------------------------------------------------------- readers
 
 
+class Readable(Protocol):
+    """A binary file object to read an archive from (anything with ``read``)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class ArchiveReader:
     """Reads an archive front to back from a binary file object (no seeking).
 
@@ -680,7 +698,7 @@ class ArchiveReader:
     against what was read (counts, lengths, offsets, trailer).
     """
 
-    def __init__(self, fh: IO[bytes]) -> None:
+    def __init__(self, fh: Readable) -> None:
         self._fh = fh
         self._pos = 0
         prefix = self._read(HEADER_PREFIX_LEN, "header", allow_short=True)
@@ -739,7 +757,8 @@ class ArchiveReader:
             size = block_len_from_prefix(prefix, where)
             raw = prefix + self._read(size - BLOCK_PREFIX_LEN, "block header")
             block = parse_block_header(raw, where, header, n_chunks)
-            payloads = [self._read(e.coded_len, f"payload of chunk {n_chunks + i}") for i, e in enumerate(block.entries)]
+            payloads = [self._read(e.coded_len, f"payload of chunk {n_chunks + i}")
+                        for i, e in enumerate(block.entries)]
             seen.append((where, len(block.entries)))
             n_chunks += len(block.entries)
             total += sum(e.raw_len for e in block.entries)
@@ -804,7 +823,7 @@ class ArchiveIndex:
                 raise FormatError(f"block {i}: payloads run past the footer (truncated archive?)")
             self.blocks.append(block)
             first += count
-            total += sum(e.raw_len for e in block.entries)
+            total += block.raw_starts[-1]
             expect = block.end
         if expect != off:
             raise FormatError(f"{off - expect} unaccounted bytes before the footer")
@@ -814,7 +833,7 @@ class ArchiveIndex:
         pos = 0
         for b in self.blocks:
             self._starts.append(pos)
-            pos += sum(e.raw_len for e in b.entries)
+            pos += b.raw_starts[-1]
 
     @property
     def n_chunks(self) -> int:
@@ -835,13 +854,14 @@ class ArchiveIndex:
         return lo, index - self.blocks[lo].first_chunk
 
     def payload(self, block: Block, k: int) -> memoryview:
-        start = block.payload_offset + sum(e.coded_len for e in block.entries[:k])
+        """The coded bytes of entry ``k`` of ``block`` (O(1))."""
+        start = block.payload_offset + block.coded_starts[k]
         return self.buf[start : start + block.entries[k].coded_len]
 
     def chunk_offset(self, index: int) -> int:
         """Offset of chunk ``index`` in the original data."""
         bi, k = self.locate(index)
-        return self._starts[bi] + sum(e.raw_len for e in self.blocks[bi].entries[:k])
+        return self._starts[bi] + self.blocks[bi].raw_starts[k]
 
     def method_counts(self) -> dict[str, int]:
         counts = {name: 0 for name in METHOD_NAMES.values()}

@@ -6,7 +6,7 @@ before it.  Language models are trained on LF text: measured with the default
 byte model on alice29 (1 KiB chunks), the ideal code length is 3.238
 bits/byte as is and 2.609 with CR removed; with smollm2-135m (6 KiB chunks)
 on the first 36 KiB of plrabn12, 1.638 as is, 1.591 without CR and 1.579
-without " CR" (bench/eol_eval.py).
+without " CR" (bench/studies/eol_eval.py).
 
 The transform is exact and needs no side information beyond the chunk's
 method: a chunk qualifies for suffix ``S`` when it has at least one LF and

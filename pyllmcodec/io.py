@@ -1,30 +1,161 @@
-"""File objects: :func:`open`, :func:`stream_reader`, :func:`stream_writer`.
+"""File objects and the stream engines behind them.
 
-Modelled on :mod:`gzip` / :mod:`lzma` (``open`` with binary and text modes)
-and python-zstandard (``stream_reader`` / ``stream_writer`` on a compressor).
-Both directions stream: a writer buffers at most one wave of input
-(``batch_size * chunk_size`` bytes), a reader decodes one wave at a time.
+:class:`LlmzFile` is the binary file object of ``pyllmcodec.open``,
+``stream_reader`` and ``stream_writer`` (factories in :mod:`pyllmcodec.codec`),
+modelled on :mod:`gzip` / :mod:`lzma` and python-zstandard.  Both directions
+stream: a writer's :class:`StreamEncoder` buffers at most one wave of input
+(``batch_size * chunk_size`` bytes), a reader's :class:`StreamDecoder`
+decodes one block (wave) at a time.
+
+This module never imports the codec: the engines drive any object with the
+small surface of :class:`WaveCoder` (a Compressor) or :class:`BlockDecoder`
+(a Decompressor), so the codec sits above its file objects.
 """
 
 from __future__ import annotations
 
-import builtins
+import hashlib
 import io
-import os
 import threading
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, Protocol
 
-from .codec import Compressor, Decompressor
+from .container import ArchiveReader, ArchiveWriter, Block, ChunkEntry, Header, Readable
+from .errors import ChecksumError
+from .geometry import Geometry
+from .scheduler import plan_waves
 
-__all__ = ["LlmzFile", "open", "stream_reader", "stream_writer"]
+__all__ = ["BlockDecoder", "LlmzFile", "Readable", "StreamDecoder", "StreamEncoder", "WaveCoder", "bytes_view"]
+
+
+def bytes_view(data: Any) -> memoryview:
+    """A flat unsigned-byte view of a bytes-like ``data`` (TypeError otherwise)."""
+    try:
+        mv = memoryview(data)
+    except TypeError:
+        raise TypeError(f"expected a bytes-like object, not {type(data).__name__}") from None
+    return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+
+
+class WaveCoder(Protocol):
+    """What a :class:`StreamEncoder` needs of a compressor
+    (:class:`pyllmcodec.codec.Compressor` has it)."""
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per wave."""
+
+    def geometry_for(self, size: int | None) -> Geometry:
+        """The archive geometry for ``size`` input bytes (None: unknown)."""
+
+    def cut(self, data: memoryview, geometry: Geometry) -> list[memoryview]:
+        """``data`` (whole cells) cut into chunks."""
+
+    def header_meta(self, geometry: Geometry, probe_batch: int) -> dict[str, Any]:
+        """The archive header's metadata."""
+
+    def code_wave(self, chunks: Sequence[memoryview], geometry: Geometry) -> list[tuple[ChunkEntry, Any]]:
+        """Code one wave; one (entry, payload) per chunk."""
+
+
+class BlockDecoder(Protocol):
+    """What a :class:`StreamDecoder` needs of a decompressor
+    (:class:`pyllmcodec.codec.Decompressor` has it)."""
+
+    def decode_block(self, header: Header, block: Block, payloads: Sequence[Any]) -> list[bytes]:
+        """The chunks of one block, each checked against its entry's CRC-32."""
+
+
+class StreamEncoder:
+    """Push bytes in, archive bytes come out through ``write``: the engine
+    behind stream writers and the CLI.  It codes the same waves as
+    ``Compressor.compress`` (consecutive runs of ``batch_size`` chunks), so
+    the output is byte-identical when ``size`` is right."""
+
+    def __init__(self, coder: WaveCoder, write: Any, size: int | None = None) -> None:
+        self._coder = coder
+        self._write = write
+        self._buf = bytearray()
+        self._sha = hashlib.sha256()
+        self._writer: ArchiveWriter | None = None
+        #: the archive's geometry (its chunk size follows ``size`` when known)
+        self.geometry = coder.geometry_for(size)
+        self._wave_bytes = coder.batch_size * self.geometry.chunk_size
+        #: cut chunks not yet coded (fewer than a wave, plus one cell's pieces)
+        self._pending: list[memoryview] = []
+        self.bytes_in = 0
+        self.finished = False
+
+    @property
+    def bytes_out(self) -> int:
+        return self._writer.bytes_written if self._writer else 0
+
+    def write(self, data: Any) -> int:
+        if self.finished:
+            raise ValueError("write to a finished compression stream")
+        mv = bytes_view(data)
+        self._sha.update(mv)
+        self.bytes_in += len(mv)
+        self._buf += mv
+        B = self._coder.batch_size
+        while len(self._buf) >= self._wave_bytes:  # one wave of whole cells at a time
+            cells = bytes(self._buf[: self._wave_bytes])
+            del self._buf[: self._wave_bytes]
+            self._pending += self._coder.cut(memoryview(cells), self.geometry)
+            while len(self._pending) >= B:
+                self._code(self._pending[:B])
+                del self._pending[:B]
+        return len(mv)
+
+    def _code(self, chunks: list[memoryview]) -> None:
+        if self._writer is None:
+            self._writer = ArchiveWriter(self._write, self._coder.header_meta(self.geometry, max(len(chunks), 1)))
+        if chunks:
+            coded = self._coder.code_wave(chunks, self.geometry)
+            self._writer.write_block(len(chunks), [e for e, _ in coded], [p for _, p in coded])
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        rest = bytes(self._buf)
+        self._buf = bytearray()
+        self._pending += self._coder.cut(memoryview(rest), self.geometry)
+        waves = plan_waves(len(self._pending), self._coder.batch_size) or [(0, 0)]
+        for start, batch in waves:
+            self._code(self._pending[start : start + batch])
+        self._pending = []
+        assert self._writer is not None
+        self._writer.finish(self._sha.digest())
+        self.finished = True
+
+
+class StreamDecoder:
+    """The decoded chunks of the archive read from ``fh``, block by block:
+    each chunk's CRC-32 is checked (by the BlockDecoder) before it is
+    yielded, the whole-data SHA-256 after the last."""
+
+    def __init__(self, decoder: BlockDecoder, fh: Readable) -> None:
+        self._decoder = decoder
+        self._fh = fh
+
+    def __iter__(self) -> Iterator[bytes]:
+        reader = ArchiveReader(self._fh)
+        sha = hashlib.sha256()
+        for block, payloads in reader.blocks():
+            for chunk in self._decoder.decode_block(reader.header, block, payloads):
+                sha.update(chunk)
+                yield chunk
+        assert reader.footer is not None
+        if sha.digest() != reader.footer.sha256:
+            raise ChecksumError("the SHA-256 of the decoded data does not match the archive footer")
 
 
 class LlmzFile(io.BufferedIOBase):
     """A ``.llmz`` archive as a binary file object.
 
     ``mode`` "rb" decompresses from ``fileobj`` (a binary file object or a
-    bytes-like); "wb" compresses into ``fileobj``.  Use :func:`open` for paths.
+    bytes-like) with ``decompressor``; "wb" compresses into ``fileobj`` with
+    ``compressor``.  Use :func:`pyllmcodec.open` for paths and defaults.
     Not seekable.  ``size`` (writing): the number of bytes that will be
     written, if known; it picks the chunk size as ``Compressor.compress``
     does.  Closing a writer writes the archive's footer; an archive
@@ -39,8 +170,8 @@ class LlmzFile(io.BufferedIOBase):
         fileobj: Any,
         mode: str = "rb",
         *,
-        compressor: Compressor | None = None,
-        decompressor: Decompressor | None = None,
+        compressor: WaveCoder | None = None,
+        decompressor: BlockDecoder | None = None,
         closefd: bool = False,
         size: int | None = None,
     ) -> None:
@@ -57,13 +188,17 @@ class LlmzFile(io.BufferedIOBase):
         self._closefd = closefd
         self._pos = 0
         if mode == "rb":
-            self._decompressor = decompressor or Decompressor()
+            if decompressor is None:
+                raise TypeError("reading needs a decompressor= (pyllmcodec.Decompressor())")
+            self._decompressor = decompressor
             self._chunks: Iterator[bytes] | None = None
             self._cur = memoryview(b"")
             self._eof = False
         else:
+            if compressor is None:
+                raise TypeError("writing needs a compressor= (pyllmcodec.Compressor())")
             # size: the bytes that will be written, if known (picks the chunk size)
-            self._encoder = (compressor or Compressor())._stream_encoder(self._fh.write, size)
+            self._encoder = StreamEncoder(compressor, self._fh.write, size)
 
     # ---------------------------------------------------------- common
 
@@ -122,7 +257,7 @@ class LlmzFile(io.BufferedIOBase):
 
     # ---------------------------------------------------------- writing
 
-    def write(self, data: Any) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         with self._lock:
             self._check_open()
             if self._mode != "wb":
@@ -146,7 +281,7 @@ class LlmzFile(io.BufferedIOBase):
         if self._eof:
             return False
         if self._chunks is None:
-            self._chunks = self._decompressor._stream_decoder(self._fh)
+            self._chunks = iter(StreamDecoder(self._decompressor, self._fh))
         for chunk in self._chunks:
             if chunk:
                 self._cur = memoryview(chunk)
@@ -209,66 +344,3 @@ class LlmzFile(io.BufferedIOBase):
         data = self.read1(len(memoryview(b).cast("B")))
         memoryview(b).cast("B")[: len(data)] = data
         return len(data)
-
-
-def stream_writer(fileobj: IO[bytes], model: Any = "default", *, closefd: bool = False, **kwargs: Any) -> LlmzFile:
-    """A writable file object compressing into ``fileobj``; ``kwargs`` are
-    :class:`~pyllmcodec.codec.Compressor` options."""
-    return LlmzFile(fileobj, "wb", compressor=Compressor(model, **kwargs), closefd=closefd)
-
-
-def stream_reader(source: Any, model: Any = None, *, closefd: bool = False, **kwargs: Any) -> LlmzFile:
-    """A readable file object decompressing ``source`` (file object or
-    bytes-like); ``kwargs`` are :class:`~pyllmcodec.codec.Decompressor` options."""
-    return LlmzFile(source, "rb", decompressor=Decompressor(model, **kwargs), closefd=closefd)
-
-
-def open(
-    filename: Any,
-    mode: str = "rb",
-    *,
-    model: Any = None,
-    encoding: str | None = None,
-    errors: str | None = None,
-    newline: str | None = None,
-    **kwargs: Any,
-) -> Any:
-    """Open a ``.llmz`` file in binary ("rb", "wb", "xb", "ab" not supported)
-    or text ("rt", "wt", "xt") mode, like :func:`gzip.open`.
-
-    ``filename``: a path or an existing binary file object.  ``model``: for
-    writing, the model name or StepModel (default "default"); for reading,
-    None loads what the archive names.  Other keyword arguments go to
-    :class:`~pyllmcodec.codec.Compressor` or :class:`~pyllmcodec.codec.Decompressor`.
-    """
-    if "a" in mode:
-        raise ValueError("append mode is not supported (an archive ends with a footer)")
-    text = "t" in mode
-    if text and "b" in mode:
-        raise ValueError(f"invalid mode {mode!r}")
-    if not text and (encoding is not None or errors is not None or newline is not None):
-        raise ValueError("encoding/errors/newline are for text mode only")
-    base = mode.replace("t", "").replace("b", "")
-    if base not in ("r", "w", "x"):
-        raise ValueError(f"invalid mode {mode!r}")
-    if isinstance(filename, (str, bytes, os.PathLike)):
-        fh = builtins.open(filename, base + "b")
-        closefd = True
-    elif hasattr(filename, "read") or hasattr(filename, "write"):
-        fh = filename
-        closefd = False
-    else:
-        raise TypeError("filename must be a path or a binary file object")
-    try:
-        if base == "r":
-            f = LlmzFile(fh, "rb", decompressor=Decompressor(model, **kwargs), closefd=closefd)
-        else:
-            comp = Compressor("default" if model is None else model, **kwargs)
-            f = LlmzFile(fh, "wb", compressor=comp, closefd=closefd)
-    except BaseException:
-        if closefd:
-            fh.close()
-        raise
-    if text:
-        return io.TextIOWrapper(f, encoding=encoding, errors=errors, newline=newline)
-    return f

@@ -1,4 +1,4 @@
-"""The batched step loop shared by the encoder and the decoder.
+"""The batched step loop: ONE encode loop and ONE decode loop, mirrored.
 
 READ ME FIRST -- the geometry, which is part of the format:
 
@@ -23,10 +23,11 @@ READ ME FIRST -- the geometry, which is part of the format:
 
 Chunks longer than the context (byte-level models; the header's ``prime``
 ``K >= 1``): a row's symbols are coded in *segments* of ``C`` symbols, the
-model's context or the header's shorter ``context``.  Segment 0 is the row as above for symbols ``[0, C)``.  Segment ``j >=
-1`` codes symbols ``[s, s + C - K)`` with ``s = C + (j - 1)(C - K)``: it starts
-from a fresh state and is fed ``bos``, then the ``K`` symbols before ``s`` (which
-both sides already have), then its own symbols; its steps ``0..K-1`` code
+model's context or the header's shorter ``context``.  Segment 0 is the row
+as above for symbols ``[0, C)``.  Segment ``j >= 1`` codes symbols
+``[s, s + C - K)`` with ``s = C + (j - 1)(C - K)``: it starts from a fresh
+state and is fed ``bos``, then the ``K`` symbols before ``s`` (which both
+sides already have), then its own symbols; its steps ``0..K-1`` code
 nothing, step ``u >= K`` codes symbol ``s - K + u``.  Every row present in a
 wave starts each segment at the same step, so the silent steps are the same
 for all rows; a row is present in segment ``j`` while it has symbols from
@@ -43,15 +44,32 @@ history is its own chunk, so random access still decodes any chunk alone.
 Token-level models (NOTE): for a model with a tokenizer the "bytes" above are
 token ids: a chunk's symbol sequence is its token array (int64), fed and coded
 exactly as bytes are, one token per step; :meth:`WaveRunner.decode_wave`
-returns the token arrays and the codec turns them back into bytes.
+returns the symbol arrays and :mod:`pyllmcodec.methods` turns them back into
+bytes.
+
+How a decoded row ends: at a known symbol count (a byte-level chunk), or at
+the symbol whose byte count -- a weight per symbol, plus a per-row extra per
+LF for the line-ending methods -- brings the row to its chunk's length (a
+token-level or line-ending chunk, whose symbol count is not stored).  Both
+rules end a row exactly where the encoder's fed-token matrix ended it, so
+they are one loop with two ways to find the finishing rows.
+
+The loops' structure (one plan, both sides): :func:`segment_plan` gives a
+wave's segments; the encoder builds each segment's fed tokens up front
+(:func:`fed_tokens`), the decoder fills them in as it decodes; both start
+each segment from a fresh state fed ``bos`` and the prime, then step the
+same rows through the same runs (:func:`segments`).
 
 Two-phase steps: a model whose probabilities live on an accelerator
-(``model.device_quantize`` true, with ``step_ranges``/``step_find``) quantizes
-there with the core's algorithm (:mod:`pyllmcodec.devquant`) and returns only
-O(B) numbers per step: the encoder gets each row's ``(cum_low, freq)`` for
+(``model.device_quantize`` true: a
+:class:`~pyllmcodec.backends.base.TwoPhaseStepModel`) quantizes there with the
+core's algorithm (:mod:`pyllmcodec.backends.devquant`) and returns only O(B)
+numbers per step: the encoder gets each row's ``(cum_low, freq)`` for
 ``BatchEncoder.encode_ranges``; the decoder passes ``BatchDecoder.targets`` in
 and gets ``(symbol, cum_low, freq)`` for ``BatchDecoder.advance``.  The coded
-bits are the same as with the fused host path, since the tables are.
+bits are the same as with the fused host path, since the tables are.  This
+is a strategy of the one loop (:class:`_DeviceSteps` beside
+:class:`_HostSteps`), not a loop of its own.
 
 Per-step Python work is kept to: one ``model.step`` call, one fused
 quantize-and-code call on the whole probability matrix, and (only while some
@@ -67,19 +85,14 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import StepModel
+from . import core
+from .backends.base import StepModel, TwoPhaseStepModel
 from .constants import PROBE_BYTES
+from .geometry import Geometry
 
 __all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segment_windows", "segments"]
 
-
-def _coding_rows(p: np.ndarray, act: np.ndarray | None, mx: Any) -> np.ndarray:
-    """The rows ``act`` of a step's probabilities (all rows: None), ready for
-    the match model ``mx`` to edit in place: a gathered subset is a copy
-    already, all rows are copied only when the model's buffer is read-only."""
-    if act is not None:
-        return p[act]
-    return p.copy() if mx is not None and not p.flags.writeable else p
+Runs = list[tuple[int, int, "np.ndarray | None", np.ndarray]]
 
 
 def plan_waves(n_chunks: int, batch_size: int) -> list[tuple[int, int]]:
@@ -90,9 +103,7 @@ def plan_waves(n_chunks: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(batch_size, n_chunks - s)) for s in range(0, n_chunks, batch_size)]
 
 
-def segments(
-    batch: int, rows: Sequence[int], lengths: Sequence[int]
-) -> list[tuple[int, int, np.ndarray | None, np.ndarray]]:
+def segments(batch: int, rows: Sequence[int], lengths: Sequence[int]) -> Runs:
     """Split a wave's steps into runs with a constant set of active rows.
 
     Returns ``(t0, t1, active, finishing)`` per run: ``active`` is the sorted
@@ -103,16 +114,14 @@ def segments(
     by_len: dict[int, list[int]] = {}
     for r, n in zip(rows, lengths):
         by_len.setdefault(int(n), []).append(int(r))
-    out = []
+    out: Runs = []
     alive = sorted(int(r) for r in rows)
     t0 = 0
     for end in sorted(by_len):
-        if end > t0:
+        if end > t0:  # zero-length rows never run; nothing to emit for them
             act = np.asarray(alive, dtype=np.int64)
             out.append((t0, end, None if len(alive) == batch else act, np.asarray(by_len[end], dtype=np.int64)))
             t0 = end
-        else:  # zero-length rows never run; nothing to emit
-            pass
         done = set(by_len[end])
         alive = [r for r in alive if r not in done]
     return out
@@ -164,43 +173,116 @@ def fed_tokens(
     return tok, sym
 
 
+def _coding_rows(p: np.ndarray, act: np.ndarray | None, mx: Any) -> np.ndarray:
+    """The rows ``act`` of a step's probabilities (all rows: None), ready for
+    the match model ``mx`` to edit in place: a gathered subset is a copy
+    already, all rows are copied only when the model's buffer is read-only."""
+    if act is not None:
+        return p[act]
+    return p.copy() if mx is not None and not p.flags.writeable else p
+
+
+class _HostSteps:
+    """One coding step where the core quantizes on the host: the model's
+    probabilities, through the match model ``mx`` when there is one."""
+
+    def __init__(self, model: StepModel, mx: Any) -> None:
+        self.step, self.mx = model.step, mx
+
+    def encode(self, state: Any, enc: Any, tok: np.ndarray, sym: np.ndarray, sub: np.ndarray,
+               act: np.ndarray | None) -> None:
+        mx = self.mx
+        p = _coding_rows(self.step(state, tok), act, mx)
+        if mx is not None:
+            mx.mix(p, rows=act)
+        enc.encode_probs(p, sub, rows=act)
+        if mx is not None:
+            mx.push(sub, rows=act)
+
+    def decode(self, state: Any, dec: Any, tok: np.ndarray, act: np.ndarray | None) -> np.ndarray:
+        mx = self.mx
+        p = _coding_rows(self.step(state, tok), act, mx)
+        if mx is not None:
+            mx.mix(p, rows=act)
+        s: np.ndarray = dec.decode_probs(p, rows=act)
+        if mx is not None:
+            mx.push(s, rows=act)
+        return s
+
+
+class _DeviceSteps:
+    """One coding step of a two-phase model: it quantizes on its device and
+    hands over each row's interval (module docstring)."""
+
+    def __init__(self, model: TwoPhaseStepModel, precision: int, batch: int) -> None:
+        self.model, self.precision = model, precision
+        self.targets = np.zeros(batch, dtype=np.uint32)
+
+    def encode(self, state: Any, enc: Any, tok: np.ndarray, sym: np.ndarray, sub: np.ndarray,
+               act: np.ndarray | None) -> None:
+        c, f = self.model.step_ranges(state, tok, sym, self.precision)
+        if act is None:
+            enc.encode_ranges(c, f)
+        else:
+            enc.encode_ranges(c[act], f[act], rows=act)
+
+    def decode(self, state: Any, dec: Any, tok: np.ndarray, act: np.ndarray | None) -> np.ndarray:
+        if act is None:
+            s, c, f = self.model.step_find(state, tok, dec.targets(), self.precision)
+            dec.advance(s, c, f)
+            return s
+        self.targets[act] = dec.targets(rows=act)
+        s, c, f = self.model.step_find(state, tok, self.targets, self.precision)
+        dec.advance(s[act], c[act], f[act], rows=act)
+        return s[act]
+
+
 class WaveRunner:
-    """Runs waves of one model session: encode, decode, probe, bare loop.
+    """Runs waves of one model session at one :class:`~pyllmcodec.geometry.Geometry`:
+    encode, decode, probe, bare loop.  Holds no per-archive state."""
 
-    Holds no per-archive state; one runner can serve many archives as long as
-    they agree on ``precision``, ``pad`` and ``prime``.
-    """
-
-    def __init__(self, model: StepModel, precision: int, pad: int | None = None, prime: int = 0,
-                 mixer: Any = None, chunk_size: int = 0, context: int | None = None) -> None:
-        # the native coder; imported late so container work needs no build
-        from . import core
-
-        self.core = core
+    def __init__(self, model: StepModel, geometry: Geometry) -> None:
+        #: the native coder (an attribute, so that a study can wrap it: bench/smollm2_eval.py)
+        self.core: Any = core
         self.model = model
-        self.precision = int(precision)
+        self.geometry = geometry
+        self.precision = int(geometry.precision)
         #: silent steps that start each segment after the first (module docstring)
-        self.prime = int(prime)
+        self.prime = int(geometry.prime)
         #: the segments' length C (module docstring): the model's context, or
         #: less (header key ``context``: a shorter context steps faster)
-        self.context = int(model.max_context if context is None else context)
+        self.context = int(geometry.context)
         if not 2 <= self.context <= int(model.max_context):
             raise ValueError(f"context must be in 2..{model.max_context}")
         self.bos = int(model.bos)
-        self.pad = self.bos if pad is None else int(pad)
+        self.pad = int(geometry.pad)
         self.vocab_size = int(model.vocab_size)
         #: quantize on the model's device (two-phase steps), see the module docstring
-        self.two_phase = bool(getattr(model, "device_quantize", False))
-        #: the match model (a :class:`~pyllmcodec.mixer.MixerSpec`) or None, and
-        #: the archive's chunk size, which sizes its tables (FORMAT.md section 4c)
-        self.mixer = mixer
-        self.chunk_size = int(chunk_size)
-        if mixer is not None and self.two_phase:
+        self.two_phase = bool(model.device_quantize)
+        self._device_model: TwoPhaseStepModel | None = None
+        if self.two_phase:
+            if not isinstance(model, TwoPhaseStepModel):
+                raise TypeError(f"model {model.name!r} sets device_quantize but lacks the two-phase steps "
+                                "(step_ranges, step_find, step_tables)")
+            self._device_model = model
+        #: the match model (a :class:`~pyllmcodec.mixer.MixerSpec`) or None
+        self.mixer = geometry.mixer
+        if self.mixer is not None and self.two_phase:
             raise ValueError("the match model needs a model that quantizes on the host")
 
-    def _new_mixer(self, batch: int, max_len: int) -> Any:
-        """A fresh match model for one wave (None without one)."""
-        return None if self.mixer is None else self.mixer.new(batch, max_len, self.chunk_size)
+    def _steps(self, batch: int, max_len: int) -> _HostSteps | _DeviceSteps:
+        """The coding step of one wave: a fresh match model (one state per
+        row, kept across the row's segments) on the host path."""
+        if self._device_model is not None:
+            return _DeviceSteps(self._device_model, self.precision, batch)
+        mx = None if self.mixer is None else self.mixer.new(batch, max_len, self.geometry.chunk_size)
+        return _HostSteps(self.model, mx)
+
+    def _plan(self, length: int) -> list[tuple[int, int]]:
+        plan = segment_plan(length, self.context, self.prime)
+        if len(plan) > 1 and self.two_phase:
+            raise ValueError("chunks longer than the context need a model that quantizes on the host")
+        return plan
 
     # -------------------------------------------------------------- encode
 
@@ -209,66 +291,25 @@ class WaveRunner:
         """Model-code ``chunks`` (chunk ``k`` at row ``rows[k]``; bytes, or
         token arrays for a token-level model) as one wave of batch size
         ``batch``; returns one coded payload per chunk."""
-        lengths = [len(c) for c in chunks]
-        if max(lengths, default=0) > self.context:
-            return self._encode_segmented(batch, rows, chunks)
-        tok, sym = fed_tokens(batch, rows, chunks, self.bos, self.pad)
-        state = self.model.new_state(batch)
-        enc = self.core.BatchEncoder(batch, precision=self.precision)
-        if self.two_phase:
-            ranges = self.model.step_ranges  # type: ignore[attr-defined]
-            P = self.precision
-            for t0, t1, act, _fin in segments(batch, rows, lengths):
-                for t in range(t0, t1):
-                    c, f = ranges(state, tok[t], sym[t], P)
-                    if act is None:
-                        enc.encode_ranges(c, f)
-                    else:
-                        enc.encode_ranges(c[act], f[act], rows=act)
-            streams = enc.finish()
-            return [bytes(streams[r]) for r in rows]
-        mx = self._new_mixer(batch, max(lengths, default=0))
-        self._encode_runs(state, enc, tok, sym, segments(batch, rows, lengths), mx=mx)
-        streams = enc.finish()
-        return [bytes(streams[r]) for r in rows]
-
-    def _encode_runs(self, state: Any, enc: Any, tok: np.ndarray, sym: np.ndarray,
-                     runs: list[tuple[int, int, np.ndarray | None, np.ndarray]], first: int = 0,
-                     mx: Any = None) -> None:
-        """Step ``state`` through ``runs`` (from :func:`segments`) and code each
-        step's symbols from step ``first`` on (the host path), through the
-        match model ``mx`` when there is one."""
-        step, encode = self.model.step, enc.encode_probs
-        for t0, t1, act, _fin in runs:
-            t0 = max(t0, first)
-            sub = sym[t0:t1] if act is None else np.ascontiguousarray(sym[t0:t1][:, act])
-            for t in range(t0, t1):
-                p = _coding_rows(step(state, tok[t]), act, mx)
-                if mx is not None:
-                    mx.mix(p, rows=act)
-                encode(p, sub[t - t0], rows=act)
-                if mx is not None:
-                    mx.push(sub[t - t0], rows=act)
-
-    def _encode_segmented(self, batch: int, rows: Sequence[int],
-                          chunks: Sequence[bytes | memoryview | np.ndarray]) -> list[bytes]:
-        """:meth:`encode_wave` for a wave with chunks longer than the context."""
-        if self.two_phase:
-            raise ValueError("chunks longer than the context need a model that quantizes on the host")
+        longest = max((len(c) for c in chunks), default=0)
         C = self.context
-        plan = segment_plan(max(len(c) for c in chunks), C, self.prime)
         enc = self.core.BatchEncoder(batch, precision=self.precision)
-        mx = self._new_mixer(batch, max(len(c) for c in chunks))  # one per row for all its segments
-        for s, k in plan:
+        coder = self._steps(batch, longest)
+        step = self.model.step
+        for s, k in self._plan(longest):
             present = [(int(r), c[s - k : s - k + C]) for r, c in zip(rows, chunks) if len(c) > s]
             prow = [r for r, _ in present]
             seqs = [q for _, q in present]
             tok, sym = fed_tokens(batch, prow, seqs, self.bos, self.pad)
             state = self.model.new_state(batch)
             for t in range(k):  # bos and the prime: nothing coded
-                self.model.step(state, tok[t])
+                step(state, tok[t])
             # every present row has a symbol at step k, so the runs start by then
-            self._encode_runs(state, enc, tok, sym, segments(batch, prow, [len(q) for q in seqs]), first=k, mx=mx)
+            for t0, t1, act, _fin in segments(batch, prow, [len(q) for q in seqs]):
+                t0 = max(t0, k)
+                sub = sym[t0:t1] if act is None else np.ascontiguousarray(sym[t0:t1][:, act])
+                for t in range(t0, t1):
+                    coder.encode(state, enc, tok[t], sym[t], sub[t - t0], act)
         streams = enc.finish()
         return [bytes(streams[r]) for r in rows]
 
@@ -280,184 +321,83 @@ class WaveRunner:
         rows: Sequence[int],
         lengths: Sequence[int],
         payloads: Sequence[bytes | memoryview],
-        tokens: bool = False,
-    ) -> list[Any]:
-        """Decode the chunks at ``rows`` (lengths and payloads alike) of one
-        wave of batch size ``batch``; all other rows are fed the pad token.
-        Returns bytes, or int64 token arrays when ``tokens`` is true."""
-        streams: list[bytes] = [b""] * batch
-        for r, p in zip(rows, payloads):
-            streams[r] = bytes(p)
-        length = max(lengths, default=0)
-        if length > self.context:
-            return self._decode_segmented(batch, rows, lengths, streams, tokens)
-        dec = self.core.BatchDecoder(streams, precision=self.precision)
-        state = self.model.new_state(batch)
-        tok = np.full(batch, self.pad, dtype=np.int64)
-        tok[np.asarray(rows, dtype=np.int64)] = self.bos
-        out = np.zeros((length, batch), dtype=np.int64 if tokens else np.uint8)
-        if self.two_phase:
-            find = self.model.step_find  # type: ignore[attr-defined]
-            P = self.precision
-            targets = np.zeros(batch, dtype=np.uint32)
-            for t0, t1, act, fin in segments(batch, rows, lengths):
-                for t in range(t0, t1):
-                    if act is None:
-                        s, c, f = find(state, tok, dec.targets(), P)
-                        dec.advance(s, c, f)
-                        out[t] = s
-                        tok[:] = s
-                    else:
-                        targets[act] = dec.targets(rows=act)
-                        s, c, f = find(state, tok, targets, P)
-                        dec.advance(s[act], c[act], f[act], rows=act)
-                        out[t, act] = s[act]
-                        tok[act] = s[act]
-                tok[fin] = self.pad
-            return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
-        mx = self._new_mixer(batch, length)
-        self._decode_runs(state, dec, tok, out, segments(batch, rows, lengths), mx=mx)
-        return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
-
-    def _decode_runs(self, state: Any, dec: Any, tok: np.ndarray, out: np.ndarray,
-                     runs: list[tuple[int, int, np.ndarray | None, np.ndarray]], first: int = 0,
-                     base: int = 0, mx: Any = None) -> None:
-        """Step ``state`` through ``runs`` from step ``first`` on (the host
-        path), decoding step ``t``'s symbols into ``out[base + t]`` and feeding
-        them back through ``tok``; a row's token becomes the pad where it ends.
-        With a match model ``mx``, each step's rows go through it first."""
-        decode, step = dec.decode_probs, self.model.step
-        for t0, t1, act, fin in runs:
-            for t in range(max(t0, first), t1):
-                p = _coding_rows(step(state, tok), act, mx)
-                if mx is not None:
-                    mx.mix(p, rows=act)
-                s = decode(p, rows=act)
-                if mx is not None:
-                    mx.push(s, rows=act)
-                if act is None:
-                    out[base + t] = s
-                    tok[:] = s
-                else:
-                    out[base + t, act] = s
-                    tok[act] = s
-            tok[fin] = self.pad
-
-    def _decode_segmented(self, batch: int, rows: Sequence[int], lengths: Sequence[int],
-                          streams: list[bytes], tokens: bool) -> list[Any]:
-        """:meth:`decode_wave` for a wave with chunks longer than the context."""
-        if self.two_phase:
-            raise ValueError("chunks longer than the context need a model that quantizes on the host")
-        C = self.context
-        plan = segment_plan(max(lengths), C, self.prime)
-        dec = self.core.BatchDecoder(streams, precision=self.precision)
-        out = np.zeros((max(lengths), batch), dtype=np.int64 if tokens else np.uint8)
-        mx = self._new_mixer(batch, max(lengths))
-        for s, k in plan:
-            present = [(int(r), int(n)) for r, n in zip(rows, lengths) if n > s]
-            prow = np.asarray([r for r, _ in present], dtype=np.int64)
-            seg_lens = [min(n, s - k + C) - (s - k) for _, n in present]
-            state = self.model.new_state(batch)
-            tok = np.full(batch, self.pad, dtype=np.int64)
-            tok[prow] = self.bos
-            for t in range(k):  # bos and the prime, from symbols decoded before
-                self.model.step(state, tok)
-                tok[prow] = out[s - k + t, prow]
-            self._decode_runs(state, dec, tok, out, segments(batch, prow.tolist(), seg_lens), first=k, base=s - k,
-                              mx=mx)
-        return [out[:n, r].copy() if tokens else out[:n, r].tobytes() for r, n in zip(rows, lengths)]
-
-    def decode_wave_tokens(
-        self,
-        batch: int,
-        rows: Sequence[int],
-        raw_lens: Sequence[int],
-        payloads: Sequence[bytes | memoryview],
-        token_bytes: np.ndarray,
+        *,
+        weights: np.ndarray | None = None,
         newlines: np.ndarray | None = None,
         extra: Sequence[int] | None = None,
     ) -> list[np.ndarray]:
-        """Decode token-level chunks whose token counts are not stored: row
-        ``r`` stops after the token that brings its decoded byte count
-        (``token_bytes[id]`` per token, all >= 1) to ``raw_lens``.  The encoder
-        stepped each row for exactly its token count, and a chunk's tokens
-        reach its byte length first at its last token, so the fed-token matrix
-        is the same.  Raises ValueError when a row overshoots its length or
-        runs past the model's context (corrupt data).
+        """Decode the chunks at ``rows`` (payloads aligned) of one wave of
+        batch size ``batch``; all other rows are fed the pad token.  Returns
+        each row's symbols (uint8 for a byte-level vocabulary, else int64).
 
-        With ``newlines`` (LFs per symbol) and ``extra`` (per row, aligned with
-        ``rows``), a symbol counts ``token_bytes + newlines * extra`` bytes:
-        the line-ending methods, whose rows end when their restored length
-        (the suffix put back before each LF) reaches ``raw_lens``.  Byte-level
-        rows use this loop too (``token_bytes`` all ones): every symbol still
-        counts >= 1, so the rule ends each row at its last symbol."""
+        How a row ends (module docstring): ``weights`` None: after exactly
+        ``lengths[k]`` symbols.  Else symbol ``s`` counts ``weights[s]`` bytes
+        (all >= 1), plus ``newlines[s] * extra[k]`` with ``newlines`` given,
+        and the row ends at the symbol that brings it to ``lengths[k]``;
+        ValueError when a row overshoots that or runs past what it can code
+        (corrupt data)."""
         streams: list[bytes] = [b""] * batch
         for r, p in zip(rows, payloads):
             streams[r] = bytes(p)
-        dec = self.core.BatchDecoder(streams, precision=self.precision)
-        state = self.model.new_state(batch)
-        pad, max_ctx = self.pad, self.context
-        tok = np.full(batch, pad, dtype=np.int64)
-        alive = np.asarray(sorted(int(r) for r in rows), dtype=np.int64)
-        tok[alive] = self.bos
+        rows_i = np.asarray(rows, dtype=np.int64)
         need = np.zeros(batch, dtype=np.int64)
-        need[np.asarray(rows, dtype=np.int64)] = np.asarray(raw_lens, dtype=np.int64)
-        got = np.zeros(batch, dtype=np.int64)
+        need[rows_i] = np.asarray(lengths, dtype=np.int64)
+        longest = int(max(lengths, default=0))  # every symbol counts >= 1 byte
+        # known ends: the finishing rows of each step, from the lengths alone
+        finish_at: dict[int, np.ndarray] | None = None
         per_nl = np.zeros(batch, dtype=np.int64)
-        if newlines is not None and extra is not None:
-            per_nl[np.asarray(rows, dtype=np.int64)] = np.asarray(extra, dtype=np.int64)
+        got = np.zeros(batch, dtype=np.int64)
+        if weights is None:
+            finish_at = {t1: fin for _t0, t1, _a, fin in segments(batch, rows, lengths)}
         else:
-            newlines = None
+            if newlines is not None and extra is not None:
+                per_nl[rows_i] = np.asarray(extra, dtype=np.int64)
+            else:
+                newlines = None
+            if not self.prime:  # one segment per chunk: no row codes past the context
+                longest = min(longest, self.context)
+        dec = self.core.BatchDecoder(streams, precision=self.precision)
+        out = np.zeros((longest, batch), dtype=np.uint8 if self.vocab_size <= 256 else np.int64)
+        coder = self._steps(batch, longest)
+        step = self.model.step
         steps = np.zeros(batch, dtype=np.int64)
-        longest = int(max(raw_lens, default=0))  # every symbol counts >= 1 byte
-        out = np.zeros((longest if self.prime else min(max_ctx, longest), batch), dtype=np.int64)
-        P = self.precision
-        targets = np.zeros(batch, dtype=np.uint32)
-        mx = self._new_mixer(batch, out.shape[0])
-        t = 0
-        seg_t = 0  # steps taken in the current segment (module docstring)
+        tok = np.full(batch, self.pad, dtype=np.int64)
+        alive = np.asarray(sorted(int(r) for r in rows if need[r] > 0), dtype=np.int64)
+        C, K = self.context, self.prime
+        seg_start, t = 0, 0  # the current segment's first coded symbol; the symbol decoded next
         while alive.size:
-            if t >= out.shape[0]:
-                raise ValueError("a token-level chunk does not end within the model's context")
-            if seg_t == max_ctx:  # the context is full: the next segment, from bos and the prime
-                if self.two_phase:
-                    raise ValueError("chunks longer than the context need a model that quantizes on the host")
+            if t >= longest:
+                raise ValueError("a chunk does not end within what its rows can code (the model's context)")
+            if t == 0 or t == seg_start + (C if seg_start == 0 else C - K):  # a segment starts here
+                self._plan(t + 1)  # refuses segments on the two-phase path
+                k = 0 if t == 0 else K
+                seg_start = t
                 state = self.model.new_state(batch)
                 tok[alive] = self.bos
-                for u in range(self.prime):
-                    self.model.step(state, tok)
-                    tok[alive] = out[t - self.prime + u, alive]
-                seg_t = self.prime
-            seg_t += 1
-            full = alive.size == batch
-            if self.two_phase:
-                targets[alive] = dec.targets() if full else dec.targets(rows=alive)
-                s_all, c, f = self.model.step_find(state, tok, targets, P)  # type: ignore[attr-defined]
-                s = s_all[alive]
-                if full:
-                    dec.advance(s, c, f)
-                else:
-                    dec.advance(s, c[alive], f[alive], rows=alive)
-            else:
-                act = None if full else alive
-                probs = _coding_rows(self.model.step(state, tok), act, mx)
-                if mx is not None:
-                    mx.mix(probs, rows=act)
-                s = dec.decode_probs(probs, rows=act)
-                if mx is not None:
-                    mx.push(s, rows=act)
+                for u in range(k):  # bos and the prime, from symbols decoded before
+                    step(state, tok)
+                    tok[alive] = out[t - k + u, alive]
+            act = None if alive.size == batch else alive
+            s = coder.decode(state, dec, tok, act)
             out[t, alive] = s
             tok[alive] = s
-            got[alive] += token_bytes[s] if newlines is None else token_bytes[s] + newlines[s] * per_nl[alive]
             t += 1
-            done = got[alive] >= need[alive]
-            if done.any():
+            if finish_at is not None:
+                fin = finish_at.get(t)
+                if fin is None:
+                    continue
+            else:
+                assert weights is not None
+                got[alive] += weights[s] if newlines is None else weights[s] + newlines[s] * per_nl[alive]
+                done = got[alive] >= need[alive]
+                if not done.any():
+                    continue
                 fin = alive[done]
                 if (got[fin] != need[fin]).any():
-                    raise ValueError("a token-level chunk decodes past its byte length")
-                steps[fin] = t
-                tok[fin] = pad
-                alive = alive[~done]
+                    raise ValueError("a chunk decodes past its byte length")
+            steps[fin] = t
+            tok[fin] = self.pad
+            alive = alive[~np.isin(alive, fin)]
         return [out[: steps[r], r].copy() for r in rows]
 
     # -------------------------------------------------------------- probe
@@ -480,19 +420,12 @@ class WaveRunner:
         h = hashlib.sha256()
         h.update(f"pyllmcodec-probe/{batch}/{self.precision}/{self.vocab_size}/".encode())
         state = self.model.new_state(batch)
-        if self.two_phase:  # the device quantizer's full tables (48 steps only)
-            import torch
-
-            from .devquant import quantize as dev_quantize
-
-            logits = self.model.step_logits  # type: ignore[attr-defined]
-            for t in range(steps):
-                probs = torch.softmax(logits(state, tok[t]), -1)
-                cdf = dev_quantize(probs, self.precision).cpu().numpy().astype(np.uint32)
-                h.update(np.ascontiguousarray(cdf, dtype="<u4").tobytes())
-            return h.hexdigest()
+        dm = self._device_model
         for t in range(steps):
-            cdf = self.core.quantize(self.model.step(state, tok[t]), precision=self.precision)
+            if dm is not None:  # the device quantizer's full tables
+                cdf = dm.step_tables(state, tok[t], self.precision)
+            else:
+                cdf = self.core.quantize(self.model.step(state, tok[t]), precision=self.precision)
             h.update(np.ascontiguousarray(cdf, dtype="<u4").tobytes())
         return h.hexdigest()
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,18 @@ class BPETokenizer:
     def token_bytes(self, i: int) -> bytes:
         return self._bytes[i]
 
+    @cached_property
+    def token_lengths(self) -> np.ndarray:
+        """int64 ``[vocab_size]``: each token's byte length (the decoder ends a
+        row when these add up to the chunk's length)."""
+        return np.array([len(b) for b in self._bytes], dtype=np.int64)
+
+    @cached_property
+    def newline_counts(self) -> np.ndarray:
+        """int64 ``[vocab_size]``: the LF bytes in each token (the line-ending
+        methods count a suffix per LF)."""
+        return np.array([b.count(b"\n") for b in self._bytes], dtype=np.int64)
+
     def detokenize(self, ids: Any) -> bytes:
         """The bytes of a token sequence (exact; raises IndexError on an id
         outside the vocabulary)."""
@@ -104,9 +116,9 @@ class BPETokenizer:
             from tokenizers import Tokenizer, models, pre_tokenizers
 
             vocab = {t: i for i, t in enumerate(self.tokens)}
-            merges = [tuple(m.split(" ", 1)) for m in self.merges]
+            merges = [(a, b) for a, b in (m.split(" ", 1) for m in self.merges)]
             tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
-            pres = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+            pres: list[Any] = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
             if self.pre in ("smollm", "starcoder", "refact"):
                 pres.insert(0, pre_tokenizers.Digits(individual_digits=True))
             tk.pre_tokenizer = pre_tokenizers.Sequence(pres)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from pyllmcodec.backends.base import StepModelBase
 import pytest
 
 CORPUS = (
@@ -40,7 +42,7 @@ class FakeState:
     position: int = 0
 
 
-class BigramModel:
+class BigramModel(StepModelBase):
     """A deterministic numpy StepModel (V=256, bos=256)."""
 
     vocab_size = 256
@@ -119,7 +121,7 @@ def _tiny_tokenizer() -> Any:
     return BPETokenizer(toks, merges, [3] + [1] * (len(toks) - 1), pre="smollm")
 
 
-class TokenModel:
+class TokenModel(StepModelBase):
     """A deterministic, row-independent numpy token-level StepModel: a token
     bigram fitted to PROSE and DENSE, over a tiny BPE, with a small context
     (so that dense cells must be split).  Registered as "test-tokens"."""
@@ -181,7 +183,7 @@ def get_mixer_model() -> BigramModel:
         from pyllmcodec.mixer import MixerSpec
 
         m = BigramModel(name="test-bigram-mixer")
-        m.default_mixer = MixerSpec(prior=tuple(int(v) for v in np.linspace(20000, 64000, 256)))  # type: ignore[attr-defined]
+        m.default_mixer = MixerSpec(prior=tuple(int(v) for v in np.linspace(20000, 64000, 256)))
         _MIXER.append(m)
     return _MIXER[0]
 

@@ -18,9 +18,11 @@ from pyllmcodec.constants import (
     FORMAT_VERSION,
     MAGIC,
     MAX_BYTE_CHUNK_SIZE,
+    MAX_PRECISION,
     METHOD_DEFLATE,
     METHOD_MODEL,
     METHOD_STORED,
+    MIN_PRECISION,
     TRAILER_MAGIC,
 )
 from pyllmcodec.container import (
@@ -169,6 +171,8 @@ def test_header_is_canonical():
         {"chunk_size": 5000},  # > max_context
         {"batch_size": 0},
         {"precision": 33},
+        {"precision": 32},
+        {"precision": 1},
         {"probe_digest": "zz" * 32},
         {"model_name": ""},
     ],
@@ -176,6 +180,24 @@ def test_header_is_canonical():
 def test_bad_meta_is_refused_on_write(over):
     with pytest.raises(ValueError):
         encode_header(make_meta(**over))
+
+
+def test_precision_range_is_the_cores():
+    """constants repeats the core's range so that the container needs no
+    native build; the two must not drift apart."""
+    core = pytest.importorskip("pyllmcodec.core")
+    assert (MIN_PRECISION, MAX_PRECISION) == (core.MIN_PRECISION, core.MAX_PRECISION)
+
+
+@pytest.mark.parametrize("precision", [MIN_PRECISION - 1, MAX_PRECISION + 1])
+def test_header_with_a_precision_the_core_cannot_run_is_refused(precision):
+    meta = make_meta()
+    meta["precision"] = precision  # past encode_header's check: as a hostile writer would
+    raw = _rebuild_header(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
+    with pytest.raises(FormatError, match="precision"):
+        parse_header(raw)
+    for ok in (MIN_PRECISION, MAX_PRECISION):
+        assert parse_header(encode_header(make_meta(precision=ok))).precision == ok
 
 
 def test_varint_roundtrip():
@@ -204,6 +226,20 @@ def test_index_and_reader_agree():
     assert [g[0] for g in got] == [2, 2, 1]
     assert b"".join(b"".join(ps) for _, ps in got) == DATA
     assert r.footer is not None and r.footer.sha256 == hashlib.sha256(DATA).digest()
+
+
+def test_index_offsets_in_a_large_wave():
+    """payload and chunk_offset read per-block prefix sums: every chunk of a
+    wave of 300 rows (uneven last chunk, a short last wave) lands where the
+    data has it."""
+    data = bytes(range(256)) * 5 + b"end"  # 1283 bytes: 320 chunks of 4 and one of 3, waves of 300 and 21
+    ix = ArchiveIndex(stored_archive(data, chunk=4, batch=300))
+    assert [len(b.entries) for b in ix.blocks] == [300, 21]
+    for i in range(ix.n_chunks):
+        bi, k = ix.locate(i)
+        assert ix.chunk_offset(i) == 4 * i
+        assert bytes(ix.payload(ix.blocks[bi], k)) == data[4 * i : 4 * i + 4]
+    assert [b.payload_len for b in ix.blocks] == [1200, 83]
 
 
 def test_empty_archive():

@@ -91,7 +91,7 @@ def test_the_fuzzer_finds_a_planted_bug(seeds, monkeypatch):
     the ValueError it prevents: the harness does catch non-CodecErrors."""
     from pyllmcodec import codec
 
-    monkeypatch.setattr(codec, "_check_codable", lambda header: None)
+    monkeypatch.setattr(codec, "check_codable", lambda header: None)
     res = run_random(targets.archive, seeds, 20000, 12, timeout=20, quiet=True, max_findings=1)
     assert res["findings"], f"no finding in {res['runs']} inputs"
     assert "ValueError" in res["findings"][0][2] or "IndexError" in res["findings"][0][2]

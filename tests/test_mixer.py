@@ -311,12 +311,12 @@ GOLDEN_MIXER = (
 def test_chunk_size_follows_a_known_input_size():
     model = get_model()  # no bundle default: 1 KiB chunks
     comp = Compressor(model, batch_size=4)
-    assert comp.auto_chunk and comp.chunk_size == 1024
+    assert comp.plan.auto_chunk and comp.chunk_size == 1024
     assert [comp.chunk_size_for(n) for n in (None, 0, 8191, 8192, 16384, 10**9)] == [1024, 1024, 1024, 2048,
                                                                                       4096, 65536]
     fixed = Compressor(model, batch_size=4, chunk_size=1024)
-    assert not fixed.auto_chunk and fixed.chunk_size_for(10**9) == 1024
-    assert not Compressor(get_token_model(), batch_size=4).auto_chunk
+    assert not fixed.plan.auto_chunk and fixed.chunk_size_for(10**9) == 1024
+    assert not Compressor(get_token_model(), batch_size=4).plan.auto_chunk
     data = REPETITIVE  # 12000 bytes: 4 rows of 2 KiB fill a wave, 4 of 4 KiB would not
     blob = comp.compress(data)
     assert parse_header(blob).chunk_size == 2048

@@ -14,7 +14,7 @@ from pyllmcodec.models import available_models, load_model, register_model
 from pyllmcodec.models.bundle import load_bundle, shipped_bundle_dirs
 
 onnx = pytest.importorskip("onnx")
-from pyllmcodec.models.testing import make_tiny_bundle
+from pyllmcodec.export.testing import make_tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +156,8 @@ def test_torch_export_path_matches(tmp_path):
     """A ByteLM built in PyTorch, exported through the real export path, runs in
     ONNX Runtime with the same probabilities as the PyTorch forward."""
     torch = pytest.importorskip("torch")
-    from pyllmcodec.models.bytelm import ByteLM, ByteLMConfig
-    from pyllmcodec.models.export import export_bundle
+    from pyllmcodec.nets.bytelm import ByteLM, ByteLMConfig
+    from pyllmcodec.export.bytelm import export_bundle
 
     torch.manual_seed(0)
     cfg = ByteLMConfig(n_layer=1, d_model=32, n_head=2, n_kv_head=1, d_mlp=64, ctx=32)
@@ -191,7 +191,7 @@ def test_shipped_default_bundle():
 def test_forward_ideal_bits_match_the_step_graph(tiny):
     """The fast evaluator (teacher-forced graph) gives the code length the
     step graph implies, on the codec's chunking with a short tail chunk."""
-    from pyllmcodec.models.evaluate import ideal_bits
+    from bench.ideal import ideal_bits
 
     model = open_bundle(tiny, backend="onnxruntime", device="cpu", threads=1)
     data = bytes(np.random.default_rng(5).integers(0, 256, 300, dtype=np.uint8))
@@ -228,7 +228,7 @@ def test_segments_follow_the_spec(tiny, context):
     fresh state per segment, fed bos and the `prime` bytes before it, nothing
     scored for those."""
     import pyllmcodec
-    from pyllmcodec.models.evaluate import ideal_bits
+    from bench.ideal import ideal_bits
 
     model = open_bundle(tiny, backend="onnxruntime", device="cpu", threads=1)
     # context None: segments [0,256) [256,472) [472,688) [688,700); 128: a shorter segment length
@@ -271,9 +271,9 @@ def test_segments_follow_the_spec(tiny, context):
     # random weights expand text, so the archive stores it; the wave coder
     # itself spends the bits of the quantized tables of exactly those steps
     # (plus a few bytes of flush per row)
-    runner = comp._session.runner
+    runner = comp.session(comp.geometry_for(None)).runner
     chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
     coded = runner.encode_wave(4, [0, 2, 3], chunks)
     for c, (_, q) in zip(coded, ref):
         assert q - 8 <= len(c) * 8 <= q + 80
-    assert runner.decode_wave(4, [0, 2, 3], [len(c) for c in chunks], coded) == chunks
+    assert [a.tobytes() for a in runner.decode_wave(4, [0, 2, 3], [len(c) for c in chunks], coded)] == chunks

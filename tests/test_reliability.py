@@ -404,7 +404,7 @@ def test_missing_model_cli_says_what_to_do(work, blob, capsys):
 def test_missing_bundle_file_says_reinstall(tmp_path):
     pytest.importorskip("onnx")
     from pyllmcodec.models.bundle import load_bundle
-    from pyllmcodec.models.testing import make_tiny_bundle
+    from pyllmcodec.export.testing import make_tiny_bundle
 
     path = make_tiny_bundle(tmp_path / "tiny")
     victim = next(p for p in path.iterdir() if p.name != "manifest.json")

@@ -6,8 +6,21 @@ import numpy as np
 import pytest
 from conftest import BigramModel, get_model
 
+from pyllmcodec.backends.base import StepModelBase
 from pyllmcodec.errors import CodecError
+from pyllmcodec.geometry import Geometry
 from pyllmcodec.scheduler import WaveRunner, fed_tokens, plan_waves, segments
+
+
+def runner(model, precision=30):
+    """A runner for chunks that fit the context, no match model."""
+    return WaveRunner(model, Geometry(chunk_size=model.max_context, batch_size=1, precision=precision,
+                                      pad=model.bos, context=model.max_context))
+
+
+def decoded(r, batch, rows, lengths, payloads):
+    """decode_wave's symbol arrays as bytes (known lengths: byte-level chunks)."""
+    return [a.tobytes() for a in r.decode_wave(batch, rows, lengths, payloads)]
 
 
 def test_plan_waves():
@@ -38,7 +51,7 @@ def test_fed_tokens_follow_the_documented_rule():
     assert sym[:, 0].tolist() == [ord(c) for c in "abc"] and sym[0, 2] == ord("x")
 
 
-class Recorder:
+class Recorder(StepModelBase):
     """Wraps a model and records the fed-token matrix of every state."""
 
     def __init__(self, model):
@@ -65,10 +78,10 @@ def test_encoder_and_decoder_feed_identical_tokens():
     """Exact mirroring: for a full decode the decoder feeds the model the very
     same [steps, batch] token matrix as the encoder, finished rows included."""
     rec = Recorder(get_model())
-    r = WaveRunner(rec, precision=30)
+    r = runner(rec, precision=30)
     chunks = [b"hello world", b"hi", b"", b"a longer chunk of text"][:2] + [b"the end."]
     payloads = r.encode_wave(3, [0, 1, 2], chunks)
-    got = r.decode_wave(3, [0, 1, 2], [len(c) for c in chunks], payloads)
+    got = decoded(r, 3, [0, 1, 2], [len(c) for c in chunks], payloads)
     assert got == chunks
     enc, dec = (np.array(x) for x in rec.log)
     assert enc.shape == dec.shape == (max(map(len, chunks)), 3)
@@ -76,24 +89,24 @@ def test_encoder_and_decoder_feed_identical_tokens():
 
 
 def test_random_access_rows_alone():
-    r = WaveRunner(get_model(), precision=30)
+    r = runner(get_model(), precision=30)
     chunks = [b"first chunk!", b"second one", b"third, the longest of all", b"4th"]
     payloads = r.encode_wave(4, range(4), chunks)
     for k in range(4):
-        assert r.decode_wave(4, [k], [len(chunks[k])], [payloads[k]]) == [chunks[k]]
-    assert r.decode_wave(4, [1, 3], [10, 3], [payloads[1], payloads[3]]) == [chunks[1], chunks[3]]
+        assert decoded(r, 4, [k], [len(chunks[k])], [payloads[k]]) == [chunks[k]]
+    assert decoded(r, 4, [1, 3], [10, 3], [payloads[1], payloads[3]]) == [chunks[1], chunks[3]]
 
 
 def test_geometry_matters_for_the_test_model():
     """The fake model depends on batch size and row index (as a real backend
     may), so decoding at the wrong geometry must fail: the tests would catch a
     scheduler that got the geometry wrong."""
-    r = WaveRunner(get_model(), precision=30)
+    r = runner(get_model(), precision=30)
     chunks = [b"some ordinary english text here"] * 2
     payloads = r.encode_wave(2, [0, 1], chunks)
     for batch, row in [(3, 0), (2, 1), (1, 0)]:
         try:
-            got = r.decode_wave(batch, [row], [len(chunks[0])], [payloads[0]])
+            got = decoded(r, batch, [row], [len(chunks[0])], [payloads[0]])
         except CodecError:
             continue
         assert got != [chunks[0]]
@@ -101,17 +114,17 @@ def test_geometry_matters_for_the_test_model():
 
 def test_probe_digest():
     m = get_model()
-    r = WaveRunner(m, precision=30)
+    r = runner(m, precision=30)
     d4 = r.probe_digest(4)
-    assert len(d4) == 64 and d4 == WaveRunner(m, precision=30).probe_digest(4)
+    assert len(d4) == 64 and d4 == runner(m, precision=30).probe_digest(4)
     assert r.probe_digest(3) != d4
-    assert WaveRunner(m, precision=24).probe_digest(4) != d4
-    assert WaveRunner(get_model(variant=1), precision=30).probe_digest(4) != d4
+    assert runner(m, precision=24).probe_digest(4) != d4
+    assert runner(get_model(variant=1), precision=30).probe_digest(4) != d4
 
 
 def test_bare_wave_steps_like_the_encoder():
     m = BigramModel()
-    r = WaveRunner(m, precision=30)
+    r = runner(m, precision=30)
     chunks = [b"abcdef", b"xy"]
     m.steps = 0
     r.bare_wave(2, chunks)
@@ -122,7 +135,7 @@ def test_bare_wave_steps_like_the_encoder():
 
 
 def test_chunk_longer_than_context_is_refused():
-    r = WaveRunner(get_model(max_context=8), precision=30)
+    r = runner(get_model(max_context=8), precision=30)
     with pytest.raises(ValueError):
         r.encode_wave(1, [0], [b"123456789"])
 
@@ -133,7 +146,7 @@ def tiny_onnx(tmp_path_factory):
     pytest.importorskip("onnx")
     from pyllmcodec.backends import open_bundle
     from pyllmcodec.models.bundle import load_bundle
-    from pyllmcodec.models.testing import make_tiny_bundle
+    from pyllmcodec.export.testing import make_tiny_bundle
 
     path = make_tiny_bundle(tmp_path_factory.mktemp("tiny"))
     return open_bundle(load_bundle(path), device="cpu", backend="onnxruntime", threads=1)
@@ -142,13 +155,13 @@ def tiny_onnx(tmp_path_factory):
 def test_real_backend_waves_and_random_access(tiny_onnx):
     """Padding rows, finished rows and single-row random access are exact on
     the real ONNX Runtime graph (its row independence, as the codec uses it)."""
-    r = WaveRunner(tiny_onnx, precision=30)
+    r = runner(tiny_onnx, precision=30)
     chunks = [b"hello onnx runtime", b"x", b"a somewhat longer chunk of plain text", b"\x00\xff" * 9]
     payloads = r.encode_wave(4, range(4), chunks)
-    assert r.decode_wave(4, range(4), [len(c) for c in chunks], payloads) == chunks
+    assert decoded(r, 4, range(4), [len(c) for c in chunks], payloads) == chunks
     for k in range(4):
-        assert r.decode_wave(4, [k], [len(chunks[k])], [payloads[k]]) == [chunks[k]]
-    assert r.probe_digest(4) == WaveRunner(tiny_onnx, precision=30).probe_digest(4)
+        assert decoded(r, 4, [k], [len(chunks[k])], [payloads[k]]) == [chunks[k]]
+    assert r.probe_digest(4) == runner(tiny_onnx, precision=30).probe_digest(4)
 
 
 def test_real_backend_archive_roundtrip(tiny_onnx):

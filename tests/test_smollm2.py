@@ -17,7 +17,7 @@ from pyllmcodec import core
 
 torch = pytest.importorskip("torch")
 
-from pyllmcodec import devquant
+from pyllmcodec.backends import devquant
 from pyllmcodec.models import smollm2
 
 P = core.DEFAULT_PRECISION
@@ -136,9 +136,9 @@ def test_conversion_is_reused(bundle_path):
 
 @pytest.fixture(scope="module")
 def ort_model(bundle_path):
-    from pyllmcodec.codec import _load_cached
+    from pyllmcodec.models import load_model
 
-    return _load_cached("smollm2-135m", "cpu", "onnxruntime", None)
+    return load_model("smollm2-135m", device="cpu", backend="onnxruntime")
 
 
 TEXT = (b"Alice was beginning to get very tired of sitting by her sister on the bank, and of having "
@@ -239,7 +239,7 @@ def test_two_phase_steps_give_the_same_archive(bundle_path):
 def test_hf_config_and_vocab_mapping():
     from types import SimpleNamespace
 
-    from pyllmcodec.export_hf import hf_config, hf_vocab
+    from pyllmcodec.export.hf import hf_config, hf_vocab
 
     c = SimpleNamespace(model_type="llama", hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
                         num_hidden_layers=30, intermediate_size=1536, vocab_size=8, rope_theta=1e5,
@@ -267,9 +267,9 @@ def test_export_from_transformers_matches_the_gguf_path(bundle_path, tmp_path):
     transformers = pytest.importorskip("transformers")
     import json
 
-    from pyllmcodec.export_hf import hf_vocab  # noqa: F401  (import check)
+    from pyllmcodec.export.hf import hf_vocab  # noqa: F401  (import check)
     from pyllmcodec.models.bundle import load_bundle
-    from pyllmcodec.models.llama_graph import load_weights
+    from pyllmcodec.backends.llama import load_weights
 
     b = load_bundle(bundle_path, verify=False)
     c = b.manifest["config"]
@@ -289,7 +289,7 @@ def test_export_from_transformers_matches_the_gguf_path(bundle_path, tmp_path):
     (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
     import pyllmcodec
     from pyllmcodec import cli
-    from pyllmcodec.export_hf import load_exported
+    from pyllmcodec.export.hf import load_exported
 
     out = tmp_path / "bundle"
     # the CLI command, as a user runs it

@@ -19,7 +19,8 @@ from conftest import DENSE, PROSE, get_token_model
 
 import pyllmcodec
 from pyllmcodec import Compressor, Decompressor
-from pyllmcodec.codec import MIN_SPLIT_PIECE, _split_point
+from pyllmcodec.geometry import MIN_SPLIT_PIECE
+from pyllmcodec.geometry import split_point as _split_point
 
 MODEL = get_token_model()
 
@@ -42,13 +43,13 @@ def test_dense_cells_are_split_and_model_coded_not_deflated():
     assert info["methods"]["model-tokens"] == info["n_chunks"]
     assert Decompressor(MODEL).decompress(blob) == DENSE
     # every chunk fits the context
-    for c in comp._chunks(memoryview(DENSE), comp.chunk_size):
+    for c in comp.cut(memoryview(DENSE), comp.geometry_for(None)):
         assert len(MODEL.tokenizer.tokenize(bytes(c))) <= MODEL.max_context
 
 
 def test_prose_cells_that_fit_are_not_split():
     comp = Compressor(get_token_model(400), chunk_size=128, batch_size=4)
-    chunks = comp._chunks(memoryview(PROSE), comp.chunk_size)
+    chunks = comp.cut(memoryview(PROSE), comp.geometry_for(None))
     assert [len(c) for c in chunks] == [len(PROSE[i : i + 128]) for i in range(0, len(PROSE), 128)]
 
 

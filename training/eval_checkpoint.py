@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pyllmcodec.models.bytelm import BOS, ByteLM, ByteLMConfig
+from pyllmcodec.nets.bytelm import BOS, ByteLM, ByteLMConfig
 from pyllmcodec.scheduler import segment_windows
 
 

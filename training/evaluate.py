@@ -23,10 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.ideal, this checkout's pyllmcodec
+
 
 def bits_per_byte(data: bytes, bundle, chunk_size: int, threads: int | None = None, eol: bool = True,
                   prime: int = 0, mixer=None, context: int | None = None) -> float:
-    from pyllmcodec.models.evaluate import ideal_bits
+    from bench.ideal import ideal_bits
 
     return ideal_bits(bundle, data, chunk_size, threads=threads, eol=eol, prime=prime,
                       mixer=mixer, context=context) / max(1, len(data))
@@ -66,7 +68,7 @@ def main() -> None:
     comp = Compressor(open_bundle(b, device="cpu", backend="onnxruntime", threads=1),
                       chunk_size=a.chunk_size, prime=a.prime, mixer=None if a.mixer else False, context=a.context)
     prime, mixer = comp.prime, comp.mixer
-    print(("chunks as compress() picks them per file (batch 32)" if comp.auto_chunk else f"chunks of {comp.chunk_size} bytes")
+    print(("chunks as compress() picks them per file (batch 32)" if comp.plan.auto_chunk else f"chunks of {comp.chunk_size} bytes")
           + (f", segments of {comp.context} primed with {prime}" if prime else "")
           + (f", match model {mixer.digest}" if mixer else ", no match model"))
     tot_bits = tot_bytes = 0.0

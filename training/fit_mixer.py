@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyllmcodec.mixer import MixerSpec, fit_prior  # noqa: E402
 from pyllmcodec.models.bundle import load_bundle, write_manifest  # noqa: E402
-from pyllmcodec.models.evaluate import ideal_bits  # noqa: E402
+from bench.ideal import ideal_bits  # noqa: E402
 
 FLAT = MixerSpec(prior=(32768,) * 256)
 

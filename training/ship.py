@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from pyllmcodec.models.export import main as export_main
+from pyllmcodec.export.bytelm import main as export_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pyllmcodec.models.bytelm import BOS, ByteLM, ByteLMConfig
+from pyllmcodec.nets.bytelm import BOS, ByteLM, ByteLMConfig
 
 
 def batch(data: np.ndarray, rng: np.random.Generator, bs: int, ctx: int) -> tuple[torch.Tensor, torch.Tensor]:

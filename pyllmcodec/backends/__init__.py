@@ -15,9 +15,9 @@ import os
 from typing import Any
 
 from ..errors import ModelError
-from .base import StepModel
+from .base import StepModel, TwoPhaseStepModel
 
-__all__ = ["StepModel", "open_bundle", "resolve_device"]
+__all__ = ["StepModel", "TwoPhaseStepModel", "open_bundle", "resolve_device"]
 
 
 def _cuda_present() -> bool:
@@ -70,14 +70,9 @@ def open_bundle(bundle: Any, *, device: str = "auto", backend: str = "auto",
     if backend == "onnxruntime":
         from .onnxruntime import OrtStepModel
 
-        model = OrtStepModel(bundle, threads=threads)
-        if bundle.manifest["vocab"].get("tokenizer"):  # a token-level model (see base.py)
-            from ..tokenizer import load_bundle_tokenizer
-
-            model.tokenizer = load_bundle_tokenizer(bundle)
-        return model
+        return OrtStepModel(bundle, threads=threads)
     if bundle.manifest.get("architecture") == "llama":
-        from ..models.llama import LlamaTorchStepModel
+        from .llama import LlamaTorchStepModel
 
         return LlamaTorchStepModel(bundle, device=device, threads=threads)
     try:

@@ -19,24 +19,36 @@ raw, and to decode one chunk alone (the other rows are fed padding).  It does
 NOT assume independence of ``B`` or of the row index: those are part of the
 batch geometry that the archive records and the decoder reproduces.
 
-Token-level models (optional surface): a model whose symbols are tokens has a
-``tokenizer`` attribute (not None) with ``tokenize_batch(list[bytes]) ->
-list[int64 array]``, ``detokenize(ids) -> bytes``, ``token_bytes(id) ->
-bytes``, ``vocab_size`` and ``sha256``; see :mod:`pyllmcodec.tokenizer`.
-Then ``bos`` is a vocabulary id and ``max_context`` counts tokens.  A model
-whose probabilities live on an accelerator may set ``device_quantize = True``
-and provide ``step_ranges``, ``step_find`` and ``step_logits`` (see
-:class:`pyllmcodec.models.llama.LlamaTorchStepModel` and
-:mod:`pyllmcodec.scheduler`): the two-phase step.
+Every attribute the codec reads is declared here.  Besides the five
+identity fields and three methods, :class:`StepModel` has:
+
+* the codec's defaults for this model (``default_chunk_size``,
+  ``default_prime``, ``default_context``, ``default_mixer``: None for no
+  preference; a bundle's manifest ``codec`` sets them);
+* ``tokenizer``: None for a byte-level model; a token-level model's
+  :class:`Tokenizer` (see :mod:`pyllmcodec.tokenizer`), and then ``bos`` is a
+  vocabulary id and ``max_context`` counts tokens;
+* ``device_quantize``: True for a model whose probabilities live on an
+  accelerator and that quantizes there: it is then a
+  :class:`TwoPhaseStepModel` (see :mod:`pyllmcodec.scheduler`).
+
+:class:`StepModelBase` gives the optional ones their neutral values: subclass
+it (or set them) when writing a model of your own.  Every StepModel in the
+package lives in this package (``backends/``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["BundleModel", "StepModel", "StepState"]
+from ..errors import ModelError
+from ..mixer import MixerSpec
+from ..tokenizer import load_bundle_tokenizer
+
+__all__ = ["BundleModel", "StepModel", "StepModelBase", "StepState", "Tokenizer", "TwoPhaseStepModel"]
 
 
 class StepState(Protocol):
@@ -44,6 +56,32 @@ class StepState(Protocol):
 
     batch_size: int
     position: int
+
+
+class Tokenizer(Protocol):
+    """What the codec uses of a token-level model's tokenizer
+    (:class:`pyllmcodec.tokenizer.BPETokenizer` implements it)."""
+
+    #: SHA-256 (hex) of the vocabulary; recorded in archive headers
+    sha256: str
+    vocab_size: int
+
+    def tokenize(self, data: bytes) -> np.ndarray:
+        """int64 token ids of ``data`` (need not round-trip; the codec checks)."""
+
+    def tokenize_batch(self, items: Sequence[bytes]) -> list[np.ndarray]:
+        """:meth:`tokenize` of each item."""
+
+    def detokenize(self, ids: Any) -> bytes:
+        """The bytes of a token sequence: the concatenation of each token's."""
+
+    @property
+    def token_lengths(self) -> np.ndarray:
+        """int64 ``[vocab_size]``: the byte length of each token."""
+
+    @property
+    def newline_counts(self) -> np.ndarray:
+        """int64 ``[vocab_size]``: the LF bytes in each token."""
 
 
 @runtime_checkable
@@ -58,6 +96,18 @@ class StepModel(Protocol):
     bos: int
     #: the most steps one state can take
     max_context: int
+    #: the codec's default chunk size (bytes) for this model, or None
+    default_chunk_size: int | None
+    #: the codec's default prime of segments, or None
+    default_prime: int | None
+    #: the segments' length the codec uses by default (<= max_context), or None
+    default_context: int | None
+    #: the match model the model ships (docs/FORMAT.md section 4c), or None
+    default_mixer: MixerSpec | None
+    #: a token-level model's tokenizer; None for a byte-level model
+    tokenizer: Tokenizer | None
+    #: quantize on the model's device (then it is a TwoPhaseStepModel)
+    device_quantize: bool
 
     def new_state(self, batch_size: int) -> Any:
         """A fresh state for ``batch_size`` rows at position 0."""
@@ -74,7 +124,39 @@ class StepModel(Protocol):
         shown on a probe mismatch."""
 
 
-class BundleModel:
+@runtime_checkable
+class TwoPhaseStepModel(StepModel, Protocol):
+    """A model that quantizes where its probabilities live (an accelerator)
+    with the core's algorithm and hands the host O(B) numbers per step."""
+
+    def step_ranges(self, state: Any, tokens: np.ndarray, symbols: np.ndarray,
+                    precision: int) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder step: ``(cum_low, freq)`` uint32 ``[B]`` of ``symbols`` in
+        the quantized table of this step's distribution."""
+
+    def step_find(self, state: Any, tokens: np.ndarray, targets: np.ndarray,
+                  precision: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decoder step: ``(symbol, cum_low, freq)`` ``[B]`` for the core
+        decoder's ``targets`` (uint32 ``[B]``)."""
+
+    def step_tables(self, state: Any, tokens: np.ndarray, precision: int) -> np.ndarray:
+        """One step's whole quantized tables (uint32 ``[B, V + 1]``, the
+        core's ``quantize`` layout): what the probe digest hashes."""
+
+
+class StepModelBase:
+    """The optional :class:`StepModel` attributes at their neutral values
+    (no codec preferences, byte-level, host quantization)."""
+
+    default_chunk_size: int | None = None
+    default_prime: int | None = None
+    default_context: int | None = None
+    default_mixer: MixerSpec | None = None
+    tokenizer: Tokenizer | None = None
+    device_quantize: bool = False
+
+
+class BundleModel(StepModelBase):
     """The StepModel attributes every backend reads the same way from a bundle
     manifest; backends subclass it and add their session."""
 
@@ -86,18 +168,12 @@ class BundleModel:
         self.vocab_size = int(m["vocab"]["size"])
         self.bos = int(m["vocab"]["bos"])
         self.max_context = int(m["context_length"])
+        self.tokenizer = load_bundle_tokenizer(bundle)  # None for a byte-level bundle
         codec = m.get("codec") or {}
-        #: the codec's defaults for this model (bundle manifest ``codec``), or None
         self.default_chunk_size = codec.get("chunk_size")
         self.default_prime = codec.get("prime")
-        #: the segments' length the codec uses by default (<= max_context), or None
         self.default_context = codec.get("context")
-        #: the match model the bundle ships (manifest ``codec.mixer``), or None
-        self.default_mixer = None
         if codec.get("mixer") is not None:
-            from ..errors import ModelError
-            from ..mixer import MixerSpec
-
             try:
                 self.default_mixer = MixerSpec.from_json(codec["mixer"])
             except ValueError as exc:

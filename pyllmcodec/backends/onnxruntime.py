@@ -89,8 +89,6 @@ class OrtStepModel(BundleModel):
     """A bundle's step graph in an ONNX Runtime CPU session."""
 
     backend = "onnxruntime"
-    #: a BPETokenizer for a token-level bundle (set by open_bundle), else None
-    tokenizer: Any = None
 
     def __init__(self, bundle: Any, *, threads: int | None = None):
         import onnxruntime as ort

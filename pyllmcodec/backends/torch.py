@@ -1,4 +1,4 @@
-"""PyTorch backend: the bundle's weights in :class:`~pyllmcodec.models.bytelm.ByteLM`,
+"""PyTorch backend: the bundle's weights in :class:`~pyllmcodec.nets.bytelm.ByteLM`,
 stepped with a preallocated KV cache (CPU or CUDA).
 
 Its probabilities are close to, but not bit-identical with, the ONNX Runtime
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.bytelm import ByteLM, ByteLMConfig
+from ..nets.bytelm import ByteLM, ByteLMConfig
 from .base import BundleModel
 
 __all__ = ["TorchStepModel", "load_bytelm"]
@@ -69,7 +69,8 @@ class TorchStepModel(BundleModel):
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        self.net = (net if net is not None else load_bytelm(bundle)).to(self.device)
+        #: ByteLM, or another network with a config ``c`` and ``step`` (docstring)
+        self.net: Any = (net if net is not None else load_bytelm(bundle)).to(self.device)
 
     def new_state(self, batch_size: int) -> _TorchState:
         if batch_size < 1:

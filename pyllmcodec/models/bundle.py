@@ -44,15 +44,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
 
-__all__ = ["Bundle", "file_sha256", "load_bundle", "register_shipped_bundles", "shipped_bundle_dirs",
-           "write_manifest"]
+__all__ = ["Bundle", "bundle_id", "file_sha256", "load_bundle", "shipped_bundle_dirs", "write_manifest"]
 
 BUNDLE_FORMAT = "pyllmcodec-bundle"
 BUNDLE_VERSION = 1
@@ -148,27 +146,3 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
 def shipped_bundle_dirs() -> list[Path]:
     """Bundles inside the installed package (``pyllmcodec/models/<name>/``)."""
     return sorted(p.parent for p in _HERE.glob("*/manifest.json"))
-
-
-def _factory_for(path: Path) -> Callable[..., Any]:
-    cache: dict[Any, Any] = {}
-
-    def factory(device: str = "auto", backend: str = "auto", threads: int | None = None):
-        from ..backends import open_bundle
-
-        key = (device, backend, threads)
-        if key not in cache:  # verifying hashes once per process is enough
-            cache[key] = open_bundle(load_bundle(path, verify=not cache), device=device,
-                                     backend=backend, threads=threads)
-        return cache[key]
-
-    return factory
-
-
-def register_shipped_bundles(register: Callable[..., None]) -> None:
-    for d in shipped_bundle_dirs():
-        try:
-            name = json.loads((d / "manifest.json").read_text())["name"]
-        except (OSError, ValueError, KeyError):
-            continue
-        register(name, _factory_for(d), replace=True)

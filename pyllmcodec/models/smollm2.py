@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,6 @@ __all__ = [
     "convert",
     "gguf_path",
     "read_gguf",
-    "register",
 ]
 
 MODEL_NAME = "smollm2-135m"
@@ -135,7 +132,8 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, out // n_head // 2, 2, inp).swapaxes(1, 2).reshape(out, inp)
 
 
-def read_gguf(path: Path, progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+def read_gguf(path: Path, progress: Callable[[int], None] | None = None
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
     """``(config, weights, vocab)`` from a Llama GGUF: weights float32 with
     Hugging Face names; vocab has ``tokens``, ``merges``, ``token_type``."""
     import gguf
@@ -200,7 +198,7 @@ def convert(path: Path | None = None, out: Path | None = None, *, progress: bool
     """Convert the GGUF at ``path`` to a bundle at ``out`` (defaults: the
     installed GGUF, :func:`bundle_dir`).  Returns the bundle directory; a
     complete existing bundle is reused."""
-    from .llama_graph import export_llama_bundle
+    from ..export.llama_graph import export_llama_bundle
 
     path = path or gguf_path()
     if path is None:
@@ -252,28 +250,3 @@ def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
     except ImportError:
         return _NoBar()
     return tqdm(total=total, desc=desc, unit="step", leave=False)
-
-
-_lock = threading.Lock()
-_factories: dict[Path, Callable[..., Any]] = {}
-
-
-def _factory(device: str = "auto", backend: str = "auto", threads: int | None = None) -> Any:
-    from .bundle import _factory_for
-
-    with _lock:
-        d = convert()
-        f = _factories.get(d)
-        if f is None:
-            f = _factories[d] = _factory_for(d)
-    return f(device=device, backend=backend, threads=threads)
-
-
-def register(register_model: Callable[..., None]) -> None:
-    """Register ``smollm2-135m`` when the GGUF is installed."""
-    if available():
-        register_model(MODEL_NAME, _factory, replace=True)
-
-
-def manifest_summary(d: Path) -> dict[str, Any]:
-    return json.loads((d / "manifest.json").read_text())

@@ -7,7 +7,7 @@ window which already occurred, whole, in an earlier wave (waves of
 ``--wave`` bytes = batch x chunk size), i.e. what a long-match model mixed into
 the model's probabilities could predict almost for free.
 
-    python -m bench.history_redundancy FILE [--limit N] [--k 12,32,64] [--wave 131072]
+    python -m bench.studies.history_redundancy FILE [--limit N] [--k 12,32,64] [--wave 131072]
 
 Measured (2026-11-27) on the first 10 MiB of linux-doc-6.1 with 128 KiB
 waves (B = 128 x 1 KiB): 63.8% of bytes in a repeated 12-byte window (common

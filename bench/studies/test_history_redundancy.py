@@ -1,6 +1,6 @@
-"""bench.history_redundancy: the share of bytes a cross-wave match model could reach."""
+"""bench.studies.history_redundancy: the share of bytes a cross-wave match model could reach."""
 
-from bench.history_redundancy import coverage
+from bench.studies.history_redundancy import coverage
 
 
 def test_a_repeat_within_the_first_wave_does_not_count_and_a_later_one_does():

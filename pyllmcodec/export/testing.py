@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .export import export_bundle, random_weights
+from .bytelm import export_bundle, random_weights
 
 TINY_CONFIG = dict(n_layer=2, d_model=32, n_head=2, n_kv_head=1, d_mlp=64, ctx=256,
                    vocab_in=257, vocab_out=256)

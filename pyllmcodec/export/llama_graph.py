@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
+from ..models.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
 from .onnx_graph import MS_DOMAIN, OPSET
 
-__all__ = ["build_llama_step", "export_llama_bundle", "load_weights"]
+__all__ = ["build_llama_step", "export_llama_bundle"]
 
 
 def _graph_weights(W: Mapping[str, np.ndarray], cfg: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -142,9 +142,9 @@ def export_llama_bundle(
     + ``tokenizer.json`` + ``manifest.json``."""
     import onnx
 
+    from ..nets.llama import LlamaConfig, rope_tables
     from ..tokenizer import TOKENIZER_FILE, BPETokenizer
-    from .export import _externalize
-    from .llama import LlamaConfig, rope_tables
+    from .bytelm import _externalize
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,36 +192,3 @@ def export_llama_bundle(
     write_manifest(out, manifest)
     tick(1)
     return out
-
-
-def load_weights(bundle: Any) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Hugging Face-named float32 weights and the rope tables back from a
-    Llama bundle's ``weights.bin`` (memory-mapped)."""
-    m = bundle.manifest
-    cfg = m["config"]
-    raw = np.memmap(bundle.path / "weights.bin", dtype=np.uint8, mode="r")
-
-    def get(k: str) -> np.ndarray:
-        t = m["tensors"][k]
-        return np.frombuffer(raw, np.float32, count=t["length"] // 4, offset=t["offset"]).reshape(t["shape"])
-
-    d, H, KVH = cfg["d_model"], cfg["n_head"], cfg["n_kv_head"]
-    hd = d // H
-    W: dict[str, np.ndarray] = {"model.embed_tokens.weight": get("embed"), "model.norm.weight": get("norm")}
-    for i in range(cfg["n_layer"]):
-        p = f"model.layers.{i}."
-        qkv = get(f"l{i}.qkv_t").T
-        W[p + "self_attn.q_proj.weight"] = qkv[: H * hd]
-        W[p + "self_attn.k_proj.weight"] = qkv[H * hd : (H + KVH) * hd]
-        W[p + "self_attn.v_proj.weight"] = qkv[(H + KVH) * hd :]
-        W[p + "self_attn.o_proj.weight"] = get(f"l{i}.o_t").T
-        W[p + "input_layernorm.weight"] = get(f"l{i}.attn_norm")
-        W[p + "post_attention_layernorm.weight"] = get(f"l{i}.mlp_norm")
-        gu = get(f"l{i}.gate_up_t").T
-        W[p + "mlp.gate_proj.weight"] = gu[: cfg["d_mlp"]]
-        W[p + "mlp.up_proj.weight"] = gu[cfg["d_mlp"] :]
-        W[p + "mlp.down_proj.weight"] = get(f"l{i}.down_t").T
-    if "lm_head" in m["tensors"]:
-        W["lm_head.weight"] = get("lm_head")
-    W = {k: np.ascontiguousarray(v) for k, v in W.items()}
-    return W, (np.array(get("rope_cos")), np.array(get("rope_sin")))

@@ -3,12 +3,12 @@ worth: the ideal code length of files chunked as the codec chunks them, each
 chunk scored as it is and as the encoder would code it (CR or space CR removed
 before every LF where every line has it).
 
-    python -m bench.eol_eval FILE [FILE ...]                        # default byte model, 1 KiB chunks
-    python -m bench.eol_eval --model smollm2-135m --limit 36864 FILE  # token model (PyTorch forward), 6 KiB chunks
+    python -m bench.studies.eol_eval FILE [FILE ...]                        # default byte model, 1 KiB chunks
+    python -m bench.studies.eol_eval --model smollm2-135m --limit 36864 FILE  # token model (PyTorch forward), 6 KiB chunks
 
 The byte model is scored with its teacher-forced ONNX graph
-(pyllmcodec.models.evaluate), a token model with its PyTorch forward
-(pyllmcodec.models.llama.ideal_bits); both agree with the step graph the codec
+(bench.ideal), a token model with its PyTorch forward
+(bench.ideal.llama_ideal_bits); both agree with the step graph the codec
 runs far below a printed digit.  The codec's real numbers come from
 ``python -m bench`` and ``python -m bench.smollm2_eval``.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 def _byte_scorer(threads: int) -> tuple[Callable[[bytes], float], int]:
     from pyllmcodec.constants import DEFAULT_CHUNK_SIZE
     from pyllmcodec.models.bundle import load_bundle, shipped_bundle_dirs
-    from pyllmcodec.models.evaluate import ideal_bits
+    from bench.ideal import ideal_bits
 
     bundle = load_bundle(shipped_bundle_dirs()[0])
     return (lambda chunk: ideal_bits(bundle, chunk, len(chunk) or 1, threads=threads)), DEFAULT_CHUNK_SIZE
@@ -35,8 +35,9 @@ def _token_scorer(name: str, threads: int) -> tuple[Callable[[bytes], float], in
 
     from pyllmcodec.constants import DEFAULT_TOKEN_CHUNK_SIZE
     from pyllmcodec.models import load_model
-    from pyllmcodec.models.llama import Llama, LlamaConfig, ideal_bits
-    from pyllmcodec.models.llama_graph import load_weights
+    from bench.ideal import llama_ideal_bits as ideal_bits
+    from pyllmcodec.nets.llama import Llama, LlamaConfig
+    from pyllmcodec.backends.llama import load_weights
 
     torch.set_num_threads(threads)
     m = load_model(name, backend="torch", device="cpu", threads=threads)

@@ -1,6 +1,6 @@
 """Step-loop speed of the default model with a float16 KV cache vs float32.
 
-    python -m bench.kv_dtype [--batch 256] [--steps 1024] [--threads 1] [--repeats 3]
+    python -m bench.studies.kv_dtype [--batch 256] [--steps 1024] [--threads 1] [--repeats 3]
 
 Builds the shipped model's step graph twice -- as shipped (float32 cache), and
 with ``Cast`` nodes putting q/k/v into float16 around each
@@ -28,7 +28,7 @@ def _graph(fp16: bool):
 
     from pyllmcodec.backends.torch import load_bytelm
     from pyllmcodec.models.bundle import load_bundle, shipped_bundle_dirs
-    from pyllmcodec.models.onnx_graph import build_graph
+    from pyllmcodec.export.onnx_graph import build_graph
 
     b = load_bundle(shipped_bundle_dirs()[0])
     W = {k: v.detach().float().numpy() for k, v in load_bytelm(b).state_dict().items()}

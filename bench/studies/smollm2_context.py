@@ -1,9 +1,9 @@
 """Ideal code length of SmolLM2-135M on a file for several context windows.
 
-    python -m bench.smollm2_context FILE [--windows 4096,1664] [--threads 1] [--limit N]
+    python -m bench.studies.smollm2_context FILE [--windows 4096,1664] [--threads 1] [--limit N]
 
 Each window of ``W`` tokens is predicted from ``<|im_start|>`` and the window's
-previous tokens (``models.llama.ideal_bits``, a teacher-forced forward in
+previous tokens (``bench.ideal.llama_ideal_bits``, a teacher-forced forward in
 float64 log-softmax), so this answers "how much would a longer context give"
 without the step loop.  The bundle's rotary tables stop at its
 ``max_context`` (2048), so they are recomputed here for 8192 positions, the
@@ -22,7 +22,7 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.smollm2_context", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.studies.smollm2_context", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file")
     ap.add_argument("--windows", default="4096,1664", help="comma-separated window lengths in tokens")
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pyllmcodec.models import load_model
-    from pyllmcodec.models.llama import Llama, ideal_bits, rope_tables
+    from bench.ideal import llama_ideal_bits as ideal_bits
+    from pyllmcodec.nets.llama import Llama, rope_tables
 
     torch.set_num_threads(a.threads)
     m = load_model("smollm2-135m", backend="torch")
@@ -45,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     net = Llama(cfg, m.net.w, rope_tables(cfg, cfg.ctx))
     with open(a.file, "rb") as fh:
         data = fh.read() if a.limit is None else fh.read(a.limit)
-    toks = np.asarray(m.tokenize(data), dtype=np.int64)
-    if m.detokenize(toks) != data:
+    toks = np.asarray(m.tokenizer.tokenize(data), dtype=np.int64)
+    if m.tokenizer.detokenize(toks) != data:
         raise SystemExit("the tokenizer does not round-trip this file; score a text file")
     bos = int(m.bos)
     for w in windows:

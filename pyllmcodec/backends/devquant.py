@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import torch
 
+from ..core import MAX_SYMBOLS
+
 __all__ = ["find_symbols", "freqs", "quantize", "scan_is_sequential", "symbol_ranges"]
 
 _TINY = 2.0**-64
@@ -121,7 +123,7 @@ def freqs(probs: torch.Tensor, precision: int) -> torch.Tensor:
     if probs.dtype != torch.float32 or probs.dim() != 2:
         raise ValueError("probs must be a float32 [B, V] tensor")
     V = probs.shape[1]
-    if not 2 <= V <= min(2 ** (precision - 1), 1 << 21):
+    if not 2 <= V <= min(2 ** (precision - 1), MAX_SYMBOLS):
         raise ValueError(f"V = {V} symbols is too many for precision {precision}")
     if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
         raise ValueError("probabilities must be finite and >= 0")

@@ -10,8 +10,10 @@ cos/sin tables computed once by :func:`rope_tables` and stored in the bundle
 so every backend uses the very same numbers.
 
 Used for conversion checks and evaluation (:meth:`Llama.forward`, teacher
-forced) and by the PyTorch backend (:class:`LlamaTorchStepModel`: one token
-per row, preallocated KV cache).  Importing this module needs torch.
+forced) and by the PyTorch backend
+(:class:`pyllmcodec.backends.llama.LlamaTorchStepModel`: one token per row,
+preallocated KV cache).  Importing this module needs torch; it imports
+nothing else of pyllmcodec.
 """
 
 from __future__ import annotations
@@ -25,9 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backends.torch import TorchStepModel
-
-__all__ = ["Llama", "LlamaConfig", "LlamaTorchStepModel", "rope_tables"]
+__all__ = ["Llama", "LlamaConfig", "rope_tables"]
 
 
 @dataclass(frozen=True)
@@ -152,66 +152,3 @@ class Llama(torch.nn.Module):
             x = x + F.linear(a.reshape(B, c.d_model), w[p + "self_attn.o_proj.weight"])
             x = x + self._mlp(self._norm(x, p + "post_attention_layernorm.weight"), p)
         return F.linear(self._norm(x, "model.norm.weight"), w["lm_head.weight"])
-
-
-def ideal_bits(model: Llama, tokens: np.ndarray, bos: int, window: int = 1024) -> float:
-    """Ideal code length in bits of ``tokens`` coded in windows of ``window``
-    tokens, each predicted from ``bos`` + the window's previous tokens (the
-    codec's chunking)."""
-    total = 0.0
-    for s in range(0, len(tokens), window):
-        seq = np.asarray(tokens[s : s + window], dtype=np.int64)
-        inp = torch.from_numpy(np.concatenate([[bos], seq[:-1]]))[None]
-        logp = torch.log_softmax(model(inp)[0].double(), -1)
-        total -= float(logp[torch.arange(len(seq)), torch.from_numpy(seq)].sum()) / np.log(2)
-    return total
-
-
-class LlamaTorchStepModel(TorchStepModel):
-    """A Llama bundle in PyTorch behind the StepModel interface (see
-    :mod:`pyllmcodec.backends.torch` for the numerics policy), with its
-    tokenizer and the two-phase large-vocabulary steps."""
-
-    def __init__(self, bundle: Any, *, device: str = "cpu", threads: int | None = None):
-        from ..tokenizer import load_bundle_tokenizer
-        from .llama_graph import load_weights
-
-        cfg = LlamaConfig.from_dict(bundle.manifest["config"])
-        weights, rope = load_weights(bundle)
-        super().__init__(bundle, device=device, threads=threads, net=Llama(cfg, weights, rope))
-        #: quantize on the device (two-phase steps, O(B) numbers per step to the
-        #: host): on CUDA; on the CPU the core quantizer reads the probs directly
-        self.device_quantize = self.device.type == "cuda"
-        self.tokenizer = load_bundle_tokenizer(bundle)
-
-    # tokenizer surface (see backends/base.py)
-    def tokenize(self, data: bytes) -> np.ndarray:
-        return self.tokenizer.tokenize(data)
-
-    def detokenize(self, ids: Any) -> bytes:
-        return self.tokenizer.detokenize(ids)
-
-    # two-phase large-vocabulary step: quantize where the logits live
-    @torch.inference_mode()
-    def step_ranges(self, state: Any, tokens: np.ndarray, symbols: np.ndarray,
-                    precision: int) -> tuple[np.ndarray, np.ndarray]:
-        """Encoder step: ``(cum_low, freq)`` uint32 ``[B]`` of ``symbols`` in
-        the core quantizer's table of this step's distribution."""
-        from ..devquant import symbol_ranges
-
-        probs = torch.softmax(self.step_logits(state, tokens), -1)
-        s = torch.from_numpy(np.asarray(symbols, dtype=np.int64)).to(probs.device)
-        c, f = symbol_ranges(probs, s, precision)
-        return c.cpu().numpy().astype(np.uint32), f.cpu().numpy().astype(np.uint32)
-
-    @torch.inference_mode()
-    def step_find(self, state: Any, tokens: np.ndarray, targets: np.ndarray,
-                  precision: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Decoder step: ``(symbol, cum_low, freq)`` for the core decoder's
-        ``targets`` (uint32 ``[B]``)."""
-        from ..devquant import find_symbols
-
-        probs = torch.softmax(self.step_logits(state, tokens), -1)
-        tg = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(probs.device)
-        s, c, f = find_symbols(probs, tg, precision)
-        return s.cpu().numpy(), c.cpu().numpy().astype(np.uint32), f.cpu().numpy().astype(np.uint32)

@@ -2,7 +2,7 @@
 transformer with multi-query attention.
 
 Used for training (``training/train.py``), for ONNX export
-(``pyllmcodec.models.export``) and by the PyTorch backend.  Importing this
+(``pyllmcodec.export.bytelm``) and by the PyTorch backend.  Importing this
 module needs torch; nothing on the ONNX Runtime path imports it.
 
 Shapes: input tokens are bytes 0..255 plus ``BOS = 256`` (input vocabulary
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,7 @@ class ByteLM(nn.Module):
         self.ln_f = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.vocab_out)
         self.apply(self._init)
-        for b in self.blocks:  # GPT-2 style scaled init of residual projections
+        for b in cast("list[Block]", self.blocks):  # GPT-2 style scaled init of residual projections
             nn.init.normal_(b.o.weight, std=0.02 / math.sqrt(2 * c.n_layer))
             nn.init.normal_(b.fc2.weight, std=0.02 / math.sqrt(2 * c.n_layer))
 
@@ -108,7 +109,7 @@ class ByteLM(nn.Module):
         c = self.c
         B = tokens.shape[0]
         x = self.tok(tokens) + self.pos.weight[t]
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(cast("list[Block]", self.blocks)):
             h = blk.ln1(x)
             q = blk.q(h).view(B, c.n_head, 1, c.head_dim)
             k, v = blk.kv(h).view(B, 2, c.n_kv_head, c.head_dim).unbind(1)

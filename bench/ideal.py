@@ -1,4 +1,8 @@
-"""The ideal code length of data under a byte-level bundle, fast.
+"""Ideal code lengths (the evaluator of bench/ and training/): data under a
+byte-level bundle (:func:`ideal_bits`), token sequences under a Llama net
+(:func:`llama_ideal_bits`).
+
+:func:`ideal_bits` is fast.
 
 Uses the bundle's teacher-forced ``forward`` graph on the codec's chunking
 (each chunk scored from BOS on).  It agrees with the step graph the codec runs
@@ -13,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ideal_bits"]
+__all__ = ["ideal_bits", "llama_ideal_bits"]
 
 
 def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None = None,
@@ -33,7 +37,7 @@ def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None
     :func:`pyllmcodec.mixer.fit_prior` fits a prior from."""
     import onnxruntime as ort
 
-    from .. import eol as _eol
+    from pyllmcodec import eol as _eol
 
     bos = int(bundle.manifest["vocab"]["bos"])
     ctx = int(context or bundle.manifest["context_length"])
@@ -47,7 +51,7 @@ def ideal_bits(bundle: Any, data: bytes, chunk_size: int, *, threads: int | None
         chunks = [_eol.encoded(c)[1] for c in chunks]
     if mixer is not None:
         return _mixed_bits(sess, bos, ctx, chunks, chunk_size, prime, batch, mixer, observe)
-    from ..scheduler import segment_windows
+    from pyllmcodec.scheduler import segment_windows
 
     # (window, first scored position): a chunk's segments, each scored from BOS
     windows = [w for c in chunks for w in segment_windows(c, ctx, prime)]
@@ -82,7 +86,7 @@ def chunk_probs(sess: Any, bos: int, ctx: int, chunk: bytes, prime: int, batch: 
     """float32 ``[len(chunk), 256]``: the model's distribution for each byte
     of ``chunk``, from its segments as the codec steps them (softmax of the
     teacher-forced graph's logits)."""
-    from ..scheduler import segment_plan, segment_windows
+    from pyllmcodec.scheduler import segment_plan, segment_windows
 
     plan = segment_plan(len(chunk), ctx, prime)
     windows = segment_windows(chunk, ctx, prime)
@@ -129,4 +133,20 @@ def _mixed_bits(sess: Any, bos: int, ctx: int, chunks: list[bytes], chunk_size: 
             mx.push(y, rows=act)
         if observe is not None:
             observe.append((np.concatenate(cells), np.concatenate(hits)))
+    return total
+
+
+def llama_ideal_bits(model: Any, tokens: np.ndarray, bos: int, window: int = 1024) -> float:
+    """Ideal code length in bits of ``tokens`` coded in windows of ``window``
+    tokens, each predicted from ``bos`` + the window's previous tokens (the
+    codec's chunking), teacher-forced through the PyTorch
+    :class:`pyllmcodec.nets.llama.Llama` ``model``."""
+    import torch
+
+    total = 0.0
+    for s in range(0, len(tokens), window):
+        seq = np.asarray(tokens[s : s + window], dtype=np.int64)
+        inp = torch.from_numpy(np.concatenate([[bos], seq[:-1]]))[None]
+        logp = torch.log_softmax(model(inp)[0].double(), -1)
+        total -= float(logp[torch.arange(len(seq)), torch.from_numpy(seq)].sum()) / np.log(2)
     return total

@@ -4,15 +4,14 @@
 
 Needs ``transformers`` (and the weights, local or downloadable) at export
 time only; the bundle it writes is the same format as the converted SmolLM2
-(:mod:`pyllmcodec.models.llama_graph`): hand-built ONNX step graph, weights,
+(:mod:`pyllmcodec.export.llama_graph`): hand-built ONNX step graph, weights,
 byte-level BPE tokenizer table.  Supported: ``model_type == "llama"`` without
 attention/MLP biases or rope scaling, ``head_dim == hidden_size / heads``, a
 fast byte-level BPE tokenizer (SmolLM, SmolLM2, TinyLlama-style GPT-2 BPE).
 Load the result with :func:`load_exported`, or register it::
 
-    from pyllmcodec.models import register_model
-    from pyllmcodec.models.bundle import _factory_for
-    register_model("my-model", _factory_for(Path(OUT_DIR)))
+    from pyllmcodec.models import bundle_factory, register_model
+    register_model("my-model", bundle_factory(OUT_DIR))
 """
 
 from __future__ import annotations
@@ -81,7 +80,7 @@ def export_hf(source: str, out_dir: str | Path, *, name: str | None = None, cont
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .models.llama_graph import export_llama_bundle
+    from .llama_graph import export_llama_bundle
 
     model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch.float32)
     cfg = hf_config(model.config)
@@ -102,7 +101,7 @@ def export_hf(source: str, out_dir: str | Path, *, name: str | None = None, cont
 
 def load_exported(path: str | Path, **kw: Any) -> Any:
     """A StepModel for an exported bundle (``device``/``backend``/``threads``)."""
-    from .backends import open_bundle
-    from .models.bundle import load_bundle
+    from ..backends import open_bundle
+    from ..models.bundle import load_bundle
 
     return open_bundle(load_bundle(path), **kw)

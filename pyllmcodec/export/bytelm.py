@@ -1,6 +1,6 @@
 """Turn trained ByteLM weights into a model bundle (see :mod:`.bundle`).
 
-    python -m pyllmcodec.models.export CKPT.pt OUT_DIR [--name default --version 1.0.0]
+    python -m pyllmcodec.export.bytelm CKPT.pt OUT_DIR [--name default --version 1.0.0]
 
 Needs ``onnx`` (and torch to read a ``.pt`` checkpoint); the ONNX Runtime path
 that loads the bundle needs neither.
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
+from ..models.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
 from .onnx_graph import build_graph
 
 __all__ = ["export_bundle", "random_weights"]

@@ -1,0 +1,272 @@
+"""The geometry of an archive: how its bytes are cut into chunks and stepped.
+
+Everything about chunks and waves that the decoder must reproduce lives in
+one object, :class:`Geometry`: the chunk size, the batch size, the
+quantizer's precision, the pad token, the segments' length (``context``) and
+prime, and the match model.  It is
+
+* resolved once from a model and the caller's options (:class:`Plan`, which
+  :class:`~pyllmcodec.codec.Compressor` holds; :meth:`Plan.for_size` gives the
+  geometry of one input, whose chunk size may follow the input's size);
+* written into the header (:meth:`Geometry.header_fields`) and read back from
+  it (:meth:`Geometry.from_header`), so that the encoder and the decoder hold
+  equal objects for one archive;
+* the key of a model session (:attr:`Geometry.session_key`: what the step
+  loop's numbers depend on).
+
+A geometry is canonical: ``prime`` is 0 and ``context`` is the model's whole
+context unless chunks are longer than the segments (docs/FORMAT.md section
+4b), as the header records them.
+
+Cutting (:func:`cut`): bytes become cells of ``chunk_size``; for a
+token-level model, a cell with more tokens than the context is split further
+(:func:`split_point`), so every chunk fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import core
+from .backends.base import StepModel, Tokenizer
+from .constants import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_PRIME,
+    DEFAULT_TOKEN_CHUNK_SIZE,
+    MAX_BATCH_SIZE,
+    MAX_BYTE_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    MAX_PRECISION,
+    MIN_PRECISION,
+)
+from .container import Header
+from .errors import ModelError
+from .mixer import MixerSpec
+
+__all__ = ["MIN_SPLIT_PIECE", "Geometry", "Plan", "cut", "header_mixer", "model_mixer", "split_point"]
+
+
+def model_mixer(model: StepModel) -> MixerSpec | None:
+    """The match model ``model`` ships and can run: none on the two-phase
+    (accelerator) path, which quantizes on the device."""
+    return None if model.device_quantize else model.default_mixer
+
+
+def header_mixer(header: Header, model: StepModel) -> MixerSpec | None:
+    """The match model ``header`` asks for, from ``model``'s bundle; ModelError
+    when the model cannot run it or its table is not the one the archive was
+    coded with (the container already refused kinds this version does not run)."""
+    want = header.meta.get("mixer")
+    if want is None:
+        return None
+    mine = model_mixer(model)
+    if mine is None and model.device_quantize:
+        raise ModelError("archive was coded through the match model, which runs with host quantization only; "
+                         "decode with device='cpu' (CLI: --device cpu)")
+    if mine is None or mine.digest != want["digest"]:
+        have = "none" if mine is None else f"digest {mine.digest}"
+        raise ModelError(
+            f"archive was coded with the match model {want['digest']} of model {header.model_name!r}; the model "
+            f"here ships {have} (another release of the bundle with the same weights?): install the "
+            "pyllmcodec release that wrote the archive, or load its bundle with model="
+        )
+    return mine
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """One archive's geometry (module docstring); every field is in its header."""
+
+    #: bytes per chunk (the last of an input may be shorter; a token-level
+    #: model's split cells are shorter too)
+    chunk_size: int
+    #: chunks stepped together: a wave's rows
+    batch_size: int
+    #: the quantizer's precision in bits
+    precision: int
+    #: the token fed to rows that have ended or are absent
+    pad: int
+    #: the segments' length (the model's context, or less)
+    context: int
+    #: silent steps that start each segment after the first (0: one segment per chunk)
+    prime: int = 0
+    #: the match model the chunks are coded through, or None
+    mixer: MixerSpec | None = None
+
+    @property
+    def session_key(self) -> tuple[Any, ...]:
+        """What a model session (its step runner and probe) depends on; the
+        match model's tables are sized by the chunk size."""
+        digest = None if self.mixer is None else self.mixer.digest
+        return (self.precision, self.pad, self.prime, self.context, digest,
+                self.chunk_size if self.mixer is not None else 0)
+
+    def header_fields(self, max_context: int) -> dict[str, Any]:
+        """The header keys of this geometry (container.build_meta's arguments):
+        ``prime`` and ``context`` only where they matter, canonically."""
+        return {
+            "chunk_size": self.chunk_size,
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+            "pad_token": self.pad,
+            "prime": self.prime,
+            "context": self.context if self.context < max_context else 0,
+            "mixer": None if self.mixer is None else {"kind": self.mixer.kind, "digest": self.mixer.digest},
+        }
+
+    @classmethod
+    def from_header(cls, header: Header, model: StepModel) -> Geometry:
+        """The geometry ``header`` records, with the match model from
+        ``model``'s bundle (:func:`header_mixer`)."""
+        return cls(chunk_size=header.chunk_size, batch_size=header.batch_size, precision=header.precision,
+                   pad=header.pad_token, context=header.context, prime=header.prime,
+                   mixer=header_mixer(header, model))
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A Compressor's options resolved against its model: what every archive
+    it writes shares, and :meth:`for_size` for what follows the input's size.
+    Raises ValueError for an option the model cannot run (:meth:`resolve`)."""
+
+    #: the chunk size given, or the model's default
+    chunk_size: int
+    batch_size: int
+    precision: int
+    pad: int
+    #: the segments' length for chunks longer than it
+    context: int
+    #: the prime of segments, for archives whose chunks exceed ``context`` (else 0)
+    prime: int
+    mixer: MixerSpec | None
+    #: chunk_size was not given, on a byte-level model that can segment: an
+    #: input of known size gets longer chunks while it still fills a wave
+    auto_chunk: bool
+    max_context: int
+
+    @classmethod
+    def resolve(cls, model: StepModel, *, chunk_size: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                precision: int | None = None, prime: int | None = None, context: int | None = None,
+                mixer: bool | None = None) -> Plan:
+        tokens = model.tokenizer is not None
+        model_ctx = int(model.max_context)
+        if context is None:  # the segments' length: the model's preference (its bundle's manifest)
+            context = None if tokens else model.default_context
+        if context is not None and (tokens or not _is_int(context) or not 2 <= context <= model_ctx):
+            raise ValueError(f"context must be an int in 2..{model_ctx} (the model's context), for "
+                             "byte-level models only")
+        ctx = model_ctx if context is None else int(context)
+        auto = chunk_size is None
+        segmentable = False
+        if tokens:  # chunk_size counts bytes, the context tokens (<= 1 per byte)
+            max_chunk = MAX_CHUNK_SIZE
+            if chunk_size is None:
+                chunk_size = DEFAULT_TOKEN_CHUNK_SIZE
+        else:  # longer than the context: coded in segments (scheduler.segment_plan)
+            segmentable = ctx >= 2 and not model.device_quantize
+            max_chunk = MAX_BYTE_CHUNK_SIZE if segmentable else min(ctx, MAX_BYTE_CHUNK_SIZE)
+            if chunk_size is None:  # the model's own preference (its bundle's manifest), else 1 KiB
+                pref = model.default_chunk_size
+                chunk_size = int(pref) if pref and segmentable else min(DEFAULT_CHUNK_SIZE, ctx)
+                chunk_size = min(chunk_size, max_chunk)
+        if not _is_int(chunk_size) or not 1 <= chunk_size <= max_chunk:
+            raise ValueError(f"chunk_size must be an int in 1..{max_chunk}")
+        auto_chunk = auto and segmentable
+        resolved_prime = 0
+        if not tokens and (chunk_size > ctx or (auto_chunk and MAX_BYTE_CHUNK_SIZE > ctx)):
+            if prime is None:
+                prime = model.default_prime or min(DEFAULT_PRIME, ctx // 2)
+            if not _is_int(prime) or not 1 <= prime <= ctx // 2:
+                raise ValueError(f"prime must be an int in 1..{ctx // 2} (half the context)")
+            resolved_prime = int(prime)
+        elif prime is not None and (not _is_int(prime) or prime < 0):
+            raise ValueError("prime must be an int >= 0")
+        if not _is_int(batch_size) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be an int in 1..{MAX_BATCH_SIZE}")
+        if precision is None:
+            precision = int(core.DEFAULT_PRECISION)
+        if not _is_int(precision) or not MIN_PRECISION <= precision <= MAX_PRECISION:
+            raise ValueError(f"precision must be an int in {MIN_PRECISION}..{MAX_PRECISION}")
+        if mixer not in (None, True, False):
+            raise ValueError("mixer must be None, True or False")
+        spec = model_mixer(model)
+        if mixer and spec is None:
+            raise ValueError(f"model {model.name!r} ships no match model (its bundle manifest has no "
+                             "codec.mixer, or it quantizes on an accelerator); pass mixer=None or False")
+        return cls(chunk_size=int(chunk_size), batch_size=batch_size, precision=int(precision), pad=int(model.bos),
+                   context=ctx, prime=resolved_prime, mixer=None if mixer is False else spec,
+                   auto_chunk=auto_chunk, max_context=model_ctx)
+
+    def chunk_size_for(self, size: int | None) -> int:
+        """The chunk size for an input of ``size`` bytes (None: unknown): with
+        ``auto_chunk``, doubled while the input still fills ``batch_size`` rows
+        with chunks twice as long, up to 64 KiB (longer chunks code better at
+        the same number of model steps: docs/MODEL.md)."""
+        c = self.chunk_size
+        if not self.auto_chunk or size is None:
+            return c
+        while 2 * c <= MAX_BYTE_CHUNK_SIZE and size >= 2 * c * self.batch_size:
+            c *= 2
+        return c
+
+    def for_size(self, size: int | None) -> Geometry:
+        """The canonical geometry of an archive of ``size`` input bytes."""
+        c = self.chunk_size_for(size)
+        segmented = c > self.context
+        return Geometry(chunk_size=c, batch_size=self.batch_size, precision=self.precision, pad=self.pad,
+                        context=self.context if segmented else self.max_context,
+                        prime=self.prime if segmented else 0, mixer=self.mixer)
+
+
+#: no piece of a split cell is shorter than this (a shorter piece that is still
+#: over the context is left to the fallback codec)
+MIN_SPLIT_PIECE = 16
+
+
+def cut(data: memoryview, chunk_size: int, tokenizer: Tokenizer | None = None,
+        max_context: int = 0) -> list[memoryview]:
+    """Cut ``data`` into chunks: cells of ``chunk_size`` bytes; for a
+    token-level model (``tokenizer``), a cell with more tokens than
+    ``max_context`` is cut in two at :func:`split_point`, and each half again
+    while it is too long.  The pieces are ordinary chunks (``raw_len <=
+    chunk_size``), so the decoder needs nothing new; the cut depends on the
+    cell's bytes alone, so streaming and one-shot compression cut alike."""
+    cells = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
+    if tokenizer is None:
+        return cells
+    out: list[memoryview] = []
+    for cell in cells:
+        todo = [cell]
+        while todo:
+            piece = todo.pop()
+            if len(piece) < 2 * MIN_SPLIT_PIECE or len(tokenizer.tokenize(bytes(piece))) <= max_context:
+                out.append(piece)
+                continue
+            k = split_point(bytes(piece))
+            todo += [piece[k:], piece[:k]]  # a stack: the first half is handled first
+    return out
+
+
+def split_point(data: bytes) -> int:
+    """Where :func:`cut` splits a too-long cell ``data`` (``len >= 2 *
+    MIN_SPLIT_PIECE``; dense text -- code, non-Latin scripts -- can have more
+    tokens than the context): after the last newline, else space, in the
+    middle half of the data, else at the UTF-8 character start nearest below
+    the middle."""
+    n = len(data)
+    lo, mid = max(n // 4, MIN_SPLIT_PIECE), n // 2
+    for sep in (b"\n", b" "):
+        k = data.rfind(sep, lo, mid + 1)
+        if k >= 0:
+            return k + 1
+    k = mid
+    while k > lo and (data[k] & 0xC0) == 0x80:  # do not cut inside a UTF-8 sequence
+        k -= 1
+    return k
+

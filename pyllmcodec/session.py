@@ -1,0 +1,158 @@
+"""Model sessions: a model at one geometry, with its probe digest.
+
+A :class:`Session` is what the codec steps: a
+:class:`~pyllmcodec.scheduler.WaveRunner` for a model at a
+:class:`~pyllmcodec.geometry.Geometry`, the probe digests it has computed
+(per probe batch size) and its fingerprint.  :func:`session_for` returns the
+one session of a (model, geometry) pair; sessions are cached per model,
+weakly: they live exactly as long as their model (which the registry's
+bounded cache, or the caller, holds -- :mod:`pyllmcodec.models`), so the
+cache never keeps a model alive.
+
+The checks an archive's header must pass before decoding also live here:
+:func:`check_model` (the archive's model and this one agree),
+:func:`check_codable` (the coder can run the header's numbers, before any
+model is loaded) and :meth:`Session.check_probe` (the model reproduces the
+archive's numerics, else :class:`~pyllmcodec.errors.NumericsMismatchError`).
+
+Threading: a session holds no per-call state (every wave makes its own coder
+objects and model state), so one session may serve several threads when the
+model's ``step`` is reentrant for distinct states (ONNX Runtime's is).  The
+caches are plain dicts under a lock; a race only computes a digest twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from . import core
+from .backends.base import StepModel
+from .container import Header
+from .errors import FormatError, ModelError, NumericsMismatchError
+from .geometry import Geometry
+from .scheduler import WaveRunner
+
+__all__ = ["Session", "check_codable", "check_model", "session_for"]
+
+
+class Session:
+    """A model at one geometry: its step runner, probe digests and fingerprint."""
+
+    def __init__(self, model: StepModel, geometry: Geometry) -> None:
+        self.model = model
+        self.geometry = geometry
+        self.runner = WaveRunner(model, geometry)
+        self._probes: dict[int, str] = {}
+        self._fingerprint: dict[str, str] | None = None
+
+    def probe(self, batch: int) -> str:
+        """The probe digest at batch size ``batch`` (computed once)."""
+        digest = self._probes.get(batch)
+        if digest is None:
+            digest = self._probes[batch] = self.runner.probe_digest(batch)
+        return digest
+
+    def fingerprint(self) -> dict[str, str]:
+        if self._fingerprint is None:
+            self._fingerprint = {str(k): str(v) for k, v in self.model.fingerprint().items()}
+        return self._fingerprint
+
+    def check_probe(self, header: Header) -> None:
+        """NumericsMismatchError unless this session reproduces the probe
+        digest ``header`` records."""
+        mine = self.probe(header.probe_batch)
+        if mine != header.probe_digest:
+            raise NumericsMismatchError(_mismatch_message(header, self.fingerprint(), mine))
+
+
+_lock = threading.Lock()
+#: id(model) -> (weak reference to the model, its sessions by geometry key)
+_sessions: dict[int, tuple[Any, dict[tuple[Any, ...], Session]]] = {}
+
+
+def session_for(model: StepModel, geometry: Geometry) -> Session:
+    """The session of ``model`` at ``geometry`` (cached while the model lives;
+    a model that cannot be weakly referenced gets a fresh session each time)."""
+    key = geometry.session_key
+    mid = id(model)
+    with _lock:
+        entry = _sessions.get(mid)
+        if entry is not None and entry[0]() is model:
+            sess = entry[1].get(key)
+            if sess is not None:
+                return sess
+    sess = Session(model, geometry)
+
+    def forget(ref: Any) -> None:
+        _forget(mid, ref)
+
+    try:
+        ref = weakref.ref(model, forget)
+    except TypeError:  # not weakly referenceable: no cache
+        return sess
+    with _lock:
+        entry = _sessions.get(mid)
+        if entry is None or entry[0]() is not model:
+            entry = _sessions[mid] = (ref, {})
+        return entry[1].setdefault(key, sess)
+
+
+def _forget(mid: int, ref: Any) -> None:
+    """Drop a collected model's sessions (a weakref callback: no lock, since it
+    may run at any allocation, even in a thread holding the lock; the dict
+    operations are atomic)."""
+    sessions = _sessions
+    if sessions is not None:  # None at interpreter shutdown
+        entry = sessions.get(mid)
+        if entry is not None and entry[0] is ref:
+            sessions.pop(mid, None)
+
+
+def check_codable(header: Header) -> None:
+    """FormatError unless the header's precision, vocabulary and pad token are
+    ones this build's coder and a model could run: checked before any model
+    is loaded, so a hostile header never reaches the core as a ValueError or
+    feeds the model an out-of-range token."""
+    p, m = header.precision, header.meta["model"]
+    v, bos = int(m["vocab_size"]), int(m["bos"])
+    if not core.MIN_PRECISION <= p <= core.MAX_PRECISION or v > min(1 << (p - 1), core.MAX_SYMBOLS) or v < 2:
+        raise FormatError(
+            f"archive asks for precision {p} with {v} symbols; this pyllmcodec's coder supports precision "
+            f"{core.MIN_PRECISION}..{core.MAX_PRECISION} and 2..min(2^(precision-1), {core.MAX_SYMBOLS}) symbols "
+            "(corrupt archive, or one from a newer pyllmcodec)"
+        )
+    if not (0 <= header.pad_token < v or header.pad_token == bos):
+        raise FormatError(f"archive pad token {header.pad_token} is neither a symbol (< {v}) nor bos ({bos})")
+
+
+def check_model(header: Header, model: StepModel) -> None:
+    """ModelError unless ``model`` is the one the archive was written with."""
+    if model.name != header.model_name or model.sha256 != header.model_sha256:
+        raise ModelError(
+            f"archive was written with model {header.model_name!r} (sha256 {header.model_sha256}); "
+            f"the model given is {model.name!r} (sha256 {model.sha256}); load the archive's model"
+        )
+    meta_model = header.meta["model"]
+    for k, have in (("vocab_size", model.vocab_size), ("bos", model.bos), ("max_context", model.max_context)):
+        if int(have) != int(meta_model[k]):
+            raise ModelError(f"model {k} is {have}, the archive says {meta_model[k]}")
+
+
+def _mismatch_message(header: Header, mine_fp: dict[str, str], mine_digest: str) -> str:
+    theirs = header.fingerprint
+    keys = sorted(set(theirs) | set(mine_fp))
+    diff = [f"    {k}: archive={theirs.get(k, '-')!s} here={mine_fp.get(k, '-')!s}"
+            for k in keys if theirs.get(k) != mine_fp.get(k)]
+    return (
+        "numerics mismatch: the model on this machine does not reproduce the probabilities "
+        f"this archive was written with (probe digest {mine_digest[:16]}... here vs "
+        f"{header.probe_digest[:16]}... in the archive), so decoding would produce garbage.\n"
+        f"  archive fingerprint: {theirs}\n"
+        f"  this machine:        {mine_fp}\n"
+        + ("  differences:\n" + "\n".join(diff) + "\n" if diff
+           else "  (the fingerprints agree; the numerics still differ)\n")
+        + "Decode on a machine whose fingerprint matches (same backend, device, library versions), "
+        "e.g. pass device=/backend= (CLI: --device/--backend) to match the archive."
+    )
