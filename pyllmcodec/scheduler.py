@@ -364,23 +364,27 @@ class WaveRunner:
         tok = np.full(batch, self.pad, dtype=np.int64)
         alive = np.asarray(sorted(int(r) for r in rows if need[r] > 0), dtype=np.int64)
         C, K = self.context, self.prime
-        seg_start, t = 0, 0  # the current segment's first coded symbol; the symbol decoded next
+        t, next_seg = 0, 0  # the symbol decoded next; the first symbol of the next segment
         while alive.size:
-            if t >= longest:
+            if finish_at is None and t >= longest:
                 raise ValueError("a chunk does not end within what its rows can code (the model's context)")
-            if t == 0 or t == seg_start + (C if seg_start == 0 else C - K):  # a segment starts here
+            if t == next_seg:  # a segment starts here (segment_plan): a fresh state, bos, the prime
                 self._plan(t + 1)  # refuses segments on the two-phase path
                 k = 0 if t == 0 else K
-                seg_start = t
+                next_seg = t + C - k
                 state = self.model.new_state(batch)
                 tok[alive] = self.bos
-                for u in range(k):  # bos and the prime, from symbols decoded before
+                for u in range(k):  # the prime, from symbols decoded before
                     step(state, tok)
                     tok[alive] = out[t - k + u, alive]
-            act = None if alive.size == batch else alive
-            s = coder.decode(state, dec, tok, act)
-            out[t, alive] = s
-            tok[alive] = s
+            if alive.size == batch:
+                s = coder.decode(state, dec, tok, None)
+                out[t] = s
+                tok[:] = s
+            else:
+                s = coder.decode(state, dec, tok, alive)
+                out[t, alive] = s
+                tok[alive] = s
             t += 1
             if finish_at is not None:
                 fin = finish_at.get(t)
