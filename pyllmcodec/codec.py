@@ -45,7 +45,7 @@ from .container import ArchiveIndex, ArchiveWriter, Block, ChunkEntry, Header, b
 from .errors import ChecksumError, CodecError, FormatError, ModelError, OutputLimitError
 from .geometry import Geometry, Plan, cut
 from .io import LlmzFile, Readable, bytes_view
-from .methods import METHODS, choose, decode_rows, model_inputs, unpack
+from .methods import METHODS, choose, model_inputs, unpack
 from .models import load_model
 from .scheduler import plan_waves
 from .session import Session, check_codable, check_model, session_for
@@ -240,8 +240,10 @@ class Compressor:
         empty = np.zeros(0, dtype=np.int64)
         runner = self.session(geometry).runner
         coded = runner.encode_wave(batch, range(batch), [empty if s is None else s for _, s in inputs])
-        out = [choose(row, raw, m, None if s is None else p, self.fallback)
-               for row, (raw, (m, s), p) in enumerate(zip(chunks, inputs, coded))]
+        out: list[tuple[ChunkEntry, Any]] = []
+        for row, (raw, (m, s), p) in enumerate(zip(chunks, inputs, coded)):
+            method, best = choose(raw, m, None if s is None else p, self.fallback)
+            out.append((ChunkEntry(row, len(raw), len(best), method, zlib.crc32(raw)), best))
         if self.verify:
             self._verify_wave(batch, chunks, out, geometry)
         return out
@@ -250,9 +252,9 @@ class Compressor:
                      geometry: Geometry) -> None:
         model_rows = [(e, p) for e, p in coded if METHODS[e.method].model]
         if model_rows:
-            got = decode_rows(self.session(geometry).runner, self.model.tokenizer, batch,
-                              [e.row for e, _ in model_rows], [e.method for e, _ in model_rows],
-                              [e.raw_len for e, _ in model_rows], [p for _, p in model_rows])
+            got = self.session(geometry).decode_rows(batch, [e.row for e, _ in model_rows],
+                                                     [e.method for e, _ in model_rows],
+                                                     [e.raw_len for e, _ in model_rows], [p for _, p in model_rows])
             for (e, _), data in zip(model_rows, got):
                 if data != bytes(chunks[e.row]):
                     raise CodecError(
@@ -261,7 +263,7 @@ class Compressor:
                         "so its archives cannot be trusted"
                     )
         for e, p in coded:
-            if e.method == METHOD_DEFLATE and unpack(e, p, e.row) != bytes(chunks[e.row]):
+            if e.method == METHOD_DEFLATE and unpack(e.method, p, e.raw_len, e.row) != bytes(chunks[e.row]):
                 raise CodecError("verify-after-compress failed on a deflate chunk")
 
     # ---------------------------------------------------------- public API
@@ -343,8 +345,7 @@ class _Job:
         self.targets.append(target)
 
     def run(self) -> list[bytes]:
-        return decode_rows(self.session.runner, self.session.model.tokenizer, self.batch, self.rows,
-                           self.methods, self.raw_lens, self.payloads)
+        return self.session.decode_rows(self.batch, self.rows, self.methods, self.raw_lens, self.payloads)
 
 
 def _crc_message(index: int, start: int | None) -> str:
@@ -429,7 +430,7 @@ class Decompressor:
         out = []
         for k, e in enumerate(block.entries):
             index = block.first_chunk + k
-            chunk = decoded[k] if k in decoded else unpack(e, payloads[k], index)
+            chunk = decoded[k] if k in decoded else unpack(e.method, payloads[k], e.raw_len, index)
             out.append(_checked(chunk, e, index, None))
         return out
 
@@ -477,7 +478,7 @@ class Decompressor:
                 for k, e in enumerate(block.entries):
                     if not METHODS[e.method].model:
                         index = block.first_chunk + k
-                        place(a, index, unpack(e, ix.payload(block, k), index))
+                        place(a, index, unpack(e.method, ix.payload(block, k), e.raw_len, index))
                 if not model_k:
                     continue
                 if sess is None:
@@ -524,7 +525,8 @@ class Decompressor:
             for k in ks:
                 e, index = block.entries[k], block.first_chunk + k
                 if not METHODS[e.method].model:
-                    pieces[index] = _checked(unpack(e, ix.payload(block, k), index), e, index, ix.chunk_offset(index))
+                    chunk = unpack(e.method, ix.payload(block, k), e.raw_len, index)
+                    pieces[index] = _checked(chunk, e, index, ix.chunk_offset(index))
             if model_k:
                 job = _Job(self.session(ix.header), block.batch)
                 for k in model_k:

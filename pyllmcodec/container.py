@@ -46,11 +46,6 @@ from .constants import (
     MAX_CHUNK_SIZE,
     MAX_META_LEN,
     MAX_PRECISION,
-    METHOD_DEFLATE,
-    METHOD_MODEL,
-    METHOD_MODEL_EOL_CR,
-    METHOD_MODEL_EOL_SPACE_CR,
-    METHOD_MODEL_TOKENS,
     METHOD_NAMES,
     METHOD_STORED,
     MIN_PRECISION,
@@ -61,6 +56,7 @@ from .constants import (
     TRAILER_MAGIC,
 )
 from .errors import FormatError
+from .methods import METHODS
 
 __all__ = [
     "BLOCK_OVERHEAD",
@@ -570,19 +566,12 @@ def parse_block_header(
         last_row = row
         if not 1 <= raw_len <= header.chunk_size:
             raise FormatError(f"{what}: raw length {raw_len} outside 1..{header.chunk_size}")
-        if method == METHOD_STORED:
-            if coded_len != raw_len:
-                raise FormatError(f"{what}: stored chunk with coded length != raw length")
-        elif method in (METHOD_MODEL, METHOD_DEFLATE, METHOD_MODEL_TOKENS, METHOD_MODEL_EOL_CR,
-                        METHOD_MODEL_EOL_SPACE_CR):
-            if method == METHOD_MODEL_TOKENS and "tokenizer" not in header.meta:
-                raise FormatError(f"{what}: method model-tokens in an archive without a tokenizer")
-            if method == METHOD_MODEL and "tokenizer" in header.meta:
-                raise FormatError(f"{what}: byte-level model method in a token-level archive")
-            if coded_len >= raw_len:
-                raise FormatError(f"{what}: coded length {coded_len} >= raw length {raw_len}")
-        else:
+        spec = METHODS.get(method)
+        if spec is None:
             raise FormatError(f"{what}: unknown method {method}")
+        problem = spec.entry_error(raw_len, coded_len, "tokenizer" in header.meta)
+        if problem is not None:
+            raise FormatError(f"{what}: {problem}")
         entries.append(ChunkEntry(row, raw_len, coded_len, method, ccrc))
     if pos != end:
         raise FormatError(f"block at offset {where}: {end - pos} stray bytes in its entry table")

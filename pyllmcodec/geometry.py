@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import core
-from .backends.base import StepModel, Tokenizer
+from .backends.base import StepModel
 from .constants import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
@@ -44,6 +44,7 @@ from .constants import (
 from .container import Header
 from .errors import ModelError
 from .mixer import MixerSpec
+from .tokenizer import Tokenizer
 
 __all__ = ["MIN_SPLIT_PIECE", "Geometry", "Plan", "cut", "header_mixer", "model_mixer", "split_point"]
 

@@ -12,13 +12,17 @@ the codec does per method reads that row, so a new method is one row here
   removed before every LF when coding and restored when decoding
   (:mod:`pyllmcodec.eol`).
 
+The container validates each entry's method against this table (which
+methods an archive kind may hold, which coded lengths are valid), so this
+module sits below it and imports nothing of the codec.
+
 Encoding a wave: :func:`model_inputs` prepares each chunk's symbols for the
 model (or says the model cannot code it); the scheduler codes them;
 :func:`choose` keeps the smallest of the model's payload and the packed
-offers, so a chunk never grows.  Decoding a wave: :func:`decode_rows` tells
-the scheduler how each row ends (known symbol counts, or the byte count of
-its decoded symbols) and finishes each row's symbols into bytes;
-:func:`unpack` handles the others.
+offers, so a chunk never grows.  Decoding a wave: :func:`stop_rule` says how
+each row ends (known symbol counts, or the byte count of its decoded
+symbols), :func:`finish` turns a row's symbols back into bytes, and
+:func:`unpack` handles the methods the model does not decode.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from . import eol
-from .backends.base import Tokenizer
 from .constants import (
     DEFLATE_LEVEL,
     EOL_SUFFIXES,
@@ -43,11 +46,10 @@ from .constants import (
     METHOD_NAMES,
     METHOD_STORED,
 )
-from .container import ChunkEntry
 from .errors import ChecksumError
-from .scheduler import WaveRunner
+from .tokenizer import Tokenizer
 
-__all__ = ["METHODS", "Method", "choose", "decode_rows", "model_inputs", "unpack"]
+__all__ = ["METHODS", "Method", "choose", "finish", "model_inputs", "stop_rule", "unpack"]
 
 
 def _deflate(raw: bytes) -> bytes:
@@ -79,7 +81,7 @@ class Method:
     id: int
     #: decoded through the model (else by ``unpack`` alone)
     model: bool
-    #: a model method's archives: "bytes" (byte-level), "tokens" (token-level) or "any"
+    #: the archives it may appear in: "bytes" (byte-level), "tokens" (token-level) or "any"
     kind: str = "any"
     #: line-ending methods: removed before every LF when coding, restored after
     suffix: bytes = b""
@@ -91,6 +93,17 @@ class Method:
     @property
     def name(self) -> str:
         return METHOD_NAMES[self.id]
+
+    def entry_error(self, raw_len: int, coded_len: int, tokens: bool) -> str | None:
+        """Why an index entry of this method with these lengths cannot be in
+        an archive (token-level: ``tokens``), or None: the container's check."""
+        if self.kind == "tokens" and not tokens:
+            return f"method {self.name} in an archive without a tokenizer"
+        if self.kind == "bytes" and tokens:
+            return f"byte-level method {self.name} in a token-level archive"
+        if self.id == METHOD_STORED:
+            return None if coded_len == raw_len else "stored chunk with coded length != raw length"
+        return None if coded_len < raw_len else f"coded length {coded_len} >= raw length {raw_len}"
 
 
 METHODS: dict[int, Method] = {
@@ -132,11 +145,11 @@ def model_inputs(raws: Sequence[bytes], *, eol_methods: bool, tokenizer: Tokeniz
     return out
 
 
-def choose(row: int, raw: memoryview, method: int, payload: bytes | None,
-           fallback: str) -> tuple[ChunkEntry, bytes | memoryview]:
-    """The smallest of: the model's ``payload`` (None: no offer), the packed
-    offers of the non-model methods the ``fallback`` allows ("deflate": stored
-    and deflate; "stored": stored), and the raw bytes (stored, on ties)."""
+def choose(raw: memoryview, method: int, payload: bytes | None, fallback: str) -> tuple[int, bytes | memoryview]:
+    """``(method, payload)``: the smallest of the model's ``payload`` (None:
+    no offer), the packed offers of the non-model methods the ``fallback``
+    allows ("deflate": stored and deflate; "stored": stored), and the raw
+    bytes (stored, on ties)."""
     n = len(raw)
     best: bytes | memoryview = raw
     chosen = METHOD_STORED
@@ -148,58 +161,59 @@ def choose(row: int, raw: memoryview, method: int, payload: bytes | None,
         packed = pack(bytes(raw))
         if packed is not None and len(packed) < len(best):
             chosen, best = METHOD_DEFLATE, packed
-    return ChunkEntry(row, n, len(best), chosen, zlib.crc32(raw)), best
+    return chosen, best
 
 
 # ------------------------------------------------------------------ decoding
 
 
-def unpack(e: ChunkEntry, payload: Any, index: int) -> bytes:
-    """A non-model chunk's bytes; ChecksumError when its payload is invalid."""
-    m = METHODS[e.method]
+def unpack(method: int, payload: Any, raw_len: int, index: int) -> bytes:
+    """A non-model chunk's bytes (chunk ``index``); ChecksumError when its
+    payload is invalid."""
+    m = METHODS[method]
     if m.unpack is None:
         raise AssertionError(f"method {m.name} is not unpacked here")
-    out = m.unpack(payload, e.raw_len)
+    out = m.unpack(payload, raw_len)
     if out is None:
         raise ChecksumError(f"chunk {index}: corrupt {m.name} data (the archive is corrupt)")
     return out
 
 
-def decode_rows(runner: WaveRunner, tokenizer: Tokenizer | None, batch: int, rows: Sequence[int],
-                methods: Sequence[int], raw_lens: Sequence[int], payloads: Sequence[Any]) -> list[bytes]:
-    """Decode the model-coded chunks at ``rows`` of one wave of ``batch`` rows
-    and finish them into bytes.  A byte-level row without a line-ending
-    method has a known symbol count (its ``raw_len``); every other row ends
-    at the symbol that brings its byte count -- each token's length, plus the
-    suffix once per LF for a line-ending method -- to ``raw_len`` (the
-    encoder stepped it exactly that far).  ChecksumError when a row cannot
-    end so, or its bytes are not ``raw_len`` long."""
-    V = runner.vocab_size
-    suffix = [len(METHODS[m].suffix) for m in methods]
-    known = tokenizer is None and not any(suffix)
-    weights = None if known else (np.ones(V, dtype=np.int64) if tokenizer is None else tokenizer.token_lengths)
+def stop_rule(methods: Sequence[int], tokenizer: Tokenizer | None,
+              vocab_size: int) -> tuple[np.ndarray | None, np.ndarray | None, list[int]]:
+    """How the decoded rows of these ``methods`` end (the scheduler's
+    ``decode_wave`` arguments): ``(weights, newlines, extra)``.  A byte-level
+    row without a line-ending method has a known symbol count, its
+    ``raw_len`` (weights None, when every row is so); every other row ends at
+    the symbol that brings its byte count -- each token's length, plus the
+    suffix once per LF for a line-ending method -- to ``raw_len``: the encoder
+    stepped it exactly that far."""
+    extra = [len(METHODS[m].suffix) for m in methods]
+    if tokenizer is None and not any(extra):
+        return None, None, extra
+    weights = np.ones(vocab_size, dtype=np.int64) if tokenizer is None else tokenizer.token_lengths
     newlines = None
-    if any(suffix):
-        newlines = (np.arange(V) == 10).astype(np.int64) if tokenizer is None else tokenizer.newline_counts
-    try:
-        got = runner.decode_wave(batch, rows, raw_lens, payloads, weights=weights, newlines=newlines, extra=suffix)
-    except ValueError as exc:
-        raise ChecksumError(f"{exc}: the archive is corrupt (or was decoded with different numerics)") from None
-    out: list[bytes] = []
-    for sym, m, n in zip(got, methods, raw_lens):
-        if tokenizer is None:
-            data = sym.astype(np.uint8, copy=False).tobytes()
-        else:
-            try:
-                data = tokenizer.detokenize(sym)
-            except IndexError:
-                data = b""
-        if METHODS[m].suffix:
-            data = eol.restore(data, m)
-        if len(data) != n:
-            raise ChecksumError(
-                f"a {METHOD_NAMES[m]} chunk decoded to {len(data)} bytes, its entry says "
-                f"{n}: the archive is corrupt (or was decoded with different numerics)"
-            )
-        out.append(data)
-    return out
+    if any(extra):
+        newlines = (np.arange(vocab_size) == 10).astype(np.int64) if tokenizer is None else tokenizer.newline_counts
+    return weights, newlines, extra
+
+
+def finish(symbols: np.ndarray, method: int, raw_len: int, tokenizer: Tokenizer | None) -> bytes:
+    """A decoded row's bytes: its symbols (detokenized for a token-level
+    model), the line-ending suffix restored; ChecksumError when they are not
+    ``raw_len`` long."""
+    if tokenizer is None:
+        data = symbols.astype(np.uint8, copy=False).tobytes()
+    else:
+        try:
+            data = tokenizer.detokenize(symbols)
+        except IndexError:
+            data = b""
+    if METHODS[method].suffix:
+        data = eol.restore(data, method)
+    if len(data) != raw_len:
+        raise ChecksumError(
+            f"a {METHOD_NAMES[method]} chunk decoded to {len(data)} bytes, its entry says "
+            f"{raw_len}: the archive is corrupt (or was decoded with different numerics)"
+        )
+    return data

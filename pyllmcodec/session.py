@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from . import core
 from .backends.base import StepModel
 from .container import Header
-from .errors import FormatError, ModelError, NumericsMismatchError
+from .errors import ChecksumError, FormatError, ModelError, NumericsMismatchError
 from .geometry import Geometry
+from .methods import finish, stop_rule
 from .scheduler import WaveRunner
 
 __all__ = ["Session", "check_codable", "check_model", "session_for"]
@@ -58,6 +60,21 @@ class Session:
         if self._fingerprint is None:
             self._fingerprint = {str(k): str(v) for k, v in self.model.fingerprint().items()}
         return self._fingerprint
+
+    def decode_rows(self, batch: int, rows: Sequence[int], methods: Sequence[int], raw_lens: Sequence[int],
+                    payloads: Sequence[Any]) -> list[bytes]:
+        """Decode the model-coded chunks at ``rows`` of one wave of ``batch``
+        rows into bytes: each row ends by its method's rule
+        (:func:`pyllmcodec.methods.stop_rule`) and is finished by it.
+        ChecksumError when a row cannot end so (corrupt data)."""
+        tk = self.model.tokenizer
+        weights, newlines, extra = stop_rule(methods, tk, int(self.model.vocab_size))
+        try:
+            got = self.runner.decode_wave(batch, rows, raw_lens, payloads, weights=weights, newlines=newlines,
+                                          extra=extra)
+        except ValueError as exc:
+            raise ChecksumError(f"{exc}: the archive is corrupt (or was decoded with different numerics)") from None
+        return [finish(sym, m, n, tk) for sym, m, n in zip(got, methods, raw_lens)]
 
     def check_probe(self, header: Header) -> None:
         """NumericsMismatchError unless this session reproduces the probe

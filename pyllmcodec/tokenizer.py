@@ -28,13 +28,39 @@ import json
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["BPETokenizer", "bytes_to_unicode", "load_bundle_tokenizer"]
+__all__ = ["BPETokenizer", "Tokenizer", "bytes_to_unicode", "load_bundle_tokenizer"]
 
 TOKENIZER_FILE = "tokenizer.json"
+
+
+class Tokenizer(Protocol):
+    """What the codec uses of a token-level model's tokenizer
+    (:class:`BPETokenizer` implements it)."""
+
+    #: SHA-256 (hex) of the vocabulary; recorded in archive headers
+    sha256: str
+    vocab_size: int
+
+    def tokenize(self, data: bytes) -> np.ndarray:
+        """int64 token ids of ``data`` (need not round-trip; the codec checks)."""
+
+    def tokenize_batch(self, items: Sequence[bytes]) -> list[np.ndarray]:
+        """:meth:`tokenize` of each item."""
+
+    def detokenize(self, ids: Any) -> bytes:
+        """The bytes of a token sequence: the concatenation of each token's."""
+
+    @property
+    def token_lengths(self) -> np.ndarray:
+        """int64 ``[vocab_size]``: the byte length of each token."""
+
+    @property
+    def newline_counts(self) -> np.ndarray:
+        """int64 ``[vocab_size]``: the LF bytes in each token."""
 
 
 @lru_cache(maxsize=1)

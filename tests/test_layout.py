@@ -102,11 +102,14 @@ def test_the_graph_is_read_right():
     assert "pyllmcodec.io" in GRAPH["pyllmcodec.codec"]
     assert "pyllmcodec.geometry" in GRAPH["pyllmcodec.scheduler"]
     assert "pyllmcodec.backends" in GRAPH["pyllmcodec.models"]
+    assert "pyllmcodec.methods" in GRAPH["pyllmcodec.container"]
 
 
 @pytest.mark.parametrize(("module", "forbidden"), [
     ("pyllmcodec.io", "pyllmcodec.codec"),  # the codec sits above its file objects
-    ("pyllmcodec.scheduler", "pyllmcodec.methods"),
+    ("pyllmcodec.methods", "pyllmcodec.container"),  # the container validates entries against the method table
+    ("pyllmcodec.methods", "pyllmcodec.scheduler"),
+    ("pyllmcodec.scheduler", "pyllmcodec.session"),
     ("pyllmcodec.container", "pyllmcodec.core"),  # the format works without the native build
     ("pyllmcodec.models.bundle", "pyllmcodec.backends"),
 ])
@@ -163,3 +166,37 @@ def test_compress_takes_every_compressor_option():
         assert comp <= set(inspect.signature(f).parameters), f.__name__
     dec = set(inspect.signature(pyllmcodec.Decompressor).parameters) - {"max_batch_size"}
     assert dec <= set(inspect.signature(pyllmcodec.decompress).parameters)
+
+
+def _readme_ranks() -> dict[str, int]:
+    """Each module's line in the README's Layout list (a package's line
+    covers its modules; "models/__init__.py ... smollm2.py" covers both)."""
+    text = (PKG.parent / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    entries = []
+    for line in block.splitlines():
+        if line.startswith("  ") and not line.startswith("   ") and line.strip():
+            entries.append(line.strip().split("  ")[0])
+    ranks: dict[str, int] = {}
+    for m in MODS:
+        rel = m.removeprefix("pyllmcodec.")
+        for i, spec in enumerate(entries):
+            names = [s.strip() for s in spec.split(",")]
+            hit = any(
+                (n.endswith("/") and rel.startswith(n[:-1].replace("/", ".")))
+                or (n.endswith(".py") and rel == n[:-3].replace("/", ".").removesuffix(".__init__"))
+                or (n.endswith(".pyi") and rel == n[:-4])
+                for n in names
+            ) or (spec == "models/__init__.py" and rel == "models.smollm2")
+            if hit:
+                ranks[m] = i
+                break
+    return ranks
+
+
+def test_readme_layout_lists_every_module_in_import_order():
+    """README: "a module imports only modules above it in this list"."""
+    ranks = _readme_ranks()
+    assert sorted(set(MODS) - set(ranks) - {"pyllmcodec", "pyllmcodec.__main__"}) == []
+    upward = [(m, d) for m, deps in GRAPH.items() if m in ranks for d in deps if d in ranks and ranks[d] > ranks[m]]
+    assert upward == []

@@ -39,14 +39,13 @@ package lives in this package (``backends/``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import ModelError
 from ..mixer import MixerSpec
-from ..tokenizer import load_bundle_tokenizer
+from ..tokenizer import Tokenizer, load_bundle_tokenizer
 
 __all__ = ["BundleModel", "StepModel", "StepModelBase", "StepState", "Tokenizer", "TwoPhaseStepModel"]
 
@@ -56,32 +55,6 @@ class StepState(Protocol):
 
     batch_size: int
     position: int
-
-
-class Tokenizer(Protocol):
-    """What the codec uses of a token-level model's tokenizer
-    (:class:`pyllmcodec.tokenizer.BPETokenizer` implements it)."""
-
-    #: SHA-256 (hex) of the vocabulary; recorded in archive headers
-    sha256: str
-    vocab_size: int
-
-    def tokenize(self, data: bytes) -> np.ndarray:
-        """int64 token ids of ``data`` (need not round-trip; the codec checks)."""
-
-    def tokenize_batch(self, items: Sequence[bytes]) -> list[np.ndarray]:
-        """:meth:`tokenize` of each item."""
-
-    def detokenize(self, ids: Any) -> bytes:
-        """The bytes of a token sequence: the concatenation of each token's."""
-
-    @property
-    def token_lengths(self) -> np.ndarray:
-        """int64 ``[vocab_size]``: the byte length of each token."""
-
-    @property
-    def newline_counts(self) -> np.ndarray:
-        """int64 ``[vocab_size]``: the LF bytes in each token."""
 
 
 @runtime_checkable
