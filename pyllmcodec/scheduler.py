@@ -363,18 +363,17 @@ class WaveRunner:
         steps = np.zeros(batch, dtype=np.int64)
         tok = np.full(batch, self.pad, dtype=np.int64)
         alive = np.asarray(sorted(int(r) for r in rows if need[r] > 0), dtype=np.int64)
-        C, K = self.context, self.prime
-        t, next_seg = 0, 0  # the symbol decoded next; the first symbol of the next segment
+        # the encoder's segment plan: `longest` bounds every row's symbol count
+        starts = dict(self._plan(longest))
+        t = 0  # the symbol decoded next
         while alive.size:
             if finish_at is None and t >= longest:
                 raise ValueError("a chunk does not end within what its rows can code (the model's context)")
-            if t == next_seg:  # a segment starts here (segment_plan): a fresh state, bos, the prime
-                self._plan(t + 1)  # refuses segments on the two-phase path
-                k = 0 if t == 0 else K
-                next_seg = t + C - k
+            k = starts.get(t)
+            if k is not None:  # a segment starts here: a fresh state fed bos, then the prime
                 state = self.model.new_state(batch)
                 tok[alive] = self.bos
-                for u in range(k):  # the prime, from symbols decoded before
+                for u in range(k):  # the prime: symbols decoded before
                     step(state, tok)
                     tok[alive] = out[t - k + u, alive]
             if alive.size == batch:

@@ -2,12 +2,12 @@
 
 A :class:`Session` is what the codec steps: a
 :class:`~pyllmcodec.scheduler.WaveRunner` for a model at a
-:class:`~pyllmcodec.geometry.Geometry`, the probe digests it has computed
-(per probe batch size) and its fingerprint.  :func:`session_for` returns the
-one session of a (model, geometry) pair; sessions are cached per model,
-weakly: they live exactly as long as their model (which the registry's
-bounded cache, or the caller, holds -- :mod:`pyllmcodec.models`), so the
-cache never keeps a model alive.
+:class:`~pyllmcodec.geometry.Geometry`, with the model's probe digests and
+fingerprint.  Sessions are cheap; what is worth keeping -- the probe digests
+(each costs a probe run) and the fingerprint -- is cached per model,
+weakly: an entry holds no reference to its model and goes when the model
+goes (the registry's bounded cache, or the caller, holds models --
+:mod:`pyllmcodec.models`), so this cache never keeps a model alive.
 
 The checks an archive's header must pass before decoding also live here:
 :func:`check_model` (the archive's model and this one agree),
@@ -39,27 +39,35 @@ from .scheduler import WaveRunner
 __all__ = ["Session", "check_codable", "check_model", "session_for"]
 
 
+class _ModelCache:
+    """What is worth keeping per model: probe digests by (geometry, batch), the fingerprint."""
+
+    def __init__(self) -> None:
+        self.probes: dict[tuple[Any, ...], str] = {}
+        self.fingerprint: dict[str, str] | None = None
+
+
 class Session:
     """A model at one geometry: its step runner, probe digests and fingerprint."""
 
-    def __init__(self, model: StepModel, geometry: Geometry) -> None:
+    def __init__(self, model: StepModel, geometry: Geometry, cache: _ModelCache | None = None) -> None:
         self.model = model
         self.geometry = geometry
         self.runner = WaveRunner(model, geometry)
-        self._probes: dict[int, str] = {}
-        self._fingerprint: dict[str, str] | None = None
+        self._cache = _ModelCache() if cache is None else cache
 
     def probe(self, batch: int) -> str:
-        """The probe digest at batch size ``batch`` (computed once)."""
-        digest = self._probes.get(batch)
+        """The probe digest at batch size ``batch`` (computed once per model and geometry)."""
+        key = (self.geometry.session_key, batch)
+        digest = self._cache.probes.get(key)
         if digest is None:
-            digest = self._probes[batch] = self.runner.probe_digest(batch)
+            digest = self._cache.probes[key] = self.runner.probe_digest(batch)
         return digest
 
     def fingerprint(self) -> dict[str, str]:
-        if self._fingerprint is None:
-            self._fingerprint = {str(k): str(v) for k, v in self.model.fingerprint().items()}
-        return self._fingerprint
+        if self._cache.fingerprint is None:
+            self._cache.fingerprint = {str(k): str(v) for k, v in self.model.fingerprint().items()}
+        return self._cache.fingerprint
 
     def decode_rows(self, batch: int, rows: Sequence[int], methods: Sequence[int], raw_lens: Sequence[int],
                     payloads: Sequence[Any]) -> list[bytes]:
@@ -85,46 +93,42 @@ class Session:
 
 
 _lock = threading.Lock()
-#: id(model) -> (weak reference to the model, its sessions by geometry key)
-_sessions: dict[int, tuple[Any, dict[tuple[Any, ...], Session]]] = {}
+#: id(model) -> (weak reference to the model, its cache); no strong reference to a model
+_caches: dict[int, tuple[Any, _ModelCache]] = {}
 
 
 def session_for(model: StepModel, geometry: Geometry) -> Session:
-    """The session of ``model`` at ``geometry`` (cached while the model lives;
-    a model that cannot be weakly referenced gets a fresh session each time)."""
-    key = geometry.session_key
+    """A session of ``model`` at ``geometry``, sharing the model's cached
+    probe digests (a model that cannot be weakly referenced gets none)."""
     mid = id(model)
     with _lock:
-        entry = _sessions.get(mid)
+        entry = _caches.get(mid)
         if entry is not None and entry[0]() is model:
-            sess = entry[1].get(key)
-            if sess is not None:
-                return sess
-    sess = Session(model, geometry)
+            return Session(model, geometry, entry[1])
 
     def forget(ref: Any) -> None:
         _forget(mid, ref)
 
     try:
         ref = weakref.ref(model, forget)
-    except TypeError:  # not weakly referenceable: no cache
-        return sess
+    except TypeError:  # not weakly referenceable: no shared cache
+        return Session(model, geometry)
     with _lock:
-        entry = _sessions.get(mid)
+        entry = _caches.get(mid)
         if entry is None or entry[0]() is not model:
-            entry = _sessions[mid] = (ref, {})
-        return entry[1].setdefault(key, sess)
+            entry = _caches[mid] = (ref, _ModelCache())
+        return Session(model, geometry, entry[1])
 
 
 def _forget(mid: int, ref: Any) -> None:
-    """Drop a collected model's sessions (a weakref callback: no lock, since it
+    """Drop a collected model's cache (a weakref callback: no lock, since it
     may run at any allocation, even in a thread holding the lock; the dict
     operations are atomic)."""
-    sessions = _sessions
-    if sessions is not None:  # None at interpreter shutdown
-        entry = sessions.get(mid)
+    caches = _caches
+    if caches is not None:  # None at interpreter shutdown
+        entry = caches.get(mid)
         if entry is not None and entry[0] is ref:
-            sessions.pop(mid, None)
+            caches.pop(mid, None)
 
 
 def check_codable(header: Header) -> None:

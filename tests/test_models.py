@@ -277,3 +277,45 @@ def test_segments_follow_the_spec(tiny, context):
     for c, (_, q) in zip(coded, ref):
         assert q - 8 <= len(c) * 8 <= q + 80
     assert [a.tobytes() for a in runner.decode_wave(4, [0, 2, 3], [len(c) for c in chunks], coded)] == chunks
+
+
+def test_the_model_cache_bound_is_real():
+    """load_model keeps cache_size() models; an evicted one is freed once the
+    caller drops it, even after the codec used it (sessions are weak)."""
+    import gc
+    import weakref
+
+    from conftest import BigramModel
+
+    import pyllmcodec
+    from pyllmcodec.models import cache_size, clear_cache, set_cache_size
+
+    made: list[weakref.ref] = []
+
+    def factory(**_):
+        m = BigramModel(name="test-cache")
+        made.append(weakref.ref(m))
+        return m
+
+    old = cache_size()
+    register_model("test-cache", factory, replace=True)
+    try:
+        set_cache_size(1)
+        a = load_model("test-cache", device="cpu")
+        assert load_model("test-cache", device="cpu") is a  # cached
+        data = b"cached models are freed when evicted. " * 8
+        blob = pyllmcodec.compress(data, "test-cache", device="cpu")
+        assert pyllmcodec.decompress(blob, device="cpu") == data
+        load_model("test-cache", device="cpu", threads=1)  # another key evicts the first
+        del a
+        gc.collect()
+        assert made[0]() is None, "an evicted model is still held by a pyllmcodec cache"
+        assert made[1]() is not None  # the cached one lives
+        set_cache_size(0)
+        gc.collect()
+        assert made[1]() is None
+        with pytest.raises(ValueError):
+            set_cache_size(-1)
+    finally:
+        set_cache_size(old)
+        clear_cache()
