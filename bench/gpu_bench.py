@@ -128,15 +128,18 @@ _chunk_cache: dict[tuple[str, str, str], int] = {}
 _decompressors: dict[tuple[str, str, int], Any] = {}
 
 
-def _decompressor(device: str, backend: str, batch: int) -> Any:
-    """A reusable Decompressor that accepts archives written at batch size
-    ``batch`` (the library refuses more than 4096 rows by default)."""
-    from pyllmcodec.codec import DEFAULT_MAX_BATCH_SIZE, Decompressor
+#: the memory a wave may take here (the library's default is 4 GiB, 2048 rows
+#: of the default model; a GPU machine has far more, and both ends must agree)
+MAX_MEMORY = 96 << 30
 
-    limit = max(batch, DEFAULT_MAX_BATCH_SIZE)
-    key = (device, backend, limit)
+
+def _decompressor(device: str, backend: str, batch: int) -> Any:
+    """A reusable Decompressor that accepts the waves ``measure`` writes."""
+    from pyllmcodec.codec import Decompressor
+
+    key = (device, backend, MAX_MEMORY)
     if key not in _decompressors:
-        _decompressors[key] = Decompressor(device=device, backend=backend, max_batch_size=limit)
+        _decompressors[key] = Decompressor(device=device, backend=backend, max_memory=MAX_MEMORY)
     return _decompressors[key]
 
 
@@ -176,7 +179,8 @@ def measure(model: str, backend: str, device: str, batch: int, chunk: int | None
     chunk_size = chunk or _default_chunk(model, device, backend)
     data, _ = data_for(batch * chunk_size * waves)
     t0 = time.perf_counter()
-    blob = compress(data, model, device=device, backend=backend, batch_size=batch, chunk_size=chunk_size)
+    blob = compress(data, model, device=device, backend=backend, batch_size=batch, chunk_size=chunk_size,
+                    max_memory=MAX_MEMORY)
     t1 = time.perf_counter()
     back = _decompressor(device, backend, batch).decompress(blob)
     t2 = time.perf_counter()

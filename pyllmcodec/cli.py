@@ -29,7 +29,7 @@ from contextlib import contextmanager, suppress
 from typing import IO, Any
 
 from ._version import __version__
-from .constants import DEFAULT_BATCH_SIZE, FILE_EXTENSION
+from .constants import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MEMORY, FILE_EXTENSION
 from .errors import CodecError, ModelError, NumericsMismatchError
 
 __all__ = ["EXIT_CORRUPT", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_MISMATCH", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -103,6 +103,32 @@ def _termination_raises() -> Iterator[None]:
 # ------------------------------------------------------------------ argument parsing
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, not {text!r}")
+    return n
+
+
+def _size(text: str) -> int:
+    """Bytes, with an optional K/M/G/T suffix (powers of 1024)."""
+    scale = 1
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    if t and t[-1] in "KMGT":
+        scale = 1 << (10 * ("KMGT".index(t[-1]) + 1))
+        t = t[:-1]
+    try:
+        n = int(float(t) * scale)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a size such as 512M or 8G, not {text!r}")
+    return n
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", metavar="FILE", help="input files ('-' or none: stdin)")
     p.add_argument("-o", "--output", metavar="PATH", help="write to PATH (one input only)")
@@ -115,7 +141,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name (compress default: 'default'; decompress: the archive's)")
     p.add_argument("--device", default="auto", choices=_DEVICES, help="auto, cpu or cuda (default auto)")
     p.add_argument("--backend", default="auto", choices=_BACKENDS, help="auto, onnxruntime or torch (default auto)")
-    p.add_argument("--threads", type=int, help="inference threads (default: the backend's)")
+    p.add_argument("--threads", type=_positive, help="inference threads (default: the backend's)")
+    p.add_argument("--max-memory", type=_size, default=DEFAULT_MAX_MEMORY, metavar="BYTES",
+                   help="memory one wave may take, e.g. 8G (default 4G); give the same when decompressing")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -339,6 +367,30 @@ def _copy(src: IO[bytes], dst: Any, progress: _Progress, size: int = _READ_SIZE)
         progress.update(len(block))
 
 
+def _check_input(src: str, args: Any, removes: bool) -> None:
+    """Refuse what gzip refuses: a missing file, a directory, anything not a
+    regular file unless writing to stdout (a FIFO or a device is read, never
+    removed), and -- without -f -- a symbolic link or a file with other hard
+    links when the input would be removed."""
+    try:
+        lst = os.lstat(src)
+        st = os.stat(src)
+    except FileNotFoundError:
+        raise _Fail(f"{src}: no such file") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise _Fail(f"{src} is a directory -- ignored")
+    if not stat.S_ISREG(st.st_mode) and not args.stdout:
+        raise _Fail(f"{src} is not a directory or a regular file -- ignored (use -c to read it to stdout)")
+    if removes and not args.force:
+        if stat.S_ISLNK(lst.st_mode):
+            raise _Fail(f"{src} is a symbolic link -- unchanged (use -f to follow it and remove the link, "
+                        "or -k to keep it)")
+        if st.st_nlink > 1:
+            others = st.st_nlink - 1
+            raise _Fail(f"{src} has {others} other link{'s' if others > 1 else ''} -- unchanged "
+                        "(use -f to remove this name anyway, or -k to keep it)")
+
+
 def _plan_output(args: Any, src: str, decompress: bool) -> str | None:
     """The output path for ``src``, or None for stdout."""
     if args.stdout:
@@ -361,11 +413,9 @@ def _plan_output(args: Any, src: str, decompress: bool) -> str | None:
 
 def _run_file(args: Any, src: str, work: Any, decompress: bool) -> None:
     out = _plan_output(args, src, decompress)
+    removes = out is not None and src != "-" and not args.keep and not args.output
     if src != "-":
-        if not os.path.exists(src):
-            raise _Fail(f"{src}: no such file")
-        if os.path.isdir(src):
-            raise _Fail(f"{src} is a directory -- ignored")
+        _check_input(src, args, removes)
     if out is not None and os.path.exists(out) and not args.force:
         raise _Fail(f"{out} already exists; not overwritten (use -f)")
     if out is None and not decompress and sys.stdout.isatty() and not args.force:
@@ -406,7 +456,7 @@ def _run_file(args: Any, src: str, work: Any, decompress: bool) -> None:
     finally:
         if fin is not sys.stdin.buffer:
             fin.close()
-    if out is not None and src != "-" and not args.keep and not args.output:
+    if removes:
         os.unlink(src)
     if args.verbose and not args.quiet:
         dt = time.perf_counter() - t0
@@ -424,7 +474,7 @@ def _cmd_compress(args: Any) -> int:
         comp = Compressor(
             args.model or "default", device=args.device, backend=args.backend, threads=args.threads,
             chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify, eol=args.eol,
-            prime=args.prime, mixer=args.mixer, context=args.context,
+            prime=args.prime, mixer=args.mixer, context=args.context, max_memory=args.max_memory,
         )
     except ValueError as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None
@@ -432,8 +482,8 @@ def _cmd_compress(args: Any) -> int:
     def work(fin: IO[bytes], fout: IO[bytes], progress: _Progress) -> tuple[int, int]:
         size = _input_size(fin)  # a regular file's size picks the chunk size, as compress() does
         w = comp.stream_writer(fout, size=size)
-        _copy(fin, w, progress, size=comp.batch_size * comp.chunk_size_for(size))
-        w.close()
+        with w:  # an exception (Ctrl-C, SIGTERM) aborts the writer: it codes nothing more
+            _copy(fin, w, progress, size=comp.batch_size * comp.chunk_size_for(size))
         return w.bytes_in, w.bytes_out
 
     return _each_file(args, work, decompress=False)
@@ -442,7 +492,8 @@ def _cmd_compress(args: Any) -> int:
 def _cmd_decompress(args: Any) -> int:
     from .codec import Decompressor
 
-    dec = Decompressor(args.model, device=args.device, backend=args.backend, threads=args.threads)
+    dec = Decompressor(args.model, device=args.device, backend=args.backend, threads=args.threads,
+                       max_memory=args.max_memory)
 
     def work(fin: IO[bytes], fout: IO[bytes], progress: _Progress) -> tuple[int, int]:
         counted = _CountingReader(fin, progress)
@@ -478,6 +529,10 @@ def _each_file(args: Any, work: Any, decompress: bool) -> int:
         raise _Fail("-o/--output takes one input file", EXIT_USAGE)
     if args.output and args.stdout:
         raise _Fail("-o and -c exclude each other", EXIT_USAGE)
+    if args.stdout and not decompress and len(files) > 1:
+        raise _Fail("-c with several files would write concatenated archives, which this version does not "
+                    "decode; compress the files one at a time, or their concatenation (cat a b | pyllmcodec -c)",
+                    EXIT_USAGE)
     status = EXIT_OK
     for src in files:
         try:
@@ -491,6 +546,8 @@ def _each_file(args: Any, work: Any, decompress: bool) -> int:
         except CodecError as exc:
             _say(args, f"{src}: {exc}")
             status = max(status, EXIT_CORRUPT)
+        except BrokenPipeError:
+            raise
         except OSError as exc:
             _say(args, f"{src}: {exc.strerror or exc}")
             status = max(status, EXIT_ERROR)
@@ -610,12 +667,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    except BrokenPipeError:
-        try:
-            sys.stdout = None
-        except Exception:
-            pass
-        return EXIT_ERROR
+    except BrokenPipeError:  # the reader went away (| head): end quietly, as gzip does when SIGPIPE kills it
+        _drop_stdout()
+        return 128 + int(getattr(signal, "SIGPIPE", 13))
 
 
 if __name__ == "__main__":

@@ -35,19 +35,22 @@ from ._version import __version__
 from .backends.base import StepModel
 from .constants import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_OUTPUT_SIZE,
+    MAX_BATCH_SIZE,
+    MAX_BYTE_CHUNK_SIZE,
     METHOD_DEFLATE,
     METHOD_NAMES,
     PROBE_BYTES,
     PROBE_VERSION,
 )
 from .container import ArchiveIndex, ArchiveWriter, Block, ChunkEntry, Header, build_meta
-from .errors import ChecksumError, CodecError, FormatError, ModelError, OutputLimitError
+from .errors import ChecksumError, CodecError, FormatError, MemoryLimitError, ModelError, OutputLimitError
 from .geometry import Geometry, Plan, cut
 from .io import LlmzFile, Readable, bytes_view
 from .methods import METHODS, choose, model_inputs, unpack
 from .models import load_model
-from .scheduler import plan_waves
+from .scheduler import plan_waves, wave_bytes
 from .session import Session, check_codable, check_model, session_for
 
 if TYPE_CHECKING:  # a bytes-like object: bytes, bytearray, memoryview, array, mmap, numpy arrays
@@ -66,14 +69,25 @@ __all__ = [
     "stream_writer",
 ]
 
-#: Decoders refuse archives whose waves need more rows than this (a hostile
-#: header could otherwise make the model allocate state for 65535 rows).
-DEFAULT_MAX_BATCH_SIZE = 4096
+#: Decoders refuse waves of more rows than this only when asked (the default is
+#: the format's limit: what any encoder may write).  Memory is what a wave
+#: really costs, and ``max_memory`` bounds it on both sides.
+DEFAULT_MAX_BATCH_SIZE = MAX_BATCH_SIZE
 
 Device = Literal["auto", "cpu", "cuda"]
 Backend = Literal["auto", "onnxruntime", "torch"]
 Fallback = Literal["deflate", "stored"]
 ModelArg: TypeAlias = "str | StepModel"
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_limit(name: str, value: int | None) -> int | None:
+    if value is not None and (not _is_int(value) or value < 0):
+        raise ValueError(f"{name} must be None (no limit) or an int >= 0")
+    return value
 
 
 def _resolve_model(model: ModelArg, device: str, backend: str, threads: int | None) -> StepModel:
@@ -120,6 +134,9 @@ class Compressor:
     ``mixer``: run the match model the model's bundle ships (docs/FORMAT.md
     section 4c: it predicts repeats within a chunk); ``None`` (default) uses
     it when there is one, ``False`` never, ``True`` requires it.
+    ``max_memory``: the memory a wave may take (default 4 GiB, the
+    decoder's default too, so that the default decoder reads what this
+    writes); a ``batch_size`` whose waves could need more is refused here.
 
     Output is never larger than ``len(data)`` plus the bound stated in
     ``docs/FORMAT.md`` (header + 16 bytes per chunk + 23 per wave + 77).
@@ -141,6 +158,7 @@ class Compressor:
         prime: int | None = None,
         mixer: bool | None = None,
         context: int | None = None,
+        max_memory: int | None = DEFAULT_MAX_MEMORY,
     ) -> None:
         self.model = _resolve_model(model, device, backend, threads)
         #: the options resolved against the model (pyllmcodec.geometry)
@@ -148,6 +166,15 @@ class Compressor:
                                  prime=prime, context=context, mixer=mixer)
         if fallback not in ("deflate", "stored"):
             raise ValueError("fallback must be 'deflate' or 'stored'")
+        self.max_memory = _check_limit("max_memory", max_memory)
+        longest = self.plan.chunk_size_for(1 << 62 if self.plan.auto_chunk else None)
+        need = wave_bytes(self.model, self.plan.batch_size, min(longest, MAX_BYTE_CHUNK_SIZE), self.plan.context)
+        if self.max_memory is not None and need > self.max_memory:
+            raise ValueError(
+                f"batch_size={self.plan.batch_size} makes waves of up to {need / 2**20:.0f} MiB with model "
+                f"{self.model.name!r}, over max_memory={self.max_memory} ({self.max_memory / 2**20:.0f} MiB); "
+                "use a smaller batch_size, or a larger max_memory= here AND when decompressing"
+            )
         self.fallback = fallback
         self.verify = bool(verify)
         self.eol = bool(eol)
@@ -200,8 +227,8 @@ class Compressor:
         return self.plan.for_size(size)
 
     def session(self, geometry: Geometry) -> Session:
-        """The model session at ``geometry`` (shared, cached while the model lives)."""
-        return session_for(self.model, geometry)
+        """The model session at ``geometry`` (its probe digests cached while the model lives)."""
+        return session_for(self.model, geometry, self.max_memory)
 
     def cut(self, data: memoryview, geometry: Geometry) -> list[memoryview]:
         """``data`` cut into the chunks of ``geometry`` (pyllmcodec.geometry.cut)."""
@@ -370,7 +397,11 @@ class Decompressor:
     ``model``: None (load what the archive names), a name, or a StepModel;
     ``max_output_size``: :meth:`decompress` refuses larger outputs
     (:class:`OutputLimitError`); ``None`` means no limit.
-    ``max_batch_size``: refuse archives needing larger batches.
+    ``max_memory``: the memory a wave may take (default 4 GiB, as the
+    Compressor's): a wave, or the probe, that would need more is refused
+    before anything is allocated (:class:`MemoryLimitError`).
+    ``max_batch_size``: refuse archives whose waves (or probe) have more rows
+    (default: the format's 65535; memory is the real bound).
     """
 
     def __init__(
@@ -381,11 +412,15 @@ class Decompressor:
         backend: Backend = "auto",
         threads: int | None = None,
         max_output_size: int | None = DEFAULT_MAX_OUTPUT_SIZE,
+        max_memory: int | None = DEFAULT_MAX_MEMORY,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> None:
         self._model_arg = model
         self._device, self._backend, self._threads = device, backend, threads
-        self.max_output_size = max_output_size
+        self.max_output_size = _check_limit("max_output_size", max_output_size)
+        self.max_memory = _check_limit("max_memory", max_memory)
+        if not _is_int(max_batch_size) or max_batch_size < 1:
+            raise ValueError("max_batch_size must be an int >= 1")
         self.max_batch_size = max_batch_size
 
     # ---------------------------------------------------------- sessions
@@ -393,11 +428,7 @@ class Decompressor:
     def session(self, header: Header) -> Session:
         """The session for ``header``: the right model at the archive's
         geometry, its probe checked (NumericsMismatchError otherwise)."""
-        if header.batch_size > self.max_batch_size or header.probe_batch > self.max_batch_size:
-            raise FormatError(
-                f"archive needs batch size {header.batch_size}, over this decoder's limit "
-                f"{self.max_batch_size} (pass max_batch_size= to allow it)"
-            )
+        self._check_rows(header.probe_batch, "its probe")
         check_codable(header)
         arg = header.model_name if self._model_arg is None else self._model_arg
         try:
@@ -411,9 +442,23 @@ class Decompressor:
                 "pyllmcodec.models.register_model if it is not a shipped bundle), or pass model= (CLI: --model)"
             ) from None
         check_model(header, model)
-        sess = session_for(model, Geometry.from_header(header, model))
-        sess.check_probe(header)
+        sess = session_for(model, Geometry.from_header(header, model), self.max_memory)
+        try:
+            sess.check_probe(header)
+        except MemoryError:
+            raise MemoryLimitError(f"out of memory running the probe at {header.probe_batch} rows") from None
         return sess
+
+    def _check_rows(self, rows: int, what: str) -> None:
+        """FormatError for a wave (or probe) of more rows than ``max_batch_size``."""
+        if rows > self.max_batch_size:
+            raise FormatError(f"archive needs {rows} rows for {what}, over this decoder's max_batch_size="
+                              f"{self.max_batch_size} (pass a larger max_batch_size= to allow it)")
+
+    def _job(self, header: Header, block: Block) -> _Job:
+        """A decode job for a block's model-coded chunks (its rows checked)."""
+        self._check_rows(block.batch, f"a wave of chunk {block.first_chunk}")
+        return _Job(self.session(header), block.batch)
 
     # ---------------------------------------------------------- the block decoder (pyllmcodec.io.BlockDecoder)
 
@@ -423,7 +468,7 @@ class Decompressor:
         model_k = [k for k, e in enumerate(block.entries) if METHODS[e.method].model]
         decoded: dict[int, bytes] = {}
         if model_k:
-            job = _Job(self.session(header), block.batch)
+            job = self._job(header, block)
             for k in model_k:
                 job.add(block.entries[k], payloads[k], (0, k))
             decoded = dict(zip(model_k, job.run()))
@@ -481,6 +526,7 @@ class Decompressor:
                         place(a, index, unpack(e.method, ix.payload(block, k), e.raw_len, index))
                 if not model_k:
                     continue
+                self._check_rows(block.batch, f"a wave of chunk {block.first_chunk}")
                 if sess is None:
                     sess = self.session(ix.header)
                 rows = {block.entries[k].row for k in model_k}
@@ -528,7 +574,7 @@ class Decompressor:
                     chunk = unpack(e.method, ix.payload(block, k), e.raw_len, index)
                     pieces[index] = _checked(chunk, e, index, ix.chunk_offset(index))
             if model_k:
-                job = _Job(self.session(ix.header), block.batch)
+                job = self._job(ix.header, block)
                 for k in model_k:
                     job.add(block.entries[k], ix.payload(block, k), (0, block.first_chunk + k))
                 for (_, c), chunk in zip(job.targets, job.run()):
@@ -540,12 +586,16 @@ class Decompressor:
         """Decode chunk ``index`` alone (see :meth:`decompress_chunks`)."""
         return self.decompress_chunks(data, index, index + 1)
 
-    def stream_reader(self, source: Readable | Buffer, *, closefd: bool = False) -> LlmzFile:
+    def stream_reader(self, source: Readable | Buffer, *, closefd: bool = False,
+                      max_output_size: int | None = None) -> LlmzFile:
         """A readable file object decompressing ``source`` (a binary file
         object or a bytes-like) wave by wave.  Each chunk's CRC-32 is checked
         before its bytes are returned; the whole-data SHA-256 is checked at the
-        end (a mismatch raises from the final ``read``)."""
-        return LlmzFile(source, "rb", decompressor=self, closefd=closefd)
+        end (a mismatch raises from the final ``read``).  ``max_output_size``:
+        OutputLimitError before a wave that would take the output past it
+        (default None: a stream holds one wave at a time, however long)."""
+        return LlmzFile(source, "rb", decompressor=self, closefd=closefd,
+                        max_output_size=_check_limit("max_output_size", max_output_size))
 
 
 # ------------------------------------------------------------------ one-shot
@@ -567,6 +617,7 @@ def compress(
     prime: int | None = None,
     mixer: bool | None = None,
     context: int | None = None,
+    max_memory: int | None = DEFAULT_MAX_MEMORY,
 ) -> bytes:
     """Compress ``data`` into a ``.llmz`` archive.
 
@@ -578,7 +629,7 @@ def compress(
     return Compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
-        mixer=mixer, context=context,
+        mixer=mixer, context=context, max_memory=max_memory,
     ).compress(data)
 
 
@@ -598,13 +649,14 @@ def compress_batch(
     prime: int | None = None,
     mixer: bool | None = None,
     context: int | None = None,
+    max_memory: int | None = DEFAULT_MAX_MEMORY,
 ) -> list[bytes]:
     """Compress many buffers through one shared schedule (see
     :meth:`Compressor.compress_batch`); a thin wrapper like :func:`compress`."""
     return Compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
-        mixer=mixer, context=context,
+        mixer=mixer, context=context, max_memory=max_memory,
     ).compress_batch(buffers)
 
 
@@ -616,6 +668,8 @@ def decompress(
     backend: Backend = "auto",
     threads: int | None = None,
     max_output_size: int | None = DEFAULT_MAX_OUTPUT_SIZE,
+    max_memory: int | None = DEFAULT_MAX_MEMORY,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
 ) -> bytes:
     """Decompress an archive made by :func:`compress`.
 
@@ -626,8 +680,8 @@ def decompress(
     mismatched model (:class:`ModelError`) or numerics
     (:class:`NumericsMismatchError`); never returns wrong bytes silently.
     """
-    return Decompressor(model, device=device, backend=backend, threads=threads,
-                        max_output_size=max_output_size).decompress(data)
+    return Decompressor(model, device=device, backend=backend, threads=threads, max_output_size=max_output_size,
+                        max_memory=max_memory, max_batch_size=max_batch_size).decompress(data)
 
 
 def decompress_batch(
@@ -638,11 +692,13 @@ def decompress_batch(
     backend: Backend = "auto",
     threads: int | None = None,
     max_output_size: int | None = DEFAULT_MAX_OUTPUT_SIZE,
+    max_memory: int | None = DEFAULT_MAX_MEMORY,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
 ) -> list[bytes]:
     """Decompress many archives, sharing waves where possible (see
     :meth:`Decompressor.decompress_batch`); a thin wrapper like :func:`decompress`."""
-    return Decompressor(model, device=device, backend=backend, threads=threads,
-                        max_output_size=max_output_size).decompress_batch(blobs)
+    return Decompressor(model, device=device, backend=backend, threads=threads, max_output_size=max_output_size,
+                        max_memory=max_memory, max_batch_size=max_batch_size).decompress_batch(blobs)
 
 
 def info(data: Buffer, *, chunks: bool = False) -> dict[str, Any]:
@@ -699,10 +755,11 @@ def stream_writer(fileobj: IO[bytes], model: ModelArg = "default", *, closefd: b
 
 
 def stream_reader(source: Readable | Buffer, model: ModelArg | None = None, *, closefd: bool = False,
-                  **kwargs: Any) -> LlmzFile:
+                  max_output_size: int | None = None, **kwargs: Any) -> LlmzFile:
     """A readable file object decompressing ``source`` (file object or
-    bytes-like); ``kwargs`` are :class:`Decompressor` options."""
-    return Decompressor(model, **kwargs).stream_reader(source, closefd=closefd)
+    bytes-like); ``max_output_size`` as in :meth:`Decompressor.stream_reader`;
+    ``kwargs`` are :class:`Decompressor` options."""
+    return Decompressor(model, **kwargs).stream_reader(source, closefd=closefd, max_output_size=max_output_size)
 
 
 FileArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes]]
@@ -759,7 +816,8 @@ def open(
         raise TypeError("filename must be a path or a binary file object")
     try:
         if base == "r":
-            f = Decompressor(model, **kwargs).stream_reader(fh, closefd=closefd)
+            limit = kwargs.pop("max_output_size", None)
+            f = Decompressor(model, **kwargs).stream_reader(fh, closefd=closefd, max_output_size=limit)
         else:
             f = Compressor("default" if model is None else model, **kwargs).stream_writer(fh, closefd=closefd)
     except BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MAX_MEMORY",
     "DEFAULT_MAX_OUTPUT_SIZE",
     "DEFAULT_PRIME",
     "DEFAULT_TOKEN_CHUNK_SIZE",
@@ -189,3 +190,12 @@ PROBE_VERSION = 1
 #: archives that claim huge sizes.  Streaming readers have no limit: they never
 #: hold more than one wave.
 DEFAULT_MAX_OUTPUT_SIZE = 1 << 32
+
+#: The memory one wave may take (model state of its rows and the coder's
+#: arrays; ``WaveRunner.wave_bytes``), the same default for the encoder and
+#: the decoder, so that whatever the default encoder writes the default
+#: decoder reads: 4 GiB is 2048 rows of the default model (2 MiB of KV cache
+#: per row).  Both sides refuse a wave over it before allocating; a hostile
+#: archive cannot make a decoder allocate more.  Pass ``max_memory=`` on both
+#: sides for bigger waves (a GPU run).
+DEFAULT_MAX_MEMORY = 4 << 30

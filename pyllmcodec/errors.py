@@ -12,6 +12,7 @@ __all__ = [
     "ChecksumError",
     "CodecError",
     "FormatError",
+    "MemoryLimitError",
     "ModelError",
     "NumericsMismatchError",
     "OutputLimitError",
@@ -44,3 +45,9 @@ class ModelError(CodecError):
 
 class OutputLimitError(CodecError):
     """Decoding would produce more bytes than ``max_output_size`` allows."""
+
+
+class MemoryLimitError(CodecError):
+    """Coding a wave would need more memory than ``max_memory`` allows (the
+    model state of its rows: docs/RELIABILITY.md section 2), or an
+    allocation failed."""

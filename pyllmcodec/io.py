@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any, Protocol
 
 from .container import ArchiveReader, ArchiveWriter, Block, ChunkEntry, Header, Readable
-from .errors import ChecksumError
+from .errors import ChecksumError, OutputLimitError
 from .geometry import Geometry
 from .scheduler import plan_waves
 
@@ -34,6 +34,8 @@ def bytes_view(data: Any) -> memoryview:
         mv = memoryview(data)
     except TypeError:
         raise TypeError(f"expected a bytes-like object, not {type(data).__name__}") from None
+    if not mv.c_contiguous:
+        raise TypeError("expected a C-contiguous buffer; pass bytes(x), or numpy.ascontiguousarray(x) for an array")
     return mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
 
 
@@ -132,16 +134,23 @@ class StreamEncoder:
 class StreamDecoder:
     """The decoded chunks of the archive read from ``fh``, block by block:
     each chunk's CRC-32 is checked (by the BlockDecoder) before it is
-    yielded, the whole-data SHA-256 after the last."""
+    yielded, the whole-data SHA-256 after the last.  ``max_output_size``:
+    OutputLimitError before decoding a block that would take the output past
+    it (None: no limit; a stream holds one wave at a time)."""
 
-    def __init__(self, decoder: BlockDecoder, fh: Readable) -> None:
+    def __init__(self, decoder: BlockDecoder, fh: Readable, max_output_size: int | None = None) -> None:
         self._decoder = decoder
         self._fh = fh
+        self._limit = max_output_size
 
     def __iter__(self) -> Iterator[bytes]:
         reader = ArchiveReader(self._fh)
         sha = hashlib.sha256()
+        produced = 0
         for block, payloads in reader.blocks():
+            produced += sum(e.raw_len for e in block.entries)
+            if self._limit is not None and produced > self._limit:
+                raise OutputLimitError(f"the archive decodes to more than max_output_size={self._limit} bytes")
             for chunk in self._decoder.decode_block(reader.header, block, payloads):
                 sha.update(chunk)
                 yield chunk
@@ -174,6 +183,7 @@ class LlmzFile(io.BufferedIOBase):
         decompressor: BlockDecoder | None = None,
         closefd: bool = False,
         size: int | None = None,
+        max_output_size: int | None = None,
     ) -> None:
         super().__init__()
         self._lock = threading.RLock()
@@ -191,6 +201,7 @@ class LlmzFile(io.BufferedIOBase):
             if decompressor is None:
                 raise TypeError("reading needs a decompressor= (pyllmcodec.Decompressor())")
             self._decompressor = decompressor
+            self._max_output_size = max_output_size
             self._chunks: Iterator[bytes] | None = None
             self._cur = memoryview(b"")
             self._eof = False
@@ -215,7 +226,29 @@ class LlmzFile(io.BufferedIOBase):
         return self._mode == "wb"
 
     def seekable(self) -> bool:
-        return False
+        """A writer can seek forward (the gap is written as zero bytes), as
+        :class:`gzip.GzipFile` can; that also makes ``TextIOWrapper`` write a
+        byte-order mark at the start, as with ``gzip.open``.  A reader does
+        not seek."""
+        return self._mode == "wb"
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with self._lock:
+            self._check_open()
+            if self._mode != "wb":
+                raise io.UnsupportedOperation("a pyllmcodec reader does not seek")
+            if whence == io.SEEK_CUR:
+                offset += self._pos
+            elif whence != io.SEEK_SET:
+                raise ValueError("a writer seeks with SEEK_SET or SEEK_CUR only")
+            if offset < self._pos:
+                raise OSError("negative seek in write mode")
+            gap = offset - self._pos
+            while gap:
+                n = min(gap, 1 << 20)
+                self._pos += self._encoder.write(bytes(n))
+                gap -= n
+            return self._pos
 
     def tell(self) -> int:
         """Position in the uncompressed data."""
@@ -232,6 +265,33 @@ class LlmzFile(io.BufferedIOBase):
     def close(self) -> None:
         with self._lock:
             self._close()
+
+    def abort(self) -> None:
+        """Close without finishing: a writer's archive stays incomplete (no
+        footer; it will not decode) and nothing more is coded.  What a
+        writer's ``with`` block does when it exits by an exception, and what
+        collecting an unclosed writer does: an interrupted or failed run
+        stops at once instead of coding the wave it holds."""
+        if self.closed:
+            return
+        try:
+            io.BufferedIOBase.close(self)
+        finally:
+            if self._closefd:
+                self._fh.close()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and self._mode == "wb":
+            self.abort()
+        else:
+            self.close()
+
+    def __del__(self) -> None:
+        # never finish (code a wave) at collection time: an unclosed writer is incomplete
+        try:
+            self.abort()
+        except Exception:
+            pass
 
     def _close(self) -> None:
         if self.closed:
@@ -281,7 +341,7 @@ class LlmzFile(io.BufferedIOBase):
         if self._eof:
             return False
         if self._chunks is None:
-            self._chunks = iter(StreamDecoder(self._decompressor, self._fh))
+            self._chunks = iter(StreamDecoder(self._decompressor, self._fh, self._max_output_size))
         for chunk in self._chunks:
             if chunk:
                 self._cur = memoryview(chunk)

@@ -88,9 +88,10 @@ import numpy as np
 from . import core
 from .backends.base import StepModel, TwoPhaseStepModel
 from .constants import PROBE_BYTES
+from .errors import MemoryLimitError
 from .geometry import Geometry
 
-__all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segment_windows", "segments"]
+__all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segment_windows", "segments", "wave_bytes"]
 
 Runs = list[tuple[int, int, "np.ndarray | None", np.ndarray]]
 
@@ -173,6 +174,17 @@ def fed_tokens(
     return tok, sym
 
 
+def wave_bytes(model: StepModel, batch: int, longest: int, context: int) -> int:
+    """The memory one wave of ``batch`` rows and ``longest`` symbols takes:
+    the model's state (``StepModel.state_bytes``), the fed-token and symbol
+    matrices of a segment (int64, at most ``context`` steps), the decoder's
+    symbol matrix (int64 at most) and a gathered copy of the probabilities."""
+    steps = min(longest, context)
+    symbol = 1 if int(model.vocab_size) <= 256 else 8
+    return (int(model.state_bytes(batch)) + batch * (16 * steps + symbol * longest)
+            + 4 * batch * int(model.vocab_size))
+
+
 def _coding_rows(p: np.ndarray, act: np.ndarray | None, mx: Any) -> np.ndarray:
     """The rows ``act`` of a step's probabilities (all rows: None), ready for
     the match model ``mx`` to edit in place: a gathered subset is a copy
@@ -241,7 +253,7 @@ class WaveRunner:
     """Runs waves of one model session at one :class:`~pyllmcodec.geometry.Geometry`:
     encode, decode, probe, bare loop.  Holds no per-archive state."""
 
-    def __init__(self, model: StepModel, geometry: Geometry) -> None:
+    def __init__(self, model: StepModel, geometry: Geometry, max_memory: int | None = None) -> None:
         #: the native coder (an attribute, so that a study can wrap it: bench/smollm2_eval.py)
         self.core: Any = core
         self.model = model
@@ -265,10 +277,25 @@ class WaveRunner:
                 raise TypeError(f"model {model.name!r} sets device_quantize but lacks the two-phase steps "
                                 "(step_ranges, step_find, step_tables)")
             self._device_model = model
+        #: the memory a wave may take (None: no limit), checked before it starts
+        self.max_memory = max_memory
         #: the match model (a :class:`~pyllmcodec.mixer.MixerSpec`) or None
         self.mixer = geometry.mixer
         if self.mixer is not None and self.two_phase:
             raise ValueError("the match model needs a model that quantizes on the host")
+
+    def _check_memory(self, batch: int, longest: int) -> None:
+        """MemoryLimitError, before anything is allocated, for a wave over ``max_memory``."""
+        if self.max_memory is None:
+            return
+        need = wave_bytes(self.model, batch, longest, self.context)
+        if need > self.max_memory:
+            raise MemoryLimitError(
+                f"a wave of {batch} rows x {longest} symbols needs about {need / 2**20:.0f} MiB "
+                f"(model state {self.model.state_bytes(batch) / 2**20:.0f} MiB), over max_memory="
+                f"{self.max_memory} ({self.max_memory / 2**20:.0f} MiB); pass a larger max_memory= (CLI: "
+                "--max-memory) if this archive is trusted and the memory is there"
+            )
 
     def _steps(self, batch: int, max_len: int) -> _HostSteps | _DeviceSteps:
         """The coding step of one wave: a fresh match model (one state per
@@ -292,6 +319,7 @@ class WaveRunner:
         token arrays for a token-level model) as one wave of batch size
         ``batch``; returns one coded payload per chunk."""
         longest = max((len(c) for c in chunks), default=0)
+        self._check_memory(batch, longest)
         C = self.context
         enc = self.core.BatchEncoder(batch, precision=self.precision)
         coder = self._steps(batch, longest)
@@ -336,6 +364,7 @@ class WaveRunner:
         and the row ends at the symbol that brings it to ``lengths[k]``;
         ValueError when a row overshoots that or runs past what it can code
         (corrupt data)."""
+        self._check_memory(batch, int(max(lengths, default=0)))
         streams: list[bytes] = [b""] * batch
         for r, p in zip(rows, payloads):
             streams[r] = bytes(p)
@@ -415,6 +444,7 @@ class WaveRunner:
         n = len(PROBE_BYTES)
         probe = np.frombuffer(PROBE_BYTES, dtype=np.uint8).astype(np.int64)
         steps = min(n, self.model.max_context)
+        self._check_memory(batch, steps)
         tok = np.empty((steps, batch), dtype=np.int64)
         tok[0] = self.bos
         for r in range(batch):

@@ -31,7 +31,7 @@ from typing import Any
 from . import core
 from .backends.base import StepModel
 from .container import Header
-from .errors import ChecksumError, FormatError, ModelError, NumericsMismatchError
+from .errors import ChecksumError, FormatError, MemoryLimitError, ModelError, NumericsMismatchError
 from .geometry import Geometry
 from .methods import finish, stop_rule
 from .scheduler import WaveRunner
@@ -50,10 +50,11 @@ class _ModelCache:
 class Session:
     """A model at one geometry: its step runner, probe digests and fingerprint."""
 
-    def __init__(self, model: StepModel, geometry: Geometry, cache: _ModelCache | None = None) -> None:
+    def __init__(self, model: StepModel, geometry: Geometry, cache: _ModelCache | None = None,
+                 max_memory: int | None = None) -> None:
         self.model = model
         self.geometry = geometry
-        self.runner = WaveRunner(model, geometry)
+        self.runner = WaveRunner(model, geometry, max_memory)
         self._cache = _ModelCache() if cache is None else cache
 
     def probe(self, batch: int) -> str:
@@ -82,6 +83,11 @@ class Session:
                                           extra=extra)
         except ValueError as exc:
             raise ChecksumError(f"{exc}: the archive is corrupt (or was decoded with different numerics)") from None
+        except MemoryError:
+            raise MemoryLimitError(
+                f"out of memory decoding a wave of {batch} rows x {max(raw_lens, default=0)} bytes; lower "
+                "max_memory= to be refused before allocating, or decode on a machine with more memory"
+            ) from None
         return [finish(sym, m, n, tk) for sym, m, n in zip(got, methods, raw_lens)]
 
     def check_probe(self, header: Header) -> None:
@@ -97,14 +103,15 @@ _lock = threading.Lock()
 _caches: dict[int, tuple[Any, _ModelCache]] = {}
 
 
-def session_for(model: StepModel, geometry: Geometry) -> Session:
-    """A session of ``model`` at ``geometry``, sharing the model's cached
-    probe digests (a model that cannot be weakly referenced gets none)."""
+def session_for(model: StepModel, geometry: Geometry, max_memory: int | None = None) -> Session:
+    """A session of ``model`` at ``geometry`` whose waves may take
+    ``max_memory`` bytes (None: no limit), sharing the model's cached probe
+    digests (a model that cannot be weakly referenced gets none)."""
     mid = id(model)
     with _lock:
         entry = _caches.get(mid)
         if entry is not None and entry[0]() is model:
-            return Session(model, geometry, entry[1])
+            return Session(model, geometry, entry[1], max_memory)
 
     def forget(ref: Any) -> None:
         _forget(mid, ref)
@@ -112,12 +119,12 @@ def session_for(model: StepModel, geometry: Geometry) -> Session:
     try:
         ref = weakref.ref(model, forget)
     except TypeError:  # not weakly referenceable: no shared cache
-        return Session(model, geometry)
+        return Session(model, geometry, None, max_memory)
     with _lock:
         entry = _caches.get(mid)
         if entry is None or entry[0]() is not model:
             entry = _caches[mid] = (ref, _ModelCache())
-        return Session(model, geometry, entry[1])
+        return Session(model, geometry, entry[1], max_memory)
 
 
 def _forget(mid: int, ref: Any) -> None:

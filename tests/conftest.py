@@ -73,6 +73,11 @@ class BigramModel(StepModelBase):
     def new_state(self, batch_size: int) -> FakeState:
         return FakeState(int(batch_size))
 
+    def state_bytes(self, batch_size: int) -> int:
+        """As if each row held a 64 KiB state (a real model's KV cache is 2 MiB),
+        so that the codec's memory budget applies to the fake too."""
+        return int(batch_size) << 16
+
     def step(self, state: FakeState, tokens: np.ndarray) -> np.ndarray:
         b = state.batch_size
         if tokens.shape != (b,) or tokens.dtype != np.int64:

@@ -108,10 +108,14 @@ def test_open_on_file_objects():
     sink = io.BytesIO()
     with pyllmcodec.open(sink, "wb", model=get_model()) as f:
         f.write(b"abc" * 100)
-        assert f.writable() and not f.readable() and not f.seekable()
+        assert f.writable() and not f.readable() and f.seekable()  # forward only, as gzip's writer
+        assert f.seek(0, io.SEEK_CUR) == 300 and f.seek(303) == 303  # the gap is written as zeros
+        with pytest.raises(OSError, match="negative seek"):
+            f.seek(0)
     assert not sink.closed
     f = pyllmcodec.open(io.BytesIO(sink.getvalue()))
-    assert isinstance(f, LlmzFile) and f.readable() and f.read() == b"abc" * 100
+    assert isinstance(f, LlmzFile) and f.readable() and f.read() == b"abc" * 100 + b"\0\0\0"
+    assert not f.seekable()
     f.close()
     with pytest.raises(ValueError):
         f.read()

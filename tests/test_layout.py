@@ -143,7 +143,8 @@ def test_every_step_model_lives_in_backends():
 
 def test_public_names_are_pinned():
     assert sorted(pyllmcodec.__all__) == [
-        "ChecksumError", "CodecError", "Compressor", "Decompressor", "FormatError", "LlmzFile", "ModelError",
+        "ChecksumError", "CodecError", "Compressor", "Decompressor", "FormatError", "LlmzFile", "MemoryLimitError",
+        "ModelError",
         "NumericsMismatchError", "OutputLimitError", "__version__", "compress", "compress_batch", "core",
         "decompress", "decompress_batch", "info", "open", "stream_reader", "stream_writer",
     ]
@@ -164,7 +165,7 @@ def test_compress_takes_every_compressor_option():
     comp = set(inspect.signature(pyllmcodec.Compressor).parameters)
     for f in (pyllmcodec.compress, pyllmcodec.compress_batch):
         assert comp <= set(inspect.signature(f).parameters), f.__name__
-    dec = set(inspect.signature(pyllmcodec.Decompressor).parameters) - {"max_batch_size"}
+    dec = set(inspect.signature(pyllmcodec.Decompressor).parameters)
     assert dec <= set(inspect.signature(pyllmcodec.decompress).parameters)
 
 

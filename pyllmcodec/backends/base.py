@@ -96,6 +96,11 @@ class StepModel(Protocol):
         level, thread settings that matter.  Recorded in archive headers and
         shown on a probe mismatch."""
 
+    def state_bytes(self, batch_size: int) -> int:
+        """The memory a state of ``batch_size`` rows takes (KV cache and
+        buffers; 0: small or unknown): what the codec checks against its
+        ``max_memory`` before it makes one."""
+
 
 @runtime_checkable
 class TwoPhaseStepModel(StepModel, Protocol):
@@ -128,6 +133,9 @@ class StepModelBase:
     tokenizer: Tokenizer | None = None
     device_quantize: bool = False
 
+    def state_bytes(self, batch_size: int) -> int:
+        return 0
+
 
 class BundleModel(StepModelBase):
     """The StepModel attributes every backend reads the same way from a bundle
@@ -142,6 +150,10 @@ class BundleModel(StepModelBase):
         self.bos = int(m["vocab"]["bos"])
         self.max_context = int(m["context_length"])
         self.tokenizer = load_bundle_tokenizer(bundle)  # None for a byte-level bundle
+        kv = m["graphs"].get("step", {}).get("kv_cache") or {}
+        #: bytes of one row's state: float32 keys and values of every layer, and its probabilities
+        self.row_state_bytes = 4 * (2 * int(kv.get("n_layer", 0)) * int(kv.get("n_kv_head", 0))
+                                    * int(kv.get("max_len", 0)) * int(kv.get("head_dim", 0)) + self.vocab_size)
         codec = m.get("codec") or {}
         self.default_chunk_size = codec.get("chunk_size")
         self.default_prime = codec.get("prime")
@@ -151,3 +163,6 @@ class BundleModel(StepModelBase):
                 self.default_mixer = MixerSpec.from_json(codec["mixer"])
             except ValueError as exc:
                 raise ModelError(f"bundle {bundle.name!r}: bad codec.mixer in its manifest: {exc}") from None
+
+    def state_bytes(self, batch_size: int) -> int:
+        return int(batch_size) * self.row_state_bytes

@@ -103,6 +103,8 @@ def load_model(
     "torch"; ``threads``: intra-op threads (None: the backend's default).
     Raises :class:`~pyllmcodec.errors.ModelError` for an unknown name.
     """
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be None (the backend's default) or an int >= 1, not {threads!r}")
     _register_builtins()
     key = (name, device, backend, threads)
     with _lock:
