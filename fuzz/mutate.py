@@ -324,11 +324,51 @@ def _mutate_meta(meta: Any, rng: random.Random) -> Any:
     return _set(meta, path, rng.choice(pool))
 
 
+def _scaled(v: int, rng: random.Random) -> int:
+    """A number near ``v`` in the ways a careless or hostile writer changes one:
+    off by one, doubled or scaled up, halved, or at a field's limit."""
+    return rng.choice((v + 1, v - 1, 2 * v, 16 * v, 4096 * v, v // 2, v >> 8, 0, 1, 2, 4096, 65535, 65536,
+                       1 << 20, 1 << 24, 1 << 31))
+
+
+def mutate_numbers(lz: Loose, rng: random.Random) -> Loose:
+    """Change one number behind a checksum -- a header number (chunk size,
+    batch size, precision, probe batch, prime, context, ...), a block's
+    batch, or an entry's row or lengths -- to a plausible neighbour
+    (:func:`_scaled`); the builder then makes every checksum valid again.
+    These are the resource claims a decoder must bound."""
+    meta_paths = [p for p in _leaves(lz.meta) if p] if isinstance(lz.meta, dict) else []
+    numeric = [p for p in meta_paths if _get(lz.meta, p) is not None and isinstance(_get(lz.meta, p), int)
+               and not isinstance(_get(lz.meta, p), bool)]
+    r = rng.random()
+    if numeric and (r < 0.5 or not lz.blocks):
+        path = rng.choice(numeric)
+        _set(lz.meta, path, max(0, _scaled(_get(lz.meta, path), rng)))
+    elif lz.blocks:
+        bi = rng.randrange(len(lz.blocks))
+        batch, entries, payloads = lz.blocks[bi]
+        if r < 0.75 or not entries:
+            batch = max(1, min(0xFFFF, _scaled(batch, rng)))
+        else:
+            k, f = rng.randrange(len(entries)), rng.choice((0, 1, 2))  # row, raw_len, coded_len
+            entries[k][f] = max(0, min(0xFFFFFFFF, _scaled(entries[k][f], rng)))
+        lz.blocks[bi] = (batch, entries, payloads)
+    return lz
+
+
+def _get(obj: Any, path: tuple[Any, ...]) -> Any:
+    for k in path:
+        obj = obj[k]
+    return obj
+
+
 def mutate_structure(lz: Loose, rng: random.Random) -> Loose:
     """Edit one or a few fields of a parsed archive (in place; returned)."""
     for _ in range(rng.choice((1, 1, 2, 3))):
-        op = rng.randrange(12)
-        if op <= 2:
+        op = rng.randrange(14)
+        if op >= 12:
+            lz = mutate_numbers(lz, rng)
+        elif op <= 2:
             lz.meta = _mutate_meta(lz.meta, rng)
         elif op == 3:
             lz.version = rng.choice((0, 2, 255, 1))

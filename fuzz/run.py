@@ -167,6 +167,15 @@ def run_atheris(target_name: str, corpus_dir: str, runs: int, timeout: int, out_
     return 0
 
 
+def _limit_memory(extra: int) -> None:
+    """RLIMIT_AS: the address space in use now (models loaded) plus ``extra`` bytes."""
+    import resource
+
+    with open("/proc/self/statm") as fh:
+        used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (used + extra, resource.RLIM_INFINITY))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fuzz.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=100000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=int, default=10, help="seconds per input before it counts as a hang")
+    ap.add_argument("--memory-limit", type=int, default=2048, metavar="MIB",
+                    help="address space the run may add after start-up (RLIMIT_AS): an input that needs more "
+                         "fails an allocation, which the archive target counts as a blown budget (0: none)")
     ap.add_argument("--corpus", help="corpus directory (atheris; default: a fresh one from fuzz.corpus)")
     ap.add_argument("--out", default=FINDINGS_DIR, help="where findings are written")
     ap.add_argument("extra", nargs="*", help="extra libFuzzer flags (after --)")
@@ -212,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
     targets.setup()
     seeds = corpus_mod.core_seeds() if args.target == "core" else corpus_mod.seeds()
+    if args.memory_limit:
+        _limit_memory(args.memory_limit << 20)
     res = run_random(targets.TARGETS[args.target], [b for _, b in seeds], args.runs, args.seed,
                      args.timeout, args.out)
     n = len(res["findings"])

@@ -14,9 +14,18 @@ entry points against each other (differential checks), raising
   encode/decode round trip of symbols taken from the input.
 
 The model is the fast fake ``test-bigram`` of ``tests/conftest.py``
-(registered by :func:`setup`), so millions of inputs are affordable.  The
-decoders run with ``max_output_size = 1 MiB`` and ``max_batch_size = 64``:
-the same code as the defaults, with limits that keep one input's work small.
+(registered by :func:`setup`), so millions of inputs are affordable; it
+reports 64 KiB of state per row, so the memory budget works as with a real
+model.  The decoders run with the default ``max_batch_size`` and a
+``max_output_size`` of 1 MiB and a ``max_memory`` of 64 MiB: the same code as
+the defaults, with budgets that keep one input's work small.
+
+Budgets (a blown one is a finding): memory -- an allocation that fails under
+the runner's address-space limit (``MemoryLimitError`` "out of memory", or
+any ``MemoryError``); time -- the runner's per-input timeout, and here a
+decode that takes longer than the documented bound for the archive's own
+claims (``2 s + 2 us`` per model row-step of its waves and probe,
+docs/RELIABILITY.md section 2).
 """
 
 from __future__ import annotations
@@ -27,19 +36,23 @@ import io
 import itertools
 import os
 import sys
+import time
 from typing import Any
 
 import numpy as np
 
 import pyllmcodec
-from pyllmcodec import CodecError, OutputLimitError, core
+from pyllmcodec import CodecError, MemoryLimitError, OutputLimitError, core
 from pyllmcodec.container import ArchiveIndex, ArchiveReader
 
 __all__ = ["TARGETS", "Mismatch", "archive", "container", "core_decoder", "setup"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_OUTPUT = 1 << 20
-MAX_BATCH = 64
+MAX_MEMORY = 64 << 20
+#: seconds per model row-step the time budget allows the fake model, and the fixed allowance
+ROW_STEP_S = 2e-6
+BASE_S = 2.0
 
 
 class Mismatch(AssertionError):
@@ -60,7 +73,7 @@ def setup() -> None:
         sys.modules[spec.name] = mod
         spec.loader.exec_module(mod)
     mod.register()
-    _DEC = pyllmcodec.Decompressor(max_output_size=MAX_OUTPUT, max_batch_size=MAX_BATCH)
+    _DEC = pyllmcodec.Decompressor(max_output_size=MAX_OUTPUT, max_memory=MAX_MEMORY)
 
 
 def _dec() -> pyllmcodec.Decompressor:
@@ -70,12 +83,38 @@ def _dec() -> pyllmcodec.Decompressor:
     return _DEC
 
 
+class BudgetBlown(AssertionError):
+    """A decode took more memory or time than the archive's claims justify."""
+
+
 def _outcome(fn: Any) -> tuple[bool, Any]:
-    """(True, result) or (False, the CodecError); anything else propagates."""
+    """(True, result) or (False, the CodecError); anything else propagates,
+    and so does a failed allocation (a blown memory budget)."""
     try:
         return True, fn()
+    except MemoryLimitError as exc:
+        if "out of memory" in str(exc):
+            raise BudgetBlown(f"memory: {exc}") from None
+        return False, exc
     except CodecError as exc:
         return False, exc
+
+
+def _row_steps(data: bytes) -> int:
+    """The model row-steps the archive's own claims allow: each wave's rows
+    times its longest chunk (with the segments' primes), plus the probe."""
+    try:
+        ix = ArchiveIndex(data)
+    except CodecError:
+        return 0
+    h = ix.header
+    ctx, prime = h.context, h.prime
+    total = h.probe_batch * 48
+    for b in ix.blocks:
+        longest = max((e.raw_len for e in b.entries), default=0)
+        extra = 0 if longest <= ctx or ctx <= prime else (longest // (ctx - prime) + 1) * prime
+        total += b.batch * (longest + extra)
+    return total
 
 
 # ------------------------------------------------------------------ container
@@ -103,14 +142,19 @@ def container(data: bytes) -> None:
 
 
 def _read_open(data: bytes) -> bytes:
-    with pyllmcodec.open(io.BytesIO(data), "rb", max_batch_size=MAX_BATCH) as f:
+    with pyllmcodec.open(io.BytesIO(data), "rb", max_memory=MAX_MEMORY, max_output_size=MAX_OUTPUT) as f:
         return f.read()
 
 
 def archive(data: bytes) -> None:
     container(data)
     dec = _dec()
+    budget = BASE_S + ROW_STEP_S * _row_steps(data)
+    t0 = time.perf_counter()
     ok_d, out = _outcome(lambda: dec.decompress(data))
+    took = time.perf_counter() - t0
+    if took > budget:
+        raise BudgetBlown(f"time: decompress took {took:.1f} s, the archive's claims allow {budget:.1f} s")
     ok_s, streamed = _outcome(lambda: _read_open(data))
     ok_i, meta = _outcome(lambda: pyllmcodec.info(data))
     if ok_d:

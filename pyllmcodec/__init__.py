@@ -1,24 +1,17 @@
 """pyllmcodec: lossless compression with a language model and a range coder.
 
 The public API only; the layout of the package is in the README ("Layout").
+The codec (numpy, ONNX Runtime, the native core) is imported on first use of
+a name that needs it, so that ``import pyllmcodec`` and the command line's
+start-up are light (and Ctrl-C during a slow import is the CLI's to handle).
 """
 
 from __future__ import annotations
 
-from pyllmcodec import core
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pyllmcodec._version import __version__
-from pyllmcodec.codec import (
-    Compressor,
-    Decompressor,
-    compress,
-    compress_batch,
-    decompress,
-    decompress_batch,
-    info,
-    open,
-    stream_reader,
-    stream_writer,
-)
 from pyllmcodec.errors import (
     ChecksumError,
     CodecError,
@@ -28,7 +21,22 @@ from pyllmcodec.errors import (
     NumericsMismatchError,
     OutputLimitError,
 )
-from pyllmcodec.io import LlmzFile
+
+if TYPE_CHECKING:
+    from pyllmcodec import core
+    from pyllmcodec.codec import (
+        Compressor,
+        Decompressor,
+        compress,
+        compress_batch,
+        decompress,
+        decompress_batch,
+        info,
+        open,
+        stream_reader,
+        stream_writer,
+    )
+    from pyllmcodec.io import LlmzFile
 
 __all__ = [
     "ChecksumError",
@@ -52,3 +60,26 @@ __all__ = [
     "stream_reader",
     "stream_writer",
 ]
+
+#: where each lazily imported public name lives
+_HOMES = {
+    "core": "pyllmcodec.core",
+    "LlmzFile": "pyllmcodec.io",
+    **{name: "pyllmcodec.codec" for name in ("Compressor", "Decompressor", "compress", "compress_batch",
+                                             "decompress", "decompress_batch", "info", "open",
+                                             "stream_reader", "stream_writer")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pyllmcodec' has no attribute {name!r}")
+    module = importlib.import_module(home)
+    value = module if name == "core" else getattr(module, name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -92,10 +92,20 @@ class Session:
 
     def check_probe(self, header: Header) -> None:
         """NumericsMismatchError unless this session reproduces the probe
-        digest ``header`` records."""
+        digest ``header`` records.  When this machine's fingerprint is the
+        archive's, the numerics are the writer's, so the header's own numbers
+        (precision, probe batch, digest) are what changed: FormatError, the
+        archive is corrupt (a header edited with a valid checksum)."""
         mine = self.probe(header.probe_batch)
-        if mine != header.probe_digest:
-            raise NumericsMismatchError(_mismatch_message(header, self.fingerprint(), mine))
+        if mine == header.probe_digest:
+            return
+        if header.fingerprint == self.fingerprint():
+            raise FormatError(
+                "the archive's header does not reproduce its own probe digest on a machine whose fingerprint "
+                f"is the writer's ({mine[:16]}... here vs {header.probe_digest[:16]}... recorded): its numbers "
+                "(precision, probe batch or digest) were changed after writing -- the archive is corrupt"
+            )
+        raise NumericsMismatchError(_mismatch_message(header, self.fingerprint(), mine))
 
 
 _lock = threading.Lock()

@@ -242,3 +242,39 @@ def test_text_mode_writes_the_byte_order_mark_as_gzip_does(tmp_path):
     assert raw == gzip.decompress((tmp_path / "t.gz").read_bytes())
     with pyllmcodec.open(tmp_path / "t.llmz", "rt", encoding="utf-16") as f:
         assert f.read() == "héllo\n"
+
+
+def test_an_edited_header_is_corruption_not_a_numerics_mismatch(tmp_path):
+    blob = Compressor(get_model(), chunk_size=64, batch_size=2, fallback="stored").compress(TEXT[:256])
+    for change in ({"precision": 24}, {"probe": {**parse_loose(blob).meta["probe"], "batch": 3}}):
+        bad = edited(blob, **change)  # a valid header CRC
+        with pytest.raises(pyllmcodec.FormatError, match="corrupt"):
+            pyllmcodec.decompress(bad)
+        (tmp_path / "a.llmz").write_bytes(bad)
+        assert main(["decompress", "-c", str(tmp_path / "a.llmz")]) == 3  # corrupt, not 4 (mismatch)
+
+
+def test_the_command_line_starts_without_the_codec():
+    """Importing the CLI loads no numpy, ONNX Runtime or native core: they load
+    inside main(), where Ctrl-C is handled."""
+    code = ("import sys, pyllmcodec.cli\n"
+            "print(sorted(m for m in ('numpy', 'onnxruntime', 'pyllmcodec.codec', 'pyllmcodec._core') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_ctrl_c_while_the_codec_loads_is_an_interrupt_not_a_traceback(work):
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {HERE!r}); import conftest\n"
+        "class Slow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'pyllmcodec.codec': raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Slow())\n"
+        "from pyllmcodec.cli import main; sys.exit(main(sys.argv[1:]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, "compress", *M, "a.txt"], capture_output=True, text=True,
+                       cwd=work)
+    assert r.returncode == EXIT_INTERRUPTED and "interrupted" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert sorted(os.listdir(work)) == ["a.txt"]
