@@ -40,6 +40,7 @@ CORPUS = (
 class FakeState:
     batch_size: int
     position: int = 0
+    kv: Any = None
 
 
 class BigramModel(StepModelBase):
@@ -71,11 +72,14 @@ class BigramModel(StepModelBase):
         self.steps = 0
 
     def new_state(self, batch_size: int) -> FakeState:
-        return FakeState(int(batch_size))
+        st = FakeState(int(batch_size))
+        st.kv = np.zeros(self.state_bytes(batch_size), dtype=np.uint8)  # reserved, never touched
+        return st
 
     def state_bytes(self, batch_size: int) -> int:
-        """As if each row held a 64 KiB state (a real model's KV cache is 2 MiB),
-        so that the codec's memory budget applies to the fake too."""
+        """Each row holds a 64 KiB state (a real model's KV cache is 2 MiB), so
+        that the codec's memory budget -- and a decoder that ignored it --
+        behave as with a real model."""
         return int(batch_size) << 16
 
     def step(self, state: FakeState, tokens: np.ndarray) -> np.ndarray:

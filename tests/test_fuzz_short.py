@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import os
 import random
+import subprocess
 import sys
 
 import pytest
 
-sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # for fuzz/
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(REPO)  # for fuzz/
 
 import pyllmcodec
 from fuzz import corpus, targets
@@ -95,3 +97,24 @@ def test_the_fuzzer_finds_a_planted_bug(seeds, monkeypatch):
     res = run_random(targets.archive, seeds, 20000, 12, timeout=20, quiet=True, max_findings=1)
     assert res["findings"], f"no finding in {res['runs']} inputs"
     assert "ValueError" in res["findings"][0][2] or "IndexError" in res["findings"][0][2]
+
+
+def test_the_fuzzer_finds_a_decoder_without_a_memory_budget():
+    """With the memory check taken out, the run finds an input whose decode
+    fails an allocation under the runner's address-space limit: the memory
+    budget is a real finding (in a child process: the limit is process-wide)."""
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {REPO!r})\n"
+        "from fuzz import corpus, targets\n"
+        "from fuzz.run import _limit_memory, run_random\n"
+        "from pyllmcodec import scheduler\n"
+        "scheduler.WaveRunner._check_memory = lambda self, batch, longest: None\n"
+        "targets.setup()\n"
+        "_limit_memory(1 << 30)\n"
+        "res = run_random(targets.archive, [b for _, b in corpus.seeds()], 20000, 12, timeout=20, quiet=True,\n"
+        "                 max_findings=1)\n"
+        "print(res['findings'][0][2] if res['findings'] else 'no finding in %d inputs' % res['runs'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600).stdout
+    assert "BudgetBlown: memory" in out, out[-2000:]

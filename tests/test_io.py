@@ -155,12 +155,13 @@ def _stream_peak(n_bytes: int, comp: Compressor) -> int:
 
 def test_stream_compress_memory_is_bounded_by_the_wave_not_the_input():
     """Peak Python/numpy allocation while streaming is O(batch * chunk), not
-    O(input): 256 KiB and 1 MiB inputs peak alike, under 40 * B * C + 2 MiB."""
+    O(input): 256 KiB and 1 MiB inputs peak alike, under 40 * B * C + 2 MiB
+    plus the model state of a wave's rows (the fake's is numpy, so traced)."""
     comp = Compressor(get_model(), chunk_size=256, batch_size=32, fallback="stored")
     small = _stream_peak(1 << 18, comp)
     large = _stream_peak(1 << 20, comp)
     wave = comp.batch_size * comp.chunk_size
-    assert large < 40 * wave + (2 << 20), (small, large)
+    assert large < 40 * wave + (2 << 20) + comp.model.state_bytes(comp.batch_size), (small, large)
     assert large < small * 1.25 + 65536, (small, large)
 
 
