@@ -439,6 +439,8 @@ def mutate_structure(lz: Loose, rng: random.Random) -> Loose:
 def mutate(data: bytes, rng: random.Random, others: list[bytes] | None = None, max_size: int = 1 << 16) -> bytes:
     """One mutant of ``data``: structural (checksums kept valid) about half the
     time when ``data`` parses, else byte-level, then sometimes re-checksummed."""
+    if others and rng.random() < 0.03:  # concatenated archives (decoded as gzip decodes members)
+        return (data + rng.choice(others))[:max_size]
     if rng.random() < 0.5:
         lz = parse_loose(data)
         if lz is not None:

@@ -43,7 +43,7 @@ import numpy as np
 
 import pyllmcodec
 from pyllmcodec import CodecError, MemoryLimitError, OutputLimitError, core
-from pyllmcodec.container import ArchiveIndex, ArchiveReader
+from pyllmcodec.container import ArchiveIndex, ArchiveReader, members
 
 __all__ = ["TARGETS", "Mismatch", "archive", "container", "core_decoder", "setup"]
 
@@ -103,17 +103,19 @@ def _outcome(fn: Any) -> tuple[bool, Any]:
 def _row_steps(data: bytes) -> int:
     """The model row-steps the archive's own claims allow: each wave's rows
     times its longest chunk (with the segments' primes), plus the probe."""
-    try:
-        ix = ArchiveIndex(data)
-    except CodecError:
-        return 0
-    h = ix.header
-    ctx, prime = h.context, h.prime
-    total = h.probe_batch * 48
-    for b in ix.blocks:
-        longest = max((e.raw_len for e in b.entries), default=0)
-        extra = 0 if longest <= ctx or ctx <= prime else (longest // (ctx - prime) + 1) * prime
-        total += b.batch * (longest + extra)
+    total = 0
+    for part in members(data):
+        try:
+            ix = ArchiveIndex(part)
+        except CodecError:
+            continue
+        h = ix.header
+        ctx, prime = h.context, h.prime
+        total += h.probe_batch * 48
+        for b in ix.blocks:
+            longest = max((e.raw_len for e in b.entries), default=0)
+            extra = 0 if longest <= ctx or ctx <= prime else (longest // (ctx - prime) + 1) * prime
+            total += b.batch * (longest + extra)
     return total
 
 
@@ -156,13 +158,16 @@ def archive(data: bytes) -> None:
     if took > budget:
         raise BudgetBlown(f"time: decompress took {took:.1f} s, the archive's claims allow {budget:.1f} s")
     ok_s, streamed = _outcome(lambda: _read_open(data))
-    ok_i, meta = _outcome(lambda: pyllmcodec.info(data))
+    parts = members(data)  # concatenated archives decode to the concatenation; info() takes each
+    infos = [_outcome(lambda p=p: pyllmcodec.info(p)) for p in parts]
     if ok_d:
         if not ok_s or streamed != out:
             raise Mismatch(f"decompress gives {len(out)} bytes but open().read() "
                            f"{'differs' if ok_s else 'raises ' + repr(streamed)}")
-        if not ok_i or meta["size"] != len(out) or meta["sha256"] != hashlib.sha256(out).hexdigest():
-            raise Mismatch("info() disagrees with the decoded output")
+        if not all(ok for ok, _ in infos) or sum(m["size"] for _, m in infos) != len(out):
+            raise Mismatch("info() of the archives disagrees with the decoded output")
+        if len(parts) == 1 and infos[0][1]["sha256"] != hashlib.sha256(out).hexdigest():
+            raise Mismatch("info() disagrees with the decoded output's SHA-256")
     elif ok_s and not isinstance(out, OutputLimitError):
         raise Mismatch(f"open().read() decodes {len(streamed)} bytes but decompress raises {out!r}")
 

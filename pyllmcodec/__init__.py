@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pyllmcodec.codec import (
         Compressor,
         Decompressor,
+        LlmzFile,
         compress,
         compress_batch,
         decompress,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
         stream_reader,
         stream_writer,
     )
-    from pyllmcodec.io import LlmzFile
 
 __all__ = [
     "ChecksumError",
@@ -64,8 +64,7 @@ __all__ = [
 #: where each lazily imported public name lives
 _HOMES = {
     "core": "pyllmcodec.core",
-    "LlmzFile": "pyllmcodec.io",
-    **{name: "pyllmcodec.codec" for name in ("Compressor", "Decompressor", "compress", "compress_batch",
+    **{name: "pyllmcodec.codec" for name in ("Compressor", "Decompressor", "LlmzFile", "compress", "compress_batch",
                                              "decompress", "decompress_batch", "info", "open",
                                              "stream_reader", "stream_writer")},
 }

@@ -54,9 +54,12 @@ _BACKENDS = ("auto", "onnxruntime", "torch")
 _READ_SIZE = 1 << 20
 
 EPILOG = f"""\
+gzip style: 'pyllmcodec FILE...' compresses (removing FILE; -k keeps it, -c writes to stdout),
+'pyllmcodec -d FILE.llmz...' decompresses, -t tests, -l lists; no FILE reads stdin when it is not
+a terminal.  -1 .. -9 pick the level (unlike gzip's, a level picks how much context the model
+sees per step: -7/-8 segments of 768 bytes, -9 the model's whole context; 1-6 its default 512).
 exit status: {EXIT_OK} ok, {EXIT_ERROR} error (I/O, output exists, ...), {EXIT_USAGE} usage,
 {EXIT_CORRUPT} corrupt or invalid archive, {EXIT_MISMATCH} model or numerics mismatch, {EXIT_INTERRUPTED} interrupted.
-gzip style also works: 'pyllmcodec FILE' compresses, 'pyllmcodec -d FILE.llmz' decompresses.
 """
 
 
@@ -141,7 +144,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name (compress default: 'default'; decompress: the archive's)")
     p.add_argument("--device", default="auto", choices=_DEVICES, help="auto, cpu or cuda (default auto)")
     p.add_argument("--backend", default="auto", choices=_BACKENDS, help="auto, onnxruntime or torch (default auto)")
-    p.add_argument("--threads", type=_positive, help="inference threads (default: the backend's)")
+    p.add_argument("-T", "--threads", type=_positive, help="inference threads (default: the backend's)")
+    p.add_argument("--rm", dest="keep", action="store_false",
+                   help="remove the input after success (the default, as gzip; zstd's spelling)")
+    p.add_argument("-t", "--test", action="store_true", help="decompress and check, write nothing")
+    p.add_argument("-l", "--list", action="store_true", help="list sizes and ratio of archives (as gzip -l)")
     p.add_argument("--max-memory", type=_size, default=DEFAULT_MAX_MEMORY, metavar="BYTES",
                    help="memory one wave may take, e.g. 8G (default 4G); give the same when decompressing")
 
@@ -153,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    top.add_argument("--version", action="version", version=f"pyllmcodec {__version__}")
+    top.add_argument("--version", action="store_true", help="the version and what decoding depends on")
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
     pc = sub.add_parser("compress", help="compress files to FILE.llmz", epilog=EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -165,7 +172,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="bytes per chunk (default: the model's, 8192 for the default model); a chunk longer "
                     "than the model's context is coded in segments")
     pc.add_argument("--prime", type=int,
-                    help="bytes of context each segment after the first starts from (default: the model's, 128)")
+                    help="bytes of context each segment after the first starts from (default: the model's, 64 "
+                    "for the default model)")
+    for n in range(1, 10):
+        pc.add_argument(f"-{n}", dest="level", action="store_const", const=n,
+                        help="levels 1 (fastest) .. 9 (best): see below" if n == 1 else argparse.SUPPRESS)
     pc.add_argument("--context", type=int,
                     help="length of the segments chunks are coded in (default: the model's, 512 for the default "
                     "model; at most the model's context)")
@@ -194,10 +205,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _normalise_argv(argv: list[str]) -> list[str]:
-    """gzip style: no subcommand means compress (or decompress with -d)."""
-    if not argv or argv[0] in _COMMANDS or argv[0] in ("-h", "--help", "--version"):
+    """gzip style: no subcommand means compress (or decompress with -d, -t
+    or -l); no argument at all reads stdin when it is not a terminal."""
+    if not argv:
+        return [] if sys.stdin is None or sys.stdin.isatty() else ["compress"]
+    if argv[0] in _COMMANDS or argv[0] in ("-h", "--help", "--version"):
         return argv
-    if any(a in ("-d", "--decompress") for a in argv):
+    flags = [a for a in argv if a.startswith("-") and not a.startswith("--") and len(a) > 2]
+    short = {c for f in flags for c in f[1:]} if all(f[1:].isalpha() for f in flags) else set()
+    if any(a in ("-d", "--decompress", "-t", "--test", "-l", "--list") for a in argv) or short & {"d", "t", "l"}:
         return ["decompress"] + [a for a in argv if a not in ("-d", "--decompress")]
     return ["compress", *argv]
 
@@ -412,6 +428,9 @@ def _plan_output(args: Any, src: str, decompress: bool) -> str | None:
 
 
 def _run_file(args: Any, src: str, work: Any, decompress: bool) -> None:
+    if args.test:  # decode and check, write nothing (gzip -t)
+        _test_file(args, src, work)
+        return
     out = _plan_output(args, src, decompress)
     removes = out is not None and src != "-" and not args.keep and not args.output
     if src != "-":
@@ -467,6 +486,85 @@ def _run_file(args: Any, src: str, work: Any, decompress: bool) -> None:
         print(f"{src}: {pct:5.1f}% saved ({raw} -> {packed} bytes), {speed:.3f} MB/s -> {dest}", file=sys.stderr)
 
 
+class _Discard:
+    """A sink for -t: counts what would have been written."""
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _test_file(args: Any, src: str, work: Any) -> None:
+    if src != "-":
+        _check_input(src, args, removes=False)
+    fin = sys.stdin.buffer if src == "-" else open(src, "rb")
+    try:
+        progress = _Progress(args, _input_size(fin), os.path.basename(src) if src != "-" else "stdin")
+        try:
+            n_in, n_out = work(fin, _Discard(), progress)
+        finally:
+            progress.close()
+    finally:
+        if fin is not sys.stdin.buffer:
+            fin.close()
+    if args.verbose and not args.quiet:
+        print(f"{src}: OK ({n_in} -> {n_out} bytes)", file=sys.stderr)
+
+
+def _cmd_list(args: Any) -> int:
+    """gzip -l: compressed and uncompressed sizes, ratio and name, per archive."""
+    from .codec import info
+    from .container import members
+
+    status = EXIT_OK
+    print(f"{'compressed':>12} {'uncompressed':>12}  ratio  uncompressed_name")
+    for src in args.files or ["-"]:
+        try:
+            data = sys.stdin.buffer.read() if src == "-" else open(src, "rb").read()
+            parts = [info(m) for m in members(data)]
+        except CodecError as exc:
+            _say(args, f"{src}: {exc}")
+            status = max(status, EXIT_CORRUPT)
+            continue
+        except OSError as exc:
+            _say(args, f"{src}: {exc.strerror or exc}")
+            status = max(status, EXIT_ERROR)
+            continue
+        packed, raw = len(data), sum(d["size"] for d in parts)
+        ratio = 100.0 * (1 - packed / raw) if raw else 0.0
+        name = src[: -len(FILE_EXTENSION)] if src.endswith(FILE_EXTENSION) else src
+        print(f"{packed:>12} {raw:>12} {ratio:5.1f}%  {name}")
+    return status
+
+
+def _version_text() -> str:
+    """The version and what decoding an archive depends on (docs/FORMAT.md:
+    the model, and for float models the numerics fingerprint)."""
+    lines = [f"pyllmcodec {__version__}"]
+    try:
+        import numpy as np
+        import onnxruntime as ort
+
+        from .backends.onnxruntime import cpu_isa_class
+        from .models import available_models, load_model
+
+        lines.append(f"python {sys.version.split()[0]}, numpy {np.__version__}, onnxruntime {ort.__version__}, "
+                     f"CPU class {cpu_isa_class()}")
+        for name in available_models():
+            if name.startswith(("test-", "bench-")):
+                continue
+            if name == "default":
+                m = load_model(name, device="cpu", backend="onnxruntime")
+                lines.append(f"model {name}: sha256 {m.sha256}")
+            else:
+                lines.append(f"model {name}: available (loaded on first use)")
+    except Exception as exc:  # a broken install still prints its version
+        lines.append(f"(decoding environment unavailable: {type(exc).__name__}: {exc})")
+    return "\n".join(lines)
+
+
 def _cmd_compress(args: Any) -> int:
     from .codec import Compressor
 
@@ -475,6 +573,7 @@ def _cmd_compress(args: Any) -> int:
             args.model or "default", device=args.device, backend=args.backend, threads=args.threads,
             chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify, eol=args.eol,
             prime=args.prime, mixer=args.mixer, context=args.context, max_memory=args.max_memory,
+            level=args.level,
         )
     except ValueError as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None
@@ -529,10 +628,6 @@ def _each_file(args: Any, work: Any, decompress: bool) -> int:
         raise _Fail("-o/--output takes one input file", EXIT_USAGE)
     if args.output and args.stdout:
         raise _Fail("-o and -c exclude each other", EXIT_USAGE)
-    if args.stdout and not decompress and len(files) > 1:
-        raise _Fail("-c with several files would write concatenated archives, which this version does not "
-                    "decode; compress the files one at a time, or their concatenation (cat a b | pyllmcodec -c)",
-                    EXIT_USAGE)
     status = EXIT_OK
     for src in files:
         try:
@@ -634,12 +729,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: usage errors exit 2, --help/--version 0
         return int(exc.code or 0)
+    if getattr(args, "version", False) and args.command is None:
+        print(_version_text())
+        return EXIT_OK
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
         with _termination_raises():
-            if args.command == "compress" and args.decompress:
+            if args.command in ("compress", "decompress") and args.list:
+                return _cmd_list(args)
+            if args.command == "compress" and (args.decompress or args.test):
                 return _cmd_decompress(args)
             return {"compress": _cmd_compress, "decompress": _cmd_decompress,
                     "info": _cmd_info, "export": _cmd_export}[args.command](args)

@@ -44,10 +44,10 @@ from .constants import (
     PROBE_BYTES,
     PROBE_VERSION,
 )
-from .container import ArchiveIndex, ArchiveWriter, Block, ChunkEntry, Header, build_meta
+from .container import ArchiveIndex, ArchiveWriter, Block, ChunkEntry, Header, build_meta, members
 from .errors import ChecksumError, CodecError, FormatError, MemoryLimitError, ModelError, OutputLimitError
 from .geometry import Geometry, Plan, cut
-from .io import LlmzFile, Readable, bytes_view
+from .io import ArchiveFile, Readable, bytes_view
 from .methods import METHODS, choose, model_inputs, unpack
 from .models import load_model
 from .scheduler import plan_waves, wave_bytes
@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # a bytes-like object: bytes, bytearray, memoryview, array, m
 __all__ = [
     "Compressor",
     "Decompressor",
+    "LlmzFile",
     "compress",
     "compress_batch",
     "decompress",
@@ -78,6 +79,16 @@ Device = Literal["auto", "cpu", "cuda"]
 Backend = Literal["auto", "onnxruntime", "torch"]
 Fallback = Literal["deflate", "stored"]
 ModelArg: TypeAlias = "str | StepModel"
+
+
+class _Closed:
+    """Stands for the model of a closed Compressor: any use says so."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError(f"I/O operation on a closed {self._owner}")
 
 
 def _is_int(x: Any) -> bool:
@@ -137,6 +148,9 @@ class Compressor:
     ``max_memory``: the memory a wave may take (default 4 GiB, the
     decoder's default too, so that the default decoder reads what this
     writes); a ``batch_size`` whose waves could need more is refused here.
+    ``level``: 1..9 (default: the model's defaults, as levels 1-6); 7-8 and 9
+    give the model more context per step, slower and smaller
+    (:class:`~pyllmcodec.geometry.Plan`).
 
     Output is never larger than ``len(data)`` plus the bound stated in
     ``docs/FORMAT.md`` (header + 16 bytes per chunk + 23 per wave + 77).
@@ -159,11 +173,12 @@ class Compressor:
         mixer: bool | None = None,
         context: int | None = None,
         max_memory: int | None = DEFAULT_MAX_MEMORY,
+        level: int | None = None,
     ) -> None:
         self.model = _resolve_model(model, device, backend, threads)
         #: the options resolved against the model (pyllmcodec.geometry)
         self.plan = Plan.resolve(self.model, chunk_size=chunk_size, batch_size=batch_size, precision=precision,
-                                 prime=prime, context=context, mixer=mixer)
+                                 prime=prime, context=context, mixer=mixer, level=level)
         if fallback not in ("deflate", "stored"):
             raise ValueError("fallback must be 'deflate' or 'stored'")
         self.max_memory = _check_limit("max_memory", max_memory)
@@ -178,6 +193,17 @@ class Compressor:
         self.fallback = fallback
         self.verify = bool(verify)
         self.eol = bool(eol)
+
+    def close(self) -> None:
+        """Let go of the model (the registry's cache may still hold it); the
+        object cannot be used afterwards."""
+        self.model = _Closed(type(self).__name__)
+
+    def __enter__(self) -> Compressor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # the resolved options, as attributes
     @property
@@ -422,12 +448,26 @@ class Decompressor:
         if not _is_int(max_batch_size) or max_batch_size < 1:
             raise ValueError("max_batch_size must be an int >= 1")
         self.max_batch_size = max_batch_size
+        self._closed = False
+
+    def close(self) -> None:
+        """Mark this object closed: later calls raise ValueError (models are
+        the registry's: :func:`pyllmcodec.models.clear_cache` frees them)."""
+        self._closed = True
+
+    def __enter__(self) -> Decompressor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # ---------------------------------------------------------- sessions
 
     def session(self, header: Header) -> Session:
         """The session for ``header``: the right model at the archive's
         geometry, its probe checked (NumericsMismatchError otherwise)."""
+        if self._closed:
+            raise ValueError("I/O operation on a closed Decompressor")
         self._check_rows(header.probe_batch, "its probe")
         check_codable(header)
         arg = header.model_name if self._model_arg is None else self._model_arg
@@ -493,14 +533,19 @@ class Decompressor:
         """Decompress several archives, packing their model-coded chunks into
         shared waves where their geometry allows (same session and batch
         size, distinct rows) -- which recreates the waves of
-        :meth:`Compressor.compress_batch`."""
+        :meth:`Compressor.compress_batch`.  A buffer holding concatenated
+        archives decodes to the concatenation of theirs, as gzip decodes
+        concatenated members."""
         limit = self.max_output_size if max_output_size == "default" else max_output_size
-        indexes = [ArchiveIndex(b) for b in blobs]
-        for i, ix in enumerate(indexes):
-            if limit is not None and ix.footer.total_len > limit:
-                raise OutputLimitError(
-                    f"archive {i} decodes to {ix.footer.total_len} bytes, over max_output_size={limit}"
-                )
+        owners: list[int] = []  # the blob each archive came from
+        indexes: list[ArchiveIndex] = []
+        for i, b in enumerate(blobs):
+            parts = [ArchiveIndex(m) for m in members(b)]
+            total = sum(ix.footer.total_len for ix in parts)
+            if limit is not None and total > limit:
+                raise OutputLimitError(f"archive {i} decodes to {total} bytes, over max_output_size={limit}")
+            indexes += parts
+            owners += [i] * len(parts)
         outs = [bytearray(ix.footer.total_len) for ix in indexes]
         jobs: list[_Job] = []
         open_jobs: dict[tuple[int, int], list[_Job]] = {}
@@ -547,10 +592,13 @@ class Decompressor:
         for a, (ix, out) in enumerate(zip(indexes, outs)):
             if hashlib.sha256(out).digest() != ix.footer.sha256:
                 raise ChecksumError(
-                    f"archive {a}: the SHA-256 of the decoded data does not match the footer "
+                    f"archive {owners[a]}: the SHA-256 of the decoded data does not match the footer "
                     "although every chunk passed its CRC-32: the archive is corrupt"
                 )
-        return [bytes(o) for o in outs]
+        joined: list[bytearray] = [bytearray() for _ in range(owners[-1] + 1 if owners else 0)]
+        for a, out in zip(owners, outs):
+            joined[a] += out
+        return [bytes(o) for o in joined]
 
     def decompress_chunks(self, data: Buffer, start: int, stop: int | None = None) -> bytes:
         """Decode chunks ``start .. stop-1`` alone (random access): only the
@@ -618,6 +666,7 @@ def compress(
     mixer: bool | None = None,
     context: int | None = None,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
+    level: int | None = None,
 ) -> bytes:
     """Compress ``data`` into a ``.llmz`` archive.
 
@@ -629,7 +678,7 @@ def compress(
     return Compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
-        mixer=mixer, context=context, max_memory=max_memory,
+        mixer=mixer, context=context, max_memory=max_memory, level=level,
     ).compress(data)
 
 
@@ -650,13 +699,14 @@ def compress_batch(
     mixer: bool | None = None,
     context: int | None = None,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
+    level: int | None = None,
 ) -> list[bytes]:
     """Compress many buffers through one shared schedule (see
     :meth:`Compressor.compress_batch`); a thin wrapper like :func:`compress`."""
     return Compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
-        mixer=mixer, context=context, max_memory=max_memory,
+        mixer=mixer, context=context, max_memory=max_memory, level=level,
     ).compress_batch(buffers)
 
 
@@ -762,7 +812,7 @@ def stream_reader(source: Readable | Buffer, model: ModelArg | None = None, *, c
     return Decompressor(model, **kwargs).stream_reader(source, closefd=closefd, max_output_size=max_output_size)
 
 
-FileArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes]]
+FileArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes], Readable]
 
 
 @overload
@@ -805,26 +855,60 @@ def open(
     base = mode.replace("t", "").replace("b", "")
     if base not in ("r", "w", "x"):
         raise ValueError(f"invalid mode {mode!r}")
-    fh: Any
-    if isinstance(filename, (str, bytes, os.PathLike)):
-        fh = builtins.open(filename, base + "b")
-        closefd = True
-    elif hasattr(filename, "read") or hasattr(filename, "write"):
-        fh = filename
-        closefd = False
-    else:
+    if not isinstance(filename, (str, bytes, os.PathLike)) and not (hasattr(filename, "read")
+                                                                   or hasattr(filename, "write")):
         raise TypeError("filename must be a path or a binary file object")
-    try:
-        if base == "r":
-            limit = kwargs.pop("max_output_size", None)
-            f = Decompressor(model, **kwargs).stream_reader(fh, closefd=closefd, max_output_size=limit)
-        else:
-            f = Compressor("default" if model is None else model, **kwargs).stream_writer(fh, closefd=closefd)
-    except BaseException:
-        if closefd:
-            fh.close()
-        raise
+    if "compresslevel" in kwargs:  # gzip.open's spelling
+        kwargs["level"] = kwargs.pop("compresslevel")
+    if isinstance(filename, bytes):  # a path, as gzip.open takes it
+        filename = os.fsdecode(filename)
+    f = LlmzFile(filename, base, model=model, **kwargs)
     if text:
         # typeshed's TextIOWrapper wants a `name`, which an archive stream need not have
         return io.TextIOWrapper(cast(Any, f), encoding=encoding, errors=errors, newline=newline)
     return f
+
+
+class LlmzFile(ArchiveFile):
+    """A ``.llmz`` archive as a binary file object, like :class:`lzma.LZMAFile`.
+
+    ``filename``: a path (``str`` or path-like: opened here, closed with the
+    file) or a binary file object; for reading, also the archive's bytes (a
+    bytes-like); ``mode``: "rb"/"r" decompresses,
+    "wb"/"w" and "xb"/"x" compress.  ``compressor`` / ``decompressor``: the
+    objects to use; by default a ``Compressor(model or "default", **options)``
+    or a ``Decompressor(model, **options)``.  ``size`` (writing): the bytes
+    that will be written, if known (it picks the chunk size as
+    :meth:`Compressor.compress` does); ``max_output_size`` (reading): see
+    :meth:`Decompressor.stream_reader`; ``closefd``: close a given file object
+    with this one (a path's file is always closed).
+
+    Closing a writer writes the archive's footer; a writer left by an
+    exception, or collected unclosed, is aborted (incomplete, nothing more
+    coded).  Each ``read``/``write``/``close`` holds a lock, so one object may
+    be shared between threads.
+    """
+
+    def __init__(self, filename: FileArg | Buffer, mode: str = "rb", *, model: ModelArg | None = None,
+                 compressor: Compressor | None = None, decompressor: Decompressor | None = None,
+                 closefd: bool = False, size: int | None = None, max_output_size: int | None = None,
+                 **options: Any) -> None:
+        base = mode.replace("b", "")
+        if base not in ("r", "w", "x"):
+            raise ValueError(f"mode must be 'rb', 'wb' or 'xb' (or without the b), not {mode!r}")
+        own = isinstance(filename, (str, os.PathLike))  # bytes are an archive's bytes, not a path
+        fh: Any = builtins.open(filename, base + "b") if own else filename  # type: ignore[arg-type]
+        try:
+            if base == "r":
+                limit = _check_limit("max_output_size", max_output_size)
+                super().__init__(fh, "rb", decompressor=decompressor or Decompressor(model, **options),
+                                 closefd=own or closefd, max_output_size=limit)
+            else:
+                if not (own or hasattr(fh, "write")):
+                    raise TypeError("filename must be a path or a binary file object to write to")
+                comp = compressor or Compressor("default" if model is None else model, **options)
+                super().__init__(fh, "wb", compressor=comp, closefd=own or closefd, size=size)
+        except BaseException:
+            if own:
+                fh.close()
+            raise

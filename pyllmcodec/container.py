@@ -77,6 +77,7 @@ __all__ = [
     "Header",
     "build_meta",
     "encode_header",
+    "members",
     "parse_header",
 ]
 
@@ -687,9 +688,12 @@ class ArchiveReader:
     against what was read (counts, lengths, offsets, trailer).
     """
 
-    def __init__(self, fh: Readable) -> None:
-        self._fh = fh
+    def __init__(self, fh: Readable, *, concatenated: bool = False) -> None:
+        self._fh = fh if isinstance(fh, _Pushback) else _Pushback(fh)
         self._pos = 0
+        #: accept further archives after this one's trailer (as gzip reads members); see :meth:`next_archive`
+        self.concatenated = concatenated
+        self._more = False
         prefix = self._read(HEADER_PREFIX_LEN, "header", allow_short=True)
         size = header_len_from_prefix(prefix)
         rest = self._read(size - HEADER_PREFIX_LEN, "header")
@@ -733,11 +737,16 @@ class ArchiveReader:
                 trailer = self._read(TRAILER_LEN, "trailer")
                 _check_trailer(trailer, where, size)
                 _check_footer(footer, seen, n_chunks, total)
-                if self._fh.read(1):  # as ArchiveIndex: concatenated archives would lose data silently
+                nxt = self._fh.read(len(MAGIC))
+                if nxt and (not self.concatenated or nxt != MAGIC[: len(nxt)]):
                     raise FormatError(
-                        f"trailing data after the archive's trailer (offset {self._pos}): "
-                        "one archive per file or stream; decompress concatenated archives one by one"
+                        f"trailing data after the archive's trailer (offset {self._pos})"
+                        + ("" if self.concatenated else ": one archive per file here; a stream reader or "
+                           "decompress() decodes concatenated archives")
                     )
+                if nxt:
+                    self._fh.unread(nxt)
+                    self._more = True
                 self.footer = footer
                 return
             if tag[0] not in BLOCK_TAGS:
@@ -752,6 +761,52 @@ class ArchiveReader:
             n_chunks += len(block.entries)
             total += sum(e.raw_len for e in block.entries)
             yield block, payloads
+
+
+    def next_archive(self) -> ArchiveReader | None:
+        """After :meth:`blocks` ran out: a reader of the archive that follows
+        in the same stream (``concatenated``), or None at the end."""
+        if self.footer is None:
+            raise ValueError("read the blocks first")
+        return ArchiveReader(self._fh, concatenated=True) if self._more else None
+
+
+class _Pushback:
+    """A file object's ``read`` with bytes put back in front (the reader's look-ahead)."""
+
+    def __init__(self, fh: Readable) -> None:
+        self._fh, self._back = fh, b""
+
+    def unread(self, data: bytes) -> None:
+        self._back = data + self._back
+
+    def read(self, size: int = -1, /) -> bytes:
+        if not self._back:
+            return self._fh.read(size)
+        if size < 0:
+            out, self._back = self._back + self._fh.read(), b""
+            return out
+        out, self._back = self._back[:size], self._back[size:]
+        return out
+
+
+def members(buf: bytes | bytearray | memoryview | Any) -> list[memoryview]:
+    """The archives concatenated in ``buf`` (one for a plain archive), found
+    from the end: each trailer gives its archive's length.  Every piece is
+    still checked whole by :class:`ArchiveIndex`."""
+    mv = memoryview(buf).cast("B")
+    out: list[memoryview] = []
+    end = len(mv)
+    while end >= HEADER_PREFIX_LEN + FOOTER_FIXED_LEN + TRAILER_LEN:
+        off, flen, magic = _TRAILER.unpack_from(mv, end - TRAILER_LEN)
+        start = end - (off + flen + TRAILER_LEN)
+        if magic != TRAILER_MAGIC or start < 0 or bytes(mv[start : start + len(MAGIC)]) != MAGIC:
+            break  # not a split point
+        out.insert(0, mv[start:end])
+        end = start
+    if end or not out:  # the rest is one piece: ArchiveIndex says what is wrong with it
+        out.insert(0, mv[:end])
+    return out
 
 
 def _check_trailer(trailer: bytes, footer_offset: int, footer_len: int) -> None:
@@ -785,6 +840,12 @@ class ArchiveIndex:
         if magic != TRAILER_MAGIC:
             raise FormatError("truncated archive or trailing garbage: no trailer at the end")
         if off < self.header.size or off + flen != n - TRAILER_LEN or flen < FOOTER_FIXED_LEN:
+            parts = members(mv)
+            if len(parts) > 1 and all(bytes(p[: len(MAGIC)]) == MAGIC for p in parts):
+                raise FormatError(
+                    f"this holds {len(parts)} concatenated archives: decompress() and the stream readers "
+                    "decode them all; info() and random access take one (split: pyllmcodec.container.members)"
+                )
             raise FormatError("bad archive trailer: footer offset/length out of range")
         if mv[off] != TAG_FOOTER:
             raise FormatError(f"no footer at offset {off} named by the trailer")

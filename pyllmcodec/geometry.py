@@ -134,7 +134,14 @@ def _is_int(x: Any) -> bool:
 class Plan:
     """A Compressor's options resolved against its model: what every archive
     it writes shares, and :meth:`for_size` for what follows the input's size.
-    Raises ValueError for an option the model cannot run (:meth:`resolve`)."""
+    Raises ValueError for an option the model cannot run (:meth:`resolve`).
+
+    Levels (``level``, 1..9, like zstd's, but picking how much the model sees
+    rather than a search effort): 1-6 take the model's defaults; 7 and 8
+    code segments of 768 bytes, 9 of the model's whole context (1024 for the
+    default model), slower per byte and smaller (docs/MODEL.md).  An explicit
+    ``context`` wins; token-level models have one level.  Nothing about the
+    level is recorded: the archive records the geometry it leads to."""
 
     #: the chunk size given, or the model's default
     chunk_size: int
@@ -154,9 +161,14 @@ class Plan:
     @classmethod
     def resolve(cls, model: StepModel, *, chunk_size: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                 precision: int | None = None, prime: int | None = None, context: int | None = None,
-                mixer: bool | None = None) -> Plan:
+                mixer: bool | None = None, level: int | None = None) -> Plan:
         tokens = model.tokenizer is not None
         model_ctx = int(model.max_context)
+        if level is not None and (not _is_int(level) or not 1 <= level <= 9):
+            raise ValueError("level must be an int in 1..9")
+        if context is None and level is not None and level >= 7 and not tokens:
+            # a level picks the segments' length (docs/MODEL.md: 512 -> 768 -> 1024 trades speed for ratio)
+            context = model_ctx if level == 9 else min(768, model_ctx)
         if context is None:  # the segments' length: the model's preference (its bundle's manifest)
             context = None if tokens else model.default_context
         if context is not None and (tokens or not _is_int(context) or not 2 <= context <= model_ctx):

@@ -1,7 +1,7 @@
 """File objects and the stream engines behind them.
 
-:class:`LlmzFile` is the binary file object of ``pyllmcodec.open``,
-``stream_reader`` and ``stream_writer`` (factories in :mod:`pyllmcodec.codec`),
+:class:`ArchiveFile` is the binary file object behind ``pyllmcodec.LlmzFile``,
+``open``, ``stream_reader`` and ``stream_writer`` (in :mod:`pyllmcodec.codec`),
 modelled on :mod:`gzip` / :mod:`lzma` and python-zstandard.  Both directions
 stream: a writer's :class:`StreamEncoder` buffers at most one wave of input
 (``batch_size * chunk_size`` bytes), a reader's :class:`StreamDecoder`
@@ -25,7 +25,7 @@ from .errors import ChecksumError, OutputLimitError
 from .geometry import Geometry
 from .scheduler import plan_waves
 
-__all__ = ["BlockDecoder", "LlmzFile", "Readable", "StreamDecoder", "StreamEncoder", "WaveCoder", "bytes_view"]
+__all__ = ["ArchiveFile", "BlockDecoder", "Readable", "StreamDecoder", "StreamEncoder", "WaveCoder", "bytes_view"]
 
 
 def bytes_view(data: Any) -> memoryview:
@@ -144,28 +144,30 @@ class StreamDecoder:
         self._limit = max_output_size
 
     def __iter__(self) -> Iterator[bytes]:
-        reader = ArchiveReader(self._fh)
-        sha = hashlib.sha256()
+        reader: ArchiveReader | None = ArchiveReader(self._fh, concatenated=True)
         produced = 0
-        for block, payloads in reader.blocks():
-            produced += sum(e.raw_len for e in block.entries)
-            if self._limit is not None and produced > self._limit:
-                raise OutputLimitError(f"the archive decodes to more than max_output_size={self._limit} bytes")
-            for chunk in self._decoder.decode_block(reader.header, block, payloads):
-                sha.update(chunk)
-                yield chunk
-        assert reader.footer is not None
-        if sha.digest() != reader.footer.sha256:
-            raise ChecksumError("the SHA-256 of the decoded data does not match the archive footer")
+        while reader is not None:  # concatenated archives decode one after the other, as gzip members
+            sha = hashlib.sha256()
+            for block, payloads in reader.blocks():
+                produced += sum(e.raw_len for e in block.entries)
+                if self._limit is not None and produced > self._limit:
+                    raise OutputLimitError(f"the archive decodes to more than max_output_size={self._limit} bytes")
+                for chunk in self._decoder.decode_block(reader.header, block, payloads):
+                    sha.update(chunk)
+                    yield chunk
+            assert reader.footer is not None
+            if sha.digest() != reader.footer.sha256:
+                raise ChecksumError("the SHA-256 of the decoded data does not match the archive footer")
+            reader = reader.next_archive()
 
 
-class LlmzFile(io.BufferedIOBase):
-    """A ``.llmz`` archive as a binary file object.
+class ArchiveFile(io.BufferedIOBase):
+    """A ``.llmz`` archive as a binary file object over its engines (the
+    public class with paths and defaults is :class:`pyllmcodec.LlmzFile`).
 
     ``mode`` "rb" decompresses from ``fileobj`` (a binary file object or a
     bytes-like) with ``decompressor``; "wb" compresses into ``fileobj`` with
-    ``compressor``.  Use :func:`pyllmcodec.open` for paths and defaults.
-    Not seekable.  ``size`` (writing): the number of bytes that will be
+    ``compressor``.  ``size`` (writing): the number of bytes that will be
     written, if known; it picks the chunk size as ``Compressor.compress``
     does.  Closing a writer writes the archive's footer; an archive
     whose writer was not closed is incomplete (it has no footer) and will not

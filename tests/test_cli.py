@@ -144,13 +144,19 @@ def test_numerics_mismatch_exit_code(work):
     assert listing(work) == ["a.txt", "a.txt.llmz"]
 
 
-def test_usage_errors(work):
+class _Terminal:
+    def isatty(self):
+        return True
+
+
+def test_usage_errors(work, monkeypatch):
     assert main(["decompress", "a.txt"]) == EXIT_ERROR  # unknown suffix
     assert main(["compress", *M, "missing.txt"]) == EXIT_ERROR
     assert main(["compress", *M, "-o", "x", "a.txt", "a.txt"]) == EXIT_USAGE
     assert main(["compress", "--bogus-flag"]) == EXIT_USAGE
     assert main(["compress", "--model", "test-bigram", "--chunk-size", "0", "a.txt"]) == EXIT_USAGE
-    assert main([]) == EXIT_USAGE
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    assert main([]) == EXIT_USAGE  # nothing to read: help (with stdin not a terminal, it is compressed)
     assert main(["compress", "--model", "no-such-model", "a.txt"]) == EXIT_MISMATCH
     assert listing(work) == ["a.txt"]
 
@@ -237,3 +243,63 @@ def test_subprocess_roundtrip(work):
 def test_python_dash_m_help():
     r = subprocess.run([sys.executable, "-m", "pyllmcodec", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "compress" in r.stdout and "exit status" in r.stdout
+
+
+# ---------------------------------------------------------------- gzip / zstd conventions (issue 18)
+
+
+def _cli(args, cwd, stdin=None):
+    code = f"import sys; sys.path.insert(0, {HERE!r}); import conftest\n" \
+           "from pyllmcodec.cli import main; sys.exit(main(sys.argv[1:]))\n"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, input=stdin, capture_output=True)
+
+
+def test_levels_pick_the_segments_and_are_recorded_nowhere_else(work):
+    import pyllmcodec
+
+    m = get_model(max_context=4096)
+    data = TEXT * 3
+    for lvl, want in ((1, None), (6, None), (7, 768), (9, None)):  # 9: the model's whole context (no key)
+        meta = pyllmcodec.info(pyllmcodec.compress(data, m, level=lvl, chunk_size=2048))
+        assert meta.get("context") == want, (lvl, meta.get("context"))
+    assert pyllmcodec.compress(data, m, level=7, chunk_size=2048, context=1024) != \
+        pyllmcodec.compress(data, m, level=7, chunk_size=2048)  # an explicit context wins
+    with pytest.raises(ValueError, match="level"):
+        pyllmcodec.compress(data, m, level=10)
+    assert main(["-9", "-k", *M, "a.txt"]) == EXIT_OK  # gzip's -9 spelling
+    assert pyllmcodec.decompress((work / "a.txt.llmz").read_bytes()) == TEXT
+    with pyllmcodec.open(work / "b.llmz", "wb", model="test-bigram", compresslevel=9) as f:
+        f.write(TEXT[:100])
+    assert pyllmcodec.decompress((work / "b.llmz").read_bytes()) == TEXT[:100]
+
+
+def test_test_and_list(work, capsys):
+    assert main(["-k", *M, "a.txt"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["-t", "a.txt.llmz"]) == EXIT_OK  # nothing written
+    assert listing(work) == ["a.txt", "a.txt.llmz"]
+    assert main(["-l", "a.txt.llmz"]) == EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["compressed", "uncompressed", "ratio", "uncompressed_name"]
+    packed, raw, _, name = out[1].split()
+    assert (int(packed), int(raw), name) == ((work / "a.txt.llmz").stat().st_size, len(TEXT), "a.txt")
+    (work / "bad.llmz").write_bytes((work / "a.txt.llmz").read_bytes()[:-30])
+    assert main(["-t", "bad.llmz"]) == EXIT_CORRUPT
+    assert main(["-l", "bad.llmz"]) == EXIT_CORRUPT
+
+
+def test_rm_threads_and_stdin_by_default(work):
+    assert main(["--rm", "-T", "1", *M, "a.txt"]) == EXIT_OK  # zstd's --rm, -T
+    assert listing(work) == ["a.txt.llmz"]
+    assert main(["--threads", "0", *M, "a.txt.llmz"]) == EXIT_USAGE
+    r = _cli(M, work, stdin=TEXT)  # no file and stdin not a terminal: stdin -> stdout, as gzip
+    assert r.returncode == EXIT_OK, r.stderr
+    back = _cli(["-d"], work, stdin=r.stdout)
+    assert back.returncode == EXIT_OK and back.stdout == TEXT
+
+
+def test_version_names_what_decoding_depends_on(capsys):
+    assert main(["--version"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("pyllmcodec ") and "onnxruntime" in out and "CPU class" in out
+    assert "model default: sha256 " in out

@@ -51,16 +51,27 @@ def every_entry_point_refuses(blob: bytes, match: str | None = None) -> None:
 def test_trailing_data_is_refused_by_the_streaming_reader_too(model_archive):
     """Found by the container differential: ArchiveIndex refused trailing bytes
     but ArchiveReader (open(), stream_reader, the CLI) ignored them, so
-    `cat a.llmz b.llmz | pyllmcodec -d` silently dropped b."""
-    for tail in (b"\0", model_archive):
-        bad = model_archive + tail
-        with pytest.raises(FormatError, match="trail"):
-            ArchiveIndex(bad)
-        with pytest.raises(FormatError, match="trailing data"):
-            for _ in ArchiveReader(io.BytesIO(bad)).blocks():
-                pass
-        every_entry_point_refuses(bad, match="trail")
-    targets.container(model_archive + b"junk")  # the differential now agrees
+    `cat a.llmz b.llmz | pyllmcodec -d` silently dropped b.  Since then
+    concatenated archives decode to the concatenation (as gzip members do) and
+    single-archive readers refuse them by name; other trailing bytes are
+    refused everywhere."""
+    bad = model_archive + b"\0"
+    with pytest.raises(FormatError, match="trail"):
+        ArchiveIndex(bad)
+    with pytest.raises(FormatError, match="trailing data"):
+        for _ in ArchiveReader(io.BytesIO(bad)).blocks():
+            pass
+    every_entry_point_refuses(bad, match="trail")
+    both = model_archive + model_archive
+    with pytest.raises(FormatError, match="2 concatenated archives"):
+        ArchiveIndex(both)
+    with pytest.raises(FormatError, match="trailing data"):
+        for _ in ArchiveReader(io.BytesIO(both)).blocks():  # a single-archive reader
+            pass
+    assert pyllmcodec.decompress(both) == TEXT + TEXT
+    assert pyllmcodec.open(io.BytesIO(both)).read() == TEXT + TEXT
+    targets.container(model_archive + b"junk")  # the differential agrees
+    targets.archive(both)
 
 
 @pytest.mark.parametrize("precision", [1, 0, 8, 32])

@@ -166,11 +166,16 @@ def test_a_hard_linked_file_is_refused_without_force(work, capsys):
 # ---------------------------------------------------------------- 5. no unreadable output with exit 0
 
 
-def test_several_files_to_stdout_are_refused(work, capsys):
+def test_several_files_to_stdout_decode_to_their_concatenation(work, capfdbinary):
     (work / "b.txt").write_bytes(TEXT[300:500])
-    assert main(["compress", *M, "-c", "a.txt", "b.txt"]) == EXIT_USAGE
-    cap = capsys.readouterr()
-    assert cap.out == "" and "concatenated" in cap.err
+    assert main(["compress", *M, "-c", "a.txt", "b.txt"]) == EXIT_OK
+    both = capfdbinary.readouterr().out
+    (work / "ab.llmz").write_bytes(both)
+    assert pyllmcodec.decompress(both) == TEXT[:500]  # 0.4.0: exit 0, then "trailing data" on decoding
+    assert main(["decompress", "-c", "ab.llmz"]) == EXIT_OK
+    assert capfdbinary.readouterr().out == TEXT[:500]
+    with pytest.raises(pyllmcodec.FormatError, match="trailing"):
+        pyllmcodec.decompress(both + b"junk!")
 
 
 # ---------------------------------------------------------------- 6. output limits on streams

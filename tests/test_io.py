@@ -180,3 +180,30 @@ def test_cli_100mb_peak_rss(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak_kib = int(out.stdout.strip().splitlines()[-1])
     assert peak_kib < 200 * 1024, peak_kib
+
+
+def test_llmzfile_takes_a_path_like_lzmafile(tmp_path):
+    from pyllmcodec import LlmzFile
+
+    p = tmp_path / "a.llmz"
+    with LlmzFile(p, "wb", model="test-bigram", chunk_size=64) as f:  # Compressor options pass through
+        f.write(TEXT[:500])
+    with LlmzFile(str(p)) as f:  # "rb", the model the archive names
+        assert f.read() == TEXT[:500]
+    with LlmzFile(p.read_bytes(), "r") as f:
+        assert f.read(10) == TEXT[:10]
+    with pytest.raises(FileExistsError):
+        LlmzFile(p, "xb", model="test-bigram")
+    with pytest.raises(ValueError, match="mode"):
+        LlmzFile(p, "ab")
+
+
+def test_compressor_and_decompressor_close_and_context_managers():
+    with pyllmcodec.Compressor(get_model(), chunk_size=64) as comp:
+        blob = comp.compress(TEXT[:300])
+    with pytest.raises(ValueError, match="closed Compressor"):
+        comp.compress(b"x")
+    with pyllmcodec.Decompressor() as dec:
+        assert dec.decompress(blob) == TEXT[:300]
+    with pytest.raises(ValueError, match="closed Decompressor"):
+        dec.decompress(blob)
