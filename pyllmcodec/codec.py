@@ -25,7 +25,7 @@ import hashlib
 import io
 import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeAlias, Union, cast, overload
 
@@ -47,7 +47,7 @@ from .constants import (
 from .container import ArchiveIndex, ArchiveWriter, Block, ChunkEntry, Header, build_meta, members
 from .errors import ChecksumError, CodecError, FormatError, MemoryLimitError, ModelError, OutputLimitError
 from .geometry import Geometry, Plan, cut
-from .io import ArchiveFile, Readable, bytes_view
+from .io import ArchiveFile, CompressObj, Readable, bytes_view
 from .methods import METHODS, choose, model_inputs, unpack
 from .models import load_model
 from .scheduler import plan_waves, wave_bytes
@@ -79,6 +79,19 @@ Device = Literal["auto", "cpu", "cuda"]
 Backend = Literal["auto", "onnxruntime", "torch"]
 Fallback = Literal["deflate", "stored"]
 ModelArg: TypeAlias = "str | StepModel"
+
+
+class _Counting:
+    """Counts the bytes read through it (copy_stream's report)."""
+
+    def __init__(self, source: Readable | Buffer) -> None:
+        self._fh: Any = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        self.count = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        b: bytes = self._fh.read(size)
+        self.count += len(b)
+        return b
 
 
 class _Closed:
@@ -362,6 +375,22 @@ class Compressor:
                 ArchiveIndex(o)  # the container parses back
         return [bytes(o) for o in outs]
 
+    def compressobj(self, size: int | None = None) -> CompressObj:
+        """An incremental compressor (``compress(data) -> bytes``,
+        ``flush("finish" | "block") -> bytes``), as zstd's ``compressobj``;
+        ``size`` as in :meth:`stream_writer`."""
+        return CompressObj(self, size)
+
+    def copy_stream(self, ifh: Readable, ofh: IO[bytes], *, size: int | None = None,
+                    read_size: int = 1 << 20) -> tuple[int, int]:
+        """Compress everything read from ``ifh`` into ``ofh``; returns
+        ``(bytes read, bytes written)``, as zstd's ``copy_stream``."""
+        w = self.stream_writer(ofh, size=size)
+        with w:
+            while block := ifh.read(read_size):
+                w.write(block)
+        return w.bytes_in, w.bytes_out
+
     def stream_writer(self, fh: IO[bytes], *, closefd: bool = False, size: int | None = None) -> LlmzFile:
         """A writable file object that compresses into ``fh`` as data arrives;
         ``close()`` (or leaving a ``with`` block) writes the footer.  Buffers at
@@ -633,6 +662,24 @@ class Decompressor:
     def decompress_chunk(self, data: Buffer, index: int) -> bytes:
         """Decode chunk ``index`` alone (see :meth:`decompress_chunks`)."""
         return self.decompress_chunks(data, index, index + 1)
+
+    def copy_stream(self, ifh: Readable | Buffer, ofh: IO[bytes], *,
+                    read_size: int = 1 << 20) -> tuple[int, int]:
+        """Decompress everything read from ``ifh`` into ``ofh``; returns
+        ``(archive bytes read, bytes written)``, as zstd's ``copy_stream``."""
+        counter = _Counting(ifh)
+        n = 0
+        for block in self.read_to_iter(counter, read_size=read_size):
+            ofh.write(block)
+            n += len(block)
+        return counter.count, n
+
+    def read_to_iter(self, source: Readable | Buffer, *, read_size: int = 1 << 20) -> Iterator[bytes]:
+        """The decompressed data of ``source`` as an iterator of byte
+        strings (one wave's worth at most each), as zstd's ``read_to_iter``."""
+        with self.stream_reader(source) as r:
+            while block := r.read1(read_size):
+                yield block
 
     def stream_reader(self, source: Readable | Buffer, *, closefd: bool = False,
                       max_output_size: int | None = None) -> LlmzFile:

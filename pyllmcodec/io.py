@@ -25,7 +25,7 @@ from .errors import ChecksumError, OutputLimitError
 from .geometry import Geometry
 from .scheduler import plan_waves
 
-__all__ = ["ArchiveFile", "BlockDecoder", "Readable", "StreamDecoder", "StreamEncoder", "WaveCoder", "bytes_view"]
+__all__ = ["ArchiveFile", "BlockDecoder", "CompressObj", "StreamDecoder", "StreamEncoder", "WaveCoder", "bytes_view"]
 
 
 def bytes_view(data: Any) -> memoryview:
@@ -116,19 +116,60 @@ class StreamEncoder:
             coded = self._coder.code_wave(chunks, self.geometry)
             self._writer.write_block(len(chunks), [e for e, _ in coded], [p for _, p in coded])
 
-    def finish(self) -> None:
+    def flush(self) -> None:
+        """Code everything written so far (the held cells, cut into chunks, in
+        waves of up to ``batch_size``), so that it is in the output: a block
+        boundary, as zstd's FLUSH_BLOCK.  The archive stays valid and decodes
+        the same; flushing mid-stream makes waves shorter (a smaller ratio)
+        and the output unlike one-shot ``compress``'s."""
         if self.finished:
-            return
+            raise ValueError("flush of a finished compression stream")
         rest = bytes(self._buf)
         self._buf = bytearray()
         self._pending += self._coder.cut(memoryview(rest), self.geometry)
-        waves = plan_waves(len(self._pending), self._coder.batch_size) or [(0, 0)]
-        for start, batch in waves:
+        for start, batch in plan_waves(len(self._pending), self._coder.batch_size):
             self._code(self._pending[start : start + batch])
         self._pending = []
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.flush()
+        if self._writer is None:  # nothing was written: the header alone (probe at batch 1)
+            self._code([])
         assert self._writer is not None
         self._writer.finish(self._sha.digest())
         self.finished = True
+
+
+class CompressObj:
+    """Incremental compression into bytes, as :class:`lzma.LZMACompressor` and
+    zstd's ``compressobj``: :meth:`compress` returns what is ready (whole
+    waves), :meth:`flush` the rest (``"finish"``: the archive's end; after it
+    the object is done) or a block boundary (``"block"``: everything so far,
+    the stream goes on)."""
+
+    def __init__(self, coder: WaveCoder, size: int | None = None) -> None:
+        self._out = bytearray()
+        self._enc = StreamEncoder(coder, self._out.extend, size)
+
+    def _take(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def compress(self, data: Any) -> bytes:
+        self._enc.write(data)
+        return self._take()
+
+    def flush(self, mode: str = "finish") -> bytes:
+        if mode == "block":
+            self._enc.flush()
+        elif mode == "finish":
+            self._enc.finish()
+        else:
+            raise ValueError("mode must be 'finish' or 'block'")
+        return self._take()
 
 
 class StreamDecoder:
@@ -198,6 +239,7 @@ class ArchiveFile(io.BufferedIOBase):
             fileobj = io.BytesIO(fileobj)
         self._fh: IO[bytes] = fileobj
         self._closefd = closefd
+        self._aborted = False
         self._pos = 0
         if mode == "rb":
             if decompressor is None:
@@ -276,6 +318,7 @@ class ArchiveFile(io.BufferedIOBase):
         stops at once instead of coding the wave it holds."""
         if self.closed:
             return
+        self._aborted = True  # close() flushes: not this one
         try:
             io.BufferedIOBase.close(self)
         finally:
@@ -329,13 +372,17 @@ class ArchiveFile(io.BufferedIOBase):
             return n
 
     def flush(self) -> None:
-        """Flush what the underlying file holds.  Data not yet filling a wave
-        stays buffered: a wave's geometry depends on it (see FORMAT.md)."""
-        self._check_open()
-        if self._mode == "wb":
-            flush = getattr(self._fh, "flush", None)
-            if flush is not None:
-                flush()
+        """A writer codes everything written so far and flushes the
+        underlying file, so a reader of the file gets all of it (a block
+        boundary: :meth:`StreamEncoder.flush`; a log writer's ``flush``).
+        Flushing often costs ratio: each flush ends the waves held."""
+        with self._lock:
+            self._check_open()
+            if self._mode == "wb" and not self._encoder.finished and not self._aborted:
+                self._encoder.flush()
+                flush = getattr(self._fh, "flush", None)
+                if flush is not None:
+                    flush()
 
     # ---------------------------------------------------------- reading
 

@@ -207,3 +207,46 @@ def test_compressor_and_decompressor_close_and_context_managers():
         assert dec.decompress(blob) == TEXT[:300]
     with pytest.raises(ValueError, match="closed Decompressor"):
         dec.decompress(blob)
+
+
+def test_a_writer_flush_puts_a_block_in_the_output():
+    """A log writer's flush codes what it holds (zstd's FLUSH_BLOCK): the
+    output grows, a reader of the bytes so far decodes them, and the archive
+    still decodes whole."""
+    sink = io.BytesIO()
+    comp = pyllmcodec.Compressor(get_model(), chunk_size=64, batch_size=8)
+    w = comp.stream_writer(sink)
+    w.write(b"line one of the log\n")
+    assert w.bytes_out == 0  # under a wave: held
+    w.flush()
+    first = w.bytes_out
+    assert first > 0 and sink.getvalue()
+    w.write(b"line two\n")
+    w.flush()
+    assert w.bytes_out > first
+    w.write(TEXT[:300])
+    w.close()
+    assert pyllmcodec.decompress(sink.getvalue()) == b"line one of the log\nline two\n" + TEXT[:300]
+
+
+def test_compressobj_and_copy_stream_and_read_to_iter():
+    comp = pyllmcodec.Compressor(get_model(), chunk_size=64, batch_size=4)
+    co = comp.compressobj()
+    parts = [co.compress(TEXT[i : i + 100]) for i in range(0, 700, 100)]
+    parts.append(co.flush("block"))
+    parts.append(co.compress(TEXT[700:800]))
+    parts.append(co.flush())
+    blob = b"".join(parts)
+    assert pyllmcodec.decompress(blob) == TEXT[:800]
+    with pytest.raises(ValueError, match="mode"):
+        comp.compressobj().flush("sync")
+    src, dst = io.BytesIO(TEXT[:900]), io.BytesIO()
+    n_in, n_out = comp.copy_stream(src, dst)
+    assert (n_in, n_out) == (900, len(dst.getvalue()))
+    assert dst.getvalue() == comp.compress(TEXT[:900])  # no flush: the one-shot's bytes
+    dec = pyllmcodec.Decompressor()
+    out = io.BytesIO()
+    assert dec.copy_stream(io.BytesIO(dst.getvalue()), out) == (len(dst.getvalue()), 900)
+    assert out.getvalue() == TEXT[:900]
+    pieces = list(dec.read_to_iter(dst.getvalue(), read_size=50))
+    assert b"".join(pieces) == TEXT[:900] and max(map(len, pieces)) <= 50
