@@ -15,7 +15,6 @@ import argparse
 import errno
 import io
 import json
-import mmap
 import os
 import shutil
 import signal
@@ -655,19 +654,8 @@ def _cmd_info(args: Any) -> int:
     status = EXIT_OK
     for path in args.files:
         try:
-            with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size == 0:
-                    d = info(b"", chunks=args.chunks)
-                else:  # map, don't read: info only touches the header, block tables and footer
-                    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-                    try:
-                        d = info(mm, chunks=args.chunks)
-                    finally:
-                        try:
-                            mm.close()
-                        except BufferError:  # an exception's traceback still holds a view; GC unmaps it
-                            pass
+            with open(path, "rb") as fh:  # mapped, not read: info touches the header, tables and footer
+                d = info(fh, chunks=args.chunks)
         except CodecError as exc:
             print(f"pyllmcodec: {path}: {exc}", file=sys.stderr)
             status = max(status, EXIT_CORRUPT)

@@ -23,9 +23,11 @@ from __future__ import annotations
 import builtins
 import hashlib
 import io
+import mmap
 import os
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeAlias, Union, cast, overload
 
@@ -44,7 +46,18 @@ from .constants import (
     PROBE_BYTES,
     PROBE_VERSION,
 )
-from .container import ArchiveIndex, ArchiveWriter, Block, ChunkEntry, Header, build_meta, members
+from .container import (
+    HEADER_PREFIX_LEN,
+    ArchiveIndex,
+    ArchiveWriter,
+    Block,
+    ChunkEntry,
+    Header,
+    build_meta,
+    header_len_from_prefix,
+    members,
+    parse_header,
+)
 from .errors import ChecksumError, CodecError, FormatError, MemoryLimitError, ModelError, OutputLimitError
 from .geometry import Geometry, Plan, cut
 from .io import ArchiveFile, CompressObj, Readable, bytes_view
@@ -79,6 +92,24 @@ Device = Literal["auto", "cpu", "cuda"]
 Backend = Literal["auto", "onnxruntime", "torch"]
 Fallback = Literal["deflate", "stored"]
 ModelArg: TypeAlias = "str | StepModel"
+
+
+def _info_of_file(fh: Any, chunks: bool, header_only: bool) -> dict[str, Any]:
+    if header_only:  # the 14-byte prefix says how long the header is
+        prefix = fh.read(HEADER_PREFIX_LEN)
+        return info(prefix + fh.read(header_len_from_prefix(prefix) - len(prefix)), header_only=True)
+    try:
+        fd = fh.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return info(fh.read(), chunks=chunks)
+    if os.fstat(fd).st_size == 0:
+        return info(b"", chunks=chunks)
+    mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)  # info touches the header, block tables and footer only
+    try:
+        return info(mm, chunks=chunks)
+    finally:
+        with suppress(BufferError):  # an exception's traceback may still hold a view; GC unmaps it
+            mm.close()
 
 
 class _Counting:
@@ -798,8 +829,13 @@ def decompress_batch(
                         max_memory=max_memory, max_batch_size=max_batch_size).decompress_batch(blobs)
 
 
-def info(data: Buffer, *, chunks: bool = False) -> dict[str, Any]:
+def info(data: Buffer | Readable, *, chunks: bool = False, header_only: bool = False) -> dict[str, Any]:
     """The archive's header and footer as a dict (no model is loaded).
+
+    ``data``: the archive's bytes, or a binary file object (mapped when it
+    has a file descriptor, else read).  ``header_only``: the header's keys
+    and ``format_version`` alone, from as many bytes as the header takes:
+    a peek that needs neither the rest of the archive nor the whole file.
 
     Keys: ``format_version``, ``model`` (name, sha256, vocab_size, bos,
     max_context), ``fingerprint``, ``probe``, ``chunk_size``, ``batch_size``,
@@ -812,6 +848,11 @@ def info(data: Buffer, *, chunks: bool = False) -> dict[str, Any]:
     ``chunks=True``, ``chunks``: one dict per chunk (offset, raw_len,
     coded_len, method, crc32, batch, row).
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)) and hasattr(data, "read"):
+        return _info_of_file(data, chunks, header_only)
+    if header_only:
+        h = parse_header(bytes_view(data))
+        return {**h.meta, "format_version": h.version}
     ix = ArchiveIndex(data)
     h = ix.header
     d: dict[str, Any] = {k: v for k, v in h.meta.items()}

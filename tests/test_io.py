@@ -250,3 +250,17 @@ def test_compressobj_and_copy_stream_and_read_to_iter():
     assert out.getvalue() == TEXT[:900]
     pieces = list(dec.read_to_iter(dst.getvalue(), read_size=50))
     assert b"".join(pieces) == TEXT[:900] and max(map(len, pieces)) <= 50
+
+
+def test_info_peeks_at_a_header_and_reads_file_objects(tmp_path):
+    blob = pyllmcodec.compress(TEXT[:600], get_model(), chunk_size=64)
+    full = pyllmcodec.info(blob)
+    head = pyllmcodec.info(blob[:600], header_only=True)  # a prefix: the header is enough
+    assert head["chunk_size"] == 64 and head["model"] == full["model"] and "size" not in head
+    with pytest.raises(FormatError):
+        pyllmcodec.info(blob[:600])  # the whole archive is needed for the rest
+    (tmp_path / "a.llmz").write_bytes(blob)
+    with open(tmp_path / "a.llmz", "rb") as fh:
+        assert pyllmcodec.info(fh) == full  # mapped
+    assert pyllmcodec.info(io.BytesIO(blob)) == full  # read
+    assert pyllmcodec.info(io.BytesIO(blob), header_only=True) == head
