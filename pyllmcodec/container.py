@@ -27,6 +27,7 @@ allocates more than the input's size plus a format limit.
 
 from __future__ import annotations
 
+import bisect
 import json
 import struct
 import zlib
@@ -907,6 +908,15 @@ class ArchiveIndex:
         """The coded bytes of entry ``k`` of ``block`` (O(1))."""
         start = block.payload_offset + block.coded_starts[k]
         return self.buf[start : start + block.entries[k].coded_len]
+
+    def chunk_at(self, offset: int) -> int:
+        """The chunk that holds byte ``offset`` of the original data."""
+        if not 0 <= offset < self.footer.total_len:
+            raise IndexError(f"offset {offset} outside the archive's {self.footer.total_len} bytes")
+        bi = bisect.bisect_right(self._starts, offset) - 1
+        block = self.blocks[bi]
+        k = bisect.bisect_right(block.raw_starts, offset - self._starts[bi]) - 1
+        return block.first_chunk + k
 
     def chunk_offset(self, index: int) -> int:
         """Offset of chunk ``index`` in the original data."""

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import threading
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Protocol
 
-from .container import ArchiveReader, ArchiveWriter, Block, ChunkEntry, Header, Readable
+from .container import ArchiveIndex, ArchiveReader, ArchiveWriter, Block, ChunkEntry, Header, Readable
 from .errors import ChecksumError, OutputLimitError
 from .geometry import Geometry
 from .scheduler import plan_waves
@@ -249,6 +250,7 @@ class ArchiveFile(io.BufferedIOBase):
             self._chunks: Iterator[bytes] | None = None
             self._cur = memoryview(b"")
             self._eof = False
+            self._ix: ArchiveIndex | None = None
         else:
             if compressor is None:
                 raise TypeError("writing needs a compressor= (pyllmcodec.Compressor())")
@@ -272,15 +274,23 @@ class ArchiveFile(io.BufferedIOBase):
     def seekable(self) -> bool:
         """A writer can seek forward (the gap is written as zero bytes), as
         :class:`gzip.GzipFile` can; that also makes ``TextIOWrapper`` write a
-        byte-order mark at the start, as with ``gzip.open``.  A reader does
-        not seek."""
-        return self._mode == "wb"
+        byte-order mark at the start, as with ``gzip.open``.  A reader seeks
+        anywhere when its source is seekable (bytes, a file): through the
+        archive's chunk index it decodes only from the wave that holds the
+        target on (each chunk's CRC-32 checked; the whole-data SHA-256 only
+        by a read from the start)."""
+        if self._mode == "wb":
+            return True
+        try:
+            return bool(self._fh.seekable())
+        except (AttributeError, ValueError):
+            return False
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         with self._lock:
             self._check_open()
             if self._mode != "wb":
-                raise io.UnsupportedOperation("a pyllmcodec reader does not seek")
+                return self._seek_read(offset, whence)
             if whence == io.SEEK_CUR:
                 offset += self._pos
             elif whence != io.SEEK_SET:
@@ -293,6 +303,57 @@ class ArchiveFile(io.BufferedIOBase):
                 self._pos += self._encoder.write(bytes(n))
                 gap -= n
             return self._pos
+
+    def _index(self) -> ArchiveIndex:
+        """The archive's index over its bytes: mapped from a file with a
+        descriptor, else read (once)."""
+        if self._ix is None:
+            if not self.seekable():
+                raise io.UnsupportedOperation("this reader's source does not seek")
+            buf: Any
+            try:
+                buf = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+                where = self._fh.tell()
+                self._fh.seek(0)
+                buf = self._fh.read()
+                self._fh.seek(where)
+            self._ix = ArchiveIndex(buf)
+        return self._ix
+
+    def _seek_read(self, offset: int, whence: int) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            offset += self._index().footer.total_len
+        elif whence != io.SEEK_SET:
+            raise ValueError(f"invalid whence {whence}")
+        if offset < 0:
+            raise OSError(f"negative seek position {offset}")
+        if offset == self._pos:
+            return offset
+        ix = self._index()
+        if offset >= ix.footer.total_len:
+            self._chunks, self._cur, self._eof = iter(()), memoryview(b""), True
+            self._pos = offset
+            return offset
+        chunk = ix.chunk_at(offset)
+        self._chunks = self._indexed_chunks(ix, chunk)
+        self._eof = False
+        self._cur = memoryview(b"")
+        self._next_chunk()
+        self._cur = self._cur[offset - ix.chunk_offset(chunk) :]
+        self._pos = offset
+        return offset
+
+    def _indexed_chunks(self, ix: ArchiveIndex, first: int) -> Iterator[bytes]:
+        """The chunks from ``first`` on, a block at a time, through the index."""
+        bi, k0 = ix.locate(first)
+        for block in ix.blocks[bi:]:
+            payloads = [ix.payload(block, k) for k in range(len(block.entries))]
+            chunks = self._decompressor.decode_block(ix.header, block, payloads)
+            yield from chunks[k0:]
+            k0 = 0
 
     def tell(self) -> int:
         """Position in the uncompressed data."""

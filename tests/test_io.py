@@ -115,7 +115,7 @@ def test_open_on_file_objects():
     assert not sink.closed
     f = pyllmcodec.open(io.BytesIO(sink.getvalue()))
     assert isinstance(f, LlmzFile) and f.readable() and f.read() == b"abc" * 100 + b"\0\0\0"
-    assert not f.seekable()
+    assert f.seekable()  # a seekable source: through the chunk index
     f.close()
     with pytest.raises(ValueError):
         f.read()
@@ -264,3 +264,37 @@ def test_info_peeks_at_a_header_and_reads_file_objects(tmp_path):
         assert pyllmcodec.info(fh) == full  # mapped
     assert pyllmcodec.info(io.BytesIO(blob)) == full  # read
     assert pyllmcodec.info(io.BytesIO(blob), header_only=True) == head
+
+
+def test_a_reader_seeks_through_the_chunk_index(tmp_path, monkeypatch):
+    data = TEXT * 2
+    blob = pyllmcodec.compress(data, get_model(), chunk_size=64, batch_size=4)
+    (tmp_path / "a.llmz").write_bytes(blob)
+    model = get_model()
+    real = type(model).step
+    steps = {"n": 0}
+
+    def step(self, state, tokens):
+        steps["n"] += 1
+        return real(self, state, tokens)
+
+    monkeypatch.setattr(type(model), "step", step)
+    for source in (blob, io.BytesIO(blob), open(tmp_path / "a.llmz", "rb")):
+        with pyllmcodec.LlmzFile(source) as f:  # bytes are the archive here (open() takes them as a path)
+            assert f.seekable()
+            pyllmcodec.Decompressor().decompress(blob)  # the probe, cached
+            steps["n"] = 0
+            assert f.seek(len(data) - 100) == len(data) - 100
+            assert f.read() == data[-100:]
+            assert steps["n"] <= 64 + 1  # one wave of 64-byte chunks, not the whole archive
+            assert f.seek(-len(data) // 2, io.SEEK_END) == len(data) - len(data) // 2
+            assert f.read(50) == data[len(data) - len(data) // 2 :][:50]
+            f.seek(0)
+            assert f.read() == data
+            f.seek(10**9)
+            assert f.read() == b"" and f.tell() == 10**9
+            with pytest.raises(OSError):
+                f.seek(-1)
+    with pyllmcodec.open(io.BytesIO(blob)) as f:
+        f.seek(5, io.SEEK_CUR)
+        assert f.read(5) == data[5:10]
