@@ -584,7 +584,78 @@ def _cmd_compress(args: Any) -> int:
             _copy(fin, w, progress, size=comp.batch_size * comp.chunk_size_for(size))
         return w.bytes_in, w.bytes_out
 
+    files = args.files or ["-"]
+    if len(files) > 1 and not (args.stdout or args.output or args.test or "-" in files):
+        return _compress_together(args, comp, files)
     return _each_file(args, work, decompress=False)
+
+
+#: several input files are read and coded together (Compressor.compress_batch:
+#: their chunks share waves) in groups of at most this many bytes
+_TOGETHER_BYTES = 64 << 20
+
+
+def _compress_together(args: Any, comp: Any, files: list[str]) -> int:
+    """Several files in one command: their chunks share the waves (one
+    ``compress_batch`` per group of up to 64 MiB), each still its own
+    archive, written and published one by one as ``_run_file`` does."""
+    status = EXIT_OK
+    group: list[tuple[str, str, bytes]] = []
+    size = 0
+
+    def code(group: list[tuple[str, str, bytes]]) -> int:
+        worst = EXIT_OK
+        t0 = time.perf_counter()
+        blobs = comp.compress_batch([data for _, _, data in group])
+        dt = time.perf_counter() - t0
+        for (src, out, data), blob in zip(group, blobs):
+            try:
+                with _atomic_output(out, args.force) as fout:
+                    fout.write(blob)
+                with suppress(OSError):
+                    shutil.copystat(src, out)
+            except _Fail as exc:
+                _say(args, str(exc))
+                worst = max(worst, exc.code)
+                continue
+            except OSError as exc:
+                _say(args, f"{src} -> {out}: {_os_reason(exc)}; no output was left behind and {src} is unchanged")
+                worst = max(worst, EXIT_ERROR)
+                continue
+            if not args.keep:
+                os.unlink(src)
+            if args.verbose and not args.quiet:
+                pct = 100.0 * (1 - len(blob) / len(data)) if data else 0.0
+                print(f"{src}: {pct:5.1f}% saved ({len(data)} -> {len(blob)} bytes) -> {out}", file=sys.stderr)
+        if args.verbose and not args.quiet:
+            print(f"{len(group)} files coded together in {dt:.2f} s", file=sys.stderr)
+        return worst
+
+    for src in files:
+        try:
+            out = _plan_output(args, src, decompress=False)
+            assert out is not None
+            _check_input(src, args, removes=not args.keep)
+            if os.path.exists(out) and not args.force:
+                raise _Fail(f"{out} already exists; not overwritten (use -f)")
+            with open(src, "rb") as fh:
+                data = fh.read()
+        except _Fail as exc:
+            _say(args, str(exc))
+            status = max(status, exc.code)
+            continue
+        except OSError as exc:
+            _say(args, f"{src}: {exc.strerror or exc}")
+            status = max(status, EXIT_ERROR)
+            continue
+        if group and size + len(data) > _TOGETHER_BYTES:
+            status = max(status, code(group))
+            group, size = [], 0
+        group.append((src, out, data))
+        size += len(data)
+    if group:
+        status = max(status, code(group))
+    return status
 
 
 def _cmd_decompress(args: Any) -> int:

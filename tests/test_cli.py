@@ -303,3 +303,25 @@ def test_version_names_what_decoding_depends_on(capsys):
     out = capsys.readouterr().out
     assert out.startswith("pyllmcodec ") and "onnxruntime" in out and "CPU class" in out
     assert "model default: sha256 " in out
+
+
+def test_several_files_are_coded_together(work, monkeypatch, capsys):
+    import pyllmcodec
+
+    names = [f"f{i}.txt" for i in range(5)]
+    for i, n in enumerate(names):
+        (work / n).write_bytes(TEXT[i * 50 : i * 50 + 200 + 40 * i])
+    (work / "f4.txt.llmz").write_bytes(b"exists")
+    calls = []
+    real = pyllmcodec.Compressor.compress_batch
+    monkeypatch.setattr(pyllmcodec.Compressor, "compress_batch",
+                        lambda self, bufs: calls.append(len(bufs)) or real(self, bufs))
+    assert main(["-v", *M, *names, "missing.txt"]) == EXIT_ERROR
+    assert calls == [4]  # one shared schedule for the four that could go
+    err = capsys.readouterr().err
+    assert "missing.txt: no such file" in err and "f4.txt.llmz already exists" in err
+    for i, n in enumerate(names[:4]):
+        assert not (work / n).exists()  # removed, as one by one
+        back = pyllmcodec.decompress((work / (n + ".llmz")).read_bytes())
+        assert back == TEXT[i * 50 : i * 50 + 200 + 40 * i]
+    assert (work / "f4.txt").exists() and (work / "f4.txt.llmz").read_bytes() == b"exists"
