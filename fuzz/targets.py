@@ -148,6 +148,24 @@ def _read_open(data: bytes) -> bytes:
         return f.read()
 
 
+def _decompressobj(data: bytes, piece: int = 97) -> bytes:
+    """The incremental decoder fed ``piece`` bytes at a time, archive after
+    archive (``unused_data``), as a user of it would."""
+    out = []
+    rest = data
+    while True:
+        d = _dec().decompressobj(MAX_OUTPUT)
+        i = 0
+        while i < len(rest) and not d.eof:
+            out.append(d.decompress(rest[i : i + piece]))
+            i += piece
+        if not d.eof:
+            raise pyllmcodec.FormatError("truncated: the archive did not end")
+        rest = d.unused_data + rest[i:]
+        if not rest:
+            return b"".join(out)
+
+
 def archive(data: bytes) -> None:
     container(data)
     dec = _dec()
@@ -158,6 +176,12 @@ def archive(data: bytes) -> None:
     if took > budget:
         raise BudgetBlown(f"time: decompress took {took:.1f} s, the archive's claims allow {budget:.1f} s")
     ok_s, streamed = _outcome(lambda: _read_open(data))
+    ok_o, pieces = _outcome(lambda: _decompressobj(data))
+    if ok_o != ok_d and not isinstance(out if not ok_d else pieces, OutputLimitError):
+        raise Mismatch(f"decompress {'decodes' if ok_d else 'raises ' + repr(out)} but decompressobj "
+                       f"{'decodes' if ok_o else 'raises ' + repr(pieces)}")
+    if ok_o and ok_d and pieces != out:
+        raise Mismatch("decompressobj and decompress decode different bytes")
     parts = members(data)  # concatenated archives decode to the concatenation; info() takes each
     infos = [_outcome(lambda p=p: pyllmcodec.info(p)) for p in parts]
     if ok_d:

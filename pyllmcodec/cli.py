@@ -148,6 +148,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="remove the input after success (the default, as gzip; zstd's spelling)")
     p.add_argument("-t", "--test", action="store_true", help="decompress and check, write nothing")
     p.add_argument("-l", "--list", action="store_true", help="list sizes and ratio of archives (as gzip -l)")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="walk directories: every file inside (every FILE.llmz when decompressing)")
     p.add_argument("--max-memory", type=_size, default=DEFAULT_MAX_MEMORY, metavar="BYTES",
                    help="memory one wave may take, e.g. 8G (default 4G); give the same when decompressing")
 
@@ -373,13 +375,25 @@ def _input_size(fin: IO[bytes]) -> int | None:
         return None
 
 
-def _copy(src: IO[bytes], dst: Any, progress: _Progress, size: int = _READ_SIZE) -> None:
+def _output_size(fin: IO[bytes]) -> int | None:
+    """What a regular archive file decodes to (its footer, through the
+    mapped index; the read position stays), for the progress bar's total."""
+    if _input_size(fin) is None:
+        return None
+    from .codec import info
+
+    try:
+        return int(info(fin)["size"])
+    except CodecError:
+        return None  # the decoder will say what is wrong
+
+
+def _copy(src: IO[bytes], dst: Any, size: int = _READ_SIZE) -> None:
     while True:
         block = src.read(size)
         if not block:
             break
         dst.write(block)
-        progress.update(len(block))
 
 
 def _check_input(src: str, args: Any, removes: bool) -> None:
@@ -443,7 +457,7 @@ def _run_file(args: Any, src: str, work: Any, decompress: bool) -> None:
     t0 = time.perf_counter()
     fin = sys.stdin.buffer if src == "-" else open(src, "rb")
     try:
-        total = _input_size(fin)
+        total = _output_size(fin) if decompress else _input_size(fin)
         progress = _Progress(args, total, os.path.basename(src) if src != "-" else "stdin")
         try:
             if out is None:
@@ -519,7 +533,7 @@ def _cmd_list(args: Any) -> int:
 
     status = EXIT_OK
     print(f"{'compressed':>12} {'uncompressed':>12}  ratio  uncompressed_name")
-    for src in args.files or ["-"]:
+    for src in _expand(args, decompress=True):
         try:
             data = sys.stdin.buffer.read() if src == "-" else open(src, "rb").read()
             parts = [info(m) for m in members(data)]
@@ -579,12 +593,12 @@ def _cmd_compress(args: Any) -> int:
 
     def work(fin: IO[bytes], fout: IO[bytes], progress: _Progress) -> tuple[int, int]:
         size = _input_size(fin)  # a regular file's size picks the chunk size, as compress() does
-        w = comp.stream_writer(fout, size=size)
+        w = comp.stream_writer(fout, size=size, progress=progress.update)  # the bar follows coded bytes
         with w:  # an exception (Ctrl-C, SIGTERM) aborts the writer: it codes nothing more
-            _copy(fin, w, progress, size=comp.batch_size * comp.chunk_size_for(size))
+            _copy(fin, w, size=comp.batch_size * comp.chunk_size_for(size))
         return w.bytes_in, w.bytes_out
 
-    files = args.files or ["-"]
+    files = _expand(args, decompress=False)
     if len(files) > 1 and not (args.stdout or args.output or args.test or "-" in files):
         return _compress_together(args, comp, files)
     return _each_file(args, work, decompress=False)
@@ -665,8 +679,8 @@ def _cmd_decompress(args: Any) -> int:
                        max_memory=args.max_memory)
 
     def work(fin: IO[bytes], fout: IO[bytes], progress: _Progress) -> tuple[int, int]:
-        counted = _CountingReader(fin, progress)
-        r = dec.stream_reader(counted)
+        counted = _CountingReader(fin)
+        r = dec.stream_reader(counted, progress=progress.update)  # the bar follows decoded bytes
         n = 0
         while True:
             block = r.read1(_READ_SIZE)
@@ -680,20 +694,37 @@ def _cmd_decompress(args: Any) -> int:
 
 
 class _CountingReader:
-    """Counts (and reports progress on) the archive bytes read."""
+    """Counts the archive bytes read."""
 
-    def __init__(self, fh: IO[bytes], progress: _Progress) -> None:
-        self._fh, self._progress, self.count = fh, progress, 0
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh, self.count = fh, 0
 
     def read(self, n: int = -1) -> bytes:
         b = self._fh.read(n)
         self.count += len(b)
-        self._progress.update(len(b))
         return b
 
 
-def _each_file(args: Any, work: Any, decompress: bool) -> int:
+def _expand(args: Any, decompress: bool) -> list[str]:
+    """The inputs, with directories walked under -r (gzip -r): regular files
+    not yet compressed, or the archives to decompress."""
     files = args.files or ["-"]
+    if not getattr(args, "recursive", False):
+        return files
+    out: list[str] = []
+    for f in files:
+        if f != "-" and os.path.isdir(f):
+            for d, dirs, names in os.walk(f):
+                dirs.sort()
+                out += [os.path.join(d, n) for n in sorted(names)
+                        if n.endswith(FILE_EXTENSION) == decompress or args.test or args.list]
+        else:
+            out.append(f)
+    return out
+
+
+def _each_file(args: Any, work: Any, decompress: bool) -> int:
+    files = _expand(args, decompress)
     if args.output and len(files) > 1:
         raise _Fail("-o/--output takes one input file", EXIT_USAGE)
     if args.output and args.stdout:

@@ -60,10 +60,10 @@ from .container import (
 )
 from .errors import ChecksumError, CodecError, FormatError, MemoryLimitError, ModelError, OutputLimitError
 from .geometry import Geometry, Plan, cut
-from .io import ArchiveFile, CompressObj, Readable, bytes_view
+from .io import ArchiveFile, CompressObj, DecompressObj, Readable, bytes_view
 from .methods import METHODS, choose, model_inputs, unpack
 from .models import load_model
-from .scheduler import plan_waves, wave_bytes
+from .scheduler import Progress, plan_waves, wave_bytes
 from .session import Session, check_codable, check_model, session_for
 
 if TYPE_CHECKING:  # a bytes-like object: bytes, bytearray, memoryview, array, mmap, numpy arrays
@@ -110,6 +110,20 @@ def _info_of_file(fh: Any, chunks: bool, header_only: bool) -> dict[str, Any]:
     finally:
         with suppress(BufferError):  # an exception's traceback may still hold a view; GC unmaps it
             mm.close()
+
+
+def _scaled_progress(progress: Progress, scale: float) -> Progress:
+    """``progress`` told ``n * scale`` (rounded, the remainders carried)."""
+    carry = [0.0]
+
+    def report(n: int) -> None:
+        carry[0] += n * scale
+        whole = int(carry[0])
+        carry[0] -= whole
+        if whole:
+            progress(whole)
+
+    return report
 
 
 class _Counting:
@@ -326,7 +340,8 @@ class Compressor:
             **geometry.header_fields(int(m.max_context)),
         )
 
-    def code_wave(self, chunks: Sequence[memoryview], geometry: Geometry) -> list[tuple[ChunkEntry, Any]]:
+    def code_wave(self, chunks: Sequence[memoryview], geometry: Geometry,
+                  progress: Progress | None = None) -> list[tuple[ChunkEntry, Any]]:
         """Code one wave (chunk k at row k): the model codes what it can
         (:func:`pyllmcodec.methods.model_inputs`), then each chunk keeps its
         smallest form (:func:`pyllmcodec.methods.choose`)."""
@@ -336,7 +351,11 @@ class Compressor:
                               max_context=int(self.model.max_context))
         empty = np.zeros(0, dtype=np.int64)
         runner = self.session(geometry).runner
-        coded = runner.encode_wave(batch, range(batch), [empty if s is None else s for _, s in inputs])
+        symbols = [empty if s is None else s for _, s in inputs]
+        n_sym = sum(len(s) for s in symbols)
+        if progress is not None and n_sym:  # report input bytes: symbols scaled (tokens, stripped CRs)
+            progress = _scaled_progress(progress, sum(len(r) for r in raws) / n_sym)
+        coded = runner.encode_wave(batch, range(batch), symbols, progress)
         out: list[tuple[ChunkEntry, Any]] = []
         for row, (raw, (m, s), p) in enumerate(zip(chunks, inputs, coded)):
             method, best = choose(raw, m, None if s is None else p, self.fallback)
@@ -422,7 +441,8 @@ class Compressor:
                 w.write(block)
         return w.bytes_in, w.bytes_out
 
-    def stream_writer(self, fh: IO[bytes], *, closefd: bool = False, size: int | None = None) -> LlmzFile:
+    def stream_writer(self, fh: IO[bytes], *, closefd: bool = False, size: int | None = None,
+                      progress: Progress | None = None) -> LlmzFile:
         """A writable file object that compresses into ``fh`` as data arrives;
         ``close()`` (or leaving a ``with`` block) writes the footer.  Buffers at
         most ``batch_size`` chunks of input.  ``size``: the number of bytes
@@ -430,8 +450,10 @@ class Compressor:
         :meth:`compress` does (:meth:`chunk_size_for`), so the output is
         byte-identical to :meth:`compress` of the concatenated input when
         ``size`` is right (or the chunk size was given).  A wrong ``size``
-        still gives a valid archive."""
-        return LlmzFile(fh, "wb", compressor=self, closefd=closefd, size=size)
+        still gives a valid archive.  ``progress(n)``: told the input bytes
+        coded as the waves are coded (model symbols: bytes, or a token-level
+        model's tokens), every few steps -- what a progress bar needs."""
+        return LlmzFile(fh, "wb", compressor=self, closefd=closefd, size=size, progress=progress)
 
 
 # ------------------------------------------------------------------ decompressor
@@ -457,8 +479,8 @@ class _Job:
         self.payloads.append(payload)
         self.targets.append(target)
 
-    def run(self) -> list[bytes]:
-        return self.session.decode_rows(self.batch, self.rows, self.methods, self.raw_lens, self.payloads)
+    def run(self, progress: Progress | None = None) -> list[bytes]:
+        return self.session.decode_rows(self.batch, self.rows, self.methods, self.raw_lens, self.payloads, progress)
 
 
 def _crc_message(index: int, start: int | None) -> str:
@@ -562,7 +584,8 @@ class Decompressor:
 
     # ---------------------------------------------------------- the block decoder (pyllmcodec.io.BlockDecoder)
 
-    def decode_block(self, header: Header, block: Block, payloads: Sequence[Any]) -> list[bytes]:
+    def decode_block(self, header: Header, block: Block, payloads: Sequence[Any],
+                     progress: Progress | None = None) -> list[bytes]:
         """The chunks of one block of an archive with ``header`` (its payloads
         given), each checked against its CRC-32: the streaming reader's step."""
         model_k = [k for k, e in enumerate(block.entries) if METHODS[e.method].model]
@@ -571,11 +594,16 @@ class Decompressor:
             job = self._job(header, block)
             for k in model_k:
                 job.add(block.entries[k], payloads[k], (0, k))
-            decoded = dict(zip(model_k, job.run()))
+            decoded = dict(zip(model_k, job.run(progress)))
         out = []
         for k, e in enumerate(block.entries):
             index = block.first_chunk + k
-            chunk = decoded[k] if k in decoded else unpack(e.method, payloads[k], e.raw_len, index)
+            if k in decoded:
+                chunk = decoded[k]
+            else:
+                chunk = unpack(e.method, payloads[k], e.raw_len, index)
+                if progress is not None:  # the model's rows report themselves as they decode
+                    progress(len(chunk))
             out.append(_checked(chunk, e, index, None))
         return out
 
@@ -705,6 +733,11 @@ class Decompressor:
             n += len(block)
         return counter.count, n
 
+    def decompressobj(self, max_output_size: int | None = None) -> DecompressObj:
+        """An incremental decompressor of one archive (``decompress(piece) ->
+        bytes``, ``eof``, ``unused_data``), as :class:`lzma.LZMADecompressor`."""
+        return DecompressObj(self, _check_limit("max_output_size", max_output_size))
+
     def read_to_iter(self, source: Readable | Buffer, *, read_size: int = 1 << 20) -> Iterator[bytes]:
         """The decompressed data of ``source`` as an iterator of byte
         strings (one wave's worth at most each), as zstd's ``read_to_iter``."""
@@ -713,15 +746,16 @@ class Decompressor:
                 yield block
 
     def stream_reader(self, source: Readable | Buffer, *, closefd: bool = False,
-                      max_output_size: int | None = None) -> LlmzFile:
+                      max_output_size: int | None = None, progress: Progress | None = None) -> LlmzFile:
         """A readable file object decompressing ``source`` (a binary file
         object or a bytes-like) wave by wave.  Each chunk's CRC-32 is checked
         before its bytes are returned; the whole-data SHA-256 is checked at the
         end (a mismatch raises from the final ``read``).  ``max_output_size``:
         OutputLimitError before a wave that would take the output past it
-        (default None: a stream holds one wave at a time, however long)."""
+        (default None: a stream holds one wave at a time, however long).
+        ``progress(n)``: told the symbols decoded, every few steps."""
         return LlmzFile(source, "rb", decompressor=self, closefd=closefd,
-                        max_output_size=_check_limit("max_output_size", max_output_size))
+                        max_output_size=_check_limit("max_output_size", max_output_size), progress=progress)
 
 
 # ------------------------------------------------------------------ one-shot
@@ -980,7 +1014,7 @@ class LlmzFile(ArchiveFile):
     def __init__(self, filename: FileArg | Buffer, mode: str = "rb", *, model: ModelArg | None = None,
                  compressor: Compressor | None = None, decompressor: Decompressor | None = None,
                  closefd: bool = False, size: int | None = None, max_output_size: int | None = None,
-                 **options: Any) -> None:
+                 progress: Progress | None = None, **options: Any) -> None:
         base = mode.replace("b", "")
         if base not in ("r", "w", "x"):
             raise ValueError(f"mode must be 'rb', 'wb' or 'xb' (or without the b), not {mode!r}")
@@ -990,12 +1024,12 @@ class LlmzFile(ArchiveFile):
             if base == "r":
                 limit = _check_limit("max_output_size", max_output_size)
                 super().__init__(fh, "rb", decompressor=decompressor or Decompressor(model, **options),
-                                 closefd=own or closefd, max_output_size=limit)
+                                 closefd=own or closefd, max_output_size=limit, progress=progress)
             else:
                 if not (own or hasattr(fh, "write")):
                     raise TypeError("filename must be a path or a binary file object to write to")
                 comp = compressor or Compressor("default" if model is None else model, **options)
-                super().__init__(fh, "wb", compressor=comp, closefd=own or closefd, size=size)
+                super().__init__(fh, "wb", compressor=comp, closefd=own or closefd, size=size, progress=progress)
         except BaseException:
             if own:
                 fh.close()

@@ -63,6 +63,7 @@ __all__ = [
     "BLOCK_OVERHEAD",
     "BLOCK_PREFIX_LEN",
     "FOOTER_FIXED_LEN",
+    "FOOTER_PREFIX_LEN",
     "HEADER_FLAG_CONTEXT",
     "HEADER_FLAG_DEFLATE",
     "HEADER_FLAG_MIXER",
@@ -110,6 +111,7 @@ BLOCK_PREFIX_LEN = _BLOCK_PREFIX.size  # 9
 TRAILER_LEN = _TRAILER.size  # 16
 #: footer bytes that do not depend on the number of blocks (prefix, fixed body, crc)
 FOOTER_FIXED_LEN = _FOOTER_PREFIX.size + _FOOTER_FIXED.size + 4  # 61
+FOOTER_PREFIX_LEN = _FOOTER_PREFIX.size  # 5: tag, body length
 #: the most bytes one index entry takes in either layout: 3 varints bounded by
 #: the u16 row (3 bytes) and lengths < 2^28 (4 bytes each), + method + crc32
 MAX_ENTRY_LEN = 3 + 4 + 4 + 1 + 4  # 16

@@ -21,12 +21,31 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Protocol
 
-from .container import ArchiveIndex, ArchiveReader, ArchiveWriter, Block, ChunkEntry, Header, Readable
+from .constants import TAG_FOOTER
+from .container import (
+    BLOCK_PREFIX_LEN,
+    BLOCK_TAGS,
+    FOOTER_PREFIX_LEN,
+    HEADER_PREFIX_LEN,
+    TRAILER_LEN,
+    ArchiveIndex,
+    ArchiveReader,
+    ArchiveWriter,
+    Block,
+    ChunkEntry,
+    Header,
+    Readable,
+    block_len_from_prefix,
+    footer_len_from_prefix,
+    header_len_from_prefix,
+    parse_block_header,
+)
 from .errors import ChecksumError, OutputLimitError
 from .geometry import Geometry
-from .scheduler import plan_waves
+from .scheduler import Progress, plan_waves
 
-__all__ = ["ArchiveFile", "BlockDecoder", "CompressObj", "StreamDecoder", "StreamEncoder", "WaveCoder", "bytes_view"]
+__all__ = ["ArchiveFile", "BlockDecoder", "CompressObj", "DecompressObj", "StreamDecoder", "StreamEncoder",
+           "WaveCoder", "bytes_view"]
 
 
 def bytes_view(data: Any) -> memoryview:
@@ -57,7 +76,8 @@ class WaveCoder(Protocol):
     def header_meta(self, geometry: Geometry, probe_batch: int) -> dict[str, Any]:
         """The archive header's metadata."""
 
-    def code_wave(self, chunks: Sequence[memoryview], geometry: Geometry) -> list[tuple[ChunkEntry, Any]]:
+    def code_wave(self, chunks: Sequence[memoryview], geometry: Geometry,
+                  progress: Progress | None = None) -> list[tuple[ChunkEntry, Any]]:
         """Code one wave; one (entry, payload) per chunk."""
 
 
@@ -65,7 +85,8 @@ class BlockDecoder(Protocol):
     """What a :class:`StreamDecoder` needs of a decompressor
     (:class:`pyllmcodec.codec.Decompressor` has it)."""
 
-    def decode_block(self, header: Header, block: Block, payloads: Sequence[Any]) -> list[bytes]:
+    def decode_block(self, header: Header, block: Block, payloads: Sequence[Any],
+                     progress: Progress | None = None) -> list[bytes]:
         """The chunks of one block, each checked against its entry's CRC-32."""
 
 
@@ -75,8 +96,11 @@ class StreamEncoder:
     ``Compressor.compress`` (consecutive runs of ``batch_size`` chunks), so
     the output is byte-identical when ``size`` is right."""
 
-    def __init__(self, coder: WaveCoder, write: Any, size: int | None = None) -> None:
+    def __init__(self, coder: WaveCoder, write: Any, size: int | None = None,
+                 progress: Progress | None = None) -> None:
         self._coder = coder
+        #: told the symbols coded as waves are coded (a progress bar)
+        self.progress = progress
         self._write = write
         self._buf = bytearray()
         self._sha = hashlib.sha256()
@@ -114,7 +138,7 @@ class StreamEncoder:
         if self._writer is None:
             self._writer = ArchiveWriter(self._write, self._coder.header_meta(self.geometry, max(len(chunks), 1)))
         if chunks:
-            coded = self._coder.code_wave(chunks, self.geometry)
+            coded = self._coder.code_wave(chunks, self.geometry, self.progress)
             self._writer.write_block(len(chunks), [e for e, _ in coded], [p for _, p in coded])
 
     def flush(self) -> None:
@@ -173,6 +197,100 @@ class CompressObj:
         return self._take()
 
 
+class DecompressObj:
+    """Incremental decompression of one archive, as :class:`lzma.LZMADecompressor`
+    and zstd's ``decompressobj``: :meth:`decompress` takes any piece of the
+    archive and returns the data of every block completed so far (each
+    chunk's CRC-32 checked; the whole-data SHA-256 when the trailer arrives).
+    After the trailer ``eof`` is true and ``unused_data`` holds what followed
+    (another archive, for instance).  It feeds the one streaming parser
+    (:class:`~pyllmcodec.container.ArchiveReader`) a record at a time, a
+    record being the header, a block with its payloads, or the footer with
+    the trailer, whose lengths their prefixes give."""
+
+    def __init__(self, decoder: BlockDecoder, max_output_size: int | None = None) -> None:
+        self._decoder = decoder
+        self._limit = max_output_size
+        self._buf = bytearray()
+        self._released = 0  # bytes handed to the parser: whole records only
+        self._taken = 0  # of those, the bytes the parser has read
+        self._reader: ArchiveReader | None = None
+        self._blocks: Iterator[tuple[Block, list[bytes]]] | None = None
+        self._n_chunks = 0
+        self._produced = 0
+        self._sha = hashlib.sha256()
+        self.eof = False
+        self.unused_data = b""
+
+    def read(self, size: int = -1, /) -> bytes:  # the parser's file: released bytes only
+        end = self._released if size < 0 else min(self._released, self._taken + size)
+        out = bytes(self._buf[self._taken : end])
+        self._taken = end
+        return out
+
+    def _record(self) -> tuple[int, int] | None:
+        """``(length, chunks)`` of the record that starts at the released
+        end, or None until its prefixes have arrived."""
+        p, buf = self._released, self._buf
+        have = len(buf) - p
+        if self._reader is None:
+            if have < HEADER_PREFIX_LEN:
+                return None
+            return header_len_from_prefix(bytes(buf[p : p + HEADER_PREFIX_LEN])), 0
+        if have < 1:
+            return None
+        tag = buf[p]
+        if tag == TAG_FOOTER:
+            if have < FOOTER_PREFIX_LEN:
+                return None
+            return footer_len_from_prefix(bytes(buf[p : p + FOOTER_PREFIX_LEN]), p, 1 << 62) + TRAILER_LEN, 0
+        if tag not in BLOCK_TAGS:
+            return 1, 0  # the parser names the stray byte
+        if have < BLOCK_PREFIX_LEN:
+            return None
+        size = block_len_from_prefix(bytes(buf[p : p + BLOCK_PREFIX_LEN]), p)
+        if have < size:
+            return None
+        block = parse_block_header(bytes(buf[p : p + size]), p, self._reader.header, self._n_chunks)
+        return size + sum(e.coded_len for e in block.entries), len(block.entries)
+
+    def decompress(self, data: Any) -> bytes:
+        if self.eof:
+            raise EOFError("the archive has ended (its trailer was read); see unused_data")
+        self._buf += bytes_view(data)
+        out: list[bytes] = []
+        while not self.eof:
+            rec = self._record()
+            if rec is None or len(self._buf) < self._released + rec[0]:
+                break
+            self._released += rec[0]
+            if self._reader is None:
+                self._reader = ArchiveReader(self)
+                self._blocks = self._reader.blocks()
+                continue
+            assert self._blocks is not None
+            try:
+                block, payloads = next(self._blocks)
+            except StopIteration:  # the footer and trailer, checked
+                assert self._reader.footer is not None
+                if self._sha.digest() != self._reader.footer.sha256:
+                    raise ChecksumError("the SHA-256 of the decoded data does not match the archive footer") from None
+                self.eof = True
+                self.unused_data = bytes(self._buf[self._released :])
+                break
+            self._n_chunks += rec[1]
+            self._produced += sum(e.raw_len for e in block.entries)
+            if self._limit is not None and self._produced > self._limit:
+                raise OutputLimitError(f"the archive decodes to more than max_output_size={self._limit} bytes")
+            for chunk in self._decoder.decode_block(self._reader.header, block, payloads):
+                self._sha.update(chunk)
+                out.append(chunk)
+        del self._buf[: self._taken]  # what the parser has read is done with
+        self._released -= self._taken
+        self._taken = 0
+        return b"".join(out)
+
+
 class StreamDecoder:
     """The decoded chunks of the archive read from ``fh``, block by block:
     each chunk's CRC-32 is checked (by the BlockDecoder) before it is
@@ -180,10 +298,12 @@ class StreamDecoder:
     OutputLimitError before decoding a block that would take the output past
     it (None: no limit; a stream holds one wave at a time)."""
 
-    def __init__(self, decoder: BlockDecoder, fh: Readable, max_output_size: int | None = None) -> None:
+    def __init__(self, decoder: BlockDecoder, fh: Readable, max_output_size: int | None = None,
+                 progress: Progress | None = None) -> None:
         self._decoder = decoder
         self._fh = fh
         self._limit = max_output_size
+        self._progress = progress
 
     def __iter__(self) -> Iterator[bytes]:
         reader: ArchiveReader | None = ArchiveReader(self._fh, concatenated=True)
@@ -194,7 +314,7 @@ class StreamDecoder:
                 produced += sum(e.raw_len for e in block.entries)
                 if self._limit is not None and produced > self._limit:
                     raise OutputLimitError(f"the archive decodes to more than max_output_size={self._limit} bytes")
-                for chunk in self._decoder.decode_block(reader.header, block, payloads):
+                for chunk in self._decoder.decode_block(reader.header, block, payloads, self._progress):
                     sha.update(chunk)
                     yield chunk
             assert reader.footer is not None
@@ -228,6 +348,7 @@ class ArchiveFile(io.BufferedIOBase):
         closefd: bool = False,
         size: int | None = None,
         max_output_size: int | None = None,
+        progress: Progress | None = None,
     ) -> None:
         super().__init__()
         self._lock = threading.RLock()
@@ -247,6 +368,7 @@ class ArchiveFile(io.BufferedIOBase):
                 raise TypeError("reading needs a decompressor= (pyllmcodec.Decompressor())")
             self._decompressor = decompressor
             self._max_output_size = max_output_size
+            self._progress = progress
             self._chunks: Iterator[bytes] | None = None
             self._cur = memoryview(b"")
             self._eof = False
@@ -255,7 +377,7 @@ class ArchiveFile(io.BufferedIOBase):
             if compressor is None:
                 raise TypeError("writing needs a compressor= (pyllmcodec.Compressor())")
             # size: the bytes that will be written, if known (picks the chunk size)
-            self._encoder = StreamEncoder(compressor, self._fh.write, size)
+            self._encoder = StreamEncoder(compressor, self._fh.write, size, progress)
 
     # ---------------------------------------------------------- common
 
@@ -451,7 +573,7 @@ class ArchiveFile(io.BufferedIOBase):
         if self._eof:
             return False
         if self._chunks is None:
-            self._chunks = iter(StreamDecoder(self._decompressor, self._fh, self._max_output_size))
+            self._chunks = iter(StreamDecoder(self._decompressor, self._fh, self._max_output_size, self._progress))
         for chunk in self._chunks:
             if chunk:
                 self._cur = memoryview(chunk)

@@ -80,7 +80,7 @@ active-row sets -- is built before the loop.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -172,6 +172,12 @@ def fed_tokens(
         tok[1:n, r] = data[:-1]
         sym[:n, r] = data
     return tok, sym
+
+
+#: a callback told how many symbols were coded since it was last called
+Progress = Callable[[int], None]
+#: steps between progress reports (a report costs a Python call)
+PROGRESS_STEPS = 32
 
 
 def wave_bytes(model: StepModel, batch: int, longest: int, context: int) -> int:
@@ -313,11 +319,12 @@ class WaveRunner:
 
     # -------------------------------------------------------------- encode
 
-    def encode_wave(self, batch: int, rows: Sequence[int],
-                    chunks: Sequence[bytes | memoryview | np.ndarray]) -> list[bytes]:
+    def encode_wave(self, batch: int, rows: Sequence[int], chunks: Sequence[bytes | memoryview | np.ndarray],
+                    progress: Progress | None = None) -> list[bytes]:
         """Model-code ``chunks`` (chunk ``k`` at row ``rows[k]``; bytes, or
         token arrays for a token-level model) as one wave of batch size
-        ``batch``; returns one coded payload per chunk."""
+        ``batch``; returns one coded payload per chunk.  ``progress(n)`` is
+        told the symbols coded, every :data:`PROGRESS_STEPS` steps."""
         longest = max((len(c) for c in chunks), default=0)
         self._check_memory(batch, longest)
         C = self.context
@@ -336,8 +343,13 @@ class WaveRunner:
             for t0, t1, act, _fin in segments(batch, prow, [len(q) for q in seqs]):
                 t0 = max(t0, k)
                 sub = sym[t0:t1] if act is None else np.ascontiguousarray(sym[t0:t1][:, act])
+                n = batch if act is None else len(act)
                 for t in range(t0, t1):
                     coder.encode(state, enc, tok[t], sym[t], sub[t - t0], act)
+                    if progress is not None and (t - t0) % PROGRESS_STEPS == PROGRESS_STEPS - 1:
+                        progress(PROGRESS_STEPS * n)
+                if progress is not None and t1 > t0:
+                    progress((t1 - t0) % PROGRESS_STEPS * n)
         streams = enc.finish()
         return [bytes(streams[r]) for r in rows]
 
@@ -353,6 +365,7 @@ class WaveRunner:
         weights: np.ndarray | None = None,
         newlines: np.ndarray | None = None,
         extra: Sequence[int] | None = None,
+        progress: Progress | None = None,
     ) -> list[np.ndarray]:
         """Decode the chunks at ``rows`` (payloads aligned) of one wave of
         batch size ``batch``; all other rows are fed the pad token.  Returns
@@ -363,7 +376,7 @@ class WaveRunner:
         (all >= 1), plus ``newlines[s] * extra[k]`` with ``newlines`` given,
         and the row ends at the symbol that brings it to ``lengths[k]``;
         ValueError when a row overshoots that or runs past what it can code
-        (corrupt data)."""
+        (corrupt data).  ``progress(n)``: as in :meth:`encode_wave`."""
         self._check_memory(batch, int(max(lengths, default=0)))
         streams: list[bytes] = [b""] * batch
         for r, p in zip(rows, payloads):
@@ -395,6 +408,7 @@ class WaveRunner:
         # the encoder's segment plan: `longest` bounds every row's symbol count
         starts = dict(self._plan(longest))
         t = 0  # the symbol decoded next
+        counted = 0  # symbols decoded since the last progress report
         while alive.size:
             if finish_at is None and t >= longest:
                 raise ValueError("a chunk does not end within what its rows can code (the model's context)")
@@ -414,6 +428,11 @@ class WaveRunner:
                 out[t, alive] = s
                 tok[alive] = s
             t += 1
+            if progress is not None:
+                counted += alive.size
+                if t % PROGRESS_STEPS == 0:
+                    progress(counted)
+                    counted = 0
             if finish_at is not None:
                 fin = finish_at.get(t)
                 if fin is None:
@@ -430,6 +449,8 @@ class WaveRunner:
             steps[fin] = t
             tok[fin] = self.pad
             alive = alive[~np.isin(alive, fin)]
+        if progress is not None and counted:
+            progress(counted)
         return [out[: steps[r], r].copy() for r in rows]
 
     # -------------------------------------------------------------- probe

@@ -34,7 +34,7 @@ from .container import Header
 from .errors import ChecksumError, FormatError, MemoryLimitError, ModelError, NumericsMismatchError
 from .geometry import Geometry
 from .methods import finish, stop_rule
-from .scheduler import WaveRunner
+from .scheduler import Progress, WaveRunner
 
 __all__ = ["Session", "check_codable", "check_model", "session_for"]
 
@@ -71,7 +71,7 @@ class Session:
         return self._cache.fingerprint
 
     def decode_rows(self, batch: int, rows: Sequence[int], methods: Sequence[int], raw_lens: Sequence[int],
-                    payloads: Sequence[Any]) -> list[bytes]:
+                    payloads: Sequence[Any], progress: Progress | None = None) -> list[bytes]:
         """Decode the model-coded chunks at ``rows`` of one wave of ``batch``
         rows into bytes: each row ends by its method's rule
         (:func:`pyllmcodec.methods.stop_rule`) and is finished by it.
@@ -80,7 +80,7 @@ class Session:
         weights, newlines, extra = stop_rule(methods, tk, int(self.model.vocab_size))
         try:
             got = self.runner.decode_wave(batch, rows, raw_lens, payloads, weights=weights, newlines=newlines,
-                                          extra=extra)
+                                          extra=extra, progress=progress)
         except ValueError as exc:
             raise ChecksumError(f"{exc}: the archive is corrupt (or was decoded with different numerics)") from None
         except MemoryError:

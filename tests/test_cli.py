@@ -325,3 +325,17 @@ def test_several_files_are_coded_together(work, monkeypatch, capsys):
         back = pyllmcodec.decompress((work / (n + ".llmz")).read_bytes())
         assert back == TEXT[i * 50 : i * 50 + 200 + 40 * i]
     assert (work / "f4.txt").exists() and (work / "f4.txt.llmz").read_bytes() == b"exists"
+
+
+def test_recursive(work):
+    import pyllmcodec
+
+    (work / "d" / "e").mkdir(parents=True)
+    (work / "d" / "x.txt").write_bytes(TEXT[:300])
+    (work / "d" / "e" / "y.txt").write_bytes(TEXT[300:700])
+    assert main(["-r", *M, "d"]) == EXIT_OK
+    assert sorted(p.name for p in (work / "d").rglob("*")) == ["e", "x.txt.llmz", "y.txt.llmz"]
+    assert pyllmcodec.decompress((work / "d" / "e" / "y.txt.llmz").read_bytes()) == TEXT[300:700]
+    assert main(["-d", "-r", "d"]) == EXIT_OK
+    assert sorted(p.name for p in (work / "d").rglob("*")) == ["e", "x.txt", "y.txt"]
+    assert main([*M, "d"]) == EXIT_ERROR  # a directory without -r: ignored, as gzip

@@ -298,3 +298,40 @@ def test_a_reader_seeks_through_the_chunk_index(tmp_path, monkeypatch):
     with pyllmcodec.open(io.BytesIO(blob)) as f:
         f.seek(5, io.SEEK_CUR)
         assert f.read(5) == data[5:10]
+
+
+def test_progress_follows_coded_bytes():
+    comp = pyllmcodec.Compressor(get_model(), chunk_size=64, batch_size=4, fallback="stored")
+    data = TEXT[:1000]
+    seen: list[int] = []
+    w = comp.stream_writer(io.BytesIO(), progress=seen.append)
+    w.write(data)
+    n_written = sum(seen)  # whole waves coded while writing
+    w.close()
+    assert 0 < n_written < len(data) and sum(seen) == len(data)  # every input byte, as it is coded
+    assert len(seen) > 1000 // 256  # within waves, not only at their ends
+    blob = comp.compress(data)
+    got: list[int] = []
+    assert pyllmcodec.Decompressor().stream_reader(blob, progress=got.append).read() == data
+    assert sum(got) == len(data)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 100, 1 << 20])
+def test_decompressobj_takes_any_pieces(piece):
+    data = TEXT[:900]
+    blob = pyllmcodec.compress(data, get_model(), chunk_size=64, batch_size=4)
+    d = pyllmcodec.Decompressor().decompressobj()
+    out = [d.decompress(blob[i : i + piece]) for i in range(0, len(blob), piece)]
+    assert b"".join(out) == data and d.eof and d.unused_data == b""
+    if piece == 100:
+        assert sum(1 for o in out if o) > 1  # data comes out block by block, before the end
+    with pytest.raises(EOFError):
+        d.decompress(b"x")
+    d2 = pyllmcodec.Decompressor().decompressobj()
+    assert d2.decompress(blob + b"next") == data and d2.eof and d2.unused_data == b"next"
+    bad = bytearray(blob)
+    bad[-40] ^= 1  # the footer
+    with pytest.raises(pyllmcodec.CodecError):
+        pyllmcodec.Decompressor().decompressobj().decompress(bytes(bad))
+    with pytest.raises(pyllmcodec.FormatError, match="magic"):
+        pyllmcodec.Decompressor().decompressobj().decompress(b"not an archive at all")
