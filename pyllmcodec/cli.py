@@ -624,17 +624,16 @@ def _compress_together(args: Any, comp: Any, files: list[str]) -> int:
         dt = time.perf_counter() - t0
         for (src, out, data), blob in zip(group, blobs):
             try:
-                with _atomic_output(out, args.force) as fout:
-                    fout.write(blob)
+                try:
+                    with _atomic_output(out, args.force) as fout:
+                        fout.write(blob)
+                except OSError as exc:
+                    raise _Fail(f"{src} -> {out}: {_os_reason(exc)}; no output was left behind and {src} is "
+                                "unchanged") from None
                 with suppress(OSError):
                     shutil.copystat(src, out)
             except _Fail as exc:
-                _say(args, str(exc))
-                worst = max(worst, exc.code)
-                continue
-            except OSError as exc:
-                _say(args, f"{src} -> {out}: {_os_reason(exc)}; no output was left behind and {src} is unchanged")
-                worst = max(worst, EXIT_ERROR)
+                worst = max(worst, _failed(args, src, exc))
                 continue
             if not args.keep:
                 os.unlink(src)
@@ -654,13 +653,8 @@ def _compress_together(args: Any, comp: Any, files: list[str]) -> int:
                 raise _Fail(f"{out} already exists; not overwritten (use -f)")
             with open(src, "rb") as fh:
                 data = fh.read()
-        except _Fail as exc:
-            _say(args, str(exc))
-            status = max(status, exc.code)
-            continue
-        except OSError as exc:
-            _say(args, f"{src}: {exc.strerror or exc}")
-            status = max(status, EXIT_ERROR)
+        except (_Fail, OSError) as exc:
+            status = max(status, _failed(args, src, exc))
             continue
         if group and size + len(data) > _TOGETHER_BYTES:
             status = max(status, code(group))
@@ -723,6 +717,22 @@ def _expand(args: Any, decompress: bool) -> list[str]:
     return out
 
 
+def _failed(args: Any, src: str, exc: BaseException) -> int:
+    """Report a per-file failure (the run goes on with the next file); its exit status."""
+    if isinstance(exc, _Fail):
+        _say(args, str(exc))
+        return exc.code
+    if isinstance(exc, (NumericsMismatchError, ModelError)):
+        _say(args, f"{src}: {exc}")
+        return EXIT_MISMATCH
+    if isinstance(exc, CodecError):
+        _say(args, f"{src}: {exc}")
+        return EXIT_CORRUPT
+    assert isinstance(exc, OSError)
+    _say(args, f"{src}: {exc.strerror or exc}")
+    return EXIT_ERROR
+
+
 def _each_file(args: Any, work: Any, decompress: bool) -> int:
     files = _expand(args, decompress)
     if args.output and len(files) > 1:
@@ -733,20 +743,10 @@ def _each_file(args: Any, work: Any, decompress: bool) -> int:
     for src in files:
         try:
             _run_file(args, src, work, decompress)
-        except _Fail as exc:
-            _say(args, str(exc))
-            status = max(status, exc.code)
-        except (NumericsMismatchError, ModelError) as exc:
-            _say(args, f"{src}: {exc}")
-            status = max(status, EXIT_MISMATCH)
-        except CodecError as exc:
-            _say(args, f"{src}: {exc}")
-            status = max(status, EXIT_CORRUPT)
         except BrokenPipeError:
             raise
-        except OSError as exc:
-            _say(args, f"{src}: {exc.strerror or exc}")
-            status = max(status, EXIT_ERROR)
+        except (_Fail, CodecError, OSError) as exc:
+            status = max(status, _failed(args, src, exc))
     return status
 
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 
 from pyllmcodec.backends.base import StepModelBase
-import pytest
 
 CORPUS = (
     b"The quick brown fox jumps over the lazy dog. A language model assigns a probability to "
@@ -271,3 +271,17 @@ def with_meta(blob: bytes, flags_xor: int = 0, **changes: Any) -> bytes:
             lz.meta[k] = v
     lz.flags ^= flags_xor
     return build_loose(lz)
+
+
+def count_steps(monkeypatch: Any) -> dict[str, int]:
+    """Count the fake model's steps from now on: ``counter["n"]``."""
+    model = get_model()
+    real = type(model).step
+    counter = {"n": 0}
+
+    def step(self: Any, state: Any, tokens: np.ndarray) -> np.ndarray:
+        counter["n"] += 1
+        return real(self, state, tokens)
+
+    monkeypatch.setattr(type(model), "step", step)
+    return counter

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TEXT, get_model
+from conftest import TEXT, count_steps, get_model
 from test_reliability import HERE, _child, _wait_for_output, edited, refused_cheaply
 
 import pyllmcodec
@@ -85,33 +85,20 @@ def test_a_failed_allocation_is_a_codec_error(monkeypatch):
 # ---------------------------------------------------------------- 2. interrupts stop at once
 
 
-def _counting_steps(monkeypatch):
-    model = get_model()
-    real = type(model).step
-    n = {"steps": 0}
-
-    def step(self, state, tokens):
-        n["steps"] += 1
-        return real(self, state, tokens)
-
-    monkeypatch.setattr(type(model), "step", step)
-    return n
-
-
 def test_a_writer_left_by_an_exception_codes_nothing_more(monkeypatch):
     comp = Compressor(get_model(), chunk_size=64, batch_size=8, fallback="stored")
     comp.header_meta(comp.geometry_for(None), 8)  # the probe, cached
-    n = _counting_steps(monkeypatch)
+    n = count_steps(monkeypatch)
     out = io.BytesIO()
     with pytest.raises(KeyboardInterrupt), comp.stream_writer(out) as w:
         w.write(TEXT[:300])  # under a wave: held until close
         raise KeyboardInterrupt
-    assert n["steps"] == 0 and w.closed
+    assert n["n"] == 0 and w.closed
     w2 = comp.stream_writer(io.BytesIO())
     w2.write(TEXT[:300])
     del w2  # collected unclosed: incomplete, and nothing coded
     gc.collect()
-    assert n["steps"] == 0
+    assert n["n"] == 0
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, 143)])

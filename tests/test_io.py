@@ -9,7 +9,7 @@ import sys
 import tracemalloc
 
 import pytest
-from conftest import TEXT, get_model
+from conftest import TEXT, count_steps, get_model
 
 import pyllmcodec
 from pyllmcodec import ChecksumError, Compressor, Decompressor, FormatError, LlmzFile
@@ -270,15 +270,7 @@ def test_a_reader_seeks_through_the_chunk_index(tmp_path, monkeypatch):
     data = TEXT * 2
     blob = pyllmcodec.compress(data, get_model(), chunk_size=64, batch_size=4)
     (tmp_path / "a.llmz").write_bytes(blob)
-    model = get_model()
-    real = type(model).step
-    steps = {"n": 0}
-
-    def step(self, state, tokens):
-        steps["n"] += 1
-        return real(self, state, tokens)
-
-    monkeypatch.setattr(type(model), "step", step)
+    steps = count_steps(monkeypatch)
     for source in (blob, io.BytesIO(blob), open(tmp_path / "a.llmz", "rb")):
         with pyllmcodec.LlmzFile(source) as f:  # bytes are the archive here (open() takes them as a path)
             assert f.seekable()
