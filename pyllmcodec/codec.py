@@ -126,6 +126,19 @@ def _scaled_progress(progress: Progress, scale: float) -> Progress:
     return report
 
 
+def _picklable(args: dict[str, Any]) -> dict[str, Any]:
+    model = args.get("model")
+    if model is not None and not isinstance(model, str):
+        raise TypeError("a Compressor/Decompressor pickles when its model is a registered name (it is loaded "
+                        f"again there), not a {type(model).__name__} object: register it with "
+                        "pyllmcodec.models.register_model in every process and pass the name")
+    return args
+
+
+def _rebuild(cls: Any, args: dict[str, Any]) -> Any:
+    return cls(**args)
+
+
 class _Counting:
     """Counts the bytes read through it (copy_stream's report)."""
 
@@ -233,6 +246,8 @@ class Compressor:
         max_memory: int | None = DEFAULT_MAX_MEMORY,
         level: int | None = None,
     ) -> None:
+        #: the arguments, for pickling (a process pool, Ray): a registered name reloads there
+        self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.model = _resolve_model(model, device, backend, threads)
         #: the options resolved against the model (pyllmcodec.geometry)
         self.plan = Plan.resolve(self.model, chunk_size=chunk_size, batch_size=batch_size, precision=precision,
@@ -256,6 +271,12 @@ class Compressor:
         """Let go of the model (the registry's cache may still hold it); the
         object cannot be used afterwards."""
         self.model = _Closed(type(self).__name__)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles as its arguments, so it can go to another process (a
+        process pool, Ray, Dask), which loads the model by its registered
+        name there; a StepModel object given directly does not pickle."""
+        return _rebuild, (Compressor, _picklable(self._args))
 
     def __enter__(self) -> Compressor:
         return self
@@ -523,6 +544,7 @@ class Decompressor:
         max_memory: int | None = DEFAULT_MAX_MEMORY,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     ) -> None:
+        self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self._model_arg = model
         self._device, self._backend, self._threads = device, backend, threads
         self.max_output_size = _check_limit("max_output_size", max_output_size)
@@ -536,6 +558,10 @@ class Decompressor:
         """Mark this object closed: later calls raise ValueError (models are
         the registry's: :func:`pyllmcodec.models.clear_cache` frees them)."""
         self._closed = True
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles as its arguments (see :meth:`Compressor.__reduce__`)."""
+        return _rebuild, (Decompressor, _picklable(self._args))
 
     def __enter__(self) -> Decompressor:
         return self

@@ -373,3 +373,21 @@ def test_exception_hierarchy():
     for exc in (FormatError, ChecksumError, NumericsMismatchError, ModelError, OutputLimitError):
         assert issubclass(exc, CodecError)
     assert METHOD_MODEL == 1
+
+
+def test_compressor_and_decompressor_pickle_by_name():
+    """They go to a process pool (or Ray) by their arguments; the model is
+    loaded again by its registered name."""
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    comp = Compressor("test-bigram", chunk_size=64, batch_size=4)
+    comp2 = pickle.loads(pickle.dumps(comp))
+    assert comp2.chunk_size == 64 and comp2.compress(TEXT[:300]) == comp.compress(TEXT[:300])
+    dec = pickle.loads(pickle.dumps(Decompressor(max_output_size=1 << 20)))
+    assert dec.max_output_size == 1 << 20 and dec.decompress(comp.compress(TEXT[:300])) == TEXT[:300]
+    with ProcessPoolExecutor(2) as pool:  # fork: the test models are registered in the children
+        blobs = list(pool.map(comp.compress, [TEXT[:200], TEXT[200:500]]))
+    assert [dec.decompress(b) for b in blobs] == [TEXT[:200], TEXT[200:500]]
+    with pytest.raises(TypeError, match="registered name"):
+        pickle.dumps(Compressor(get_model()))
