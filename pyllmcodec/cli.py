@@ -388,14 +388,6 @@ def _output_size(fin: IO[bytes]) -> int | None:
         return None  # the decoder will say what is wrong
 
 
-def _copy(src: IO[bytes], dst: Any, size: int = _READ_SIZE) -> None:
-    while True:
-        block = src.read(size)
-        if not block:
-            break
-        dst.write(block)
-
-
 def _check_input(src: str, args: Any, removes: bool) -> None:
     """Refuse what gzip refuses: a missing file, a directory, anything not a
     regular file unless writing to stdout (a FIFO or a device is read, never
@@ -593,10 +585,9 @@ def _cmd_compress(args: Any) -> int:
 
     def work(fin: IO[bytes], fout: IO[bytes], progress: _Progress) -> tuple[int, int]:
         size = _input_size(fin)  # a regular file's size picks the chunk size, as compress() does
-        w = comp.stream_writer(fout, size=size, progress=progress.update)  # the bar follows coded bytes
-        with w:  # an exception (Ctrl-C, SIGTERM) aborts the writer: it codes nothing more
-            _copy(fin, w, size=comp.batch_size * comp.chunk_size_for(size))
-        return w.bytes_in, w.bytes_out
+        # the bar follows coded bytes; an exception (Ctrl-C, SIGTERM) aborts the writer: nothing more is coded
+        return comp.copy_stream(fin, fout, size=size, read_size=comp.batch_size * comp.chunk_size_for(size),
+                                progress=progress.update)
 
     files = _expand(args, decompress=False)
     if len(files) > 1 and not (args.stdout or args.output or args.test or "-" in files):
@@ -673,30 +664,9 @@ def _cmd_decompress(args: Any) -> int:
                        max_memory=args.max_memory)
 
     def work(fin: IO[bytes], fout: IO[bytes], progress: _Progress) -> tuple[int, int]:
-        counted = _CountingReader(fin)
-        r = dec.stream_reader(counted, progress=progress.update)  # the bar follows decoded bytes
-        n = 0
-        while True:
-            block = r.read1(_READ_SIZE)
-            if not block:
-                break
-            fout.write(block)
-            n += len(block)
-        return counted.count, n
+        return dec.copy_stream(fin, fout, read_size=_READ_SIZE, progress=progress.update)  # bar: decoded bytes
 
     return _each_file(args, work, decompress=True)
-
-
-class _CountingReader:
-    """Counts the archive bytes read."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self._fh, self.count = fh, 0
-
-    def read(self, n: int = -1) -> bytes:
-        b = self._fh.read(n)
-        self.count += len(b)
-        return b
 
 
 def _expand(args: Any, decompress: bool) -> list[str]:

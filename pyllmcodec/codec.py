@@ -59,8 +59,8 @@ from .container import (
     parse_header,
 )
 from .errors import ChecksumError, CodecError, FormatError, MemoryLimitError, ModelError, OutputLimitError
-from .geometry import Geometry, Plan, cut
-from .io import ArchiveFile, CompressObj, DecompressObj, Readable, bytes_view
+from .geometry import Geometry, Plan, cut, is_int
+from .io import ArchiveFile, CompressObj, DecompressObj, Readable, bytes_view, file_bytes
 from .methods import METHODS, choose, model_inputs, unpack
 from .models import load_model
 from .scheduler import Progress, plan_waves, wave_bytes
@@ -98,18 +98,13 @@ def _info_of_file(fh: Any, chunks: bool, header_only: bool) -> dict[str, Any]:
     if header_only:  # the 14-byte prefix says how long the header is
         prefix = fh.read(HEADER_PREFIX_LEN)
         return info(prefix + fh.read(header_len_from_prefix(prefix) - len(prefix)), header_only=True)
+    buf = file_bytes(fh)
     try:
-        fd = fh.fileno()
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return info(fh.read(), chunks=chunks)
-    if os.fstat(fd).st_size == 0:
-        return info(b"", chunks=chunks)
-    mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)  # info touches the header, block tables and footer only
-    try:
-        return info(mm, chunks=chunks)
+        return info(buf, chunks=chunks)
     finally:
-        with suppress(BufferError):  # an exception's traceback may still hold a view; GC unmaps it
-            mm.close()
+        if isinstance(buf, mmap.mmap):
+            with suppress(BufferError):  # an exception's traceback may still hold a view; GC unmaps it
+                buf.close()
 
 
 def _scaled_progress(progress: Progress, scale: float) -> Progress:
@@ -162,12 +157,8 @@ class _Closed:
         raise ValueError(f"I/O operation on a closed {self._owner}")
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _check_limit(name: str, value: int | None) -> int | None:
-    if value is not None and (not _is_int(value) or value < 0):
+    if value is not None and (not is_int(value) or value < 0):
         raise ValueError(f"{name} must be None (no limit) or an int >= 0")
     return value
 
@@ -453,10 +444,12 @@ class Compressor:
         return CompressObj(self, size)
 
     def copy_stream(self, ifh: Readable, ofh: IO[bytes], *, size: int | None = None,
-                    read_size: int = 1 << 20) -> tuple[int, int]:
+                    read_size: int = 1 << 20, progress: Progress | None = None) -> tuple[int, int]:
         """Compress everything read from ``ifh`` into ``ofh``; returns
-        ``(bytes read, bytes written)``, as zstd's ``copy_stream``."""
-        w = self.stream_writer(ofh, size=size)
+        ``(bytes read, bytes written)``, as zstd's ``copy_stream``; ``size``
+        and ``progress`` as in :meth:`stream_writer`.  An exception aborts the
+        writer: nothing more is coded."""
+        w = self.stream_writer(ofh, size=size, progress=progress)
         with w:
             while block := ifh.read(read_size):
                 w.write(block)
@@ -549,7 +542,7 @@ class Decompressor:
         self._device, self._backend, self._threads = device, backend, threads
         self.max_output_size = _check_limit("max_output_size", max_output_size)
         self.max_memory = _check_limit("max_memory", max_memory)
-        if not _is_int(max_batch_size) or max_batch_size < 1:
+        if not is_int(max_batch_size) or max_batch_size < 1:
             raise ValueError("max_batch_size must be an int >= 1")
         self.max_batch_size = max_batch_size
         self._closed = False
@@ -748,13 +741,14 @@ class Decompressor:
         """Decode chunk ``index`` alone (see :meth:`decompress_chunks`)."""
         return self.decompress_chunks(data, index, index + 1)
 
-    def copy_stream(self, ifh: Readable | Buffer, ofh: IO[bytes], *,
-                    read_size: int = 1 << 20) -> tuple[int, int]:
+    def copy_stream(self, ifh: Readable | Buffer, ofh: IO[bytes], *, read_size: int = 1 << 20,
+                    progress: Progress | None = None) -> tuple[int, int]:
         """Decompress everything read from ``ifh`` into ``ofh``; returns
-        ``(archive bytes read, bytes written)``, as zstd's ``copy_stream``."""
+        ``(archive bytes read, bytes written)``, as zstd's ``copy_stream``;
+        ``progress`` as in :meth:`stream_reader`."""
         counter = _Counting(ifh)
         n = 0
-        for block in self.read_to_iter(counter, read_size=read_size):
+        for block in self.read_to_iter(counter, read_size=read_size, progress=progress):
             ofh.write(block)
             n += len(block)
         return counter.count, n
@@ -764,10 +758,11 @@ class Decompressor:
         bytes``, ``eof``, ``unused_data``), as :class:`lzma.LZMADecompressor`."""
         return DecompressObj(self, _check_limit("max_output_size", max_output_size))
 
-    def read_to_iter(self, source: Readable | Buffer, *, read_size: int = 1 << 20) -> Iterator[bytes]:
+    def read_to_iter(self, source: Readable | Buffer, *, read_size: int = 1 << 20,
+                     progress: Progress | None = None) -> Iterator[bytes]:
         """The decompressed data of ``source`` as an iterator of byte
         strings (one wave's worth at most each), as zstd's ``read_to_iter``."""
-        with self.stream_reader(source) as r:
+        with self.stream_reader(source, progress=progress) as r:
             while block := r.read1(read_size):
                 yield block
 

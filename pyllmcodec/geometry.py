@@ -46,7 +46,7 @@ from .errors import ModelError
 from .mixer import MixerSpec
 from .tokenizer import Tokenizer
 
-__all__ = ["MIN_SPLIT_PIECE", "Geometry", "Plan", "cut", "header_mixer", "model_mixer", "split_point"]
+__all__ = ["MIN_SPLIT_PIECE", "Geometry", "Plan", "cut", "header_mixer", "is_int", "model_mixer", "split_point"]
 
 
 def model_mixer(model: StepModel) -> MixerSpec | None:
@@ -126,7 +126,8 @@ class Geometry:
                    mixer=header_mixer(header, model))
 
 
-def _is_int(x: Any) -> bool:
+def is_int(x: Any) -> bool:
+    """An int, not a bool (which Python counts as one)."""
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -164,14 +165,14 @@ class Plan:
                 mixer: bool | None = None, level: int | None = None) -> Plan:
         tokens = model.tokenizer is not None
         model_ctx = int(model.max_context)
-        if level is not None and (not _is_int(level) or not 1 <= level <= 9):
+        if level is not None and (not is_int(level) or not 1 <= level <= 9):
             raise ValueError("level must be an int in 1..9")
         if context is None and level is not None and level >= 7 and not tokens:
             # a level picks the segments' length (docs/MODEL.md: 512 -> 768 -> 1024 trades speed for ratio)
             context = model_ctx if level == 9 else min(768, model_ctx)
         if context is None:  # the segments' length: the model's preference (its bundle's manifest)
             context = None if tokens else model.default_context
-        if context is not None and (tokens or not _is_int(context) or not 2 <= context <= model_ctx):
+        if context is not None and (tokens or not is_int(context) or not 2 <= context <= model_ctx):
             raise ValueError(f"context must be an int in 2..{model_ctx} (the model's context), for "
                              "byte-level models only")
         ctx = model_ctx if context is None else int(context)
@@ -188,23 +189,23 @@ class Plan:
                 pref = model.default_chunk_size
                 chunk_size = int(pref) if pref and segmentable else min(DEFAULT_CHUNK_SIZE, ctx)
                 chunk_size = min(chunk_size, max_chunk)
-        if not _is_int(chunk_size) or not 1 <= chunk_size <= max_chunk:
+        if not is_int(chunk_size) or not 1 <= chunk_size <= max_chunk:
             raise ValueError(f"chunk_size must be an int in 1..{max_chunk}")
         auto_chunk = auto and segmentable
         resolved_prime = 0
         if not tokens and (chunk_size > ctx or (auto_chunk and MAX_BYTE_CHUNK_SIZE > ctx)):
             if prime is None:
                 prime = model.default_prime or min(DEFAULT_PRIME, ctx // 2)
-            if not _is_int(prime) or not 1 <= prime <= ctx // 2:
+            if not is_int(prime) or not 1 <= prime <= ctx // 2:
                 raise ValueError(f"prime must be an int in 1..{ctx // 2} (half the context)")
             resolved_prime = int(prime)
-        elif prime is not None and (not _is_int(prime) or prime < 0):
+        elif prime is not None and (not is_int(prime) or prime < 0):
             raise ValueError("prime must be an int >= 0")
-        if not _is_int(batch_size) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        if not is_int(batch_size) or not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be an int in 1..{MAX_BATCH_SIZE}")
         if precision is None:
             precision = int(core.DEFAULT_PRECISION)
-        if not _is_int(precision) or not MIN_PRECISION <= precision <= MAX_PRECISION:
+        if not is_int(precision) or not MIN_PRECISION <= precision <= MAX_PRECISION:
             raise ValueError(f"precision must be an int in {MIN_PRECISION}..{MAX_PRECISION}")
         if mixer not in (None, True, False):
             raise ValueError("mixer must be None, True or False")

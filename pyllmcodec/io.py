@@ -45,7 +45,29 @@ from .geometry import Geometry
 from .scheduler import Progress, plan_waves
 
 __all__ = ["ArchiveFile", "BlockDecoder", "CompressObj", "DecompressObj", "StreamDecoder", "StreamEncoder",
-           "WaveCoder", "bytes_view"]
+           "WaveCoder", "bytes_view", "file_bytes"]
+
+
+def file_bytes(fh: Any) -> Any:
+    """A file object's whole content as a buffer: mapped when it has a file
+    descriptor (an index touches only headers, tables and footer), else read
+    (from the start when it seeks, its position kept)."""
+    try:
+        return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):  # ValueError: an empty file
+        pass
+    try:
+        seekable = bool(fh.seekable())
+    except (AttributeError, ValueError):
+        seekable = False
+    if not seekable:
+        return fh.read()
+    where = fh.tell()
+    fh.seek(0)
+    try:
+        return fh.read()
+    finally:
+        fh.seek(where)
 
 
 def bytes_view(data: Any) -> memoryview:
@@ -432,15 +454,7 @@ class ArchiveFile(io.BufferedIOBase):
         if self._ix is None:
             if not self.seekable():
                 raise io.UnsupportedOperation("this reader's source does not seek")
-            buf: Any
-            try:
-                buf = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
-            except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-                where = self._fh.tell()
-                self._fh.seek(0)
-                buf = self._fh.read()
-                self._fh.seek(where)
-            self._ix = ArchiveIndex(buf)
+            self._ix = ArchiveIndex(file_bytes(self._fh))
         return self._ix
 
     def _seek_read(self, offset: int, whence: int) -> int:
