@@ -394,7 +394,20 @@ while mixing.)doc")
             py::gil_scoped_release nogil;
             x.mx.push(sp, n, r.ptr);
           },
-          "symbols"_a, "rows"_a = py::none(), "Feed each row the symbol coded after its last mix.");
+          "symbols"_a, "rows"_a = py::none(), "Feed each row the symbol coded after its last mix.")
+      .def(
+          "feed",
+          [](PyMixer& x, const py::object& symbols, const py::object& rows) {
+            Busy busy(x.mu);
+            auto sym = index_arg(symbols, "symbols");
+            const std::size_t n = static_cast<std::size_t>(sym.size());
+            Rows r = rows_arg(rows, n, "symbols");
+            const std::int64_t* sp = sym.data();
+            py::gil_scoped_release nogil;
+            x.mx.feed(sp, n, r.ptr);
+          },
+          "symbols"_a, "rows"_a = py::none(),
+          "Append a symbol to each row without coding it (a dictionary before the chunk): no mix, nothing learned.");
 
   py::class_<PyDecoder>(m, "BatchDecoder", R"doc(Decodes the streams written by a BatchEncoder with the same precision.
 

@@ -51,6 +51,9 @@
 //      and hist[j-min_len..j) == hist[n-min_len..n): ptr = j, len = min_len.
 //      Then table[index] = n.
 //
+// feed(symbol s): push's steps 2-3 without a mix (no cell, nothing
+//   learned): primes a row with a dictionary before its chunk.
+//
 // Why these choices: sim on linux-doc with model 1.4.0 and 8 KiB chunks
 // (docs/MODEL.md): 1.668 -> 1.542 bits/byte; min_len 4 beats 3, 6 and 8;
 // a per-cell prior fitted on held-out training text gets within 0.004 of a
@@ -135,6 +138,23 @@ class MatchMixer {
       const Row& r = row(rows, k);
       const std::string at = "mixer row " + std::to_string(detail::stream_of(rows, k));
       if (!r.pending) throw InvalidInput(at + " got a symbol without a mix first");
+      if (symbols[k] < 0 || symbols[k] > 0x7fffffff) throw InvalidInput(at + ": symbol out of range");
+      if (r.hist.size() >= max_len_)
+        throw InvalidInput(at + " is full (max_len " + std::to_string(max_len_) + " symbols)");
+    }
+    for (std::size_t k = 0; k < m; ++k) push_row(row(rows, k), static_cast<std::uint32_t>(symbols[k]));
+  }
+
+  // feed(symbols): append symbols that are not coded (a dictionary primed
+  // before the chunk, FORMAT.md section 4d), as push does after a mix that
+  // chose no cell: the match state follows them, no confidence is learned.
+  // Must not come between a mix and its push.
+  void feed(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows) {
+    checker_.check(rows, m);
+    for (std::size_t k = 0; k < m; ++k) {
+      const Row& r = row(rows, k);
+      const std::string at = "mixer row " + std::to_string(detail::stream_of(rows, k));
+      if (r.pending) throw InvalidInput(at + " was fed between a mix and its push");
       if (symbols[k] < 0 || symbols[k] > 0x7fffffff) throw InvalidInput(at + ": symbol out of range");
       if (r.hist.size() >= max_len_)
         throw InvalidInput(at + " is full (max_len " + std::to_string(max_len_) + " symbols)");

@@ -275,6 +275,11 @@ class MatchMixerRow:
         self.cell, self.pred = c, m
         return p
 
+    def feed(self, s: int) -> None:
+        """``s`` appended without a mix (a dictionary symbol): nothing learned."""
+        self.cell = -1
+        self.push(s)
+
     def push(self, s: int) -> None:
         if self.cell >= 0:
             c = self.cell

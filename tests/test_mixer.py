@@ -65,8 +65,13 @@ def test_native_mixer_matches_reference(case):
     V, seqs, spec, prior, seed = case
     rng = np.random.default_rng(seed)
     n, T = len(seqs), len(seqs[0])
-    mx = core.MatchMixer(n, T, np.array(prior), **spec)
+    primed = [int(x) for x in rng.integers(0, 3, size=int(rng.integers(0, 12)))]  # a dictionary, fed uncoded
+    mx = core.MatchMixer(n, T + len(primed), np.array(prior), **spec)
     refs = [MatchMixerRow(prior, **spec) for _ in range(n)]
+    for s in primed:
+        mx.feed(np.full(n, s), rows=None)
+        for ref in refs:
+            ref.feed(s)
     for t in range(T):
         # a random subset of rows steps (rows=), or all of them
         rows = None if rng.random() < 0.5 else np.sort(rng.choice(n, rng.integers(1, n + 1), replace=False))
@@ -121,6 +126,16 @@ def test_bad_rows_are_left_for_the_quantizer():
         with pytest.raises(ValueError):
             core.quantize(p)
         mx.push([1])
+
+
+def test_feed_between_mix_and_push_is_refused():
+    mx = core.MatchMixer(1, 8, np.array(PRIOR))
+    mx.mix(np.ones((1, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="between a mix and its push"):
+        mx.feed(np.array([1]))
+    mx.push(np.array([1]))
+    mx.feed(np.array([2]))
+    assert mx.length(0) == 2
 
 
 def test_mixer_misuse_is_a_clear_error():
@@ -276,7 +291,7 @@ def test_hostile_mixer_headers():
         ({"mixer": {**mx, "extra": 1}}, 0, r"mixer \(must be"),
         ({"mixer": None}, 0, "flag and the metadata key 'mixer' disagree"),
         ({}, HEADER_FLAG_MIXER, "flag and the metadata key 'mixer' disagree"),
-        ({}, 0x08, "unknown header flags"),
+        ({}, 0x10, "unknown header flags"),
     ]
     for change, flip, msg in cases:
         with pytest.raises(FormatError, match=msg):
