@@ -15,6 +15,7 @@ from pyllmcodec._version import __version__
 from pyllmcodec.errors import (
     ChecksumError,
     CodecError,
+    DictionaryError,
     FormatError,
     MemoryLimitError,
     ModelError,
@@ -24,6 +25,8 @@ from pyllmcodec.errors import (
 
 if TYPE_CHECKING:
     from pyllmcodec import core
+    from pyllmcodec.dictionary import Dictionary, train_dictionary
+    from pyllmcodec.frames import FrameParams
     from pyllmcodec.codec import (
         Compressor,
         Decompressor,
@@ -43,7 +46,10 @@ __all__ = [
     "CodecError",
     "Compressor",
     "Decompressor",
+    "Dictionary",
+    "DictionaryError",
     "FormatError",
+    "FrameParams",
     "LlmzFile",
     "MemoryLimitError",
     "ModelError",
@@ -59,11 +65,15 @@ __all__ = [
     "open",
     "stream_reader",
     "stream_writer",
+    "train_dictionary",
 ]
 
 #: where each lazily imported public name lives
 _HOMES = {
     "core": "pyllmcodec.core",
+    "Dictionary": "pyllmcodec.dictionary",
+    "train_dictionary": "pyllmcodec.dictionary",
+    "FrameParams": "pyllmcodec.frames",
     **{name: "pyllmcodec.codec" for name in ("Compressor", "Decompressor", "LlmzFile", "compress", "compress_batch",
                                              "decompress", "decompress_batch", "info", "open",
                                              "stream_reader", "stream_writer")},

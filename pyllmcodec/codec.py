@@ -39,6 +39,8 @@ from .constants import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_OUTPUT_SIZE,
+    FRAME_ID_LEN,
+    FRAME_MAGIC,
     MAX_BATCH_SIZE,
     MAX_BYTE_CHUNK_SIZE,
     METHOD_DEFLATE,
@@ -52,19 +54,21 @@ from .container import (
     ArchiveWriter,
     Block,
     ChunkEntry,
+    ChunkIndex,
     Header,
     build_meta,
     header_len_from_prefix,
-    members,
     parse_header,
 )
+from .dictionary import Dictionary, as_dictionary
 from .errors import ChecksumError, CodecError, FormatError, MemoryLimitError, ModelError, OutputLimitError
+from .frames import FrameIndex, FrameParams, encode_frame, is_frame, open_index, split
 from .geometry import Geometry, Plan, cut, is_int
 from .io import ArchiveFile, CompressObj, DecompressObj, Readable, bytes_view, file_bytes
 from .methods import METHODS, choose, model_inputs, unpack
-from .models import load_model
+from .models import cached_model_names, load_model
 from .scheduler import Progress, plan_waves, wave_bytes
-from .session import Session, check_codable, check_model, session_for
+from .session import Session, bind_frame, check_codable, check_model, model_id, session_for
 
 if TYPE_CHECKING:  # a bytes-like object: bytes, bytearray, memoryview, array, mmap, numpy arrays
     from typing_extensions import Buffer
@@ -91,12 +95,15 @@ DEFAULT_MAX_BATCH_SIZE = MAX_BATCH_SIZE
 Device = Literal["auto", "cpu", "cuda"]
 Backend = Literal["auto", "onnxruntime", "torch"]
 Fallback = Literal["deflate", "stored"]
+Frame = Literal["full", "compact"]
 ModelArg: TypeAlias = "str | StepModel"
 
 
 def _info_of_file(fh: Any, chunks: bool, header_only: bool) -> dict[str, Any]:
     if header_only:  # the 14-byte prefix says how long the header is
         prefix = fh.read(HEADER_PREFIX_LEN)
+        if is_frame(prefix):  # a compact frame's params take < 64 bytes
+            return info(prefix + fh.read(64), header_only=True)
         return info(prefix + fh.read(header_len_from_prefix(prefix) - len(prefix)), header_only=True)
     buf = file_bytes(fh)
     try:
@@ -236,13 +243,22 @@ class Compressor:
         context: int | None = None,
         max_memory: int | None = DEFAULT_MAX_MEMORY,
         level: int | None = None,
+        dictionary: Buffer | Dictionary | None = None,
+        frame: Frame = "full",
     ) -> None:
         #: the arguments, for pickling (a process pool, Ray): a registered name reloads there
         self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if isinstance(dictionary, (bytearray, memoryview)):
+            self._args["dictionary"] = bytes(dictionary)
         self.model = _resolve_model(model, device, backend, threads)
+        if frame not in ("full", "compact"):
+            raise ValueError("frame must be 'full' (the self-describing archive) or 'compact' (small records)")
+        #: what compress() and compress_batch() write: a full archive or a compact frame
+        self.frame = frame
         #: the options resolved against the model (pyllmcodec.geometry)
         self.plan = Plan.resolve(self.model, chunk_size=chunk_size, batch_size=batch_size, precision=precision,
-                                 prime=prime, context=context, mixer=mixer, level=level)
+                                 prime=prime, context=context, mixer=mixer, level=level,
+                                 dictionary=as_dictionary(dictionary))
         if fallback not in ("deflate", "stored"):
             raise ValueError("fallback must be 'deflate' or 'stored'")
         self.max_memory = _check_limit("max_memory", max_memory)
@@ -326,9 +342,39 @@ class Compressor:
         """The model session at ``geometry`` (its probe digests cached while the model lives)."""
         return session_for(self.model, geometry, self.max_memory)
 
+    @property
+    def dictionary(self) -> Dictionary | None:
+        """The dictionary every chunk is primed with, or None."""
+        return self.plan.dictionary
+
     def cut(self, data: memoryview, geometry: Geometry) -> list[memoryview]:
         """``data`` cut into the chunks of ``geometry`` (pyllmcodec.geometry.cut)."""
-        return cut(data, geometry.chunk_size, self.model.tokenizer, int(self.model.max_context))
+        return cut(data, geometry.chunk_size, self.model.tokenizer, self._max_tokens)
+
+    @property
+    def _max_tokens(self) -> int:
+        """The symbols a chunk may take in its segment: the context, less the dictionary's."""
+        return int(self.model.max_context) - self.plan.primed
+
+    def frame_params(self, size: int | None = None, *, probe_batch: int | None = None) -> FrameParams:
+        """The parameters of this Compressor's frames for inputs of ``size``
+        bytes (None: the geometry of any size, which headerless frames need:
+        their chunk size cannot follow each input).  A headerless frame's
+        container stores them once (:meth:`FrameParams.to_dict`) and hands
+        them to :meth:`compress_batch` and :meth:`Decompressor.decompress_batch`
+        (``params=``).  ``probe_batch``: the rows the probe digest is taken
+        at (default: ``batch_size``).  Runs the probe once per geometry."""
+        g = self.geometry_for(size)
+        return self._params(g, self.batch_size if probe_batch is None else probe_batch)
+
+    def _params(self, g: Geometry, probe_batch: int) -> FrameParams:
+        d = g.dictionary
+        return FrameParams(
+            model_id=model_id(self.model), probe=bytes.fromhex(self.session(g).probe(probe_batch))[:FRAME_ID_LEN],
+            chunk_size=g.chunk_size, batch_size=g.batch_size, precision=g.precision, probe_batch=probe_batch,
+            context=g.context if g.prime else 0, prime=g.prime, mixer=g.mixer is not None,
+            tokens=self.model.tokenizer is not None, dictionary=None if d is None else d.id,
+            dictionary_size=0 if d is None else len(d))
 
     def header_meta(self, geometry: Geometry, probe_batch: int) -> dict[str, Any]:
         """The header metadata of an archive at ``geometry`` whose probe runs
@@ -360,7 +406,7 @@ class Compressor:
         batch = len(chunks)
         raws = [bytes(c) for c in chunks]
         inputs = model_inputs(raws, eol_methods=self.eol, tokenizer=self.model.tokenizer,
-                              max_context=int(self.model.max_context))
+                              max_context=self._max_tokens)
         empty = np.zeros(0, dtype=np.int64)
         runner = self.session(geometry).runner
         symbols = [empty if s is None else s for _, s in inputs]
@@ -400,7 +446,7 @@ class Compressor:
         """Compress one buffer into one archive (a batch of one)."""
         return self.compress_batch([data])[0]
 
-    def compress_batch(self, buffers: Iterable[Buffer]) -> list[bytes]:
+    def compress_batch(self, buffers: Iterable[Buffer], *, params: FrameParams | None = None) -> list[bytes]:
         """Compress several buffers, one archive each, through ONE shared
         schedule: the buffers' chunks (cut per buffer) are concatenated and
         stepped in waves of ``batch_size``, so many small buffers fill the rows
@@ -409,16 +455,22 @@ class Compressor:
         :meth:`Decompressor.decompress_batch` on the same list regroups them
         into the original waves.  Archives are therefore not byte-identical to
         one-by-one :meth:`compress` output, but decode to the same bytes.
-        The chunk size is :meth:`chunk_size_for` the buffers' total size."""
+        The chunk size is :meth:`chunk_size_for` the buffers' total size.
+
+        Each output is a full archive, or a compact frame (``frame="compact"``);
+        with ``params`` (from :meth:`frame_params`), a headerless frame at
+        those parameters' geometry, which decodes only with the same params."""
         views = [bytes_view(b) for b in buffers]
-        geometry = self.geometry_for(sum(len(v) for v in views))
+        if params is None:
+            geometry = self.geometry_for(sum(len(v) for v in views))
+        else:
+            geometry = self._headerless_geometry(params)
         owned: list[tuple[int, memoryview]] = []
         for i, v in enumerate(views):
             owned.extend((i, c) for c in self.cut(v, geometry))
-        outs = [bytearray() for _ in views]
-        waves = plan_waves(len(owned), self.batch_size)
-        meta = self.header_meta(geometry, waves[0][1] if waves else 1)
-        writers = [ArchiveWriter(o.extend, meta) for o in outs]
+        waves = plan_waves(len(owned), geometry.batch_size)
+        probe_batch = waves[0][1] if waves else 1
+        blocks: list[list[tuple[int, list[ChunkEntry], list[Any]]]] = [[] for _ in views]
         for start, batch in waves:
             wave = owned[start : start + batch]
             coded = self.code_wave([c for _, c in wave], geometry)
@@ -428,14 +480,43 @@ class Compressor:
                 j = k
                 while j < batch and wave[j][0] == owner:
                     j += 1
-                writers[owner].write_block(batch, [e for e, _ in coded[k:j]], [p for _, p in coded[k:j]])
+                blocks[owner].append((batch, [e for e, _ in coded[k:j]], [p for _, p in coded[k:j]]))
                 k = j
-        for w, v in zip(writers, views):
+        if params is not None or self.frame == "compact":
+            fp = params if params is not None else self._params(geometry, probe_batch)
+            frames = [encode_frame(fp, bl, headerless=params is not None) for bl in blocks]
+            if self.verify:
+                for f in frames:
+                    FrameIndex(f, params)  # the frame parses back
+            return frames
+        meta = self.header_meta(geometry, probe_batch)
+        outs = []
+        for bl, v in zip(blocks, views):
+            out = bytearray()
+            w = ArchiveWriter(out.extend, meta)
+            for batch, entries, payloads in bl:
+                w.write_block(batch, entries, payloads)
             w.finish(hashlib.sha256(v).digest())
-        if self.verify:
-            for o in outs:
-                ArchiveIndex(o)  # the container parses back
-        return [bytes(o) for o in outs]
+            if self.verify:
+                ArchiveIndex(out)  # the container parses back
+            outs.append(bytes(out))
+        return outs
+
+    def _headerless_geometry(self, params: FrameParams) -> Geometry:
+        """The geometry of headerless frames at ``params``: ValueError unless
+        they are this Compressor's (:meth:`frame_params`) on this machine."""
+        if not isinstance(params, FrameParams):
+            raise TypeError(f"params must be FrameParams (from Compressor.frame_params()), not {type(params).__name__}")
+        mine = self.frame_params(None, probe_batch=params.probe_batch)
+        if mine != params:
+            diff = [k for k, v in mine.to_dict().items() if params.to_dict().get(k) != v]
+            diff += [k for k in params.to_dict() if k not in mine.to_dict()]
+            raise ValueError(
+                f"these frame params are not this Compressor's (they differ in {', '.join(diff)}): a headerless "
+                "frame must be written with the model, options and numerics its params name; make them with "
+                "frame_params() of a Compressor with the same options"
+            )
+        return self.geometry_for(None)
 
     def compressobj(self, size: int | None = None) -> CompressObj:
         """An incremental compressor (``compress(data) -> bytes``,
@@ -536,8 +617,13 @@ class Decompressor:
         max_output_size: int | None = DEFAULT_MAX_OUTPUT_SIZE,
         max_memory: int | None = DEFAULT_MAX_MEMORY,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        dictionary: Buffer | Dictionary | None = None,
     ) -> None:
         self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if isinstance(dictionary, (bytearray, memoryview)):
+            self._args["dictionary"] = bytes(dictionary)
+        #: the dictionary archives primed with one need (DictionaryError for another), or None
+        self.dictionary = as_dictionary(dictionary)
         self._model_arg = model
         self._device, self._backend, self._threads = device, backend, threads
         self.max_output_size = _check_limit("max_output_size", max_output_size)
@@ -570,10 +656,26 @@ class Decompressor:
         if self._closed:
             raise ValueError("I/O operation on a closed Decompressor")
         self._check_rows(header.probe_batch, "its probe")
-        check_codable(header)
+        if header.frame is not None:  # a frame names its model by id: find it, fill in the header
+            model = self._frame_model(header.frame)
+            header = bind_frame(header, model)
+            check_codable(header)
+        else:
+            check_codable(header)
+            model = self._archive_model(header)
+        check_model(header, model)
+        sess = session_for(model, Geometry.from_header(header, model, self.dictionary), self.max_memory)
+        try:
+            sess.check_probe(header)
+        except MemoryError:
+            raise MemoryLimitError(f"out of memory running the probe at {header.probe_batch} rows") from None
+        return sess
+
+    def _archive_model(self, header: Header) -> StepModel:
+        """The model a full archive's header names (or ``model=``)."""
         arg = header.model_name if self._model_arg is None else self._model_arg
         try:
-            model = _resolve_model(arg, self._device, self._backend, self._threads)
+            return _resolve_model(arg, self._device, self._backend, self._threads)
         except ModelError as exc:
             if self._model_arg is not None:
                 raise
@@ -582,13 +684,23 @@ class Decompressor:
                 f"cannot be loaded here: {exc}.  Install what provides that model (and register it with "
                 "pyllmcodec.models.register_model if it is not a shipped bundle), or pass model= (CLI: --model)"
             ) from None
-        check_model(header, model)
-        sess = session_for(model, Geometry.from_header(header, model), self.max_memory)
-        try:
-            sess.check_probe(header)
-        except MemoryError:
-            raise MemoryLimitError(f"out of memory running the probe at {header.probe_batch} rows") from None
-        return sess
+
+    def _frame_model(self, params: FrameParams) -> StepModel:
+        """The model a frame's id names: ``model=`` when given (bind_frame
+        checks it), else the default model or one in the registry's cache."""
+        if self._model_arg is not None:
+            return _resolve_model(self._model_arg, self._device, self._backend, self._threads)
+        for name in ["default", *cached_model_names()]:
+            try:
+                m = load_model(name, device=self._device, backend=self._backend, threads=self._threads)
+            except ModelError:
+                continue
+            if model_id(m) == params.model_id:
+                return m
+        raise ModelError(
+            f"this frame names its model by id only ({params.model_id.hex()}), and it is not the default model "
+            "nor a loaded one: pass model= (the name it was written with) to decode it"
+        )
 
     def _check_rows(self, rows: int, what: str) -> None:
         """FormatError for a wave (or probe) of more rows than ``max_batch_size``."""
@@ -628,26 +740,33 @@ class Decompressor:
 
     # ---------------------------------------------------------- in memory
 
-    def decompress(self, data: Buffer, *, max_output_size: int | Literal["default"] | None = "default") -> bytes:
-        """Decompress one in-memory archive.  The whole structure is parsed
-        and checked before any model work; every chunk's CRC-32 and the
-        whole-data SHA-256 are verified.  ``max_output_size``: this call's
-        limit (``"default"``: the Decompressor's)."""
-        return self.decompress_batch([data], max_output_size=max_output_size)[0]
+    def decompress(self, data: Buffer, *, max_output_size: int | Literal["default"] | None = "default",
+                   params: FrameParams | None = None) -> bytes:
+        """Decompress one in-memory archive or frame.  The whole structure is
+        parsed and checked before any model work; every chunk's CRC-32 and
+        (a full archive's) whole-data SHA-256 are verified.
+        ``max_output_size``: this call's limit (``"default"``: the
+        Decompressor's).  ``params``: a headerless frame's parameters."""
+        return self.decompress_batch([data], max_output_size=max_output_size, params=params)[0]
 
     def decompress_batch(self, blobs: Iterable[Buffer], *,
-                         max_output_size: int | Literal["default"] | None = "default") -> list[bytes]:
-        """Decompress several archives, packing their model-coded chunks into
-        shared waves where their geometry allows (same session and batch
-        size, distinct rows) -- which recreates the waves of
-        :meth:`Compressor.compress_batch`.  A buffer holding concatenated
-        archives decodes to the concatenation of theirs, as gzip decodes
-        concatenated members."""
+                         max_output_size: int | Literal["default"] | None = "default",
+                         params: FrameParams | None = None) -> list[bytes]:
+        """Decompress several archives (or compact frames; with ``params``,
+        headerless frames, one per buffer), packing their model-coded chunks
+        into shared waves where their geometry allows (same model and
+        geometry, same batch size, distinct rows) -- which recreates the
+        waves of :meth:`Compressor.compress_batch`.  A buffer holding
+        concatenated archives decodes to the concatenation of theirs, as gzip
+        decodes concatenated members."""
         limit = self.max_output_size if max_output_size == "default" else max_output_size
         owners: list[int] = []  # the blob each archive came from
-        indexes: list[ArchiveIndex] = []
+        indexes: list[ChunkIndex] = []
         for i, b in enumerate(blobs):
-            parts = [ArchiveIndex(m) for m in members(b)]
+            try:
+                parts = [open_index(b, params)] if params is not None else [open_index(m) for m in split(b)]
+            except FormatError as exc:
+                raise type(exc)(f"record {i}: {exc}") if params is not None else exc from None
             total = sum(ix.footer.total_len for ix in parts)
             if limit is not None and total > limit:
                 raise OutputLimitError(f"archive {i} decodes to {total} bytes, over max_output_size={limit}")
@@ -656,6 +775,7 @@ class Decompressor:
         outs = [bytearray(ix.footer.total_len) for ix in indexes]
         jobs: list[_Job] = []
         open_jobs: dict[tuple[int, int], list[_Job]] = {}
+        sessions: dict[tuple[Any, ...], Session] = {}
 
         def place(a: int, index: int, chunk: bytes) -> None:
             ix = indexes[a]
@@ -681,6 +801,8 @@ class Decompressor:
                 self._check_rows(block.batch, f"a wave of chunk {block.first_chunk}")
                 if sess is None:
                     sess = self.session(ix.header)
+                    skey = (id(sess.model), sess.geometry.session_key)
+                    sess = sessions.setdefault(skey, sess)  # archives of one geometry share waves
                 rows = {block.entries[k].row for k in model_k}
                 jkey = (id(sess), block.batch)
                 job = next((j for j in open_jobs.get(jkey, []) if rows.isdisjoint(j.rows)), None)
@@ -697,7 +819,7 @@ class Decompressor:
         for job in jobs:
             run(job)
         for a, (ix, out) in enumerate(zip(indexes, outs)):
-            if hashlib.sha256(out).digest() != ix.footer.sha256:
+            if ix.footer.sha256 is not None and hashlib.sha256(out).digest() != ix.footer.sha256:
                 raise ChecksumError(
                     f"archive {owners[a]}: the SHA-256 of the decoded data does not match the footer "
                     "although every chunk passed its CRC-32: the archive is corrupt"
@@ -707,11 +829,13 @@ class Decompressor:
             joined[a] += out
         return [bytes(o) for o in joined]
 
-    def decompress_chunks(self, data: Buffer, start: int, stop: int | None = None) -> bytes:
+    def decompress_chunks(self, data: Buffer, start: int, stop: int | None = None, *,
+                          params: FrameParams | None = None) -> bytes:
         """Decode chunks ``start .. stop-1`` alone (random access): only the
         waves holding them are run, with every other row padded.  Each chunk's
-        CRC-32 is verified (the whole-data SHA-256 cannot be)."""
-        ix = ArchiveIndex(data)
+        CRC-32 is verified (the whole-data SHA-256 cannot be).  ``params``:
+        a headerless frame's parameters."""
+        ix = open_index(data, params)
         if stop is None:
             stop = start + 1
         if not 0 <= start <= stop <= ix.n_chunks:
@@ -737,9 +861,9 @@ class Decompressor:
             i += len(ks)
         return b"".join(pieces[c] for c in range(start, stop))
 
-    def decompress_chunk(self, data: Buffer, index: int) -> bytes:
+    def decompress_chunk(self, data: Buffer, index: int, *, params: FrameParams | None = None) -> bytes:
         """Decode chunk ``index`` alone (see :meth:`decompress_chunks`)."""
-        return self.decompress_chunks(data, index, index + 1)
+        return self.decompress_chunks(data, index, index + 1, params=params)
 
     def copy_stream(self, ifh: Readable | Buffer, ofh: IO[bytes], *, read_size: int = 1 << 20,
                     progress: Progress | None = None) -> tuple[int, int]:
@@ -800,6 +924,8 @@ def compress(
     context: int | None = None,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     level: int | None = None,
+    dictionary: Buffer | Dictionary | None = None,
+    frame: Frame = "full",
 ) -> bytes:
     """Compress ``data`` into a ``.llmz`` archive.
 
@@ -811,7 +937,7 @@ def compress(
     return Compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
-        mixer=mixer, context=context, max_memory=max_memory, level=level,
+        mixer=mixer, context=context, max_memory=max_memory, level=level, dictionary=dictionary, frame=frame,
     ).compress(data)
 
 
@@ -833,13 +959,15 @@ def compress_batch(
     context: int | None = None,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     level: int | None = None,
+    dictionary: Buffer | Dictionary | None = None,
+    frame: Frame = "full",
 ) -> list[bytes]:
     """Compress many buffers through one shared schedule (see
     :meth:`Compressor.compress_batch`); a thin wrapper like :func:`compress`."""
     return Compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
-        mixer=mixer, context=context, max_memory=max_memory, level=level,
+        mixer=mixer, context=context, max_memory=max_memory, level=level, dictionary=dictionary, frame=frame,
     ).compress_batch(buffers)
 
 
@@ -853,6 +981,7 @@ def decompress(
     max_output_size: int | None = DEFAULT_MAX_OUTPUT_SIZE,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    dictionary: Buffer | Dictionary | None = None,
 ) -> bytes:
     """Decompress an archive made by :func:`compress`.
 
@@ -864,7 +993,7 @@ def decompress(
     (:class:`NumericsMismatchError`); never returns wrong bytes silently.
     """
     return Decompressor(model, device=device, backend=backend, threads=threads, max_output_size=max_output_size,
-                        max_memory=max_memory, max_batch_size=max_batch_size).decompress(data)
+                        max_memory=max_memory, max_batch_size=max_batch_size, dictionary=dictionary).decompress(data)
 
 
 def decompress_batch(
@@ -877,11 +1006,13 @@ def decompress_batch(
     max_output_size: int | None = DEFAULT_MAX_OUTPUT_SIZE,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    dictionary: Buffer | Dictionary | None = None,
 ) -> list[bytes]:
     """Decompress many archives, sharing waves where possible (see
     :meth:`Decompressor.decompress_batch`); a thin wrapper like :func:`decompress`."""
     return Decompressor(model, device=device, backend=backend, threads=threads, max_output_size=max_output_size,
-                        max_memory=max_memory, max_batch_size=max_batch_size).decompress_batch(blobs)
+                        max_memory=max_memory, max_batch_size=max_batch_size,
+                        dictionary=dictionary).decompress_batch(blobs)
 
 
 def info(data: Buffer | Readable, *, chunks: bool = False, header_only: bool = False) -> dict[str, Any]:
@@ -905,26 +1036,38 @@ def info(data: Buffer | Readable, *, chunks: bool = False, header_only: bool = F
     """
     if not isinstance(data, (bytes, bytearray, memoryview)) and hasattr(data, "read"):
         return _info_of_file(data, chunks, header_only)
+    view = bytes_view(data)
     if header_only:
-        h = parse_header(bytes_view(data))
+        if is_frame(view):
+            p, _ = FrameParams.parse(view, len(FRAME_MAGIC), len(view))
+            return {**p.to_dict(), "format_version": 2, "frame": "compact"}
+        h = parse_header(view)
         return {**h.meta, "format_version": h.version}
-    ix = ArchiveIndex(data)
+    ix = open_index(view)
     h = ix.header
     d: dict[str, Any] = {k: v for k, v in h.meta.items()}
     d["format_version"] = h.version
     d["size"] = ix.footer.total_len
     d["compressed_size"] = len(ix.buf)
     d["ratio"] = (len(ix.buf) / ix.footer.total_len) if ix.footer.total_len else None
-    d["sha256"] = ix.footer.sha256.hex()
+    d["sha256"] = None if ix.footer.sha256 is None else ix.footer.sha256.hex()
     d["n_chunks"] = ix.n_chunks
     d["n_blocks"] = len(ix.blocks)
     d["methods"] = ix.method_counts()
-    d["layout"] = {
-        "header": h.size,
-        "index": sum(b.payload_offset - b.offset for b in ix.blocks),
-        "payloads": sum(b.payload_len for b in ix.blocks),
-        "footer": len(ix.buf) - ix.footer_offset,
-    }
+    payloads = sum(b.payload_len for b in ix.blocks)
+    if isinstance(ix, FrameIndex):  # params and index share one structure (and its CRC-32)
+        d["frame"] = "compact"
+        d["frame_params"] = ix.params.to_dict()
+        d["layout"] = {"header": h.size, "index": len(ix.buf) - payloads - h.size, "payloads": payloads,
+                       "footer": 0}
+    else:
+        d["frame"] = "full"
+        d["layout"] = {
+            "header": h.size,
+            "index": sum(b.payload_offset - b.offset for b in ix.blocks),
+            "payloads": payloads,
+            "footer": len(ix.buf) - cast(ArchiveIndex, ix).footer_offset,
+        }
     if chunks:
         rows = []
         pos = 0

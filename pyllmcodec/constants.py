@@ -21,10 +21,13 @@ __all__ = [
     "EOL_SUFFIXES",
     "FILE_EXTENSION",
     "FORMAT_VERSION",
+    "FRAME_ID_LEN",
+    "FRAME_MAGIC",
     "MAGIC",
     "MAX_BATCH_SIZE",
     "MAX_BYTE_CHUNK_SIZE",
     "MAX_CHUNK_SIZE",
+    "MAX_DICTIONARY_SIZE",
     "MAX_META_LEN",
     "MAX_PRECISION",
     "METHOD_DEFLATE",
@@ -71,6 +74,23 @@ ENTRY_FULL_CHUNK = 0x40  # raw_len == the header's chunk_size
 ENTRY_NEXT_ROW = 0x80  # row == the previous entry's row + 1 (0 for a block's first)
 #: Footer tag ("E" for end): exactly one, after the last block.
 TAG_FOOTER = 0x45
+
+#: First 4 bytes of a compact frame (docs/FORMAT.md section 11), the format
+#: for small records: PNG-style like MAGIC (a high-bit byte, then "\x1a" for
+#: DOS text mode) in half the bytes, and different from MAGIC by its third
+#: byte, so one look at 4 bytes tells the two apart.
+FRAME_MAGIC = b"\x89LZ\x1a"
+#: Bytes of a compact frame's model id and probe digest: truncated SHA-256s.
+#: 64 bits make an accidental match (a different model, or numerics that
+#: changed) a 2^-64 event per check; they guard against mistakes, not
+#: attackers -- the per-chunk CRC-32s still catch what slips through, and a
+#: full archive keeps the whole digests.
+FRAME_ID_LEN = 8
+
+#: The longest dictionary (docs/FORMAT.md section 4d): it is fed to the model
+#: before every chunk, so it must leave room in the segment for the chunk;
+#: the segment's length bounds it further (half of it, as the prime).
+MAX_DICTIONARY_SIZE = 1 << 20
 
 #: Suffix the CLI adds and strips.
 FILE_EXTENSION = ".llmz"

@@ -41,10 +41,12 @@ from .constants import (
     ENTRY_METHOD_MASK,
     ENTRY_NEXT_ROW,
     FORMAT_VERSION,
+    FRAME_MAGIC,
     MAGIC,
     MAX_BATCH_SIZE,
     MAX_BYTE_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
+    MAX_DICTIONARY_SIZE,
     MAX_META_LEN,
     MAX_PRECISION,
     METHOD_NAMES,
@@ -66,6 +68,7 @@ __all__ = [
     "FOOTER_PREFIX_LEN",
     "HEADER_FLAG_CONTEXT",
     "HEADER_FLAG_DEFLATE",
+    "HEADER_FLAG_DICTIONARY",
     "HEADER_FLAG_MIXER",
     "HEADER_PREFIX_LEN",
     "MAX_ENTRY_LEN",
@@ -75,6 +78,7 @@ __all__ = [
     "ArchiveWriter",
     "Block",
     "ChunkEntry",
+    "ChunkIndex",
     "Footer",
     "Header",
     "build_meta",
@@ -104,9 +108,14 @@ HEADER_FLAG_MIXER = 0x02
 #: key ``context``, FORMAT.md section 4b); set exactly when the key is there,
 #: so a reader older than 0.4 refuses the archive at its header.
 HEADER_FLAG_CONTEXT = 0x04
-_KNOWN_FLAGS = HEADER_FLAG_DEFLATE | HEADER_FLAG_MIXER | HEADER_FLAG_CONTEXT
+#: header flag bit 3: every chunk was primed with a dictionary (metadata key
+#: ``dictionary``, FORMAT.md section 4d); set exactly when the key is there,
+#: so a reader older than 0.5 refuses the archive at its header.
+HEADER_FLAG_DICTIONARY = 0x08
+_KNOWN_FLAGS = HEADER_FLAG_DEFLATE | HEADER_FLAG_MIXER | HEADER_FLAG_CONTEXT | HEADER_FLAG_DICTIONARY
 #: metadata key -> (the flag set exactly when it is present, the flag's name in errors)
-_KEY_FLAGS = {"mixer": (HEADER_FLAG_MIXER, "match-model"), "context": (HEADER_FLAG_CONTEXT, "context")}
+_KEY_FLAGS = {"mixer": (HEADER_FLAG_MIXER, "match-model"), "context": (HEADER_FLAG_CONTEXT, "context"),
+              "dictionary": (HEADER_FLAG_DICTIONARY, "dictionary")}
 BLOCK_PREFIX_LEN = _BLOCK_PREFIX.size  # 9
 TRAILER_LEN = _TRAILER.size  # 16
 #: footer bytes that do not depend on the number of blocks (prefix, fixed body, crc)
@@ -138,6 +147,22 @@ class Header:
     version: int
     meta: dict[str, Any]
     size: int  # bytes the header occupies, crc included
+    #: a compact or headerless frame's parameters (:class:`pyllmcodec.frames.FrameParams`),
+    #: None for a full archive; such a header's ``meta`` has no model keys until it
+    #: is bound to a model (:func:`pyllmcodec.session.bind_frame`)
+    frame: Any = None
+
+    @property
+    def tokens(self) -> bool:
+        """The archive is token-level (its model has a tokenizer)."""
+        return "tokenizer" in self.meta
+
+    @property
+    def dictionary_digest(self) -> str | None:
+        """The hex SHA-256 of the dictionary the chunks were primed with (a
+        frame: its first 8 bytes), or None."""
+        d = self.meta.get("dictionary")
+        return None if d is None else str(d["sha256"])
 
     # typed views of the validated metadata
     @property
@@ -226,7 +251,7 @@ class Block:
 class Footer:
     total_len: int
     n_chunks: int
-    sha256: bytes
+    sha256: bytes | None  # None: a compact frame (no whole-data digest)
     blocks: list[tuple[int, int]] = field(default_factory=list)  # (offset, count)
 
 
@@ -283,6 +308,7 @@ def build_meta(
     prime: int = 0,
     mixer: dict[str, str] | None = None,
     context: int = 0,
+    dictionary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The header metadata as the writer records it (see FORMAT.md).
     ``tokenizer`` (token-level models only) is recorded as is; ``prime`` (the
@@ -320,6 +346,8 @@ def build_meta(
         meta["mixer"] = {"kind": str(mixer["kind"]), "digest": str(mixer["digest"])}
     if context:
         meta["context"] = int(context)
+    if dictionary is not None:
+        meta["dictionary"] = {"sha256": str(dictionary["sha256"]), "size": int(dictionary["size"])}
     return meta
 
 
@@ -438,7 +466,9 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
             need(is_int(meta["context"], 2, model["max_context"] - 1) and meta["chunk_size"] > meta["context"],
                  "context (2 <= context < model.max_context, and chunk_size > context)")
             context = meta["context"]
-        segmented = meta["chunk_size"] > context
+        dic = meta.get("dictionary")  # primed symbols share the segment (FORMAT.md section 4d)
+        primed = dic["size"] if isinstance(dic, dict) and is_int(dic.get("size"), 1, MAX_DICTIONARY_SIZE) else 0
+        segmented = meta["chunk_size"] + primed > context
     else:  # token-level: chunk_size is in bytes, max_context in tokens
         need(isinstance(tok, dict) and isinstance(tok.get("sha256"), str), "tokenizer.sha256")
         need("context" not in meta, "context (byte-level archives only)")
@@ -455,6 +485,11 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
              f"mixer.kind {str(mixer['kind'])[:32]!r} is not {MIXER_KIND!r}, the only match model this "
              "pyllmcodec runs (upgrade pyllmcodec)")
         need(is_hex(mixer["digest"], 16), "mixer.digest (16 hex digits)")
+    dic = meta.get("dictionary")
+    if dic is not None:  # every chunk primed with these bytes (FORMAT.md section 4d)
+        need(isinstance(dic, dict) and set(dic) == {"sha256", "size"}, "dictionary (must be {sha256, size})")
+        need(is_hex(dic["sha256"], 64), "dictionary.sha256 (64 hex digits)")
+        need(is_int(dic["size"], 1, MAX_DICTIONARY_SIZE), f"dictionary.size (1..{MAX_DICTIONARY_SIZE} bytes)")
     need(is_int(meta.get("batch_size"), 1, MAX_BATCH_SIZE), "batch_size")
     need(is_int(meta.get("precision"), MIN_PRECISION, MAX_PRECISION), "precision")
     need(is_int(meta.get("pad_token"), 0, 1 << 24), "pad_token")
@@ -463,12 +498,10 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
 # ---------------------------------------------------------------- blocks
 
 
-def encode_block_header(batch: int, entries: Sequence[ChunkEntry], chunk_size: int | None = None) -> bytes:
-    """The bytes of a block up to (not including) its payloads: the compact
-    entry layout (tag ``'w'``) when the archive's ``chunk_size`` is given,
-    else the first layout (tag ``'W'``)."""
-    if not 1 <= batch <= MAX_BATCH_SIZE or not 1 <= len(entries) <= batch:
-        raise ValueError(f"bad block geometry: batch={batch}, entries={len(entries)}")
+def encode_entries(entries: Sequence[ChunkEntry], chunk_size: int | None) -> bytes:
+    """The entry table of a block: the compact layout when ``chunk_size`` (the
+    archive's) is given, else the first layout.  Compact frames
+    (:mod:`pyllmcodec.frames`) use the compact one too."""
     body = bytearray()
     last_row = -1
     for e in entries:
@@ -493,8 +526,18 @@ def encode_block_header(batch: int, entries: Sequence[ChunkEntry], chunk_size: i
                 raise ValueError("stored chunk with coded length != raw length")
             last_row = e.row
         body += _U32.pack(e.crc)
+    return bytes(body)
+
+
+def encode_block_header(batch: int, entries: Sequence[ChunkEntry], chunk_size: int | None = None) -> bytes:
+    """The bytes of a block up to (not including) its payloads: the compact
+    entry layout (tag ``'w'``) when the archive's ``chunk_size`` is given,
+    else the first layout (tag ``'W'``)."""
+    if not 1 <= batch <= MAX_BATCH_SIZE or not 1 <= len(entries) <= batch:
+        raise ValueError(f"bad block geometry: batch={batch}, entries={len(entries)}")
+    body = encode_entries(entries, chunk_size)
     tag = TAG_BLOCK if chunk_size is None else TAG_BLOCK_COMPACT
-    head = _BLOCK_PREFIX.pack(tag, batch, len(entries), len(body)) + bytes(body)
+    head = _BLOCK_PREFIX.pack(tag, batch, len(entries), len(body)) + body
     return head + _U32.pack(zlib.crc32(head))
 
 
@@ -524,13 +567,25 @@ def parse_block_header(
         raise FormatError(
             f"block at offset {where}: wave batch {batch} exceeds the archive's {header.batch_size}"
         )
-    pos, end = BLOCK_PREFIX_LEN, size - 4
+    end = size - 4
+    entries, pos = parse_entries(buf, BLOCK_PREFIX_LEN, end, count, batch, header,
+                                 buf[0] == TAG_BLOCK_COMPACT, f"block at offset {where}")
+    if pos != end:
+        raise FormatError(f"block at offset {where}: {end - pos} stray bytes in its entry table")
+    return Block(batch, entries, where, where + size, first_chunk)
+
+
+def parse_entries(buf: bytes | memoryview, pos: int, end: int, count: int, batch: int, header: Header,
+                  compact: bool, where: str) -> tuple[list[ChunkEntry], int]:
+    """``count`` entries of a block of ``batch`` rows from ``buf[pos:end]``,
+    each checked against the format's rules and ``header``; returns them and
+    the position after the last.  ``where`` names the block in errors."""
     entries = []
     last_row = -1
-    compact = buf[0] == TAG_BLOCK_COMPACT
     chunk_size = header.chunk_size
+    tokens = header.tokens
     for k in range(count):
-        what = f"entry {k} of block at offset {where}"
+        what = f"entry {k} of {where}"
         if compact:  # lead byte, then only what the flags do not imply
             if pos >= end:
                 raise FormatError(f"truncated {what}")
@@ -568,18 +623,16 @@ def parse_block_header(
         if not last_row < row < batch:
             raise FormatError(f"{what}: row {row} out of order or >= batch {batch}")
         last_row = row
-        if not 1 <= raw_len <= header.chunk_size:
-            raise FormatError(f"{what}: raw length {raw_len} outside 1..{header.chunk_size}")
+        if not 1 <= raw_len <= chunk_size:
+            raise FormatError(f"{what}: raw length {raw_len} outside 1..{chunk_size}")
         spec = METHODS.get(method)
         if spec is None:
             raise FormatError(f"{what}: unknown method {method}")
-        problem = spec.entry_error(raw_len, coded_len, "tokenizer" in header.meta)
+        problem = spec.entry_error(raw_len, coded_len, tokens)
         if problem is not None:
             raise FormatError(f"{what}: {problem}")
         entries.append(ChunkEntry(row, raw_len, coded_len, method, ccrc))
-    if pos != end:
-        raise FormatError(f"block at offset {where}: {end - pos} stray bytes in its entry table")
-    return Block(batch, entries, where, where + size, first_chunk)
+    return entries, pos
 
 
 # ---------------------------------------------------------------- footer
@@ -741,7 +794,8 @@ class ArchiveReader:
                 _check_trailer(trailer, where, size)
                 _check_footer(footer, seen, n_chunks, total)
                 nxt = self._fh.read(len(MAGIC))
-                if nxt and (not self.concatenated or nxt != MAGIC[: len(nxt)]):
+                follows = nxt == MAGIC[: len(nxt)] or nxt[: len(FRAME_MAGIC)] == FRAME_MAGIC
+                if nxt and (not self.concatenated or not follows):
                     raise FormatError(
                         f"trailing data after the archive's trailer (offset {self._pos})"
                         + ("" if self.concatenated else ": one archive per file here; a stream reader or "
@@ -766,12 +820,17 @@ class ArchiveReader:
             yield block, payloads
 
 
-    def next_archive(self) -> ArchiveReader | None:
+    def next_archive(self, opener: Callable[..., Any] | None = None) -> Any:
         """After :meth:`blocks` ran out: a reader of the archive that follows
-        in the same stream (``concatenated``), or None at the end."""
+        in the same stream (``concatenated``), or None at the end;
+        ``opener(fh, concatenated=True)`` makes it (default: an
+        ArchiveReader; :func:`pyllmcodec.frames.open_reader` reads compact
+        frames too)."""
         if self.footer is None:
             raise ValueError("read the blocks first")
-        return ArchiveReader(self._fh, concatenated=True) if self._more else None
+        if not self._more:
+            return None
+        return (opener or ArchiveReader)(self._fh, concatenated=True)
 
 
 class _Pushback:
@@ -827,7 +886,70 @@ def _check_footer(footer: Footer, blocks: list[tuple[int, int]], n_chunks: int, 
         )
 
 
-class ArchiveIndex:
+class ChunkIndex:
+    """Where every chunk of an archive held in memory is: the blocks with
+    their entries, the totals (``footer``), and lookups by chunk number or
+    by offset in the original data.  :class:`ArchiveIndex` reads a full
+    archive, :class:`pyllmcodec.frames.FrameIndex` a compact frame."""
+
+    buf: memoryview
+    header: Header
+    footer: Footer
+    blocks: list[Block]
+
+    def _set_starts(self) -> None:
+        self._starts: list[int] = []  # raw offset of each block's first chunk
+        pos = 0
+        for b in self.blocks:
+            self._starts.append(pos)
+            pos += b.raw_starts[-1]
+
+    @property
+    def n_chunks(self) -> int:
+        return self.footer.n_chunks
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """The number of the block holding chunk ``index`` and the chunk's
+        position in that block."""
+        if not 0 <= index < self.n_chunks:
+            raise IndexError(f"chunk index {index} out of range (archive has {self.n_chunks} chunks)")
+        lo, hi = 0, len(self.blocks) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.blocks[mid].first_chunk <= index:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo, index - self.blocks[lo].first_chunk
+
+    def payload(self, block: Block, k: int) -> memoryview:
+        """The coded bytes of entry ``k`` of ``block`` (O(1))."""
+        start = block.payload_offset + block.coded_starts[k]
+        return self.buf[start : start + block.entries[k].coded_len]
+
+    def chunk_at(self, offset: int) -> int:
+        """The chunk that holds byte ``offset`` of the original data."""
+        if not 0 <= offset < self.footer.total_len:
+            raise IndexError(f"offset {offset} outside the archive's {self.footer.total_len} bytes")
+        bi = bisect.bisect_right(self._starts, offset) - 1
+        block = self.blocks[bi]
+        k = bisect.bisect_right(block.raw_starts, offset - self._starts[bi]) - 1
+        return block.first_chunk + k
+
+    def chunk_offset(self, index: int) -> int:
+        """Offset of chunk ``index`` in the original data."""
+        bi, k = self.locate(index)
+        return self._starts[bi] + self.blocks[bi].raw_starts[k]
+
+    def method_counts(self) -> dict[str, int]:
+        counts = {name: 0 for name in METHOD_NAMES.values()}
+        for b in self.blocks:
+            for e in b.entries:
+                counts[METHOD_NAMES[e.method]] += 1
+        return counts
+
+
+class ArchiveIndex(ChunkIndex):
     """Random access to an archive held in memory (bytes, bytearray, mmap):
     the header, the footer via the trailer, and every block's entries, found
     through the footer's block table without reading any payload."""
@@ -882,52 +1004,4 @@ class ArchiveIndex:
             raise FormatError(f"{off - expect} unaccounted bytes before the footer")
         if first != self.footer.n_chunks or total != self.footer.total_len:
             raise FormatError("footer totals disagree with the blocks")
-        self._starts: list[int] = []  # raw offset of each block's first chunk
-        pos = 0
-        for b in self.blocks:
-            self._starts.append(pos)
-            pos += b.raw_starts[-1]
-
-    @property
-    def n_chunks(self) -> int:
-        return self.footer.n_chunks
-
-    def locate(self, index: int) -> tuple[int, int]:
-        """The number of the block holding chunk ``index`` and the chunk's
-        position in that block."""
-        if not 0 <= index < self.n_chunks:
-            raise IndexError(f"chunk index {index} out of range (archive has {self.n_chunks} chunks)")
-        lo, hi = 0, len(self.blocks) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.blocks[mid].first_chunk <= index:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo, index - self.blocks[lo].first_chunk
-
-    def payload(self, block: Block, k: int) -> memoryview:
-        """The coded bytes of entry ``k`` of ``block`` (O(1))."""
-        start = block.payload_offset + block.coded_starts[k]
-        return self.buf[start : start + block.entries[k].coded_len]
-
-    def chunk_at(self, offset: int) -> int:
-        """The chunk that holds byte ``offset`` of the original data."""
-        if not 0 <= offset < self.footer.total_len:
-            raise IndexError(f"offset {offset} outside the archive's {self.footer.total_len} bytes")
-        bi = bisect.bisect_right(self._starts, offset) - 1
-        block = self.blocks[bi]
-        k = bisect.bisect_right(block.raw_starts, offset - self._starts[bi]) - 1
-        return block.first_chunk + k
-
-    def chunk_offset(self, index: int) -> int:
-        """Offset of chunk ``index`` in the original data."""
-        bi, k = self.locate(index)
-        return self._starts[bi] + self.blocks[bi].raw_starts[k]
-
-    def method_counts(self) -> dict[str, int]:
-        counts = {name: 0 for name in METHOD_NAMES.values()}
-        for b in self.blocks:
-            for e in b.entries:
-                counts[METHOD_NAMES[e.method]] += 1
-        return counts
+        self._set_starts()

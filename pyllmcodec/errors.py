@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ChecksumError",
     "CodecError",
+    "DictionaryError",
     "FormatError",
     "MemoryLimitError",
     "ModelError",
@@ -51,3 +52,8 @@ class MemoryLimitError(CodecError):
     """Coding a wave would need more memory than ``max_memory`` allows (the
     model state of its rows: docs/RELIABILITY.md section 2), or an
     allocation failed."""
+
+
+class DictionaryError(CodecError):
+    """The archive was primed with a dictionary that was not given, or not
+    the one given (docs/FORMAT.md section 4d)."""

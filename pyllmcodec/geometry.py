@@ -42,6 +42,7 @@ from .constants import (
     MIN_PRECISION,
 )
 from .container import Header
+from .dictionary import Dictionary, check_dictionary
 from .errors import ModelError
 from .mixer import MixerSpec
 from .tokenizer import Tokenizer
@@ -95,6 +96,8 @@ class Geometry:
     prime: int = 0
     #: the match model the chunks are coded through, or None
     mixer: MixerSpec | None = None
+    #: the bytes every chunk is primed with (docs/FORMAT.md section 4d), or None
+    dictionary: Dictionary | None = None
 
     @property
     def session_key(self) -> tuple[Any, ...]:
@@ -102,7 +105,8 @@ class Geometry:
         match model's tables are sized by the chunk size."""
         digest = None if self.mixer is None else self.mixer.digest
         return (self.precision, self.pad, self.prime, self.context, digest,
-                self.chunk_size if self.mixer is not None else 0)
+                self.chunk_size if self.mixer is not None else 0,
+                None if self.dictionary is None else self.dictionary.sha256)
 
     def header_fields(self, max_context: int) -> dict[str, Any]:
         """The header keys of this geometry (container.build_meta's arguments):
@@ -115,15 +119,21 @@ class Geometry:
             "prime": self.prime,
             "context": self.context if self.context < max_context else 0,
             "mixer": None if self.mixer is None else {"kind": self.mixer.kind, "digest": self.mixer.digest},
+            "dictionary": None if self.dictionary is None else {"sha256": self.dictionary.sha256,
+                                                                 "size": len(self.dictionary)},
         }
 
     @classmethod
-    def from_header(cls, header: Header, model: StepModel) -> Geometry:
+    def from_header(cls, header: Header, model: StepModel, dictionary: Dictionary | None = None) -> Geometry:
         """The geometry ``header`` records, with the match model from
-        ``model``'s bundle (:func:`header_mixer`)."""
+        ``model``'s bundle (:func:`header_mixer`) and the ``dictionary``
+        given for it (DictionaryError unless it is the one recorded; one
+        given for an archive that names none is not used)."""
+        want = header.dictionary_digest
+        check_dictionary(want, dictionary)
         return cls(chunk_size=header.chunk_size, batch_size=header.batch_size, precision=header.precision,
                    pad=header.pad_token, context=header.context, prime=header.prime,
-                   mixer=header_mixer(header, model))
+                   mixer=header_mixer(header, model), dictionary=dictionary if want is not None else None)
 
 
 def is_int(x: Any) -> bool:
@@ -158,11 +168,15 @@ class Plan:
     #: input of known size gets longer chunks while it still fills a wave
     auto_chunk: bool
     max_context: int
+    #: the bytes every chunk is primed with, or None
+    dictionary: Dictionary | None = None
+    #: the symbols the dictionary takes in each chunk's first segment (0: none)
+    primed: int = 0
 
     @classmethod
     def resolve(cls, model: StepModel, *, chunk_size: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                 precision: int | None = None, prime: int | None = None, context: int | None = None,
-                mixer: bool | None = None, level: int | None = None) -> Plan:
+                mixer: bool | None = None, level: int | None = None, dictionary: Dictionary | None = None) -> Plan:
         tokens = model.tokenizer is not None
         model_ctx = int(model.max_context)
         if level is not None and (not is_int(level) or not 1 <= level <= 9):
@@ -176,6 +190,12 @@ class Plan:
             raise ValueError(f"context must be an int in 2..{model_ctx} (the model's context), for "
                              "byte-level models only")
         ctx = model_ctx if context is None else int(context)
+        primed = 0
+        if dictionary is not None:  # it shares the first segment with the chunk: at most half of it
+            primed = len(dictionary.symbols(model.tokenizer))
+            if primed > ctx // 2:
+                raise ValueError(f"the dictionary takes {primed} {'tokens' if tokens else 'bytes'}, over half the "
+                                 f"segments' length ({ctx // 2}): use a shorter one (train_dictionary(size=...))")
         auto = chunk_size is None
         segmentable = False
         if tokens:  # chunk_size counts bytes, the context tokens (<= 1 per byte)
@@ -184,16 +204,16 @@ class Plan:
                 chunk_size = DEFAULT_TOKEN_CHUNK_SIZE
         else:  # longer than the context: coded in segments (scheduler.segment_plan)
             segmentable = ctx >= 2 and not model.device_quantize
-            max_chunk = MAX_BYTE_CHUNK_SIZE if segmentable else min(ctx, MAX_BYTE_CHUNK_SIZE)
+            max_chunk = MAX_BYTE_CHUNK_SIZE if segmentable else min(ctx - primed, MAX_BYTE_CHUNK_SIZE)
             if chunk_size is None:  # the model's own preference (its bundle's manifest), else 1 KiB
                 pref = model.default_chunk_size
-                chunk_size = int(pref) if pref and segmentable else min(DEFAULT_CHUNK_SIZE, ctx)
+                chunk_size = int(pref) if pref and segmentable else min(DEFAULT_CHUNK_SIZE, ctx - primed)
                 chunk_size = min(chunk_size, max_chunk)
         if not is_int(chunk_size) or not 1 <= chunk_size <= max_chunk:
             raise ValueError(f"chunk_size must be an int in 1..{max_chunk}")
         auto_chunk = auto and segmentable
         resolved_prime = 0
-        if not tokens and (chunk_size > ctx or (auto_chunk and MAX_BYTE_CHUNK_SIZE > ctx)):
+        if not tokens and (chunk_size + primed > ctx or (auto_chunk and MAX_BYTE_CHUNK_SIZE > ctx)):
             if prime is None:
                 prime = model.default_prime or min(DEFAULT_PRIME, ctx // 2)
             if not is_int(prime) or not 1 <= prime <= ctx // 2:
@@ -215,7 +235,7 @@ class Plan:
                              "codec.mixer, or it quantizes on an accelerator); pass mixer=None or False")
         return cls(chunk_size=int(chunk_size), batch_size=batch_size, precision=int(precision), pad=int(model.bos),
                    context=ctx, prime=resolved_prime, mixer=None if mixer is False else spec,
-                   auto_chunk=auto_chunk, max_context=model_ctx)
+                   auto_chunk=auto_chunk, max_context=model_ctx, dictionary=dictionary, primed=primed)
 
     def chunk_size_for(self, size: int | None) -> int:
         """The chunk size for an input of ``size`` bytes (None: unknown): with
@@ -232,10 +252,10 @@ class Plan:
     def for_size(self, size: int | None) -> Geometry:
         """The canonical geometry of an archive of ``size`` input bytes."""
         c = self.chunk_size_for(size)
-        segmented = c > self.context
+        segmented = c + self.primed > self.context
         return Geometry(chunk_size=c, batch_size=self.batch_size, precision=self.precision, pad=self.pad,
                         context=self.context if segmented else self.max_context,
-                        prime=self.prime if segmented else 0, mixer=self.mixer)
+                        prime=self.prime if segmented else 0, mixer=self.mixer, dictionary=self.dictionary)
 
 
 #: no piece of a split cell is shorter than this (a shorter piece that is still

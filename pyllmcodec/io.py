@@ -21,18 +21,18 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Protocol
 
-from .constants import TAG_FOOTER
+from .constants import FRAME_MAGIC, TAG_FOOTER
 from .container import (
     BLOCK_PREFIX_LEN,
     BLOCK_TAGS,
     FOOTER_PREFIX_LEN,
     HEADER_PREFIX_LEN,
     TRAILER_LEN,
-    ArchiveIndex,
     ArchiveReader,
     ArchiveWriter,
     Block,
     ChunkEntry,
+    ChunkIndex,
     Header,
     Readable,
     block_len_from_prefix,
@@ -41,6 +41,7 @@ from .container import (
     parse_block_header,
 )
 from .errors import ChecksumError, OutputLimitError
+from .frames import FrameReader, frame_length, is_frame, open_index, open_reader
 from .geometry import Geometry
 from .scheduler import Progress, plan_waves
 
@@ -276,12 +277,37 @@ class DecompressObj:
         block = parse_block_header(bytes(buf[p : p + size]), p, self._reader.header, self._n_chunks)
         return size + sum(e.coded_len for e in block.entries), len(block.entries)
 
+    def _frame(self, out: list[bytes]) -> bool:
+        """A compact frame is one record: decode it whole once it is all
+        here.  True when the input so far is (the start of) a frame."""
+        p = self._released
+        head = bytes(self._buf[p : p + len(FRAME_MAGIC)])
+        if len(head) < len(FRAME_MAGIC):
+            return len(head) == 0 or FRAME_MAGIC.startswith(head)
+        if not is_frame(head):
+            return False
+        n = frame_length(bytes(self._buf[p:]))
+        if n is None or len(self._buf) < p + n:
+            return True
+        self._released += n
+        reader = FrameReader(self)
+        for block, payloads in reader.blocks():
+            self._produced += sum(e.raw_len for e in block.entries)
+            if self._limit is not None and self._produced > self._limit:
+                raise OutputLimitError(f"the archive decodes to more than max_output_size={self._limit} bytes")
+            out.extend(self._decoder.decode_block(reader.header, block, payloads))
+        self.eof = True
+        self.unused_data = bytes(self._buf[self._released :])
+        return True
+
     def decompress(self, data: Any) -> bytes:
         if self.eof:
             raise EOFError("the archive has ended (its trailer was read); see unused_data")
         self._buf += bytes_view(data)
         out: list[bytes] = []
         while not self.eof:
+            if self._reader is None and self._frame(out):
+                break
             rec = self._record()
             if rec is None or len(self._buf) < self._released + rec[0]:
                 break
@@ -328,7 +354,7 @@ class StreamDecoder:
         self._progress = progress
 
     def __iter__(self) -> Iterator[bytes]:
-        reader: ArchiveReader | None = ArchiveReader(self._fh, concatenated=True)
+        reader: ArchiveReader | FrameReader | None = open_reader(self._fh, concatenated=True)
         produced = 0
         while reader is not None:  # concatenated archives decode one after the other, as gzip members
             sha = hashlib.sha256()
@@ -340,9 +366,9 @@ class StreamDecoder:
                     sha.update(chunk)
                     yield chunk
             assert reader.footer is not None
-            if sha.digest() != reader.footer.sha256:
+            if reader.footer.sha256 is not None and sha.digest() != reader.footer.sha256:
                 raise ChecksumError("the SHA-256 of the decoded data does not match the archive footer")
-            reader = reader.next_archive()
+            reader = reader.next_archive(open_reader)
 
 
 class ArchiveFile(io.BufferedIOBase):
@@ -394,7 +420,7 @@ class ArchiveFile(io.BufferedIOBase):
             self._chunks: Iterator[bytes] | None = None
             self._cur = memoryview(b"")
             self._eof = False
-            self._ix: ArchiveIndex | None = None
+            self._ix: ChunkIndex | None = None
         else:
             if compressor is None:
                 raise TypeError("writing needs a compressor= (pyllmcodec.Compressor())")
@@ -448,13 +474,13 @@ class ArchiveFile(io.BufferedIOBase):
                 gap -= n
             return self._pos
 
-    def _index(self) -> ArchiveIndex:
+    def _index(self) -> ChunkIndex:
         """The archive's index over its bytes: mapped from a file with a
         descriptor, else read (once)."""
         if self._ix is None:
             if not self.seekable():
                 raise io.UnsupportedOperation("this reader's source does not seek")
-            self._ix = ArchiveIndex(file_bytes(self._fh))
+            self._ix = open_index(file_bytes(self._fh))
         return self._ix
 
     def _seek_read(self, offset: int, whence: int) -> int:
@@ -482,7 +508,7 @@ class ArchiveFile(io.BufferedIOBase):
         self._pos = offset
         return offset
 
-    def _indexed_chunks(self, ix: ArchiveIndex, first: int) -> Iterator[bytes]:
+    def _indexed_chunks(self, ix: ChunkIndex, first: int) -> Iterator[bytes]:
         """The chunks from ``first`` on, a block at a time, through the index."""
         bi, k0 = ix.locate(first)
         for block in ix.blocks[bi:]:

@@ -128,13 +128,14 @@ def segments(batch: int, rows: Sequence[int], lengths: Sequence[int]) -> Runs:
     return out
 
 
-def segment_plan(length: int, context: int, prime: int) -> list[tuple[int, int]]:
+def segment_plan(length: int, context: int, prime: int, primed: int = 0) -> list[tuple[int, int]]:
     """``(s, k)`` per segment of a row of ``length`` symbols: the segment codes
     symbols ``[s, min(length, s + context - k))`` after ``k`` silent steps
-    (``k = 0`` for the first segment, ``prime`` for the others).  A row that
-    fits the context has one segment; a longer one needs ``1 <= prime <
+    (``k = primed`` for the first segment -- the dictionary's symbols, which
+    the row's symbols then start with --, ``prime`` for the others).  A row
+    that fits the context has one segment; a longer one needs ``1 <= prime <
     context``."""
-    out = [(0, 0)]
+    out = [(primed, primed)]
     if length <= context:
         return out
     if not 1 <= prime < context:
@@ -207,6 +208,12 @@ class _HostSteps:
     def __init__(self, model: StepModel, mx: Any) -> None:
         self.step, self.mx = model.step, mx
 
+    def feed(self, primed: np.ndarray, rows: np.ndarray) -> None:
+        """The match model reads the dictionary ``primed`` for ``rows``, uncoded."""
+        if self.mx is not None:
+            for s in primed:
+                self.mx.feed(np.full(len(rows), s, dtype=np.int64), rows=rows)
+
     def encode(self, state: Any, enc: Any, tok: np.ndarray, sym: np.ndarray, sub: np.ndarray,
                act: np.ndarray | None) -> None:
         mx = self.mx
@@ -235,6 +242,9 @@ class _DeviceSteps:
     def __init__(self, model: TwoPhaseStepModel, precision: int, batch: int) -> None:
         self.model, self.precision = model, precision
         self.targets = np.zeros(batch, dtype=np.uint32)
+
+    def feed(self, primed: np.ndarray, rows: np.ndarray) -> None:
+        """No match model on this path: nothing to prime."""
 
     def encode(self, state: Any, enc: Any, tok: np.ndarray, sym: np.ndarray, sub: np.ndarray,
                act: np.ndarray | None) -> None:
@@ -289,6 +299,12 @@ class WaveRunner:
         self.mixer = geometry.mixer
         if self.mixer is not None and self.two_phase:
             raise ValueError("the match model needs a model that quantizes on the host")
+        #: the dictionary's symbols, fed before every chunk (docs/FORMAT.md section 4d)
+        d = geometry.dictionary
+        self.primed: np.ndarray = (np.zeros(0, dtype=np.int64) if d is None
+                                   else d.symbols(model.tokenizer))
+        if len(self.primed) > self.context // 2:
+            raise ValueError("the dictionary takes more than half the segments' length")
 
     def _check_memory(self, batch: int, longest: int) -> None:
         """MemoryLimitError, before anything is allocated, for a wave over ``max_memory``."""
@@ -312,7 +328,8 @@ class WaveRunner:
         return _HostSteps(self.model, mx)
 
     def _plan(self, length: int) -> list[tuple[int, int]]:
-        plan = segment_plan(length, self.context, self.prime)
+        """The segments of a row of ``length`` symbols, the dictionary's included."""
+        plan = segment_plan(length, self.context, self.prime, len(self.primed))
         if len(plan) > 1 and self.two_phase:
             raise ValueError("chunks longer than the context need a model that quantizes on the host")
         return plan
@@ -325,6 +342,9 @@ class WaveRunner:
         token arrays for a token-level model) as one wave of batch size
         ``batch``; returns one coded payload per chunk.  ``progress(n)`` is
         told the symbols coded, every :data:`PROGRESS_STEPS` steps."""
+        D = len(self.primed)
+        if D:  # a row's symbols: the dictionary, then its chunk (coded from symbol D on)
+            chunks = [self._primed_row(c) for c in chunks]
         longest = max((len(c) for c in chunks), default=0)
         self._check_memory(batch, longest)
         C = self.context
@@ -337,8 +357,10 @@ class WaveRunner:
             seqs = [q for _, q in present]
             tok, sym = fed_tokens(batch, prow, seqs, self.bos, self.pad)
             state = self.model.new_state(batch)
-            for t in range(k):  # bos and the prime: nothing coded
+            for t in range(k):  # bos and the prime (or dictionary): nothing coded
                 step(state, tok[t])
+            if D and s == D:  # the first segment: the match model reads the dictionary too
+                coder.feed(self.primed, np.asarray(prow, dtype=np.int64))
             # every present row has a symbol at step k, so the runs start by then
             for t0, t1, act, _fin in segments(batch, prow, [len(q) for q in seqs]):
                 t0 = max(t0, k)
@@ -352,6 +374,12 @@ class WaveRunner:
                     progress((t1 - t0) % PROGRESS_STEPS * n)
         streams = enc.finish()
         return [bytes(streams[r]) for r in rows]
+
+    def _primed_row(self, chunk: bytes | memoryview | np.ndarray) -> bytes | np.ndarray:
+        """The dictionary's symbols followed by ``chunk``'s, in the chunk's kind."""
+        if isinstance(chunk, np.ndarray):
+            return np.concatenate([self.primed, chunk.astype(np.int64, copy=False)])
+        return self.primed.astype(np.uint8).tobytes() + bytes(chunk)
 
     # -------------------------------------------------------------- decode
 
@@ -377,20 +405,21 @@ class WaveRunner:
         and the row ends at the symbol that brings it to ``lengths[k]``;
         ValueError when a row overshoots that or runs past what it can code
         (corrupt data).  ``progress(n)``: as in :meth:`encode_wave`."""
-        self._check_memory(batch, int(max(lengths, default=0)))
+        D = len(self.primed)  # rows start with the dictionary's symbols: symbol D is a chunk's first
+        self._check_memory(batch, int(max(lengths, default=0)) + D)
         streams: list[bytes] = [b""] * batch
         for r, p in zip(rows, payloads):
             streams[r] = bytes(p)
         rows_i = np.asarray(rows, dtype=np.int64)
         need = np.zeros(batch, dtype=np.int64)
         need[rows_i] = np.asarray(lengths, dtype=np.int64)
-        longest = int(max(lengths, default=0))  # every symbol counts >= 1 byte
+        longest = int(max(lengths, default=0)) + D  # every symbol counts >= 1 byte
         # known ends: the finishing rows of each step, from the lengths alone
         finish_at: dict[int, np.ndarray] | None = None
         per_nl = np.zeros(batch, dtype=np.int64)
         got = np.zeros(batch, dtype=np.int64)
         if weights is None:
-            finish_at = {t1: fin for _t0, t1, _a, fin in segments(batch, rows, lengths)}
+            finish_at = {t1: fin for _t0, t1, _a, fin in segments(batch, rows, [int(n) + D for n in lengths])}
         else:
             if newlines is not None and extra is not None:
                 per_nl[rows_i] = np.asarray(extra, dtype=np.int64)
@@ -400,6 +429,7 @@ class WaveRunner:
                 longest = min(longest, self.context)
         dec = self.core.BatchDecoder(streams, precision=self.precision)
         out = np.zeros((longest, batch), dtype=np.uint8 if self.vocab_size <= 256 else np.int64)
+        out[:D] = self.primed[:, None]
         coder = self._steps(batch, longest)
         step = self.model.step
         steps = np.zeros(batch, dtype=np.int64)
@@ -407,7 +437,7 @@ class WaveRunner:
         alive = np.asarray(sorted(int(r) for r in rows if need[r] > 0), dtype=np.int64)
         # the encoder's segment plan: `longest` bounds every row's symbol count
         starts = dict(self._plan(longest))
-        t = 0  # the symbol decoded next
+        t = D  # the symbol decoded next
         counted = 0  # symbols decoded since the last progress report
         while alive.size:
             if finish_at is None and t >= longest:
@@ -416,9 +446,11 @@ class WaveRunner:
             if k is not None:  # a segment starts here: a fresh state fed bos, then the prime
                 state = self.model.new_state(batch)
                 tok[alive] = self.bos
-                for u in range(k):  # the prime: symbols decoded before
+                for u in range(k):  # the prime (or dictionary): symbols decoded before
                     step(state, tok)
                     tok[alive] = out[t - k + u, alive]
+                if D and t == D:  # the first segment: the match model reads the dictionary too
+                    coder.feed(self.primed, alive)
             if alive.size == batch:
                 s = coder.decode(state, dec, tok, None)
                 out[t] = s
@@ -451,7 +483,7 @@ class WaveRunner:
             alive = alive[~np.isin(alive, fin)]
         if progress is not None and counted:
             progress(counted)
-        return [out[: steps[r], r].copy() for r in rows]
+        return [out[D : steps[r], r].copy() for r in rows]
 
     # -------------------------------------------------------------- probe
 

@@ -23,6 +23,8 @@ caches are plain dicts under a lock; a race only computes a digest twice.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import weakref
 from collections.abc import Sequence
@@ -30,13 +32,14 @@ from typing import Any
 
 from . import core
 from .backends.base import StepModel
+from .constants import FRAME_ID_LEN
 from .container import Header
 from .errors import ChecksumError, FormatError, MemoryLimitError, ModelError, NumericsMismatchError
 from .geometry import Geometry
 from .methods import finish, stop_rule
 from .scheduler import Progress, WaveRunner
 
-__all__ = ["Session", "check_codable", "check_model", "session_for"]
+__all__ = ["Session", "bind_frame", "check_codable", "check_model", "model_id", "session_for"]
 
 
 class _ModelCache:
@@ -97,7 +100,8 @@ class Session:
         (precision, probe batch, digest) are what changed: FormatError, the
         archive is corrupt (a header edited with a valid checksum)."""
         mine = self.probe(header.probe_batch)
-        if mine == header.probe_digest:
+        # a frame records the digest's first 8 bytes (docs/FORMAT.md section 11)
+        if mine == header.probe_digest or (header.frame is not None and mine.startswith(header.probe_digest)):
             return
         if header.fingerprint == self.fingerprint():
             raise FormatError(
@@ -176,6 +180,57 @@ def check_model(header: Header, model: StepModel) -> None:
     for k, have in (("vocab_size", model.vocab_size), ("bos", model.bos), ("max_context", model.max_context)):
         if int(have) != int(meta_model[k]):
             raise ModelError(f"model {k} is {have}, the archive says {meta_model[k]}")
+
+
+def model_id(model: StepModel) -> bytes:
+    """The 8-byte id a frame names its model by (docs/FORMAT.md section 11):
+    a truncated SHA-256 of everything about the model that the coded bits
+    depend on -- weights and graph (``sha256``), vocabulary, bos, context,
+    tokenizer and shipped match model -- and of nothing else (not its name
+    nor the machine), so any session of the same bundle matches."""
+    tk = model.tokenizer
+    mx = model.default_mixer
+    ident = {"sha256": str(model.sha256), "vocab_size": int(model.vocab_size), "bos": int(model.bos),
+             "max_context": int(model.max_context), "tokenizer": None if tk is None else str(tk.sha256),
+             "mixer": None if mx is None else str(mx.digest)}
+    blob = json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(b"pyllmcodec-model-id/1\0" + blob).digest()[:FRAME_ID_LEN]
+
+
+def bind_frame(header: Header, model: StepModel) -> Header:
+    """The full :class:`Header` of a frame (``header.frame`` set) decoded
+    with ``model``: ModelError unless ``model`` is the one its id names; its
+    model keys, pad token, tokenizer and match model filled in from
+    ``model``, as a full archive records them.  A full header is returned
+    as is."""
+    params = header.frame
+    if params is None or "name" in header.meta["model"]:
+        return header
+    mid = model_id(model)
+    if mid != params.model_id:
+        raise ModelError(
+            f"this frame was written with the model whose id is {params.model_id.hex()}; the model given "
+            f"({model.name!r}) has id {mid.hex()}: decode with the model (and pyllmcodec release) that wrote it"
+        )
+    if params.tokens != (model.tokenizer is not None):
+        raise FormatError("frame's token-level flag disagrees with its model (corrupt frame)")
+    meta = dict(header.meta)
+    meta["model"] = {"name": str(model.name), "sha256": str(model.sha256), "vocab_size": int(model.vocab_size),
+                     "bos": int(model.bos), "max_context": int(model.max_context), "id": mid.hex()}
+    meta["pad_token"] = int(model.bos)
+    if params.tokens:
+        meta["tokenizer"] = {"kind": "bpe", "sha256": str(model.tokenizer.sha256)}  # type: ignore[union-attr]
+    if params.context:
+        if params.context > int(model.max_context):
+            raise FormatError(f"frame's context {params.context} exceeds the model's {model.max_context}")
+        if params.context == int(model.max_context):
+            del meta["context"]  # the canonical form of a full header
+    if params.mixer:
+        mx = model.default_mixer
+        if mx is None:
+            raise ModelError("this frame was coded through a match model, which this model does not ship")
+        meta["mixer"] = {"kind": mx.kind, "digest": mx.digest}
+    return Header(version=header.version, meta=meta, size=header.size, frame=params)
 
 
 def _mismatch_message(header: Header, mine_fp: dict[str, str], mine_digest: str) -> str:

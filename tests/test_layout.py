@@ -143,10 +143,10 @@ def test_every_step_model_lives_in_backends():
 
 def test_public_names_are_pinned():
     assert sorted(pyllmcodec.__all__) == [
-        "ChecksumError", "CodecError", "Compressor", "Decompressor", "FormatError", "LlmzFile", "MemoryLimitError",
-        "ModelError",
+        "ChecksumError", "CodecError", "Compressor", "Decompressor", "Dictionary", "DictionaryError", "FormatError",
+        "FrameParams", "LlmzFile", "MemoryLimitError", "ModelError",
         "NumericsMismatchError", "OutputLimitError", "__version__", "compress", "compress_batch", "core",
-        "decompress", "decompress_batch", "info", "open", "stream_reader", "stream_writer",
+        "decompress", "decompress_batch", "info", "open", "stream_reader", "stream_writer", "train_dictionary",
     ]
     for name in pyllmcodec.__all__:
         assert getattr(pyllmcodec, name) is not None

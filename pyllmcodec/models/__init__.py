@@ -32,8 +32,8 @@ from ..backends.base import StepModel
 from ..errors import ModelError
 from .bundle import load_bundle, shipped_bundle_dirs
 
-__all__ = ["available_models", "bundle_factory", "cache_size", "clear_cache", "load_model", "register_model",
-           "set_cache_size"]
+__all__ = ["available_models", "bundle_factory", "cache_size", "cached_model_names", "clear_cache", "load_model",
+           "register_model", "set_cache_size"]
 
 Factory = Callable[..., StepModel]
 
@@ -77,6 +77,12 @@ def set_cache_size(n: int) -> None:
     with _lock:
         _cache_size = n
         _trim()
+
+
+def cached_model_names() -> list[str]:
+    """The registered names of the models in the cache, most recent first."""
+    with _lock:
+        return list(dict.fromkeys(k[0] for k in reversed(_cache)))
 
 
 def clear_cache() -> None:
