@@ -62,6 +62,21 @@ def seeds() -> list[tuple[str, bytes]]:
         fallback="stored")
     a, b = Compressor(model, chunk_size=32, batch_size=4, fallback="stored").compress_batch([TEXT[:40], TEXT[40:130]])
     out += [("shared-a", a), ("shared-b", b)]
+    # compact frames (FORMAT.md section 11a), a dictionary (section 4d), headerless frames at the fuzz params
+    add("compact-text", TEXT[:150], chunk_size=64, batch_size=4, fallback="stored", frame="compact")
+    add("compact-waves", TEXT * 2 + rnd[:50], chunk_size=32, batch_size=3, frame="compact")
+    add("compact-segments-mixer", (TEXT[:60] * 3), on="test-bigram-mixer", chunk_size=70, batch_size=3,
+        fallback="stored", frame="compact")
+    add("compact-segments", TEXT[:90] + crlf[:70], on="test-bigram-ctx32", chunk_size=75, batch_size=3,
+        fallback="stored", prime=5, frame="compact")
+    dic = targets.FUZZ_DICTIONARY
+    out.append(("dictionary", Compressor(model, chunk_size=40, batch_size=3, fallback="stored",
+                                         dictionary=dic).compress(TEXT[:130])))
+    out.append(("compact-dictionary", Compressor(model, chunk_size=40, batch_size=3, fallback="stored",
+                                                 dictionary=dic, frame="compact").compress(TEXT[:130])))
+    hl = targets.headerless_compressor()
+    for i, blob in enumerate(hl.compress_batch([TEXT[:30], TEXT[30:200], b"\0" * 90], params=targets.params())):
+        out.append((f"headerless-{i}", blob))
     for name, blob in list(out):  # the first entry layout (tag 'W'), which readers keep accepting
         if name in ("text-waves", "mixed", "eol-bytes", "shared-b", "segments", "mixer", "context"):
             lz = parse_loose(blob)

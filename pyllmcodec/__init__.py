@@ -25,8 +25,6 @@ from pyllmcodec.errors import (
 
 if TYPE_CHECKING:
     from pyllmcodec import core
-    from pyllmcodec.dictionary import Dictionary, train_dictionary
-    from pyllmcodec.frames import FrameParams
     from pyllmcodec.codec import (
         Compressor,
         Decompressor,
@@ -40,6 +38,8 @@ if TYPE_CHECKING:
         stream_reader,
         stream_writer,
     )
+    from pyllmcodec.dictionary import Dictionary, train_dictionary
+    from pyllmcodec.frames import FrameParams
 
 __all__ = [
     "ChecksumError",

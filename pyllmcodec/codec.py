@@ -66,7 +66,7 @@ from .frames import FrameIndex, FrameParams, encode_frame, is_frame, open_index,
 from .geometry import Geometry, Plan, cut, is_int
 from .io import ArchiveFile, CompressObj, DecompressObj, Readable, bytes_view, file_bytes
 from .methods import METHODS, choose, model_inputs, unpack
-from .models import cached_model_names, load_model
+from .models import cached_model_names, load_model, shipped_model_name
 from .scheduler import Progress, plan_waves, wave_bytes
 from .session import Session, bind_frame, check_codable, check_model, model_id, session_for
 
@@ -690,7 +690,8 @@ class Decompressor:
         checks it), else the default model or one in the registry's cache."""
         if self._model_arg is not None:
             return _resolve_model(self._model_arg, self._device, self._backend, self._threads)
-        for name in ["default", *cached_model_names()]:
+        shipped = shipped_model_name(params.model_id)  # known from the manifests: loads only a match
+        for name in ([shipped] if shipped else []) + cached_model_names():
             try:
                 m = load_model(name, device=self._device, backend=self._backend, threads=self._threads)
             except ModelError:

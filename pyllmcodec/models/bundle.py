@@ -50,7 +50,8 @@ from typing import Any
 
 from ..errors import ModelError
 
-__all__ = ["Bundle", "bundle_id", "file_sha256", "load_bundle", "shipped_bundle_dirs", "write_manifest"]
+__all__ = ["Bundle", "bundle_id", "file_sha256", "load_bundle", "manifest_identity", "model_identity",
+           "shipped_bundle_dirs", "write_manifest"]
 
 BUNDLE_FORMAT = "pyllmcodec-bundle"
 BUNDLE_VERSION = 1
@@ -115,6 +116,43 @@ class Bundle:
 def bundle_id(files: dict[str, str]) -> str:
     lines = "".join(f"{k}:{files[k]}\n" for k in sorted(files))
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+#: bytes of a model id (pyllmcodec.constants.FRAME_ID_LEN; restated here, below constants' users)
+_ID_LEN = 8
+
+
+def model_identity(*, sha256: str, vocab_size: int, bos: int, max_context: int, tokenizer: str | None,
+                   mixer: str | None) -> bytes:
+    """The 8-byte id a compact frame names its model by (docs/FORMAT.md
+    section 11a): a truncated SHA-256 of everything the coded bits depend on
+    -- weights and graph (``sha256``), vocabulary, bos, context, the
+    tokenizer's SHA-256 and the shipped match model's digest -- and of
+    nothing else (not the name, not the machine)."""
+    ident = {"sha256": str(sha256), "vocab_size": int(vocab_size), "bos": int(bos),
+             "max_context": int(max_context), "tokenizer": tokenizer, "mixer": mixer}
+    blob = json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(b"pyllmcodec-model-id/1\0" + blob).digest()[:_ID_LEN]
+
+
+def manifest_identity(bundle: Bundle) -> bytes | None:
+    """:func:`model_identity` of a byte-level bundle from its manifest alone
+    (no session is made); None for a token-level one (its tokenizer's hash
+    needs the tokenizer loaded)."""
+    m = bundle.manifest
+    if m["vocab"].get("tokenizer"):
+        return None
+    mixer = (m.get("codec") or {}).get("mixer")
+    digest = None
+    if mixer is not None:
+        from ..mixer import MixerSpec
+
+        try:
+            digest = MixerSpec.from_json(mixer).digest
+        except ValueError:
+            return None
+    return model_identity(sha256=bundle.sha256, vocab_size=int(m["vocab"]["size"]), bos=int(m["vocab"]["bos"]),
+                          max_context=int(m["context_length"]), tokenizer=None, mixer=digest)
 
 
 def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
