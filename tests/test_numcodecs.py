@@ -34,3 +34,19 @@ def test_codec_refuses_corrupt_data():
     enc[-30] ^= 1
     with pytest.raises(pyllmcodec.CodecError):
         codec.decode(bytes(enc))
+
+
+def test_compact_frames_by_default_full_archives_and_a_dictionary():
+    import pyllmcodec
+    from pyllmcodec.constants import FRAME_MAGIC, MAGIC
+
+    rec = np.frombuffer(TEXT[:120], dtype=np.uint8)
+    compact = LLMZ(model="test-bigram").encode(rec)
+    full = LLMZ(model="test-bigram", frame="full").encode(rec)
+    assert compact.startswith(FRAME_MAGIC) and full.startswith(MAGIC) and len(full) - len(compact) > 300
+    codec = LLMZ(model="test-bigram", dictionary=TEXT[:40].hex())
+    enc = codec.encode(rec)
+    again = numcodecs.get_codec(codec.get_config())
+    assert bytes(again.decode(enc)) == rec.tobytes()
+    with pytest.raises(pyllmcodec.DictionaryError):
+        LLMZ(model="test-bigram").decode(enc)
