@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from ._version import __version__
 from .constants import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MEMORY, FILE_EXTENSION
-from .errors import CodecError, ModelError, NumericsMismatchError
+from .errors import CodecError, DictionaryError, ModelError, NumericsMismatchError
 
 __all__ = ["EXIT_CORRUPT", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_MISMATCH", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -47,7 +47,7 @@ EXIT_MISMATCH = 4
 #: give 128 + their number (143, 129), after the partial output is removed
 EXIT_INTERRUPTED = 130
 
-_COMMANDS = ("compress", "decompress", "info", "export")
+_COMMANDS = ("compress", "decompress", "info", "export", "train-dictionary")
 _DEVICES = ("auto", "cpu", "cuda")
 _BACKENDS = ("auto", "onnxruntime", "torch")
 _READ_SIZE = 1 << 20
@@ -58,7 +58,7 @@ gzip style: 'pyllmcodec FILE...' compresses (removing FILE; -k keeps it, -c writ
 a terminal.  -1 .. -9 pick the level (unlike gzip's, a level picks how much context the model
 sees per step: -7/-8 segments of 768 bytes, -9 the model's whole context; 1-6 its default 512).
 exit status: {EXIT_OK} ok, {EXIT_ERROR} error (I/O, output exists, ...), {EXIT_USAGE} usage,
-{EXIT_CORRUPT} corrupt or invalid archive, {EXIT_MISMATCH} model or numerics mismatch, {EXIT_INTERRUPTED} interrupted.
+{EXIT_CORRUPT} corrupt or invalid archive, {EXIT_MISMATCH} model, numerics or dictionary mismatch, {EXIT_INTERRUPTED} interrupted.
 """
 
 
@@ -152,6 +152,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="walk directories: every file inside (every FILE.llmz when decompressing)")
     p.add_argument("--max-memory", type=_size, default=DEFAULT_MAX_MEMORY, metavar="BYTES",
                    help="memory one wave may take, e.g. 8G (default 4G); give the same when decompressing")
+    p.add_argument("-D", "--dict", dest="dictionary", metavar="FILE",
+                   help="prime every chunk with this dictionary (train-dictionary makes one); give the same "
+                        "when decompressing")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,6 +194,12 @@ def _parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(pd)
     pd.add_argument("-d", "--decompress", action="store_true", help=argparse.SUPPRESS)
+    pt = sub.add_parser("train-dictionary", help="build a dictionary from sample files (as zstd --train)")
+    pt.add_argument("files", nargs="+", metavar="FILE", help="sample files (one sample each, or see --lines)")
+    pt.add_argument("-o", "--output", required=True, metavar="PATH", help="write the dictionary here")
+    pt.add_argument("--size", type=_positive, default=256,
+                    help="bytes at most (default %(default)s: half the default model's segments)")
+    pt.add_argument("--lines", action="store_true", help="every line of the files is a sample (JSONL, logs)")
     pi = sub.add_parser("info", help="print an archive's header and index summary")
     pi.add_argument("files", nargs="+", metavar="FILE")
     pi.add_argument("--json", action="store_true", help="print JSON")
@@ -570,6 +579,38 @@ def _version_text() -> str:
     return "\n".join(lines)
 
 
+def _read_dictionary(args: Any) -> bytes | None:
+    """The bytes of ``-D FILE``, or None."""
+    if not getattr(args, "dictionary", None):
+        return None
+    try:
+        with open(args.dictionary, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise _Fail(f"cannot read the dictionary: {exc}", EXIT_USAGE) from None
+
+
+def _cmd_train_dictionary(args: Any) -> int:
+    from .dictionary import train_dictionary
+
+    samples: list[bytes] = []
+    for name in args.files:
+        try:
+            with open(name, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise _Fail(f"cannot read {name}: {exc}", EXIT_USAGE) from None
+        samples += data.splitlines(keepends=True) if args.lines else [data]
+    try:
+        dic = train_dictionary(samples, size=args.size)
+    except ValueError as exc:
+        raise _Fail(str(exc), EXIT_USAGE) from None
+    with _atomic_output(args.output, force=True) as fh:  # never half-written
+        fh.write(dic)
+    print(f"{args.output}: {len(dic)} bytes from {len(samples)} samples", file=sys.stderr)
+    return EXIT_OK
+
+
 def _cmd_compress(args: Any) -> int:
     from .codec import Compressor
 
@@ -578,7 +619,7 @@ def _cmd_compress(args: Any) -> int:
             args.model or "default", device=args.device, backend=args.backend, threads=args.threads,
             chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify, eol=args.eol,
             prime=args.prime, mixer=args.mixer, context=args.context, max_memory=args.max_memory,
-            level=args.level,
+            level=args.level, dictionary=_read_dictionary(args),
         )
     except ValueError as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None
@@ -661,7 +702,7 @@ def _cmd_decompress(args: Any) -> int:
     from .codec import Decompressor
 
     dec = Decompressor(args.model, device=args.device, backend=args.backend, threads=args.threads,
-                       max_memory=args.max_memory)
+                       max_memory=args.max_memory, dictionary=_read_dictionary(args))
 
     def work(fin: IO[bytes], fout: IO[bytes], progress: _Progress) -> tuple[int, int]:
         return dec.copy_stream(fin, fout, read_size=_READ_SIZE, progress=progress.update)  # bar: decoded bytes
@@ -692,7 +733,7 @@ def _failed(args: Any, src: str, exc: BaseException) -> int:
     if isinstance(exc, _Fail):
         _say(args, str(exc))
         return exc.code
-    if isinstance(exc, (NumericsMismatchError, ModelError)):
+    if isinstance(exc, (NumericsMismatchError, ModelError, DictionaryError)):
         _say(args, f"{src}: {exc}")
         return EXIT_MISMATCH
     if isinstance(exc, CodecError):
@@ -802,14 +843,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "compress" and (args.decompress or args.test):
                 return _cmd_decompress(args)
             return {"compress": _cmd_compress, "decompress": _cmd_decompress,
-                    "info": _cmd_info, "export": _cmd_export}[args.command](args)
+                    "info": _cmd_info, "export": _cmd_export,
+                    "train-dictionary": _cmd_train_dictionary}[args.command](args)
     except _Terminated as exc:
         print(f"pyllmcodec: terminated by signal {exc.signum}; any partial output file was removed", file=sys.stderr)
         return 128 + exc.signum
     except _Fail as exc:
         print(f"pyllmcodec: {exc}", file=sys.stderr)
         return exc.code
-    except (ModelError, NumericsMismatchError) as exc:
+    except (ModelError, NumericsMismatchError, DictionaryError) as exc:
         print(f"pyllmcodec: {exc}", file=sys.stderr)
         return EXIT_MISMATCH
     except CodecError as exc:

@@ -87,7 +87,7 @@ def check_dictionary(want: str | None, have: Dictionary | None) -> None:
         return
     if have is None:
         raise DictionaryError(f"this archive was primed with a dictionary (sha256 {want[:16]}...); pass the same "
-                              "bytes as dictionary= to decompress it")
+                              "bytes as dictionary= (CLI: -D FILE) to decompress it")
     if not have.sha256.startswith(want):
         raise DictionaryError(f"wrong dictionary: the archive was primed with sha256 {want[:16]}..., the one given "
                               f"is {have.sha256[:16]}...")

@@ -339,3 +339,18 @@ def test_recursive(work):
     assert main(["-d", "-r", "d"]) == EXIT_OK
     assert sorted(p.name for p in (work / "d").rglob("*")) == ["e", "x.txt", "y.txt"]
     assert main([*M, "d"]) == EXIT_ERROR  # a directory without -r: ignored, as gzip
+
+
+def test_train_dictionary_and_dict_option(work):
+    lines = b"".join(b'{"id": %d, "user": "fox", "text": "the lazy dog %d"}\n' % (i, i * 7) for i in range(200))
+    (work / "s.jsonl").write_bytes(lines)
+    assert main(["train-dictionary", "--lines", "--size", "64", "-o", "d.bin", "s.jsonl"]) == EXIT_OK
+    dic = (work / "d.bin").read_bytes()
+    assert 0 < len(dic) <= 64 and b'"user": "fox"' in dic
+    (work / "r.json").write_bytes(b'{"id": 9999, "user": "fox", "text": "the lazy dog 1"}\n')
+    assert main(["compress", *M, "-k", "-D", "d.bin", "r.json"]) == EXIT_OK
+    assert main(["decompress", "-c", "r.json.llmz"]) == EXIT_MISMATCH  # the dictionary is missing
+    assert main(["decompress", "-k", "-f", "-D", "d.bin", "r.json.llmz"]) == EXIT_OK
+    assert (work / "r.json").read_bytes().startswith(b'{"id": 9999')
+    assert main(["compress", *M, "-D", "missing.bin", "r.json"]) == EXIT_USAGE
+    assert main(["train-dictionary", "-o", "x.bin", "missing.jsonl"]) == EXIT_USAGE
