@@ -133,3 +133,18 @@ def test_default_model_with_a_trained_dictionary():
     dic = train_dictionary(_records(200, seed=3), size=256)
     frames = pyllmcodec.compress_batch(recs, frame="compact", dictionary=dic)
     assert pyllmcodec.decompress_batch(frames, dictionary=dic) == recs
+
+
+def test_headerless_frames_check_the_dictionary():
+    comp = Compressor("test-bigram", chunk_size=64, dictionary=DICT)
+    params = comp.frame_params()
+    frames = comp.compress_batch([TEXT[:100], TEXT[100:300]], params=params)
+    assert Decompressor("test-bigram", dictionary=DICT).decompress_batch(frames, params=params) == [
+        TEXT[:100], TEXT[100:300]]
+    with pytest.raises(DictionaryError):
+        Decompressor("test-bigram").decompress_batch(frames, params=params)
+    with pytest.raises(DictionaryError):
+        Decompressor("test-bigram", dictionary=DICT[:-1]).decompress_batch(frames, params=params)
+    plain = Compressor("test-bigram", chunk_size=64).frame_params()  # the params without the dictionary
+    with pytest.raises(FormatError, match="other parameters"):
+        Decompressor("test-bigram", dictionary=DICT).decompress_batch(frames, params=plain)
