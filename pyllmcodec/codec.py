@@ -783,7 +783,12 @@ class Decompressor:
             bi, k = ix.locate(index)
             start = ix.chunk_offset(index)
             e = ix.blocks[bi].entries[k]
-            outs[a][start : start + e.raw_len] = _checked(chunk, e, index, start)
+            try:
+                outs[a][start : start + e.raw_len] = _checked(chunk, e, index, start)
+            except ChecksumError as exc:  # which record, when there are several
+                if len(owners) > 1 or params is not None:
+                    raise ChecksumError(f"record {owners[a]}: {exc}") from None
+                raise
 
         def run(job: _Job) -> None:
             for (a, c), chunk in zip(job.targets, job.run()):
