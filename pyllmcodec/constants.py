@@ -75,7 +75,7 @@ ENTRY_NEXT_ROW = 0x80  # row == the previous entry's row + 1 (0 for a block's fi
 #: Footer tag ("E" for end): exactly one, after the last block.
 TAG_FOOTER = 0x45
 
-#: First 4 bytes of a compact frame (docs/FORMAT.md section 11), the format
+#: First 4 bytes of a compact frame (docs/FORMAT.md section 11a), the format
 #: for small records: PNG-style like MAGIC (a high-bit byte, then "\x1a" for
 #: DOS text mode) in half the bytes, and different from MAGIC by its third
 #: byte, so one look at 4 bytes tells the two apart.

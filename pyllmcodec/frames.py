@@ -1,6 +1,6 @@
 """Compact frames and headerless frames: the archive format for small records.
 
-The specification is ``docs/FORMAT.md`` section 11.  A full archive
+The specification is ``docs/FORMAT.md`` section 11a.  A full archive
 (:mod:`pyllmcodec.container`) spends ~550 bytes on its JSON header, block
 prefixes, footer and trailer: nothing next to a file, ten times a 50-byte
 record.  A compact frame says the same in binary, once::
@@ -51,11 +51,8 @@ from .constants import (
     MIN_PRECISION,
     PROBE_BYTES,
     PROBE_VERSION,
-    TRAILER_MAGIC,
 )
 from .container import (
-    _TRAILER,
-    TRAILER_LEN,
     ArchiveIndex,
     ArchiveReader,
     Block,
@@ -68,7 +65,6 @@ from .container import (
     _Pushback,
     _put_uvarint,
     encode_entries,
-    members,
     parse_entries,
 )
 from .errors import FormatError
@@ -401,32 +397,39 @@ def frame_length(prefix: bytes | memoryview) -> int | None:
         return None
 
 
+class _ViewReader:
+    """``read`` over a memoryview, without copying the whole of it (as
+    ``io.BytesIO`` would); each read copies what it returns."""
+
+    def __init__(self, mv: memoryview) -> None:
+        self._mv, self._pos = mv, 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        end = len(self._mv) if size < 0 else min(len(self._mv), self._pos + size)
+        out = bytes(self._mv[self._pos : end])
+        self._pos = end
+        return out
+
+
 def _archive_end(mv: memoryview, start: int) -> int:
-    """Where the full archive at ``mv[start:]`` ends: after the first
-    trailer that points back to a footer inside it (payload bytes that look
-    like a trailer must also name that offset: a 2^-64 accident, which the
-    archive's own checks would then report); the end of ``mv`` if none."""
-    data = mv.obj if isinstance(mv.obj, bytes) and mv.nbytes == len(mv.obj) else bytes(mv)
-    q = start
-    while True:
-        q = data.find(TRAILER_MAGIC, q + 1)
-        if q < 0:
-            return len(mv)
-        end = q + len(TRAILER_MAGIC)
-        if end - start < TRAILER_LEN:
-            continue
-        off, flen, _ = _TRAILER.unpack_from(data, end - TRAILER_LEN)
-        if start + off + flen + TRAILER_LEN == end:
-            return end
+    """Where the full archive at ``mv[start:]`` ends, as the streaming reader
+    finds it (header, blocks, footer, trailer); the end of ``mv`` if it does
+    not parse (then :class:`~pyllmcodec.container.ArchiveIndex` says why)."""
+    try:
+        reader = ArchiveReader(_ViewReader(mv[start:]), concatenated=True)
+        for _ in reader.blocks():
+            pass
+    except FormatError:
+        return len(mv)
+    return start + reader.position
 
 
 def split(buf: bytes | bytearray | memoryview | Any) -> list[memoryview]:
     """The archives and compact frames concatenated in ``buf``, in order
-    (each still checked whole by :func:`open_index`): a frame's index gives
-    its length; a full archive ends at its trailer."""
+    (each still checked whole by :func:`open_index`), found from the front
+    as the streaming readers find them: a frame's index gives its length, a
+    full archive ends at its trailer."""
     mv = memoryview(buf).cast("B")
-    if not is_frame(mv) and len(members(mv)) > 1:  # full archives only: found from the end
-        return members(mv)
     out: list[memoryview] = []
     pos = 0
     while pos < len(mv):
