@@ -182,7 +182,7 @@ def test_streams_and_decompressobj_read_frames_and_archives_mixed():
     comp = Compressor("test-bigram", chunk_size=64, batch_size=2)
     a, b = comp.compress(TEXT[:300]), Compressor("test-bigram", frame="compact").compress(RECORD)
     dec = Decompressor("test-bigram")
-    for blob in (a + b, b + a, b + b + a + b):
+    for blob in (a + b, b + a, b + b + a + b, a + b + a):  # a + b + a: fuzz finding 3
         want = b"".join(TEXT[:300] if p.tobytes().startswith(b"\x89LLMZ") else RECORD for p in split(blob))
         assert dec.decompress(blob) == want
         assert b"".join(dec.read_to_iter(io.BytesIO(blob))) == want
