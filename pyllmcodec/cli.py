@@ -58,7 +58,8 @@ gzip style: 'pyllmcodec FILE...' compresses (removing FILE; -k keeps it, -c writ
 a terminal.  -1 .. -9 pick the level (unlike gzip's, a level picks how much context the model
 sees per step: -7/-8 segments of 768 bytes, -9 the model's whole context; 1-6 its default 512).
 exit status: {EXIT_OK} ok, {EXIT_ERROR} error (I/O, output exists, ...), {EXIT_USAGE} usage,
-{EXIT_CORRUPT} corrupt or invalid archive, {EXIT_MISMATCH} model, numerics or dictionary mismatch, {EXIT_INTERRUPTED} interrupted.
+{EXIT_CORRUPT} corrupt or invalid archive, {EXIT_MISMATCH} model, numerics or dictionary mismatch,
+{EXIT_INTERRUPTED} interrupted.
 """
 
 
