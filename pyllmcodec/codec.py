@@ -25,6 +25,7 @@ import hashlib
 import io
 import mmap
 import os
+import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
@@ -138,7 +139,41 @@ def _picklable(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rebuild(cls: Any, args: dict[str, Any]) -> Any:
-    return cls(**args)
+    """An unpickled Compressor/Decompressor: built on first use
+    (:class:`_LazyInit`), so the model loads in the child when it is used --
+    and an unknown model name is that call's ModelError, not a worker that
+    dies while unpickling."""
+    obj = cls.__new__(cls)
+    obj.__dict__["_lazy_args"] = args
+    return obj
+
+
+_lazy_lock = threading.RLock()
+
+
+class _LazyInit:
+    """Builds an object made by :func:`_rebuild` (its ``__init__`` with the
+    pickled arguments) when an attribute it lacks is first asked for; until
+    then it holds only the arguments.  Once per object, under a lock; a
+    failed build is retried by the next use (and fails the same way)."""
+
+    def __getattr__(self, name: str) -> Any:
+        d = self.__dict__
+        if name.startswith("__") or "_lazy_args" not in d or d.get("_lazy_owner") == threading.get_ident():
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        with _lazy_lock:
+            if "_lazy_args" in d:
+                d["_lazy_owner"] = threading.get_ident()
+                try:
+                    type(self).__init__(self, **d["_lazy_args"])
+                    del d["_lazy_args"]
+                finally:
+                    d.pop("_lazy_owner", None)
+        return object.__getattribute__(self, name)
+
+    def _pickle_args(self) -> dict[str, Any]:
+        pending = self.__dict__.get("_lazy_args")
+        return _picklable(pending if pending is not None else self.__dict__["_args"])
 
 
 class _Counting:
@@ -184,7 +219,7 @@ def _resolve_model(model: ModelArg, device: str, backend: str, threads: int | No
 # ------------------------------------------------------------------ compressor
 
 
-class Compressor:
+class Compressor(_LazyInit):
     """Compresses with one model and fixed options; reusable, and may be
     shared between threads (see the module docstring).
 
@@ -283,7 +318,7 @@ class Compressor:
         """Pickles as its arguments, so it can go to another process (a
         process pool, Ray, Dask), which loads the model by its registered
         name there; a StepModel object given directly does not pickle."""
-        return _rebuild, (Compressor, _picklable(self._args))
+        return _rebuild, (Compressor, self._pickle_args())
 
     def __enter__(self) -> Compressor:
         return self
@@ -592,7 +627,7 @@ def _checked(chunk: bytes, e: ChunkEntry, index: int, start: int | None) -> byte
     return chunk
 
 
-class Decompressor:
+class Decompressor(_LazyInit):
     """Decompresses archives; loads the model each archive's header names
     (through the registry's cache) unless ``model`` is given.  Reusable, and
     may be shared between threads (see the module docstring).
@@ -640,7 +675,7 @@ class Decompressor:
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickles as its arguments (see :meth:`Compressor.__reduce__`)."""
-        return _rebuild, (Decompressor, _picklable(self._args))
+        return _rebuild, (Decompressor, self._pickle_args())
 
     def __enter__(self) -> Decompressor:
         return self

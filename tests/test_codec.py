@@ -391,3 +391,25 @@ def test_compressor_and_decompressor_pickle_by_name():
     assert [dec.decompress(b) for b in blobs] == [TEXT[:200], TEXT[200:500]]
     with pytest.raises(TypeError, match="registered name"):
         pickle.dumps(Compressor(get_model()))
+
+
+def test_unpickled_objects_load_their_model_on_first_use():
+    """The model loads in the child when it is used: an unknown name is that
+    call's ModelError (not a worker dying while unpickling), and a pickled
+    object that was never used pickles again by the same arguments."""
+    import pickle
+
+    from pyllmcodec.models import clear_cache
+
+    comp = pickle.loads(pickle.dumps(Compressor("test-bigram", chunk_size=64)))
+    assert set(vars(comp)) == {"_lazy_args"}  # nothing loaded yet
+    again = pickle.loads(pickle.dumps(comp))
+    assert again.compress(TEXT[:200]) == Compressor("test-bigram", chunk_size=64).compress(TEXT[:200])
+    assert comp.chunk_size == 64 and "_lazy_args" not in vars(comp)
+    ghost = pickle.loads(pickle.dumps(Compressor("test-bigram")).replace(b"test-bigram", b"test-bigrax"))
+    for _ in range(2):  # each use fails the same way
+        with pytest.raises(ModelError, match="unknown model .test-bigrax."):
+            ghost.compress(b"x")
+    clear_cache()
+    dec = pickle.loads(pickle.dumps(Decompressor(max_output_size=1 << 20)))
+    assert dec.decompress(comp.compress(TEXT[:100])) == TEXT[:100]
