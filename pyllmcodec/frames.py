@@ -9,7 +9,7 @@ record.  A compact frame says the same in binary, once::
 
     params  flags u8 | model id [8] | probe digest [8] | chunk_size, batch_size,
             precision, probe batch (varints) | context, prime (varints, if
-            segmented) | dictionary id [8] (if primed)
+            segmented) | dictionary id [8], size (varint) (if primed)
     index   n_blocks (varint) | per block: batch, count (varints), then its
             entries in the compact layout of FORMAT.md section 3
     crc32   of everything before it
