@@ -68,6 +68,10 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "jsonl_records.md"
 # ------------------------------------------------------------------ data
 
 
+#: the trainer's segment length the results file was made with (train_dictionary's
+#: default then; it is 64 since, after this study's segment sweep)
+SEGMENT = 32
+
 def _read_list(path: str) -> str:
     """A package list's text, decompressed by apt's own helper when it is
     compressed (lz4, gz, xz: whatever apt stored)."""
@@ -424,13 +428,14 @@ def study(name: str, records: list[bytes], args: argparse.Namespace, n: int, md:
                           for D in (0, *args.dicts)) + ".\n")
     ours: dict[str, bytes | None] = {"no dictionary": None}
     for size in args.dicts:
-        d, t = _timed(pyllmcodec.train_dictionary, train, size=size)
+        d, t = _timed(pyllmcodec.train_dictionary, train, size=size, segment=SEGMENT)
         ours[f"dict {size} B"] = d
         print(f"  our dictionary {size} B: {len(d)} B in {t:.1f} s", flush=True)
     long_dicts: dict[int, bytes | None] = {0: None}
     for size in args.long_dicts if args.long_context else ():
         if size:
-            long_dicts[size] = ours.get(f"dict {size} B") or pyllmcodec.train_dictionary(train, size=size)
+            long_dicts[size] = (ours.get(f"dict {size} B")
+                                or pyllmcodec.train_dictionary(train, size=size, segment=SEGMENT))
     our_dicts = [d for d in ours.values() if d is not None]
     our_dicts += [d for d in long_dicts.values() if d is not None and d not in our_dicts]
     rows = baselines(test, train, args.zstd_dicts, our_dicts)
@@ -541,7 +546,7 @@ def main() -> None:
     # one record of 100 bytes: the fixed cost of a one-chunk archive
     train, test = split(records, a.seed, a.train, max(a.n, 1000))
     rec = exact_record(test)  # the first test record that trims to 100 bytes
-    d256 = pyllmcodec.train_dictionary(train, size=256)
+    d256 = pyllmcodec.train_dictionary(train, size=256, segment=SEGMENT)
     md.append("## Fixed overhead of a one-chunk archive (one 100-byte record)\n")
     md.append(f"Record: `{rec.decode()}`\n")
     md.append("| frame | dictionary | header | index | footer | fixed | payload | total | params kept once |")
