@@ -169,6 +169,18 @@ struct PyMixer {
   PyMixer(std::size_t n, std::size_t max_len, const plc::mix::Spec& s) : mx(n, max_len, s) {}
 };
 
+// push or feed: one symbol per row (rows[k], or k), the GIL released while appending.
+void mixer_append(PyMixer& x, const py::object& symbols, const py::object& rows,
+                  void (plc::mix::MatchMixer::*append)(const std::int64_t*, std::size_t, const std::int64_t*)) {
+  Busy busy(x.mu);
+  auto sym = index_arg(symbols, "symbols");
+  const std::size_t n = static_cast<std::size_t>(sym.size());
+  Rows r = rows_arg(rows, n, "symbols");
+  const std::int64_t* sp = sym.data();
+  py::gil_scoped_release nogil;
+  (x.mx.*append)(sp, n, r.ptr);
+}
+
 std::unique_ptr<PyMixer> make_mixer(std::size_t n_rows, std::size_t max_len, const py::object& prior, int min_len,
                                     int hash_bits, int init_count, int limit) {
   plc::mix::Spec s;
@@ -386,25 +398,13 @@ while mixing.)doc")
       .def(
           "push",
           [](PyMixer& x, const py::object& symbols, const py::object& rows) {
-            Busy busy(x.mu);
-            auto sym = index_arg(symbols, "symbols");
-            const std::size_t n = static_cast<std::size_t>(sym.size());
-            Rows r = rows_arg(rows, n, "symbols");
-            const std::int64_t* sp = sym.data();
-            py::gil_scoped_release nogil;
-            x.mx.push(sp, n, r.ptr);
+            mixer_append(x, symbols, rows, &plc::mix::MatchMixer::push);
           },
           "symbols"_a, "rows"_a = py::none(), "Feed each row the symbol coded after its last mix.")
       .def(
           "feed",
           [](PyMixer& x, const py::object& symbols, const py::object& rows) {
-            Busy busy(x.mu);
-            auto sym = index_arg(symbols, "symbols");
-            const std::size_t n = static_cast<std::size_t>(sym.size());
-            Rows r = rows_arg(rows, n, "symbols");
-            const std::int64_t* sp = sym.data();
-            py::gil_scoped_release nogil;
-            x.mx.feed(sp, n, r.ptr);
+            mixer_append(x, symbols, rows, &plc::mix::MatchMixer::feed);
           },
           "symbols"_a, "rows"_a = py::none(),
           "Append a symbol to each row without coding it (a dictionary before the chunk): no mix, nothing learned.");

@@ -133,16 +133,7 @@ class MatchMixer {
   }
 
   void push(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows) {
-    checker_.check(rows, m);
-    for (std::size_t k = 0; k < m; ++k) {
-      const Row& r = row(rows, k);
-      const std::string at = "mixer row " + std::to_string(detail::stream_of(rows, k));
-      if (!r.pending) throw InvalidInput(at + " got a symbol without a mix first");
-      if (symbols[k] < 0 || symbols[k] > 0x7fffffff) throw InvalidInput(at + ": symbol out of range");
-      if (r.hist.size() >= max_len_)
-        throw InvalidInput(at + " is full (max_len " + std::to_string(max_len_) + " symbols)");
-    }
-    for (std::size_t k = 0; k < m; ++k) push_row(row(rows, k), static_cast<std::uint32_t>(symbols[k]));
+    append(symbols, m, rows, /*after_mix=*/true);
   }
 
   // feed(symbols): append symbols that are not coded (a dictionary primed
@@ -150,11 +141,19 @@ class MatchMixer {
   // chose no cell: the match state follows them, no confidence is learned.
   // Must not come between a mix and its push.
   void feed(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows) {
+    append(symbols, m, rows, /*after_mix=*/false);
+  }
+
+ private:
+  // push (after_mix: every row was mixed) and feed (no row awaits its push):
+  // validation first (all-or-nothing), then each row's push_row.
+  void append(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows, bool after_mix) {
     checker_.check(rows, m);
     for (std::size_t k = 0; k < m; ++k) {
       const Row& r = row(rows, k);
       const std::string at = "mixer row " + std::to_string(detail::stream_of(rows, k));
-      if (r.pending) throw InvalidInput(at + " was fed between a mix and its push");
+      if (after_mix && !r.pending) throw InvalidInput(at + " got a symbol without a mix first");
+      if (!after_mix && r.pending) throw InvalidInput(at + " was fed between a mix and its push");
       if (symbols[k] < 0 || symbols[k] > 0x7fffffff) throw InvalidInput(at + ": symbol out of range");
       if (r.hist.size() >= max_len_)
         throw InvalidInput(at + " is full (max_len " + std::to_string(max_len_) + " symbols)");
@@ -162,7 +161,6 @@ class MatchMixer {
     for (std::size_t k = 0; k < m; ++k) push_row(row(rows, k), static_cast<std::uint32_t>(symbols[k]));
   }
 
- private:
   struct Row {
     std::vector<std::uint32_t> hist, table;
     std::uint32_t ptr = 0, len = 0, pred = 0;
