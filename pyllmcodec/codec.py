@@ -129,6 +129,15 @@ def _scaled_progress(progress: Progress, scale: float) -> Progress:
     return report
 
 
+def _arguments(local: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's arguments (its ``locals()``), kept for pickling: a
+    bytes-like dictionary copied to bytes, so no caller's buffer stays exported."""
+    args = {k: v for k, v in local.items() if k not in ("self", "__class__")}
+    if isinstance(args.get("dictionary"), (bytearray, memoryview)):
+        args["dictionary"] = bytes(args["dictionary"])
+    return args
+
+
 def _picklable(args: dict[str, Any]) -> dict[str, Any]:
     model = args.get("model")
     if model is not None and not isinstance(model, str):
@@ -282,9 +291,7 @@ class Compressor(_LazyInit):
         frame: Frame = "full",
     ) -> None:
         #: the arguments, for pickling (a process pool, Ray): a registered name reloads there
-        self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        if isinstance(dictionary, (bytearray, memoryview)):
-            self._args["dictionary"] = bytes(dictionary)
+        self._args = _arguments(locals())
         self.model = _resolve_model(model, device, backend, threads)
         if frame not in ("full", "compact"):
             raise ValueError("frame must be 'full' (the self-describing archive) or 'compact' (small records)")
@@ -654,9 +661,7 @@ class Decompressor(_LazyInit):
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         dictionary: Buffer | Dictionary | None = None,
     ) -> None:
-        self._args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        if isinstance(dictionary, (bytearray, memoryview)):
-            self._args["dictionary"] = bytes(dictionary)
+        self._args = _arguments(locals())
         #: the dictionary archives primed with one need (DictionaryError for another), or None
         self.dictionary = as_dictionary(dictionary)
         self._model_arg = model
@@ -696,7 +701,7 @@ class Decompressor(_LazyInit):
             header = bind_frame(header, model)
             check_codable(header)
         else:
-            check_codable(header)
+            check_codable(header)  # before a model is loaded for it
             model = self._archive_model(header)
         check_model(header, model)
         sess = session_for(model, Geometry.from_header(header, model, self.dictionary), self.max_memory)
@@ -812,6 +817,7 @@ class Decompressor(_LazyInit):
         jobs: list[_Job] = []
         open_jobs: dict[tuple[int, int], list[_Job]] = {}
         sessions: dict[tuple[Any, ...], Session] = {}
+        by_params: dict[FrameParams, Session] = {}
 
         def place(a: int, index: int, chunk: bytes) -> None:
             ix = indexes[a]
@@ -841,9 +847,14 @@ class Decompressor(_LazyInit):
                     continue
                 self._check_rows(block.batch, f"a wave of chunk {block.first_chunk}")
                 if sess is None:
-                    sess = self.session(ix.header)
-                    skey = (id(sess.model), sess.geometry.session_key)
-                    sess = sessions.setdefault(skey, sess)  # archives of one geometry share waves
+                    fp = ix.header.frame  # frames with equal params: one model lookup and probe check
+                    sess = by_params.get(fp) if fp is not None else None
+                    if sess is None:
+                        sess = self.session(ix.header)
+                        skey = (id(sess.model), sess.geometry.session_key)
+                        sess = sessions.setdefault(skey, sess)  # archives of one geometry share waves
+                        if fp is not None:
+                            by_params[fp] = sess
                 rows = {block.entries[k].row for k in model_k}
                 jkey = (id(sess), block.batch)
                 job = next((j for j in open_jobs.get(jkey, []) if rows.isdisjoint(j.rows)), None)

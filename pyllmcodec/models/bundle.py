@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..constants import FRAME_ID_LEN
 from ..errors import ModelError
 
 __all__ = ["Bundle", "bundle_id", "file_sha256", "load_bundle", "manifest_identity", "model_identity",
@@ -118,10 +119,6 @@ def bundle_id(files: dict[str, str]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-#: bytes of a model id (pyllmcodec.constants.FRAME_ID_LEN; restated here, below constants' users)
-_ID_LEN = 8
-
-
 def model_identity(*, sha256: str, vocab_size: int, bos: int, max_context: int, tokenizer: str | None,
                    mixer: str | None) -> bytes:
     """The 8-byte id a compact frame names its model by (docs/FORMAT.md
@@ -132,7 +129,7 @@ def model_identity(*, sha256: str, vocab_size: int, bos: int, max_context: int, 
     ident = {"sha256": str(sha256), "vocab_size": int(vocab_size), "bos": int(bos),
              "max_context": int(max_context), "tokenizer": tokenizer, "mixer": mixer}
     blob = json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(b"pyllmcodec-model-id/1\0" + blob).digest()[:_ID_LEN]
+    return hashlib.sha256(b"pyllmcodec-model-id/1\0" + blob).digest()[:FRAME_ID_LEN]
 
 
 def manifest_identity(bundle: Bundle) -> bytes | None:
