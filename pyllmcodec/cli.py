@@ -531,14 +531,14 @@ def _test_file(args: Any, src: str, work: Any) -> None:
 def _cmd_list(args: Any) -> int:
     """gzip -l: compressed and uncompressed sizes, ratio and name, per archive."""
     from .codec import info
-    from .container import members
+    from .frames import split
 
     status = EXIT_OK
     print(f"{'compressed':>12} {'uncompressed':>12}  ratio  uncompressed_name")
     for src in _expand(args, decompress=True):
         try:
             data = sys.stdin.buffer.read() if src == "-" else open(src, "rb").read()
-            parts = [info(m) for m in members(data)]
+            parts = [info(m) for m in split(data)]
         except CodecError as exc:
             _say(args, f"{src}: {exc}")
             status = max(status, EXIT_CORRUPT)
