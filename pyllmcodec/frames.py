@@ -289,7 +289,6 @@ def encode_frame(params: FrameParams, blocks: Sequence[tuple[int, Sequence[Chunk
     :meth:`pyllmcodec.container.ArchiveWriter.write_block` takes them."""
     params_bytes = params.to_bytes()
     head = bytearray() if headerless else bytearray(FRAME_MAGIC + params_bytes)
-    start = len(head)
     _put_uvarint(head, len(blocks))
     payloads: list[Any] = []
     for batch, entries, pays in blocks:
@@ -301,8 +300,7 @@ def encode_frame(params: FrameParams, blocks: Sequence[tuple[int, Sequence[Chunk
         _put_uvarint(head, len(entries))
         head += encode_entries(entries, params.chunk_size)
         payloads.extend(pays)
-    seed = zlib.crc32(params_bytes) if headerless else 0
-    crc = zlib.crc32(head if not headerless else head[start:], seed)
+    crc = zlib.crc32(head, zlib.crc32(params_bytes) if headerless else 0)  # a headerless one: seeded
     return bytes(head) + _U32.pack(crc) + b"".join(bytes(p) for p in payloads)
 
 
@@ -315,9 +313,9 @@ def is_frame(prefix: bytes | memoryview) -> bool:
 
 
 def _parse_index(buf: memoryview, pos: int, header: Header, seed: int) -> tuple[list[Block], int]:
-    """The index at ``buf[pos:]`` (checked with its CRC-32 over
-    ``buf[:crc]``, seeded with ``seed``) and the frame's end (after the
-    payloads, which need not be in ``buf``)."""
+    """The index at ``buf[pos:]`` (checked with the CRC-32 after it, over
+    everything before it and seeded with ``seed``) and the frame's end
+    (after the payloads, which need not be in ``buf``)."""
     end = len(buf)
     n_blocks, pos = _get_uvarint(buf, pos, end, "the frame's block count")
     raw: list[tuple[int, list[ChunkEntry]]] = []
