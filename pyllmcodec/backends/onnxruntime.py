@@ -33,18 +33,23 @@ GRAPH_OPT_LEVEL = "ORT_ENABLE_ALL"
 
 def cpu_isa_class() -> str:
     """The widest x86 vector ISA the CPU offers (ONNX Runtime's MLAS picks its
-    GEMM kernels by it), or the machine name on other architectures."""
+    GEMM kernels by it), or the machine name on other architectures.
+
+    Read from CPUID, as MLAS reads it (through numpy's CPU feature detection),
+    not from /proc/cpuinfo: an emulator (qemu-user) or a container can pass the
+    host's /proc/cpuinfo through while the CPU the code runs on has fewer
+    instruction sets; a fingerprint that named the host's class there would
+    turn a numerics mismatch into a "corrupt archive"."""
     mach = platform.machine().lower()
     if mach not in ("x86_64", "amd64"):
         return mach
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
-    except OSError:
-        return mach
-    for isa, need in (("avx512-vnni", ("avx512f", "avx512_vnni")), ("avx512", ("avx512f",)),
-                      ("avx2-fma", ("avx2", "fma")), ("avx", ("avx",))):
-        if all(n in flags for n in need):
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as feats  # type: ignore[no-redef]
+    for isa, need in (("avx512-vnni", ("AVX512F", "AVX512VNNI")), ("avx512", ("AVX512F",)),
+                      ("avx2-fma", ("AVX2", "FMA3")), ("avx", ("AVX",))):
+        if all(feats.get(n) for n in need):
             return f"x86_64-{isa}"
     return "x86_64-sse"
 
