@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "batch.hpp"
+#include "exact_step.hpp"
 #include "mixer.hpp"
 #include "quantizer.hpp"
 #include "range_coder.hpp"
@@ -199,6 +200,119 @@ std::unique_ptr<PyMixer> make_mixer(std::size_t n_rows, std::size_t max_len, con
     s.prior[c] = static_cast<std::uint16_t>(v);
   }
   return std::make_unique<PyMixer>(n_rows, max_len, s);
+}
+
+
+// ---- the exact integer step (csrc/exact_step.hpp) ----
+
+// arrays[name] as a C-contiguous array of exactly dtype T and the given shape
+// (-1: any extent); ValueError naming the array otherwise.
+template <class T>
+py::array_t<T> exact_array(const py::dict& arrays, const std::string& name, std::vector<py::ssize_t> shape) {
+  if (!arrays.contains(name)) throw py::value_error("the exact model lacks the array '" + name + "'");
+  py::object obj = arrays[py::str(name)];
+  if (!py::isinstance<py::array>(obj)) throw py::value_error("'" + name + "' is not a numpy array");
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().attr("isnative").cast<bool>()) {
+    throw py::value_error("array '" + name + "' has dtype " + std::string(py::str(a.dtype())) + ", expected " +
+                          std::string(py::str(py::dtype::of<T>())));
+  }
+  if (static_cast<std::size_t>(a.ndim()) != shape.size()) {
+    throw py::value_error("array '" + name + "' has " + std::to_string(a.ndim()) + " dimensions, expected " +
+                          std::to_string(shape.size()));
+  }
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] >= 0 && a.shape(static_cast<py::ssize_t>(i)) != shape[i]) {
+      throw py::value_error("array '" + name + "' has the wrong shape (dimension " + std::to_string(i) + " is " +
+                            std::to_string(a.shape(static_cast<py::ssize_t>(i))) + ", expected " +
+                            std::to_string(shape[i]) + ")");
+    }
+  }
+  return py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(a);
+}
+
+std::int64_t exact_scalar(const py::dict& arrays, const std::string& name, std::int64_t lo, std::int64_t hi) {
+  auto a = exact_array<std::int64_t>(arrays, name, {});
+  const std::int64_t v = *a.data();
+  if (v < lo || v > hi) {
+    throw py::value_error(name + " = " + std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
+                          std::to_string(hi) + "]");
+  }
+  return v;
+}
+
+plc::exact::Linear exact_linear(const py::dict& arrays, const std::string& p, py::ssize_t out, py::ssize_t in,
+                                std::int64_t max_in, std::int64_t lim) {
+  auto w = exact_array<std::int8_t>(arrays, p + ".w", {out, in});
+  auto m = exact_array<std::int64_t>(arrays, p + ".m", {w.shape(0)});
+  auto b = exact_array<std::int64_t>(arrays, p + ".b", {w.shape(0)});
+  const std::int64_t sh = exact_scalar(arrays, p + ".sh", 1, 62);
+  plc::exact::LinearSpec s{w.data(), m.data(), b.data(), static_cast<std::size_t>(w.shape(0)),
+                           static_cast<std::size_t>(w.shape(1)), sh};
+  return plc::exact::Model::make_linear(s, max_in, lim, p);
+}
+
+std::vector<std::int32_t> exact_table(const py::dict& arrays, const std::string& name) {
+  auto t = exact_array<std::int32_t>(arrays, name, {-1});
+  if (t.shape(0) < 1 || t.shape(0) > (1 << 20)) throw py::value_error("table '" + name + "' has a bad length");
+  return std::vector<std::int32_t>(t.data(), t.data() + t.shape(0));
+}
+
+struct PyExact {
+  plc::exact::Model model;
+  int threads = 1;
+};
+
+struct PyExactState {
+  plc::exact::State st;
+  std::mutex mu;
+  PyExactState(std::size_t b, std::size_t l, std::size_t c, std::size_t h) : st(b, l, c, h) {}
+};
+
+std::unique_ptr<PyExact> make_exact(const py::dict& arrays, int threads) {
+  namespace ex = plc::exact;
+  if (threads < 1 || threads > 1024) throw py::value_error("threads must be in [1, 1024]");
+  auto x = std::make_unique<PyExact>();
+  x->threads = threads;
+  ex::Model& m = x->model;
+  m.d = static_cast<std::size_t>(exact_scalar(arrays, "d_model", 1, 4096));
+  m.n_head = static_cast<std::size_t>(exact_scalar(arrays, "n_head", 1, 64));
+  m.head_dim = static_cast<std::size_t>(exact_scalar(arrays, "head_dim", 1, ex::kMaxHeadDim));
+  m.ctx = static_cast<std::size_t>(exact_scalar(arrays, "ctx", 1, ex::kMaxCtx));
+  const auto n_layer = exact_scalar(arrays, "n_layer", 1, 64);
+  m.ln_eps = exact_scalar(arrays, "ln_eps", 1, std::int64_t{1} << 40);
+  m.ln_k = exact_scalar(arrays, "ln_k", 1, 1 << 15);
+  if (m.n_head * m.head_dim != m.d) throw py::value_error("n_head * head_dim != d_model");
+  const auto d = static_cast<py::ssize_t>(m.d), hd = static_cast<py::ssize_t>(m.head_dim);
+  auto tok = exact_array<std::int32_t>(arrays, "tok", {-1, d});
+  auto pos = exact_array<std::int32_t>(arrays, "pos", {static_cast<py::ssize_t>(m.ctx), d});
+  m.n_tok = static_cast<std::size_t>(tok.shape(0));
+  if (m.n_tok < 2) throw py::value_error("array 'tok' needs at least 2 rows");
+  m.tok.assign(tok.data(), tok.data() + tok.size());
+  m.pos.assign(pos.data(), pos.data() + pos.size());
+  m.expa = exact_table(arrays, "expa");
+  m.expl = exact_table(arrays, "expl");
+  for (std::int64_t i = 0; i < n_layer; ++i) {
+    const std::string p = "layer" + std::to_string(i);
+    ex::Layer ly;
+    ly.q = exact_linear(arrays, p + ".q", d, d, ex::kAct, ex::kAct);
+    ly.kv = exact_linear(arrays, p + ".kv", 2 * hd, d, ex::kAct, ex::kKV);
+    ly.o = exact_linear(arrays, p + ".o", d, d, ex::kKV << ex::kAttOutShift, ex::kRes);
+    ly.fc1 = exact_linear(arrays, p + ".fc1", -1, d, ex::kAct, ex::kGelu);
+    const auto f = static_cast<py::ssize_t>(ly.fc1.out);
+    if (i == 0) m.d_mlp = ly.fc1.out;
+    if (ly.fc1.out != m.d_mlp) throw py::value_error("array '" + p + ".fc1.w': every layer needs the same d_mlp");
+    ly.fc2 = exact_linear(arrays, p + ".fc2", d, f, ex::kGelu, ex::kRes);
+    ly.att_shift = static_cast<int>(exact_scalar(arrays, p + ".att_shift", 0, 40));
+    auto g = exact_array<std::int16_t>(arrays, p + ".gelu", {2 * ex::kGelu + 1});
+    ly.gelu.assign(g.data(), g.data() + g.size());
+    m.layers.push_back(std::move(ly));
+  }
+  m.head = exact_linear(arrays, "head", -1, d, ex::kAct, ex::kLogit);
+  m.vocab = m.head.out;
+  if (m.vocab < 2 || m.vocab > (1 << 16)) throw py::value_error("array 'head.w' needs 2..65536 rows");
+  m.check_all();
+  return x;
 }
 
 }  // namespace
@@ -516,4 +630,59 @@ change the decoder.)doc")
 symbols are the decoded symbols (checked for shape only; the coder needs just
 the range).  Each range must contain the stream's target, else
 pyllmcodec.CodecError (the distribution differs from the encoder's).)doc");
+
+  py::class_<PyExactState>(m, "IntLMState", "The int16 key/value caches of an IntLM step for a batch of rows.")
+      .def_property(
+          "position", [](const PyExactState& s) { return s.st.position; },
+          [](PyExactState& s, std::size_t p) {
+            Busy busy(s.mu);
+            s.st.position = p;  // a step at a position past the cache's end is refused by step()
+          },
+          "Steps taken (settable: the benchmark moves a state to a position; the cache keeps its contents).")
+      .def_property_readonly("batch_size", [](const PyExactState& s) { return s.st.batch(); })
+      .def_property_readonly("nbytes", [](const PyExactState& s) { return s.st.nbytes(); });
+
+  py::class_<PyExact>(m, "IntLM", R"doc(The exact integer byte model's step (pyllmcodec/nets/intlm.py is its specification).
+
+IntLM(arrays, threads=1): arrays as pyllmcodec.nets.intlm.to_arrays gives them;
+every dtype, shape and bound the arithmetic relies on is checked (ValueError
+naming the array).  step() splits the rows over `threads` threads; the
+result does not depend on it, nor on the CPU.)doc")
+      .def(py::init(&make_exact), "arrays"_a, "threads"_a = 1)
+      .def_property_readonly("threads", [](const PyExact& x) { return x.threads; })
+      .def_property_readonly("ctx", [](const PyExact& x) { return x.model.ctx; })
+      .def_property_readonly("vocab_size", [](const PyExact& x) { return x.model.vocab; })
+      .def_property_readonly("n_layer", [](const PyExact& x) { return x.model.layers.size(); })
+      .def_property_readonly("kernels", [](const PyExact&) { return std::string(plc::exact::kernels().name); })
+      .def(
+          "new_state",
+          [](const PyExact& x, std::size_t batch) {
+            if (batch < 1 || batch > (1u << 20)) throw py::value_error("batch_size must be in [1, 2**20]");
+            return std::make_unique<PyExactState>(batch, x.model.layers.size(), x.model.ctx, x.model.head_dim);
+          },
+          "batch_size"_a, "A fresh state (position 0) for batch_size rows.")
+      .def(
+          "step",
+          [](const PyExact& x, PyExactState& s, const py::object& tokens, const py::object& out) {
+            Busy busy(s.mu);
+            auto tk = index_arg(tokens, "tokens");
+            const std::size_t B = s.st.batch();
+            if (static_cast<std::size_t>(tk.size()) != B) {
+              throw py::value_error("tokens has " + std::to_string(tk.size()) + " entries for a state of " +
+                                    std::to_string(B) + " rows");
+            }
+            Matrix o = matrix_arg<float>(out, "out", "float32");
+            if (o.rows != B || o.cols != x.model.vocab) {
+              throw py::value_error("out must have shape (" + std::to_string(B) + ", " + std::to_string(x.model.vocab) +
+                                    ")");
+            }
+            if (!o.arr.writeable()) throw py::value_error("out must be writeable");
+            const std::int64_t* tp = tk.data();
+            float* op = static_cast<float*>(o.arr.mutable_data());
+            py::gil_scoped_release nogil;
+            x.model.step(s.st, tp, op, x.threads);
+          },
+          "state"_a, "tokens"_a, "out"_a,
+          R"doc(One step for every row: writes out[b, v] (float32 [B, V]) with row b's unnormalised
+integer probabilities (exact in float32) and advances state.position.  The GIL is released.)doc");
 }

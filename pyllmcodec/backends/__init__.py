@@ -3,10 +3,13 @@
 * ``onnxruntime`` (the main path): runs the bundle's ONNX step graph.
 * ``torch``: runs the same weights in PyTorch (CPU or CUDA), for machines with
   torch but without an ONNX Runtime GPU build.
+* ``exact``: an exact integer bundle (:mod:`pyllmcodec.nets.intlm`) on the
+  core's native integer step; the same bits on every machine.
 
-The two give close but not bit-identical probabilities, so an archive is
-decodable only with the backend (and device class) that wrote it; the probe
-digest in the archive enforces this.
+The float backends give close but not bit-identical probabilities, so a float
+model's archive is decodable only with the backend (and device class) that
+wrote it; the probe digest in the archive enforces this.  An exact model's
+archive decodes everywhere.
 """
 
 from __future__ import annotations
@@ -66,6 +69,21 @@ def resolve_device(device: str, backend: str) -> tuple[str, str]:
 def open_bundle(bundle: Any, *, device: str = "auto", backend: str = "auto",
                 threads: int | None = None) -> StepModel:
     """A :class:`StepModel` for a loaded :class:`~pyllmcodec.models.bundle.Bundle`."""
+    if bundle.manifest.get("architecture") == "bytelm-int":
+        # the exact model: the same bits on every machine, from the native step (the CPU) or PyTorch
+        if backend == "onnxruntime":
+            raise ModelError(f"model {bundle.name!r} is an exact integer model: it runs on the core's native "
+                             "step (backend='auto') or in PyTorch (backend='torch'), not in ONNX Runtime")
+        if device == "cuda" or backend == "torch":
+            device, _ = resolve_device(device, "torch")
+            try:
+                from .exact_torch import TorchExactStepModel
+            except ImportError as e:
+                raise ModelError(f"backend='torch' needs PyTorch: pip install 'pyllmcodec[torch]' ({e})") from None
+            return TorchExactStepModel(bundle, device=device, threads=threads)
+        from .exact import ExactStepModel
+
+        return ExactStepModel(bundle, threads=threads)
     device, backend = resolve_device(device, backend)
     if backend == "onnxruntime":
         from .onnxruntime import OrtStepModel

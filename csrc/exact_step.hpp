@@ -1,0 +1,407 @@
+// exact_step.hpp -- one step of the exact integer byte model for a batch of
+// rows: the native implementation of pyllmcodec/nets/intlm.py, whose module
+// docstring is the specification and whose numpy reference (ref_step) this
+// file must match bit for bit (tests/test_exact.py, tests/test_intlm_core.py).
+//
+// The rule: integers and tables only.
+//   * every reduction is an integer sum -- int32 where the bounds below prove
+//     that no partial sum, in any order, can overflow; int64 elsewhere.  So
+//     vectorising, blocking or splitting rows over threads cannot change a
+//     bit, and neither can the instruction set (the AVX2/AVX-512 copies of
+//     the kernels below and the generic copy give identical results);
+//   * every nonlinearity (the softmaxes' exp, GELU) is a table read from the
+//     bundle; every rescale is floor((acc * M + B) / 2^SH) in int64;
+//   * LayerNorm's square root is exact: a double estimate corrected with
+//     integer comparisons to the floor square root (the one float operation
+//     in the step, and its result is an exact integer either way).
+// Bounds (checked when a model is built, see Model::Model):
+//   linear layers: max |input| * max_o sum_i |W[o, i]| < 2^31 (int32 acc);
+//   attention scores: |Q| <= 32767, |K| <= 1023, head_dim <= 64:
+//     sum |Q_d K_d| <= 64 * 32767 * 1023 = 2145321024 < 2^31 - 1;
+//   attention values: sum_j e_j V_jd in int64, as int32 sums of blocks of
+//     64 positions (64 * 16384 * 1023 < 2^31).
+//
+// Plain C++17; knows nothing of Python.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "quantizer.hpp"  // InvalidInput
+
+namespace pyllmcodec {
+namespace exact {
+
+static_assert((-1 >> 1) == -1, "arithmetic right shift of negative values is required");
+
+constexpr std::int64_t kRes = 1 << 24;     // residual clamp
+constexpr std::int64_t kLogit = 1 << 24;   // logit clamp
+constexpr std::int64_t kAct = 32767;       // int16 activations
+constexpr std::int64_t kGelu = 16383;      // GELU input/output clamp
+constexpr std::int64_t kKV = 1023;         // keys and values
+constexpr std::int64_t kExpaOne = 1 << 14;
+constexpr std::int64_t kExplOne = 1 << 24;
+constexpr int kAttOutShift = 5;
+constexpr std::size_t kMaxCtx = 1024;
+constexpr std::size_t kMaxHeadDim = 64;
+constexpr std::size_t kBlock = 64;  // positions per int32 block of the value sums
+
+// floor(a / b) for b > 0
+inline std::int64_t floor_div(std::int64_t a, std::int64_t b) {
+  std::int64_t q = a / b;
+  if ((a % b) != 0 && a < 0) --q;
+  return q;
+}
+// floor((2a + b) / 2b) for b > 0: a / b rounded half up
+inline std::int64_t rdiv(std::int64_t a, std::int64_t b) { return floor_div(2 * a + b, 2 * b); }
+
+inline std::int64_t isqrt(std::int64_t d) {  // 0 <= d < 2^62
+  std::int64_t r = static_cast<std::int64_t>(std::sqrt(static_cast<double>(d)));
+  while (r > 0 && r * r > d) --r;
+  while ((r + 1) * (r + 1) <= d) ++r;
+  return r;
+}
+
+inline std::int64_t clamp64(std::int64_t v, std::int64_t lo, std::int64_t hi) { return std::min(hi, std::max(lo, v)); }
+
+// ---------------------------------------------------------------------------
+// Kernels: integer loops the compiler vectorises; one copy per instruction set
+// (as the quantizer's, see quantizer.hpp), all giving identical results.
+// ---------------------------------------------------------------------------
+struct Kernels {
+  // acc[r * out + o] = sum_i x[r * in + i] * w[o * in + i]
+  void (*linear)(const std::int16_t* x, std::size_t rows, std::size_t in, const std::int16_t* w, std::size_t out,
+                 std::int32_t* acc);
+  // s[j] = sum_d q[d] * k[j * hd + d]
+  void (*scores)(const std::int16_t* q, const std::int16_t* k, std::size_t n, std::size_t hd, std::int32_t* s);
+  // a[d] += sum_j e[j] * v[j * hd + d]  (int32 over blocks of kBlock positions, int64 across blocks)
+  void (*values)(const std::int32_t* e, const std::int16_t* v, std::size_t n, std::size_t hd, std::int64_t* a);
+  const char* name;
+};
+
+#define PYLLMCODEC_EXACT_KERNELS(NS, ATTR, NAME)                                                              \
+  namespace NS {                                                                                            \
+  ATTR inline std::int32_t dot(const std::int16_t* a, const std::int16_t* b, std::size_t n) {              \
+    std::int32_t s = 0;                                                                                     \
+    for (std::size_t i = 0; i < n; ++i) s += static_cast<std::int32_t>(a[i]) * static_cast<std::int32_t>(b[i]); \
+    return s;                                                                                               \
+  }                                                                                                         \
+  ATTR inline void linear(const std::int16_t* x, std::size_t rows, std::size_t in, const std::int16_t* w,   \
+                          std::size_t out, std::int32_t* acc) {                                             \
+    for (std::size_t o = 0; o < out; ++o) {                                                                 \
+      const std::int16_t* wo = w + o * in;                                                                  \
+      for (std::size_t r = 0; r < rows; ++r) acc[r * out + o] = dot(x + r * in, wo, in);                    \
+    }                                                                                                       \
+  }                                                                                                         \
+  ATTR inline void scores(const std::int16_t* q, const std::int16_t* k, std::size_t n, std::size_t hd,     \
+                          std::int32_t* s) {                                                                \
+    for (std::size_t j = 0; j < n; ++j) s[j] = dot(q, k + j * hd, hd);                                      \
+  }                                                                                                         \
+  ATTR inline void values(const std::int32_t* e, const std::int16_t* v, std::size_t n, std::size_t hd,     \
+                          std::int64_t* a) {                                                                \
+    std::int32_t blk[kMaxHeadDim];                                                                          \
+    for (std::size_t j0 = 0; j0 < n; j0 += kBlock) {                                                        \
+      const std::size_t j1 = std::min(n, j0 + kBlock);                                                      \
+      for (std::size_t d = 0; d < hd; ++d) blk[d] = 0;                                                      \
+      for (std::size_t j = j0; j < j1; ++j) {                                                               \
+        const std::int32_t ej = e[j];                                                                       \
+        if (ej == 0) continue;                                                                              \
+        const std::int16_t* vj = v + j * hd;                                                                \
+        for (std::size_t d = 0; d < hd; ++d) blk[d] += ej * static_cast<std::int32_t>(vj[d]);               \
+      }                                                                                                     \
+      for (std::size_t d = 0; d < hd; ++d) a[d] += blk[d];                                                  \
+    }                                                                                                       \
+  }                                                                                                         \
+  inline constexpr Kernels table{&linear, &scores, &values, NAME};                                          \
+  }
+
+PYLLMCODEC_EXACT_KERNELS(generic, , "generic")
+#if PYLLMCODEC_DISPATCH
+PYLLMCODEC_EXACT_KERNELS(avx2, __attribute__((target("avx2,fma,bmi,bmi2,popcnt"))), "avx2")
+PYLLMCODEC_EXACT_KERNELS(avx512, __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,bmi2"))),
+                         "avx512-vnni")
+#endif
+#undef PYLLMCODEC_EXACT_KERNELS
+
+// The copy for this CPU, chosen once; PYLLMCODEC_KERNELS=generic forces the baseline.
+inline const Kernels& kernels() {
+  static const Kernels* const chosen = []() -> const Kernels* {
+    const char* env = std::getenv("PYLLMCODEC_KERNELS");
+    if (env != nullptr && std::string(env) == "generic") return &generic::table;
+#if PYLLMCODEC_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+      return &avx512::table;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) {
+      return &avx2::table;
+    }
+#endif
+    return &generic::table;
+  }();
+  return *chosen;
+}
+
+// ---------------------------------------------------------------------------
+// The model.
+// ---------------------------------------------------------------------------
+struct Linear {
+  std::size_t out = 0, in = 0;
+  std::vector<std::int16_t> w;  // [out][in], the bundle's int8 widened
+  std::vector<std::int64_t> m, b;
+  int sh = 1;
+  std::int64_t lim = 0;  // output clamp [-lim, lim]
+};
+
+struct Layer {
+  Linear q, kv, o, fc1, fc2;
+  int att_shift = 0;
+  std::vector<std::int16_t> gelu;  // 2 * kGelu + 1 entries
+};
+
+// What a Model is built from: plain arrays (bindings.cpp fills it from the
+// bundle's dict and checks dtypes and shapes; Model checks the bounds).
+struct LinearSpec {
+  const std::int8_t* w;
+  const std::int64_t* m;
+  const std::int64_t* b;
+  std::size_t out, in;
+  std::int64_t sh;
+};
+
+class State {
+ public:
+  State(std::size_t batch, std::size_t n_layer, std::size_t ctx, std::size_t hd)
+      : batch_(batch), n_layer_(n_layer), ctx_(ctx), hd_(hd),
+        k_(n_layer * batch * ctx * hd, 0), v_(n_layer * batch * ctx * hd, 0) {}
+  std::size_t batch() const { return batch_; }
+  std::size_t position = 0;
+  std::size_t nbytes() const { return (k_.size() + v_.size()) * sizeof(std::int16_t); }
+  std::int16_t* k(std::size_t layer, std::size_t row) { return k_.data() + (layer * batch_ + row) * ctx_ * hd_; }
+  std::int16_t* v(std::size_t layer, std::size_t row) { return v_.data() + (layer * batch_ + row) * ctx_ * hd_; }
+
+ private:
+  std::size_t batch_, n_layer_, ctx_, hd_;
+  std::vector<std::int16_t> k_, v_;
+};
+
+class Model {
+ public:
+  std::size_t d = 0, n_head = 0, head_dim = 0, ctx = 0, d_mlp = 0, vocab = 0, n_tok = 0;
+  std::int64_t ln_eps = 1, ln_k = 1;
+  std::vector<std::int32_t> tok, pos;  // [n_tok][d], [ctx][d]
+  std::vector<Layer> layers;
+  Linear head;
+  std::vector<std::int32_t> expa, expl;
+
+  // Every bound the arithmetic relies on; InvalidInput names what breaks one.
+  static void check_linear(const LinearSpec& s, std::int64_t max_in, const std::string& name) {
+    if (s.sh < 1 || s.sh > 62) throw InvalidInput(name + ".sh = " + std::to_string(s.sh) + " is outside [1, 62]");
+    std::int64_t worst = 0;
+    for (std::size_t o = 0; o < s.out; ++o) {
+      if (s.m[o] < 0 || s.m[o] >= (std::int64_t{1} << 31)) throw InvalidInput(name + ".m has a multiplier outside [0, 2**31)");
+      if (s.b[o] >= (std::int64_t{1} << 61) || s.b[o] <= -(std::int64_t{1} << 61)) {
+        throw InvalidInput(name + ".b has an offset beyond 2**61");
+      }
+      std::int64_t sum = 0;
+      for (std::size_t i = 0; i < s.in; ++i) {
+        const int w = s.w[o * s.in + i];
+        if (w == -128) throw InvalidInput(name + ".w holds -128 (weights are in [-127, 127])");
+        sum += w < 0 ? -w : w;
+      }
+      worst = std::max(worst, sum);
+    }
+    if (max_in * worst >= (std::int64_t{1} << 31)) throw InvalidInput(name + ": its int32 accumulator could overflow");
+  }
+
+  static Linear make_linear(const LinearSpec& s, std::int64_t max_in, std::int64_t lim, const std::string& name) {
+    check_linear(s, max_in, name);
+    Linear l;
+    l.out = s.out;
+    l.in = s.in;
+    l.w.assign(s.w, s.w + s.out * s.in);
+    l.m.assign(s.m, s.m + s.out);
+    l.b.assign(s.b, s.b + s.out);
+    l.sh = static_cast<int>(s.sh);
+    l.lim = lim;
+    return l;
+  }
+
+  static void check_table(const std::vector<std::int32_t>& t, std::int64_t first_max, const std::string& name) {
+    if (t.empty() || t.back() != 0 || t.front() > first_max) {
+      throw InvalidInput("table " + name + " must fall from <= " + std::to_string(first_max) + " to 0");
+    }
+    for (std::size_t i = 0; i < t.size(); ++i) {
+      if (t[i] < 0 || (i > 0 && t[i] > t[i - 1])) throw InvalidInput("table " + name + " is not non-increasing and >= 0");
+    }
+  }
+
+  void check_all() const {
+    if (d == 0 || n_head == 0 || head_dim == 0 || n_head * head_dim != d || head_dim > kMaxHeadDim) {
+      throw InvalidInput("bad dimensions: d_model, n_head, head_dim (head_dim <= 64)");
+    }
+    if (ctx == 0 || ctx > kMaxCtx) throw InvalidInput("ctx must be in [1, 1024]");
+    if (ln_eps < 1 || ln_eps > (std::int64_t{1} << 40) || ln_k < 1 || ln_k > (1 << 15)) {
+      throw InvalidInput("ln_eps or ln_k out of range");
+    }
+    for (std::int32_t v : tok) if (v > kRes || v < -kRes) throw InvalidInput("tok has entries beyond +-2**24");
+    for (std::int32_t v : pos) if (v > kRes || v < -kRes) throw InvalidInput("pos has entries beyond +-2**24");
+    check_table(expa, kExpaOne, "expa");
+    check_table(expl, kExplOne, "expl");
+    if (expl.front() != kExplOne) throw InvalidInput("table expl must start at 2**24");
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      const Layer& ly = layers[i];
+      if (ly.att_shift < 0 || ly.att_shift > 40) throw InvalidInput("layer" + std::to_string(i) + ".att_shift out of range");
+      if (ly.gelu.size() != 2 * kGelu + 1) throw InvalidInput("layer" + std::to_string(i) + ".gelu has the wrong size");
+      for (std::int16_t g : ly.gelu) {
+        if (g > kGelu || g < -kGelu) throw InvalidInput("table layer" + std::to_string(i) + ".gelu has entries beyond +-16383");
+      }
+    }
+  }
+
+  // One step for rows [r0, r1) of `st` (position st.position, not advanced here).
+  void step_rows(State& st, const std::int64_t* tokens, float* out, std::size_t r0, std::size_t r1) const {
+    const Kernels& K = kernels();
+    const std::size_t R = r1 - r0, t = st.position, n = t + 1, hd = head_dim;
+    std::vector<std::int64_t> x(R * d);
+    std::vector<std::int16_t> h(R * d), att(R * d), g(R * d_mlp);
+    std::vector<std::int32_t> acc(R * std::max({d_mlp, vocab, d, 2 * hd}));
+    std::vector<std::int32_t> s(n), e(n);
+    std::vector<std::int64_t> a(hd);
+    for (std::size_t r = 0; r < R; ++r) {
+      const std::int32_t* te = tok.data() + static_cast<std::size_t>(tokens[r0 + r]) * d;
+      const std::int32_t* pe = pos.data() + t * d;
+      for (std::size_t i = 0; i < d; ++i) x[r * d + i] = clamp64(std::int64_t{te[i]} + pe[i], -kRes, kRes);
+    }
+    auto layer_norm = [&]() {
+      for (std::size_t r = 0; r < R; ++r) {
+        const std::int64_t* xr = x.data() + r * d;
+        std::int64_t sum = 0;
+        for (std::size_t i = 0; i < d; ++i) sum += xr[i];
+        const std::int64_t mean = floor_div(sum, static_cast<std::int64_t>(d));
+        std::int64_t q = 0;
+        for (std::size_t i = 0; i < d; ++i) q += (xr[i] - mean) * (xr[i] - mean);
+        const std::int64_t root = isqrt(q + ln_eps);
+        for (std::size_t i = 0; i < d; ++i) {
+          h[r * d + i] = static_cast<std::int16_t>(clamp64(rdiv((xr[i] - mean) * ln_k, root), -kAct, kAct));
+        }
+      }
+    };
+    // y[r][o] = clamp(floor((acc * M + B) / 2^SH)) for the layer's outputs
+    auto requant = [&](const Linear& l, std::size_t r, std::size_t o) -> std::int64_t {
+      const std::int64_t v = (std::int64_t{acc[r * l.out + o]} * l.m[o] + l.b[o]) >> l.sh;
+      return clamp64(v, -l.lim, l.lim);
+    };
+    for (std::size_t li = 0; li < layers.size(); ++li) {
+      const Layer& ly = layers[li];
+      layer_norm();
+      // keys and values of this position, into the cache
+      K.linear(h.data(), R, d, ly.kv.w.data(), ly.kv.out, acc.data());
+      for (std::size_t r = 0; r < R; ++r) {
+        std::int16_t* kr = st.k(li, r0 + r) + t * hd;
+        std::int16_t* vr = st.v(li, r0 + r) + t * hd;
+        for (std::size_t c = 0; c < hd; ++c) {
+          kr[c] = static_cast<std::int16_t>(requant(ly.kv, r, c));
+          vr[c] = static_cast<std::int16_t>(requant(ly.kv, r, hd + c));
+        }
+      }
+      // queries, then attention per row and head
+      K.linear(h.data(), R, d, ly.q.w.data(), ly.q.out, acc.data());
+      std::vector<std::int16_t> q(d);
+      for (std::size_t r = 0; r < R; ++r) {
+        for (std::size_t c = 0; c < d; ++c) q[c] = static_cast<std::int16_t>(requant(ly.q, r, c));
+        const std::int16_t* kc = st.k(li, r0 + r);
+        const std::int16_t* vc = st.v(li, r0 + r);
+        for (std::size_t hh = 0; hh < n_head; ++hh) {
+          K.scores(q.data() + hh * hd, kc, n, hd, s.data());
+          const std::int32_t mx = *std::max_element(s.begin(), s.end());
+          std::int64_t z = 0;
+          for (std::size_t j = 0; j < n; ++j) {
+            const std::int64_t idx = (std::int64_t{mx} - s[j]) >> ly.att_shift;
+            e[j] = idx < static_cast<std::int64_t>(expa.size()) ? expa[static_cast<std::size_t>(idx)] : 0;
+            z += e[j];
+          }
+          std::fill(a.begin(), a.end(), 0);
+          K.values(e.data(), vc, n, hd, a.data());
+          for (std::size_t c = 0; c < hd; ++c) {
+            att[r * d + hh * hd + c] = static_cast<std::int16_t>(rdiv(a[c] * (std::int64_t{1} << kAttOutShift), z));
+          }
+        }
+      }
+      K.linear(att.data(), R, d, ly.o.w.data(), ly.o.out, acc.data());
+      for (std::size_t r = 0; r < R; ++r) {
+        for (std::size_t c = 0; c < d; ++c) x[r * d + c] = clamp64(x[r * d + c] + requant(ly.o, r, c), -kRes, kRes);
+      }
+      // MLP
+      layer_norm();
+      K.linear(h.data(), R, d, ly.fc1.w.data(), ly.fc1.out, acc.data());
+      for (std::size_t r = 0; r < R; ++r) {
+        for (std::size_t c = 0; c < d_mlp; ++c) {
+          g[r * d_mlp + c] = ly.gelu[static_cast<std::size_t>(requant(ly.fc1, r, c) + kGelu)];
+        }
+      }
+      K.linear(g.data(), R, d_mlp, ly.fc2.w.data(), ly.fc2.out, acc.data());
+      for (std::size_t r = 0; r < R; ++r) {
+        for (std::size_t c = 0; c < d; ++c) x[r * d + c] = clamp64(x[r * d + c] + requant(ly.fc2, r, c), -kRes, kRes);
+      }
+    }
+    layer_norm();
+    K.linear(h.data(), R, d, head.w.data(), head.out, acc.data());
+    std::vector<std::int64_t> lg(vocab);
+    const std::int64_t last = static_cast<std::int64_t>(expl.size()) - 1;
+    for (std::size_t r = 0; r < R; ++r) {
+      std::int64_t mx = -kLogit;
+      for (std::size_t v = 0; v < vocab; ++v) {
+        lg[v] = requant(head, r, v);
+        mx = std::max(mx, lg[v]);
+      }
+      float* orow = out + (r0 + r) * vocab;
+      for (std::size_t v = 0; v < vocab; ++v) {
+        orow[v] = static_cast<float>(expl[static_cast<std::size_t>(std::min(mx - lg[v], last))]);
+      }
+    }
+  }
+
+  // The whole step: rows split over `threads` threads (the result does not depend on it).
+  void step(State& st, const std::int64_t* tokens, float* out, int threads) const {
+    for (std::size_t r = 0; r < st.batch(); ++r) {
+      if (tokens[r] < 0 || static_cast<std::size_t>(tokens[r]) >= n_tok) {
+        throw InvalidInput("tokens[" + std::to_string(r) + "] = " + std::to_string(tokens[r]) + " is not in [0, " +
+                           std::to_string(n_tok) + ")");
+      }
+    }
+    if (st.position >= ctx) throw InvalidInput("the state is full: " + std::to_string(ctx) + " steps taken");
+    const std::size_t B = st.batch();
+    const std::size_t T = std::max<std::size_t>(1, std::min<std::size_t>(static_cast<std::size_t>(threads), B));
+    if (T == 1) {
+      step_rows(st, tokens, out, 0, B);
+    } else {
+      std::vector<std::thread> pool;
+      std::vector<std::exception_ptr> errs(T);
+      for (std::size_t k = 0; k < T; ++k) {
+        const std::size_t r0 = B * k / T, r1 = B * (k + 1) / T;
+        pool.emplace_back([&, k, r0, r1]() {
+          try {
+            step_rows(st, tokens, out, r0, r1);
+          } catch (...) {
+            errs[k] = std::current_exception();
+          }
+        });
+      }
+      for (auto& th : pool) th.join();
+      for (auto& e : errs) if (e) std::rethrow_exception(e);
+    }
+    st.position += 1;
+  }
+};
+
+}  // namespace exact
+}  // namespace pyllmcodec
