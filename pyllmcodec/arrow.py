@@ -68,7 +68,7 @@ import pyarrow.parquet as pq
 
 from ._version import __version__
 from .codec import Compressor, Decompressor, ModelArg
-from .constants import DEFAULT_MAX_OUTPUT_SIZE
+from .constants import DEFAULT_MAX_OUTPUT_SIZE, DEFAULT_MODEL
 from .dictionary import Dictionary, as_dictionary
 from .errors import CodecError, FormatError, ModelError, OutputLimitError
 from .frames import FrameIndex, FrameParams
@@ -270,7 +270,7 @@ def compress_column(
     table: pa.Table,
     column: str | int,
     *,
-    model: ModelArg = "default",
+    model: ModelArg = DEFAULT_MODEL,
     output_column: str | None = None,
     dictionary: bytes | Dictionary | None = None,
     max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
@@ -458,7 +458,7 @@ def write_parquet(
     where: Any,
     columns: str | Sequence[str],
     *,
-    model: ModelArg = "default",
+    model: ModelArg = DEFAULT_MODEL,
     dictionary: bytes | Dictionary | None = None,
     max_batch_bytes: int | None = DEFAULT_MAX_BATCH_BYTES,
     frames_compression: str = "zstd",

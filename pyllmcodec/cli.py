@@ -28,7 +28,7 @@ from contextlib import contextmanager, suppress
 from typing import IO, Any
 
 from ._version import __version__
-from .constants import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MEMORY, FILE_EXTENSION
+from .constants import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MEMORY, DEFAULT_MODEL, FILE_EXTENSION
 from .errors import CodecError, DictionaryError, ModelError, NumericsMismatchError
 
 __all__ = ["EXIT_CORRUPT", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_MISMATCH", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -617,7 +617,7 @@ def _cmd_compress(args: Any) -> int:
 
     try:
         comp = Compressor(
-            args.model or "default", device=args.device, backend=args.backend, threads=args.threads,
+            args.model or DEFAULT_MODEL, device=args.device, backend=args.backend, threads=args.threads,
             chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify, eol=args.eol,
             prime=args.prime, mixer=args.mixer, context=args.context, max_memory=args.max_memory,
             level=args.level, dictionary=_read_dictionary(args),

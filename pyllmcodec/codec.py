@@ -40,6 +40,7 @@ from .constants import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_OUTPUT_SIZE,
+    DEFAULT_MODEL,
     FRAME_ID_LEN,
     FRAME_MAGIC,
     MAX_BATCH_SIZE,
@@ -271,7 +272,7 @@ class Compressor(_LazyInit):
 
     def __init__(
         self,
-        model: ModelArg = "default",
+        model: ModelArg = DEFAULT_MODEL,
         *,
         device: Device = "auto",
         backend: Backend = "auto",
@@ -960,7 +961,7 @@ class Decompressor(_LazyInit):
 
 def compress(
     data: Buffer,
-    model: ModelArg = "default",
+    model: ModelArg = DEFAULT_MODEL,
     *,
     device: Device = "auto",
     backend: Backend = "auto",
@@ -995,7 +996,7 @@ def compress(
 
 def compress_batch(
     buffers: Iterable[Buffer],
-    model: ModelArg = "default",
+    model: ModelArg = DEFAULT_MODEL,
     *,
     device: Device = "auto",
     backend: Backend = "auto",
@@ -1135,7 +1136,7 @@ def info(data: Buffer | Readable, *, chunks: bool = False, header_only: bool = F
 # ------------------------------------------------------------------ file objects
 
 
-def stream_writer(fileobj: IO[bytes], model: ModelArg = "default", *, closefd: bool = False,
+def stream_writer(fileobj: IO[bytes], model: ModelArg = DEFAULT_MODEL, *, closefd: bool = False,
                   size: int | None = None, **kwargs: Any) -> LlmzFile:
     """A writable file object compressing into ``fileobj``; ``kwargs`` are
     :class:`Compressor` options (see :meth:`Compressor.stream_writer`)."""
@@ -1244,7 +1245,7 @@ class LlmzFile(ArchiveFile):
             else:
                 if not (own or hasattr(fh, "write")):
                     raise TypeError("filename must be a path or a binary file object to write to")
-                comp = compressor or Compressor("default" if model is None else model, **options)
+                comp = compressor or Compressor(DEFAULT_MODEL if model is None else model, **options)
                 super().__init__(fh, "wb", compressor=comp, closefd=own or closefd, size=size, progress=progress)
         except BaseException:
             if own:

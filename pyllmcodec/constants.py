@@ -112,6 +112,11 @@ DEFAULT_CHUNK_SIZE = 1024
 #: and, with 1 KiB chunks, means a wave buffers 32 KiB of input.
 DEFAULT_BATCH_SIZE = 32
 
+#: the model new archives use unless told otherwise: the exact integer model
+#: (pyllmcodec.nets.intlm), whose archives open on every machine.  "default"
+#: names the float model 1.5.0, kept so that its archives keep decoding.
+DEFAULT_MODEL = "default-exact"
+
 #: Row indices and wave batch sizes are stored as u16 in blocks.
 MAX_BATCH_SIZE = 65535
 

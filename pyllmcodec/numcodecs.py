@@ -20,6 +20,7 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray, ndarray_copy
 
 from .codec import Compressor, Decompressor
+from .constants import DEFAULT_MODEL
 
 __all__ = ["LLMZ"]
 
@@ -30,7 +31,7 @@ class LLMZ(Codec):
 
     codec_id = "pyllmcodec"
 
-    def __init__(self, model: str = "default", level: int | None = None, chunk_size: int | None = None,
+    def __init__(self, model: str = DEFAULT_MODEL, level: int | None = None, chunk_size: int | None = None,
                  batch_size: int = 32, frame: Literal["compact", "full"] = "compact",
                  dictionary: str | None = None) -> None:
         self.model, self.level, self.chunk_size, self.batch_size = model, level, chunk_size, batch_size

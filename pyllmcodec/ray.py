@@ -94,6 +94,7 @@ import ray.data
 
 from pyllmcodec import errors
 from pyllmcodec.codec import Compressor, Decompressor
+from pyllmcodec.constants import DEFAULT_MODEL
 from pyllmcodec.errors import CodecError
 
 __all__ = ["TYPE_KEY", "codec_error", "compress_column", "decompress_column"]
@@ -252,7 +253,7 @@ def compress_column(
     column: str,
     *,
     output_column: str | None = None,
-    model: str = "default",
+    model: str = DEFAULT_MODEL,
     compressor_options: dict[str, Any] | None = None,
     batch_size: int = 256,
     concurrency: int | tuple[int, ...] = 1,

@@ -71,6 +71,7 @@ except ImportError as exc:  # zarr 2 has no v3 codec API
     raise ImportError(f"pyllmcodec.zarr needs zarr>=3.1 (pip install 'pyllmcodec[zarr]'; Python>=3.11): {exc}") from exc
 
 from .codec import Compressor, Decompressor
+from .constants import DEFAULT_MODEL
 from .errors import ChecksumError, CodecError, FormatError
 from .frames import FrameParams
 
@@ -220,7 +221,7 @@ class LLMZCodec(BytesBytesCodec):
 
     is_fixed_size = False
 
-    model: str = "default"
+    model: str = DEFAULT_MODEL
     level: int | None = None
     chunk_size: int | None = None
     batch_size: int = 32
@@ -228,7 +229,7 @@ class LLMZCodec(BytesBytesCodec):
     #: the coders and the batch mergers of this instance (not configuration)
     _state: _State = field(init=False, repr=False, compare=False)
 
-    def __init__(self, model: str = "default", *, level: int | None = None, chunk_size: int | None = None,
+    def __init__(self, model: str = DEFAULT_MODEL, *, level: int | None = None, chunk_size: int | None = None,
                  batch_size: int = 32, params: FrameParams | dict[str, Any] | None = None) -> None:
         if not isinstance(model, str):
             raise TypeError(f"{CODEC_NAME}: model must be a registered model name (it goes into the array's "

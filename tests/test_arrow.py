@@ -27,6 +27,7 @@ from pyllmcodec.arrow import (  # noqa: E402
     read_parquet,
     write_parquet,
 )
+from pyllmcodec.constants import DEFAULT_MODEL  # noqa: E402
 from pyllmcodec.frames import FrameIndex, FrameParams  # noqa: E402
 
 pytestmark = needs_default
@@ -76,9 +77,9 @@ def test_round_trip_in_memory(table, packed):
         assert packed.column(name).null_count == table.column(name).null_count > 0
     meta = column_metadata(packed.schema.field("text"))
     assert meta is not None
-    assert meta["codec"] == "pyllmcodec" and meta["model"] == "default" and meta["type"] == "string"
+    assert meta["codec"] == "pyllmcodec" and meta["model"] == DEFAULT_MODEL and meta["type"] == "string"
     assert meta["writer"] == f"pyllmcodec {pyllmcodec.__version__}"
-    assert FrameParams.from_dict(meta["params"]) == pyllmcodec.Compressor("default").frame_params()
+    assert FrameParams.from_dict(meta["params"]) == pyllmcodec.Compressor(DEFAULT_MODEL).frame_params()
     assert packed.schema.field("text").metadata[b"note"] == b"kept"
     assert column_metadata(packed.schema.field("blob"))["type"] == "large_binary"
     back = decompress_column(decompress_column(packed, "text"), 2)

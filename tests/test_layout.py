@@ -133,6 +133,8 @@ def test_torch_networks_import_nothing_of_ours():
 def test_every_step_model_lives_in_backends():
     homes = []
     for m, p in MODS.items():
+        if m == "pyllmcodec._core":  # the native kernels' stubs: IntLM's step is a kernel, not a StepModel
+            continue
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef):
                 methods = {f.name for f in node.body if isinstance(f, ast.FunctionDef)}

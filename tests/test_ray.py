@@ -18,6 +18,7 @@ from conftest import needs_default
 
 import pyllmcodec
 from pyllmcodec import ChecksumError, CodecError, Compressor, Decompressor, FormatError
+from pyllmcodec.constants import DEFAULT_MODEL
 
 ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
@@ -93,11 +94,11 @@ def test_compress_column_schema_and_identity(compressed, rows, blobs_col):
     got = sorted(compressed.take_all(), key=lambda r: r["id"])
     line_z = [r["line_z"] for r in got]
     # one map_batches batch = one compress_batch call: the same bytes as in one process
-    assert line_z == Compressor("default").compress_batch([r.encode() for r in rows])
+    assert line_z == Compressor(DEFAULT_MODEL).compress_batch([r.encode() for r in rows])
     present = [b for b in blobs_col if b is not None]
     blob_z = [r["blob"] for r in got]
     assert [b is None for b in blob_z] == [b is None for b in blobs_col]
-    assert [b for b in blob_z if b is not None] == Compressor("default").compress_batch(present)
+    assert [b for b in blob_z if b is not None] == Compressor(DEFAULT_MODEL).compress_batch(present)
     # each cell is a complete archive that plain pyllmcodec.decompress reads
     for i in (0, 1, 150, N - 1):
         assert pyllmcodec.decompress(line_z[i]) == rows[i].encode()
@@ -135,7 +136,7 @@ def corrupt_archives(n: int = 40, bad_row: int = 23) -> tuple[list[bytes], bytes
     byte flipped (the first flip, from the end of the header on, that the
     single-process Decompressor rejects with a ChecksumError)."""
     data = [r.encode() for r in records(n, seed=5)]
-    blobs = Compressor("default").compress_batch(data)
+    blobs = Compressor(DEFAULT_MODEL).compress_batch(data)
     blob = blobs[bad_row]
     start = pyllmcodec.info(blob)["layout"]["header"]
     for pos in range(start, len(blob)):

@@ -21,6 +21,7 @@ from conftest import CORPUS, TEXT, get_model, needs_default
 zarr = pytest.importorskip("zarr", minversion="3.1")
 
 import pyllmcodec  # noqa: E402
+from pyllmcodec.constants import DEFAULT_MODEL  # noqa: E402
 from pyllmcodec.zarr import CODEC_NAME, LLMZCodec  # noqa: E402
 
 pytestmark = needs_default
@@ -85,9 +86,9 @@ def test_text_array_round_trip_params_in_metadata_one_batch(tmp_path, spy):
     assert sum(f.stat().st_size for f in files) < TEXT_1D.nbytes / 2  # it compresses (headerless frames)
 
     meta = codec_meta(path)
-    want = pyllmcodec.Compressor("default").frame_params().to_dict()
+    want = pyllmcodec.Compressor(DEFAULT_MODEL).frame_params().to_dict()
     assert meta["configuration"]["params"] == want  # the params are in zarr.json, once
-    assert meta["configuration"]["model"] == "default"
+    assert meta["configuration"]["model"] == DEFAULT_MODEL
     assert pyllmcodec.FrameParams.from_dict(meta["configuration"]["params"]).model_id.hex() == want["model_id"]
 
     with zarr.config.set({"codec_pipeline.batch_size": 16}):
@@ -194,16 +195,16 @@ def test_registration_config_and_pickle():
 
     register_codec(CODEC_NAME, LLMZCodec)  # what importing pyllmcodec.zarr did: idempotent
     assert get_codec_class(CODEC_NAME) is LLMZCodec
-    params = pyllmcodec.Compressor("default", batch_size=8).frame_params()
+    params = pyllmcodec.Compressor(DEFAULT_MODEL, batch_size=8).frame_params()
     c = LLMZCodec(batch_size=8, params=params)
     d = c.to_dict()
-    assert d == {"name": CODEC_NAME, "configuration": {"model": "default", "batch_size": 8,
+    assert d == {"name": CODEC_NAME, "configuration": {"model": DEFAULT_MODEL, "batch_size": 8,
                                                        "params": params.to_dict()}}
     json.dumps(d)
     again = get_codec_class(CODEC_NAME).from_dict(d)
     assert again == c and hash(again) == hash(c) and again.params == params
     assert pickle.loads(pickle.dumps(c)) == c
-    assert LLMZCodec(level=3).to_dict()["configuration"] == {"model": "default", "level": 3, "batch_size": 32}
+    assert LLMZCodec(level=3).to_dict()["configuration"] == {"model": DEFAULT_MODEL, "level": 3, "batch_size": 32}
     assert LLMZCodec(params=params.to_dict()).params == params
     with pytest.raises(ValueError, match="unknown configuration keys"):
         LLMZCodec.from_dict({"name": CODEC_NAME, "configuration": {"model": "default", "colour": "red"}})

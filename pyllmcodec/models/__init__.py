@@ -29,6 +29,7 @@ from typing import Any
 
 from ..backends import open_bundle
 from ..backends.base import StepModel
+from ..constants import DEFAULT_MODEL
 from ..errors import ModelError
 from .bundle import load_bundle, manifest_identity, shipped_bundle_dirs
 
@@ -97,7 +98,7 @@ def _trim() -> None:
 
 
 def load_model(
-    name: str = "default",
+    name: str = DEFAULT_MODEL,
     *,
     device: str = "auto",
     backend: str = "auto",
