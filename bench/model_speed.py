@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-sizes", default="8,16,32,64,128")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--codec", action="store_true", help="also time compress/decompress at the best B")
+    ap.add_argument("--exact", action="store_true",
+                    help="also time the exact integer model (default-exact) at the same B, in the same run")
     ap.add_argument("--codec-batch", type=int, help="time the codec at this B instead (one wave of chunks)")
     a = ap.parse_args(argv)
     from pyllmcodec.backends.onnxruntime import OrtStepModel
@@ -139,6 +141,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {B} | {r / 1e3:.2f} | {r / spb / 1e3:.2f} | {r / fwd:.0%} |")
     print(f"\npeak: {best[0] / 1e3:.2f} k steps/s = {best[0] / spb / 1e3:.2f} KB/s of input at batch {best[1]} "
           f"({best[0] / fwd:.0%} of teacher-forced)")
+    if a.exact:
+        from pyllmcodec.models import load_model
+
+        exact = load_model("default-exact", threads=a.threads)
+        kern = getattr(getattr(exact, "native", None), "kernels", "?")
+        print(f"\nexact integer model (default-exact, native step, kernels {kern}), same run:\n")
+        print("| batch | float k sym/s | exact k sym/s | exact / float |\n|---:|---:|---:|---:|")
+        for B in (int(b) for b in a.batch_sizes.split(",")):
+            rf = step_rate(model, B, a.repeats, ctx=ctx)
+            rx = step_rate(exact, B, a.repeats, ctx=ctx)
+            print(f"| {B} | {rf / 1e3:.2f} | {rx / 1e3:.2f} | {rx / rf:.2f}x |")
     if a.codec and bundle.name == "default":
         import pyllmcodec
 

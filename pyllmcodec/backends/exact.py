@@ -48,6 +48,10 @@ class _ExactState:
     def position(self) -> int:
         return int(self.native.position)
 
+    @position.setter
+    def position(self, value: int) -> None:  # benchmarks move a state; the cache keeps its contents
+        self.native.position = int(value)
+
 
 class ExactStepModel(BundleModel):
     """An exact bundle behind the StepModel interface (CPU, any thread count)."""
