@@ -211,7 +211,12 @@ template <class T>
 py::array_t<T> exact_array(const py::dict& arrays, const std::string& name, std::vector<py::ssize_t> shape) {
   if (!arrays.contains(name)) throw py::value_error("the exact model lacks the array '" + name + "'");
   py::object obj = arrays[py::str(name)];
-  if (!py::isinstance<py::array>(obj)) throw py::value_error("'" + name + "' is not a numpy array");
+  if (!py::isinstance<py::array>(obj)) {  // numpy scalars (to_arrays' np.int64) become 0-d arrays; no casts
+    if (!py::isinstance(obj, py::module_::import("numpy").attr("generic"))) {
+      throw py::value_error("'" + name + "' is not a numpy array");
+    }
+    obj = py::module_::import("numpy").attr("asarray")(obj);
+  }
   auto a = py::reinterpret_borrow<py::array>(obj);
   if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().attr("isnative").cast<bool>()) {
     throw py::value_error("array '" + name + "' has dtype " + std::string(py::str(a.dtype())) + ", expected " +
@@ -636,7 +641,8 @@ pyllmcodec.CodecError (the distribution differs from the encoder's).)doc");
           "position", [](const PyExactState& s) { return s.st.position; },
           [](PyExactState& s, std::size_t p) {
             Busy busy(s.mu);
-            s.st.position = p;  // a step at a position past the cache's end is refused by step()
+            if (p > s.st.ctx()) throw py::value_error("position must be in [0, " + std::to_string(s.st.ctx()) + "]");
+            s.st.position = p;
           },
           "Steps taken (settable: the benchmark moves a state to a position; the cache keeps its contents).")
       .def_property_readonly("batch_size", [](const PyExactState& s) { return s.st.batch(); })

@@ -93,11 +93,30 @@ struct Kernels {
     for (std::size_t i = 0; i < n; ++i) s += static_cast<std::int32_t>(a[i]) * static_cast<std::int32_t>(b[i]); \
     return s;                                                                                               \
   }                                                                                                         \
+  /* four rows share each weight load; the rows left over go one by one */                                \
   ATTR inline void linear(const std::int16_t* x, std::size_t rows, std::size_t in, const std::int16_t* w,   \
                           std::size_t out, std::int32_t* acc) {                                             \
-    for (std::size_t o = 0; o < out; ++o) {                                                                 \
-      const std::int16_t* wo = w + o * in;                                                                  \
-      for (std::size_t r = 0; r < rows; ++r) acc[r * out + o] = dot(x + r * in, wo, in);                    \
+    std::size_t r = 0;                                                                                      \
+    for (; r + 4 <= rows; r += 4) {                                                                         \
+      const std::int16_t *x0 = x + r * in, *x1 = x0 + in, *x2 = x1 + in, *x3 = x2 + in;                     \
+      for (std::size_t o = 0; o < out; ++o) {                                                               \
+        const std::int16_t* wo = w + o * in;                                                                \
+        std::int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                        \
+        for (std::size_t i = 0; i < in; ++i) {                                                              \
+          const std::int32_t wi = wo[i];                                                                    \
+          s0 += x0[i] * wi;                                                                                 \
+          s1 += x1[i] * wi;                                                                                 \
+          s2 += x2[i] * wi;                                                                                 \
+          s3 += x3[i] * wi;                                                                                 \
+        }                                                                                                   \
+        acc[r * out + o] = s0;                                                                              \
+        acc[(r + 1) * out + o] = s1;                                                                        \
+        acc[(r + 2) * out + o] = s2;                                                                        \
+        acc[(r + 3) * out + o] = s3;                                                                        \
+      }                                                                                                     \
+    }                                                                                                       \
+    for (; r < rows; ++r) {                                                                                 \
+      for (std::size_t o = 0; o < out; ++o) acc[r * out + o] = dot(x + r * in, w + o * in, in);             \
     }                                                                                                       \
   }                                                                                                         \
   ATTR inline void scores(const std::int16_t* q, const std::int16_t* k, std::size_t n, std::size_t hd,     \
@@ -130,20 +149,23 @@ PYLLMCODEC_EXACT_KERNELS(avx512, __attribute__((target("avx512f,avx512bw,avx512v
 #endif
 #undef PYLLMCODEC_EXACT_KERNELS
 
-// The copy for this CPU, chosen once; PYLLMCODEC_KERNELS=generic forces the baseline.
+// The copy for this CPU, chosen once; PYLLMCODEC_KERNELS=generic forces the
+// baseline, =avx2 the AVX2 copy where the CPU has it (the tests compare them).
 inline const Kernels& kernels() {
   static const Kernels* const chosen = []() -> const Kernels* {
     const char* env = std::getenv("PYLLMCODEC_KERNELS");
-    if (env != nullptr && std::string(env) == "generic") return &generic::table;
+    const std::string want = env != nullptr ? std::string(env) : std::string();
+    if (want == "generic") return &generic::table;
 #if PYLLMCODEC_DISPATCH
     __builtin_cpu_init();
+    const bool has_avx2 =
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+    if (want == "avx2" && has_avx2) return &avx2::table;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
       return &avx512::table;
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) {
-      return &avx2::table;
-    }
+    if (has_avx2) return &avx2::table;
 #endif
     return &generic::table;
   }();
@@ -183,6 +205,10 @@ class State {
       : batch_(batch), n_layer_(n_layer), ctx_(ctx), hd_(hd),
         k_(n_layer * batch * ctx * hd, 0), v_(n_layer * batch * ctx * hd, 0) {}
   std::size_t batch() const { return batch_; }
+  bool fits(std::size_t n_layer, std::size_t ctx, std::size_t hd) const {
+    return n_layer == n_layer_ && ctx == ctx_ && hd == hd_;
+  }
+  std::size_t ctx() const { return ctx_; }
   std::size_t position = 0;
   std::size_t nbytes() const { return (k_.size() + v_.size()) * sizeof(std::int16_t); }
   std::int16_t* k(std::size_t layer, std::size_t row) { return k_.data() + (layer * batch_ + row) * ctx_ * hd_; }
@@ -255,6 +281,7 @@ class Model {
     for (std::int32_t v : tok) if (v > kRes || v < -kRes) throw InvalidInput("tok has entries beyond +-2**24");
     for (std::int32_t v : pos) if (v > kRes || v < -kRes) throw InvalidInput("pos has entries beyond +-2**24");
     check_table(expa, kExpaOne, "expa");
+    if (expa.front() < 1) throw InvalidInput("table expa must start above 0 (the softmax divides by its sum)");
     check_table(expl, kExplOne, "expl");
     if (expl.front() != kExplOne) throw InvalidInput("table expl must start at 2**24");
     for (std::size_t i = 0; i < layers.size(); ++i) {
@@ -372,6 +399,7 @@ class Model {
 
   // The whole step: rows split over `threads` threads (the result does not depend on it).
   void step(State& st, const std::int64_t* tokens, float* out, int threads) const {
+    if (!st.fits(layers.size(), ctx, head_dim)) throw InvalidInput("the state belongs to another model");
     for (std::size_t r = 0; r < st.batch(); ++r) {
       if (tokens[r] < 0 || static_cast<std::size_t>(tokens[r]) >= n_tok) {
         throw InvalidInput("tokens[" + std::to_string(r) + "] = " + std::to_string(tokens[r]) + " is not in [0, " +

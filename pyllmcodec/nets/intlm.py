@@ -305,6 +305,8 @@ def from_arrays(arrs: Any) -> IntModel:
         return t
 
     expa = table("expa", np.int32, EXPA_ONE, 1 << 16)
+    if expa[0] < 1:
+        raise ValueError("table 'expa' must start above 0 (the softmax divides by its sum)")
     expl = table("expl", np.int32, EXPL_ONE, 1 << 20)
     if expl[0] != EXPL_ONE:
         raise ValueError(f"table 'expl' must start at {EXPL_ONE}")
