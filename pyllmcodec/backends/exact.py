@@ -83,7 +83,8 @@ class ExactStepModel(BundleModel):
             self.native = _core.IntLM(arrays, threads=self.threads)
         except ValueError as e:
             raise ModelError(f"bundle {self.name!r}: {INT_FILE} rejected by the native step: {e}") from None
-        self.row_state_bytes = 2 * net.ctx * net.head_dim * len(net.layers) + 4 * self.vocab_size
+        # int16 keys and values of every layer, and the row's probabilities
+        self.row_state_bytes = 4 * net.ctx * net.head_dim * len(net.layers) + 4 * self.vocab_size
 
     def new_state(self, batch_size: int) -> _ExactState:
         return _ExactState(self, int(batch_size))

@@ -164,7 +164,7 @@ def layer_norm(x: np.ndarray, eps: int, k: int) -> np.ndarray:
 
 
 class RefState:
-    """The reference's KV cache: int8 keys and values per layer."""
+    """The reference's KV cache: keys and values (11-bit integers) per layer."""
 
     def __init__(self, model: IntModel, batch_size: int):
         L = len(model.layers)
@@ -177,7 +177,7 @@ class RefState:
 def _attend(model: IntModel, layer: IntLayer, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     """q [B, H, hd]; k, v [B, T, hd] -> int64 [B, H * hd]."""
     B = q.shape[0]
-    s = np.einsum("bhd,btd->bht", q.astype(np.float64), k.astype(np.float64))  # exact: < 2**28
+    s = np.einsum("bhd,btd->bht", q.astype(np.float64), k.astype(np.float64))  # exact: |s| < 2**31
     s = np.rint(s).astype(np.int64)
     idx = (s.max(axis=-1, keepdims=True) - s) >> layer.att_shift
     e = np.where(idx < len(model.expa), model.expa[np.minimum(idx, len(model.expa) - 1)], 0).astype(np.int64)
@@ -334,7 +334,7 @@ def from_arrays(arrs: Any) -> IntModel:
         return IntLinear(w=w, m=m, b=b, sh=sh, lo=-r, hi=r)
 
     layers = []
-    kvw = None
+    kvw: int | None = None
     for i in range(n_layer):
         p = f"layer{i}"
         q = lin(f"{p}.q", "q", d, d)
@@ -344,7 +344,9 @@ def from_arrays(arrs: Any) -> IntModel:
         if fc1w.ndim != 2:
             raise ValueError(f"array '{p}.fc1.w' must be 2-D")
         f = fc1w.shape[0]
-        kvw = f if kvw is None else kvw
+        if kvw is not None and f != kvw:
+            raise ValueError(f"array '{p}.fc1.w': every layer needs the same d_mlp ({kvw}), not {f}")
+        kvw = f
         fc1 = lin(f"{p}.fc1", "fc1", f, d)
         fc2 = lin(f"{p}.fc2", "fc2", d, f)
         att_shift = scalar(f"{p}.att_shift", 0, 40)
