@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models.bundle import float_tensors
 from ..nets.bytelm import ByteLM, ByteLMConfig
 from .base import BundleModel
 
@@ -24,13 +25,7 @@ def load_bytelm(bundle: Any) -> ByteLM:
     """Rebuild ByteLM from a bundle's ``weights.bin`` and tensor table."""
     m = bundle.manifest
     cfg = ByteLMConfig(**{k: v for k, v in m["config"].items() if k in ByteLMConfig.__dataclass_fields__})
-    raw = (bundle.path / "weights.bin").read_bytes()
-    sd = {}
-    for k, t in m["tensors"].items():
-        arr = np.frombuffer(raw, np.float32, count=t["length"] // 4, offset=t["offset"])
-        shape = t["shape"]
-        arr = arr.reshape(shape[::-1]).T if t["transposed"] else arr.reshape(shape)
-        sd[k] = torch.from_numpy(np.array(arr, dtype=np.float32, order="C"))
+    sd = {k: torch.from_numpy(a) for k, a in float_tensors(bundle).items()}
     model = ByteLM(cfg)
     model.load_state_dict(sd)
     return model.eval()

@@ -20,22 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from ..models.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, load_bundle, write_manifest
+from ..models.bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    bundle_id,
+    file_sha256,
+    float_tensors,
+    load_bundle,
+    write_manifest,
+)
 from ..nets import intlm as I
 
 __all__ = ["calibrate", "convert", "export_int_bundle"]
 
 
 def _float_weights(bundle: Any) -> dict[str, np.ndarray]:
-    m = bundle.manifest
-    raw = (bundle.path / "weights.bin").read_bytes()
-    sd = {}
-    for k, t in m["tensors"].items():
-        arr = np.frombuffer(raw, np.float32, count=t["length"] // 4, offset=t["offset"])
-        shape = t["shape"]
-        arr = arr.reshape(shape[::-1]).T if t["transposed"] else arr.reshape(shape)
-        sd[k] = np.array(arr, dtype=np.float64)
-    return sd
+    return {k: a.astype(np.float64) for k, a in float_tensors(bundle).items()}
 
 
 def calibrate(bundle: Any, data: bytes, *, windows: int = 96, length: int = 512, seed: int = 0) -> dict[str, Any]:

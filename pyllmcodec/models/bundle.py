@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..constants import FRAME_ID_LEN
 from ..errors import ModelError
 
@@ -181,3 +183,17 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
 def shipped_bundle_dirs() -> list[Path]:
     """Bundles inside the installed package (``pyllmcodec/models/<name>/``)."""
     return sorted(p.parent for p in _HERE.glob("*/manifest.json"))
+
+
+def float_tensors(bundle: Bundle) -> dict[str, np.ndarray]:
+    """A float bundle's ``weights.bin`` as its tensor table names it: float32
+    arrays in the network's own layout (linear weights ``[out, in]``; the
+    graphs store them transposed)."""
+    raw = (bundle.path / "weights.bin").read_bytes()
+    out = {}
+    for k, t in bundle.manifest["tensors"].items():
+        arr = np.frombuffer(raw, np.float32, count=t["length"] // 4, offset=t["offset"])
+        shape = t["shape"]
+        arr = arr.reshape(shape[::-1]).T if t["transposed"] else arr.reshape(shape)
+        out[k] = np.array(arr, dtype=np.float32, order="C")
+    return out
