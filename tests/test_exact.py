@@ -179,3 +179,35 @@ def test_exact_archive_decodes_on_emulated_cpu(tmp_path: Path) -> None:
     proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "DECODED True", proc.stdout
+
+
+def test_converter_on_a_tiny_bundle(tmp_path: Path) -> None:
+    """export.intlm on a random tiny float bundle: a valid exact model whose
+    probabilities follow the float network's (random weights: a loose check)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from pyllmcodec.backends.torch import load_bytelm
+    from pyllmcodec.export import intlm as X
+    from pyllmcodec.export.testing import make_tiny_bundle
+
+    fb = load_bundle(make_tiny_bundle(tmp_path / "f"))
+    text = (Path(pyllmcodec.__file__).parent / "codec.py").read_bytes()
+    calib = X.calibrate(fb, text, windows=8, length=64)
+    net = X.convert(fb, calib)
+    out = X.export_int_bundle(net, fb, tmp_path / "x", name="tiny-exact", version="0.0.0",
+                              calibration={"windows": 8})
+    back = intlm.load(out / "intlm.npz")  # validated
+    toks = _tokens(4, 48, seed=5)
+    inp = np.concatenate([np.full((4, 1), 256), toks[:, :-1]], axis=1)
+    p = intlm.ref_forward(back, inp).astype(np.float64)
+    p /= p.sum(-1, keepdims=True)
+    with torch.no_grad():
+        q = torch.softmax(load_bytelm(fb)(torch.from_numpy(inp)).double(), -1).numpy()
+    # random weights give peaky rows: compare whole rows (total variation distance)
+    tv = 0.5 * np.abs(p - q).sum(-1)
+    assert tv.mean() < 0.01 and tv.max() < 0.05, (tv.mean(), tv.max())
+    from pyllmcodec.backends.exact import ExactStepModel
+
+    model = ExactStepModel(load_bundle(out))
+    data = text[:600]
+    assert pyllmcodec.decompress(pyllmcodec.compress(data, model=model), model=model) == data
