@@ -53,6 +53,31 @@ class _ExactState:
         self.native.position = int(value)
 
 
+def load_exact(bundle: Any) -> tuple[dict[str, np.ndarray], intlm.IntModel]:
+    """An exact bundle's arrays and the validated model they make, checked
+    against its manifest: what the native step and the PyTorch port load
+    (a ModelError says what is wrong)."""
+    m = bundle.manifest
+    name = bundle.name
+    if m.get("numerics") != intlm.NUMERICS:
+        raise ModelError(f"bundle {name!r} has numerics {m.get('numerics')!r}; this pyllmcodec runs "
+                         f"exact bundles of numerics {intlm.NUMERICS!r}: upgrade pyllmcodec")
+    path = bundle.path / INT_FILE
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ModelError(f"bundle {name!r}: cannot read {path}: {e}") from None
+    try:
+        net = intlm.from_arrays(arrays)
+    except ValueError as e:
+        raise ModelError(f"bundle {name!r}: {INT_FILE} is damaged or not an exact model: {e}") from None
+    if net.head.w.shape[0] != int(m["vocab"]["size"]) or net.ctx < int(m["context_length"]) or \
+            net.tok.shape[0] <= int(m["vocab"]["bos"]):
+        raise ModelError(f"bundle {name!r}: {INT_FILE} does not match its manifest (vocabulary, context or bos)")
+    return arrays, net
+
+
 class ExactStepModel(BundleModel):
     """An exact bundle behind the StepModel interface (CPU, any thread count)."""
 
@@ -60,24 +85,7 @@ class ExactStepModel(BundleModel):
 
     def __init__(self, bundle: Any, *, threads: int | None = None):
         super().__init__(bundle)
-        m = bundle.manifest
-        if m.get("numerics") != intlm.NUMERICS:
-            raise ModelError(f"bundle {self.name!r} has numerics {m.get('numerics')!r}; this pyllmcodec runs "
-                             f"exact bundles of numerics {intlm.NUMERICS!r}: upgrade pyllmcodec")
-        path = bundle.path / INT_FILE
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ModelError(f"bundle {self.name!r}: cannot read {path}: {e}") from None
-        try:
-            net = intlm.from_arrays(arrays)
-        except ValueError as e:
-            raise ModelError(f"bundle {self.name!r}: {INT_FILE} is damaged or not an exact model: {e}") from None
-        if net.head.w.shape[0] != self.vocab_size or net.ctx < self.max_context or \
-                net.tok.shape[0] <= self.bos:
-            raise ModelError(f"bundle {self.name!r}: {INT_FILE} does not match its manifest "
-                             f"(vocabulary, context or bos)")
+        arrays, net = load_exact(bundle)
         self.threads = int(threads) if threads else (os.cpu_count() or 1)
         try:
             self.native = _core.IntLM(arrays, threads=self.threads)

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelError
 from ..nets import intlm as I
 from .base import BundleModel
-from .exact import INT_FILE
+from .exact import load_exact
 
 __all__ = ["TorchExactStepModel"]
 
@@ -73,11 +72,7 @@ class TorchExactStepModel(BundleModel):
 
     def __init__(self, bundle: Any, *, device: str = "cuda", threads: int | None = None):
         super().__init__(bundle)
-        try:
-            with np.load(bundle.path / INT_FILE, allow_pickle=False) as z:
-                self.net = I.from_arrays({k: z[k] for k in z.files})
-        except (OSError, ValueError) as e:
-            raise ModelError(f"bundle {self.name!r}: {INT_FILE} is damaged or not an exact model: {e}") from None
+        _, self.net = load_exact(bundle)
         self.device = torch.device(device)
         if threads and self.device.type == "cpu":
             torch.set_num_threads(int(threads))
