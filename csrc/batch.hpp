@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "quantizer.hpp"
+#include "quantizer_int.hpp"
 #include "range_coder.hpp"
 #include "rows.hpp"
 
@@ -114,6 +115,22 @@ class BatchEncoder {
     const auto& kern = quant::kernels();
     for (std::size_t k = 0; k < m; ++k) {
       kern.symbol_range(probs + k * V, V, precision_, static_cast<std::size_t>(symbols[k]), k, &c_[k], &f_[k]);
+    }
+    apply(c_.data(), f_.data(), m, rows);
+  }
+
+  // weights: m rows of V uint32 and optional match overrides (match[k] = -1:
+  // none; else the symbol given q[k] / 2^16 of the mass); exactly the bits of
+  // quantize_int() + encode_cdf() (csrc/quantizer_int.hpp).
+  void encode_weights(const std::uint32_t* w, std::size_t m, std::size_t V, const std::int64_t* symbols,
+                      const std::int64_t* rows, const std::int64_t* match, const std::uint32_t* q) {
+    begin(rows, m);
+    quant::check_shape(V, precision_);
+    scratch(m);
+    for (std::size_t k = 0; k < m; ++k) detail::check_symbol(symbols[k], V, k);
+    for (std::size_t k = 0; k < m; ++k) {
+      quant::int_symbol_range(w + k * V, V, precision_, match ? match[k] : -1, q ? q[k] : 0,
+                              static_cast<std::size_t>(symbols[k]), k, &c_[k], &f_[k]);
     }
     apply(c_.data(), f_.data(), m, rows);
   }
@@ -236,6 +253,22 @@ class BatchDecoder {
     apply(c_.data(), f_.data(), m, rows);
   }
 
+  // Mirror of BatchEncoder::encode_weights.  Every row's constants are
+  // computed (and validated) before any stream moves: all-or-nothing.
+  void decode_weights(const std::uint32_t* w, std::size_t m, std::size_t V, std::int64_t* symbols_out,
+                      const std::int64_t* rows, const std::int64_t* match, const std::uint32_t* q) {
+    rows_.check(rows, m);
+    quant::check_shape(V, precision_);
+    scratch(m);
+    for (std::size_t k = 0; k < m; ++k) {
+      const std::size_t i = detail::stream_of(rows, k);
+      const std::uint32_t t = streams_[i].target(precision_, i);
+      symbols_out[k] = static_cast<std::int64_t>(
+          quant::int_find_symbol(w + k * V, V, precision_, match ? match[k] : -1, q ? q[k] : 0, t, k, &c_[k], &f_[k]));
+    }
+    apply(c_.data(), f_.data(), m, rows);
+  }
+
  private:
   void scratch(std::size_t m) {
     if (c_.size() < m) {
@@ -261,6 +294,15 @@ inline void quantize(const float* probs, std::size_t m, std::size_t V, int preci
   const quant::FpEnv fp_env;
   const auto& kern = quant::kernels();
   for (std::size_t k = 0; k < m; ++k) kern.quantize_row(probs + k * V, V, precision, cdf + k * (V + 1), k);
+}
+
+// quantize_int(): m rows of V uint32 weights -> m rows of V+1 cdf entries.
+inline void quantize_int(const std::uint32_t* w, std::size_t m, std::size_t V, int precision, const std::int64_t* match,
+                         const std::uint32_t* q, std::uint32_t* cdf) {
+  quant::check_shape(V, precision);
+  for (std::size_t k = 0; k < m; ++k) {
+    quant::quantize_int_row(w + k * V, V, precision, match ? match[k] : -1, q ? q[k] : 0, cdf + k * (V + 1), k);
+  }
 }
 
 }  // namespace pyllmcodec

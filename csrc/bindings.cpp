@@ -120,6 +120,27 @@ py::array_t<std::uint32_t> u32_vec_arg(const py::handle& obj, const char* name) 
   return py::array_t<std::uint32_t, py::array::c_style | py::array::forcecast>::ensure(a);
 }
 
+// Optional match overrides of the integer quantizer: match (int64, -1 =
+// none) and q (uint32), both or neither, one entry per row.
+struct Match {
+  py::array_t<std::int64_t> m_arr;
+  py::array_t<std::uint32_t> q_arr;
+  const std::int64_t* m = nullptr;
+  const std::uint32_t* q = nullptr;
+};
+Match match_arg(const py::object& match, const py::object& q, std::size_t n, const char* other) {
+  Match r;
+  if (match.is_none() != q.is_none()) throw py::value_error("pass both match and q, or neither");
+  if (match.is_none()) return r;
+  r.m_arr = index_arg(match, "match");
+  r.q_arr = u32_vec_arg(q, "q");
+  check_count(static_cast<std::size_t>(r.m_arr.size()), n, "match", other);
+  check_count(static_cast<std::size_t>(r.q_arr.size()), n, "q", other);
+  r.m = r.m_arr.data();
+  r.q = r.q_arr.data();
+  return r;
+}
+
 class Busy {
  public:
   explicit Busy(std::mutex& m) : lock_(m, std::try_to_lock) {
@@ -388,6 +409,43 @@ sums to zero or has a sum >= 2**100, and if V < 2 or
 V > min(2**(precision-1), MAX_SYMBOLS).  On an error `out` may be partly
 written.)doc");
 
+  m.def(
+      "quantize_int",
+      [](const py::object& weights, int precision, const py::object& match, const py::object& q,
+         const py::object& out) {
+        Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
+        plc::quant::check_shape(w.cols, precision);
+        Match mt = match_arg(match, q, w.rows, "weights");
+        py::array result;
+        if (out.is_none()) {
+          result = py::array_t<std::uint32_t>({w.rows, w.cols + 1});
+        } else {
+          Matrix o = matrix_arg<std::uint32_t>(out, "out", "uint32");
+          if (o.rows != w.rows || o.cols != w.cols + 1) {
+            throw py::value_error("out must have shape (" + std::to_string(w.rows) + ", " +
+                                  std::to_string(w.cols + 1) + ")");
+          }
+          if (!o.arr.writeable()) throw py::value_error("out must be writeable");
+          result = o.arr;
+        }
+        const auto* src = static_cast<const std::uint32_t*>(w.arr.data());
+        auto* dst = static_cast<std::uint32_t*>(result.mutable_data());
+        {
+          py::gil_scoped_release nogil;
+          plc::quantize_int(src, w.rows, w.cols, precision, mt.m, mt.q, dst);
+        }
+        return result;
+      },
+      "weights"_a, "precision"_a = plc::quant::kDefaultPrecision, "match"_a = py::none(), "q"_a = py::none(),
+      "out"_a = py::none(),
+      R"doc(Quantize uint32 weights [B, V] to uint32 cumulative frequencies [B, V+1] in integers only.
+
+The CDF entry of the exact models: no float touches the table (contract and
+proof in csrc/quantizer_int.hpp).  Optional match (int64 [B], -1 = none) and
+q (uint32 [B], 1..65535): row k's symbol match[k] gets q[k] / 2**16 of the
+mass (the match model's override, MatchMixer.mix_int).  Raises ValueError
+naming the row if a row sums to zero or an override is out of range.)doc");
+
   py::class_<PyEncoder>(m, "BatchEncoder", R"doc(Encodes n_streams independent range-coded streams, one symbol per stream per call.
 
 Each call is all-or-nothing: on an error no stream changes.  Not thread-safe
@@ -438,6 +496,23 @@ checked (starts at 0, ends at 2**precision, never decreases).)doc")
 
 probs is float32 [n, V]; the CDF matrix is never built (each row is read
 once to normalise and then only up to the coded symbol).)doc")
+      .def(
+          "encode_weights",
+          [](PyEncoder& e, const py::object& weights, const py::object& symbols, const py::object& rows,
+             const py::object& match, const py::object& q) {
+            Busy busy(e.mu);
+            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
+            auto sym = index_arg(symbols, "symbols");
+            check_count(static_cast<std::size_t>(sym.size()), w.rows, "symbols", "weights");
+            Rows r = rows_arg(rows, w.rows, "weights");
+            Match mt = match_arg(match, q, w.rows, "weights");
+            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
+            const std::int64_t* sp = sym.data();
+            py::gil_scoped_release nogil;
+            e.enc.encode_weights(wp, w.rows, w.cols, sp, r.ptr, mt.m, mt.q);
+          },
+          "weights"_a, "symbols"_a, "rows"_a = py::none(), "match"_a = py::none(), "q"_a = py::none(),
+          R"doc(Integer-quantize and encode in one pass: same bits as encode(quantize_int(weights, precision, match, q), symbols, rows).)doc")
       .def(
           "encode_ranges",
           [](PyEncoder& e, const py::object& cum_low, const py::object& freq, const py::object& rows) {
@@ -514,6 +589,28 @@ while mixing.)doc")
           },
           "probs"_a, "rows"_a = py::none(),
           R"doc(Mix float32 probs [n, V] in place: row k belongs to mixer row rows[k] (or k).)doc")
+      .def(
+          "mix_int",
+          [](PyMixer& x, const py::object& weights, const py::object& rows) {
+            Busy busy(x.mu);
+            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
+            Rows r = rows_arg(rows, w.rows, "weights");
+            py::array_t<std::int64_t> match(static_cast<py::ssize_t>(w.rows));
+            py::array_t<std::uint32_t> q(static_cast<py::ssize_t>(w.rows));
+            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
+            std::int64_t* mp = match.mutable_data();
+            std::uint32_t* qp = q.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              x.mx.mix_int(wp, w.rows, w.cols, r.ptr, mp, qp);
+            }
+            return py::make_tuple(match, q);
+          },
+          "weights"_a, "rows"_a = py::none(),
+          R"doc(The match model on uint32 weights [n, V] (an exact model's rows), in integers only.
+
+The rows are not edited: returns (match int64 [n], q uint32 [n]), the
+overrides for quantize_int / encode_weights / decode_weights (match -1: none).)doc")
       .def(
           "push",
           [](PyMixer& x, const py::object& symbols, const py::object& rows) {
@@ -592,6 +689,25 @@ rows as in BatchEncoder.encode.  Raises pyllmcodec.CodecError on corrupt data.)d
 
 Never builds the CDF: each row is summed once, then scanned only up to the
 decoded symbol.)doc")
+      .def(
+          "decode_weights",
+          [](PyDecoder& d, const py::object& weights, const py::object& rows, const py::object& match,
+             const py::object& q) {
+            Busy busy(d.mu);
+            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
+            Rows r = rows_arg(rows, w.rows, "weights");
+            Match mt = match_arg(match, q, w.rows, "weights");
+            py::array_t<std::int64_t> out(static_cast<py::ssize_t>(w.rows));
+            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
+            std::int64_t* op = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              d.dec.decode_weights(wp, w.rows, w.cols, op, r.ptr, mt.m, mt.q);
+            }
+            return out;
+          },
+          "weights"_a, "rows"_a = py::none(), "match"_a = py::none(), "q"_a = py::none(),
+          R"doc(Integer-quantize and decode in one pass (mirror of BatchEncoder.encode_weights); returns int64 [n].)doc")
       .def(
           "targets",
           [](PyDecoder& d, const py::object& rows) {
@@ -677,18 +793,23 @@ result does not depend on it, nor on the CPU.)doc")
               throw py::value_error("tokens has " + std::to_string(tk.size()) + " entries for a state of " +
                                     std::to_string(B) + " rows");
             }
-            Matrix o = matrix_arg<float>(out, "out", "float32");
+            const bool ints = py::isinstance<py::array_t<std::uint32_t>>(out);
+            Matrix o = ints ? matrix_arg<std::uint32_t>(out, "out", "uint32") : matrix_arg<float>(out, "out", "float32");
             if (o.rows != B || o.cols != x.model.vocab) {
               throw py::value_error("out must have shape (" + std::to_string(B) + ", " + std::to_string(x.model.vocab) +
                                     ")");
             }
             if (!o.arr.writeable()) throw py::value_error("out must be writeable");
             const std::int64_t* tp = tk.data();
-            float* op = static_cast<float*>(o.arr.mutable_data());
+            void* op = o.arr.mutable_data();
             py::gil_scoped_release nogil;
-            x.model.step(s.st, tp, op, x.threads);
+            if (ints) {
+              x.model.step(s.st, tp, static_cast<std::uint32_t*>(op), x.threads);
+            } else {
+              x.model.step(s.st, tp, static_cast<float*>(op), x.threads);
+            }
           },
           "state"_a, "tokens"_a, "out"_a,
-          R"doc(One step for every row: writes out[b, v] (float32 [B, V]) with row b's unnormalised
-integer probabilities (exact in float32) and advances state.position.  The GIL is released.)doc");
+          R"doc(One step for every row: writes out[b, v] (uint32 or float32 [B, V]) with row b's
+unnormalised integer probabilities (exact in float32 too) and advances state.position.  The GIL is released.)doc");
 }

@@ -294,8 +294,11 @@ class Model {
     }
   }
 
-  // One step for rows [r0, r1) of `st` (position st.position, not advanced here).
-  void step_rows(State& st, const std::int64_t* tokens, float* out, std::size_t r0, std::size_t r1) const {
+  // One step for rows [r0, r1) of `st` (position st.position, not advanced
+  // here).  Out is uint32 (the integers themselves) or float32 (the same
+  // integers, exact: every table entry is <= 2^24).
+  template <class Out>
+  void step_rows(State& st, const std::int64_t* tokens, Out* out, std::size_t r0, std::size_t r1) const {
     const Kernels& K = kernels();
     const std::size_t R = r1 - r0, t = st.position, n = t + 1, hd = head_dim;
     std::vector<std::int64_t> x(R * d);
@@ -390,15 +393,16 @@ class Model {
         lg[v] = requant(head, r, v);
         mx = std::max(mx, lg[v]);
       }
-      float* orow = out + (r0 + r) * vocab;
+      Out* orow = out + (r0 + r) * vocab;
       for (std::size_t v = 0; v < vocab; ++v) {
-        orow[v] = static_cast<float>(expl[static_cast<std::size_t>(std::min(mx - lg[v], last))]);
+        orow[v] = static_cast<Out>(expl[static_cast<std::size_t>(std::min(mx - lg[v], last))]);
       }
     }
   }
 
   // The whole step: rows split over `threads` threads (the result does not depend on it).
-  void step(State& st, const std::int64_t* tokens, float* out, int threads) const {
+  template <class Out>
+  void step(State& st, const std::int64_t* tokens, Out* out, int threads) const {
     if (!st.fits(layers.size(), ctx, head_dim)) throw InvalidInput("the state belongs to another model");
     for (std::size_t r = 0; r < st.batch(); ++r) {
       if (tokens[r] < 0 || static_cast<std::size_t>(tokens[r]) >= n_tok) {

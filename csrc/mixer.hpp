@@ -54,6 +54,15 @@
 // feed(symbol s): push's steps 2-3 without a mix (no cell, nothing
 //   learned): primes a row with a dictionary before its chunk.
 //
+// mix_int(row w[0..V) of uint32, an exact model's) -- the same model in
+//   integers only (FORMAT.md section 4e); the row is not edited:
+//   1. No match, or m >= V: no override (match = -1, q = 0).
+//   2. S = sum w (uint64), R = S - w[m]; R == 0: no override.
+//   3. cell c = 16 * lbucket(len) + min(15, floor(16 * w[m] / S)).
+//   4. q16 = clamp(q[c] >> 12, 32, 65504); override (m, q16): the integer
+//      quantizer gives m the share q16 / 2^16 of the coded mass.
+//   push then learns exactly as after mix.
+//
 // Why these choices: sim on linux-doc with model 1.4.0 and 8 KiB chunks
 // (docs/MODEL.md): 1.668 -> 1.542 bits/byte; min_len 4 beats 3, 6 and 8;
 // a per-cell prior fitted on held-out training text gets within 0.004 of a
@@ -70,6 +79,7 @@
 #include <vector>
 
 #include "quantizer.hpp"
+#include "quantizer_int.hpp"
 #include "rows.hpp"
 
 namespace pyllmcodec {
@@ -130,6 +140,20 @@ class MatchMixer {
                                   " was mixed twice without a push in between");
     quant::FpEnv fp;
     for (std::size_t k = 0; k < m; ++k) mix_row(row(rows, k), probs + k * V, V);
+  }
+
+  // mix_int(weights): the same model on integer rows (an exact model's,
+  // csrc/quantizer_int.hpp), in integers only.  The row is not edited: row
+  // k's override comes out as (match[k], q[k]) (-1, 0: none) for the integer
+  // quantizer, which gives the predicted symbol q / 2^16 of the mass.
+  void mix_int(const std::uint32_t* w, std::size_t m, std::size_t V, const std::int64_t* rows, std::int64_t* match,
+               std::uint32_t* q) {
+    checker_.check(rows, m);
+    for (std::size_t k = 0; k < m; ++k)
+      if (row(rows, k).pending)
+        throw InvalidInput("mixer row " + std::to_string(detail::stream_of(rows, k)) +
+                           " was mixed twice without a push in between");
+    for (std::size_t k = 0; k < m; ++k) mix_row_int(row(rows, k), w + k * V, V, match + k, q + k);
   }
 
   void push(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows) {
@@ -202,6 +226,26 @@ class MatchMixer {
     std::uint32_t q16 = r.q[c] >> 12;
     q16 = std::min<std::uint32_t>(std::max<std::uint32_t>(q16, 32), 65504);
     p[m] = static_cast<float>(R * (double(q16) / double(65536 - q16)));
+    r.cell = c;
+    r.pred = m;
+  }
+
+  // The integer twin of mix_row (contract: "mix_int" above the class).
+  void mix_row_int(Row& r, const std::uint32_t* w, std::size_t V, std::int64_t* match, std::uint32_t* q) {
+    r.pending = true;
+    r.cell = -1;
+    *match = -1;
+    *q = 0;
+    if (r.len == 0) return;
+    const std::uint32_t m = r.hist[r.ptr];
+    if (m >= V) return;
+    const std::uint64_t S = quant::int_row_sum(w, V);
+    const std::uint64_t wm = w[m];
+    if (S == wm) return;  // R = 0: nothing else to take mass from (or an all-zero row)
+    const std::uint64_t pb = std::min<std::uint64_t>(15, (16 * wm) / S);
+    const int c = 16 * len_bucket(r.len) + static_cast<int>(pb);
+    *q = std::min<std::uint32_t>(std::max<std::uint32_t>(r.q[c] >> 12, 32), 65504);
+    *match = m;
     r.cell = c;
     r.pred = m;
   }

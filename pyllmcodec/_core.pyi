@@ -20,6 +20,14 @@ def quantize(
     out: npt.NDArray[np.uint32] | None = None,
 ) -> npt.NDArray[np.uint32]: ...
 
+def quantize_int(
+    weights: npt.NDArray[np.uint32],
+    precision: int = ...,
+    match: _IntArray | None = None,
+    q: npt.NDArray[np.uint32] | None = None,
+    out: npt.NDArray[np.uint32] | None = None,
+) -> npt.NDArray[np.uint32]: ...
+
 class BatchEncoder:
     def __init__(self, n_streams: int, precision: int = ...) -> None: ...
     @property
@@ -37,6 +45,14 @@ class BatchEncoder:
         probs: npt.NDArray[np.float32],
         symbols: _IntArray,
         rows: _IntArray | None = None,
+    ) -> None: ...
+    def encode_weights(
+        self,
+        weights: npt.NDArray[np.uint32],
+        symbols: _IntArray,
+        rows: _IntArray | None = None,
+        match: _IntArray | None = None,
+        q: npt.NDArray[np.uint32] | None = None,
     ) -> None: ...
     def encode_ranges(
         self,
@@ -60,6 +76,13 @@ class BatchDecoder:
     ) -> npt.NDArray[np.int64]: ...
     def decode_probs(
         self, probs: npt.NDArray[np.float32], rows: _IntArray | None = None
+    ) -> npt.NDArray[np.int64]: ...
+    def decode_weights(
+        self,
+        weights: npt.NDArray[np.uint32],
+        rows: _IntArray | None = None,
+        match: _IntArray | None = None,
+        q: npt.NDArray[np.uint32] | None = None,
     ) -> npt.NDArray[np.int64]: ...
     def targets(self, rows: _IntArray | None = None) -> npt.NDArray[np.uint32]: ...
     def advance(
@@ -86,6 +109,9 @@ class MatchMixer:
     def length(self, row: int) -> int: ...
     def last_cells(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
     def mix(self, probs: npt.NDArray[np.float32], rows: _IntArray | None = None) -> None: ...
+    def mix_int(
+        self, weights: npt.NDArray[np.uint32], rows: _IntArray | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32]]: ...
     def push(self, symbols: _IntArray, rows: _IntArray | None = None) -> None: ...
     def feed(self, symbols: _IntArray, rows: _IntArray | None = None) -> None: ...
 

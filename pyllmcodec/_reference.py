@@ -1,9 +1,9 @@
 """A slow, pure-Python reference of the quantizer and the range coder.
 
 Used only as the tests' oracle: it follows the contract written in
-``csrc/quantizer.hpp``, ``csrc/range_coder.hpp`` and ``csrc/mixer.hpp`` line by line with Python
-ints (and numpy float32 scalars where the contract says float32), and must
-give bit-identical tables and bytes.  Never import it on a hot path.
+``csrc/quantizer.hpp``, ``csrc/quantizer_int.hpp``, ``csrc/range_coder.hpp``
+and ``csrc/mixer.hpp`` line by line with Python ints (and numpy float32
+scalars where the contract says float32), and must give bit-identical tables and bytes.  Never import it on a hot path.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ __all__ = [
     "decode",
     "encode",
     "quantize",
+    "quantize_int",
+    "quantize_int_row",
     "quantize_row",
 ]
 
@@ -117,6 +119,47 @@ def quantize(probs: np.ndarray, precision: int = DEFAULT_PRECISION) -> np.ndarra
     return np.array(
         [quantize_row(r, precision, k) for k, r in enumerate(probs)], dtype=np.uint32
     ).reshape(len(probs), probs.shape[1] + 1)
+
+
+def quantize_int_row(w: Sequence[int], precision: int = DEFAULT_PRECISION, match: int = -1, q: int = 0,
+                     row: int = 0) -> list[int]:
+    """The cumulative table of one row of integer weights, as
+    ``csrc/quantizer_int.hpp`` states it (Python ints)."""
+    w = [int(v) for v in w]
+    V = len(w)
+    _check_shape(V, precision)
+    if not -1 <= match < V:
+        raise ValueError(f"match[{row}] = {match} is neither -1 nor a symbol")
+    if match >= 0 and not 1 <= q <= 65535:
+        raise ValueError(f"q[{row}] = {q} must be in 1..65535")
+    S = sum(w)
+    if S == 0:
+        raise ValueError(f"weights row {row} sums to zero")
+    c = (1 << precision) - V
+    k = 62 - precision
+    cm, R, cp = 0, S, c
+    if match >= 0:
+        cm = (c * q) >> 16
+        R, cp = S - w[match], c - cm
+    r = (cp << k) // R if R > 0 else 0
+    cdf = [0]
+    for x in range(V - 1):
+        cdf.append(cdf[-1] + 1 + (cm if x == match else (w[x] * r) >> k))
+    total = 1 << precision
+    assert cdf[-1] < total, "proof broken"
+    cdf.append(total)
+    return cdf
+
+
+def quantize_int(weights: np.ndarray, precision: int = DEFAULT_PRECISION, match: Sequence[int] | None = None,
+                 q: Sequence[int] | None = None) -> np.ndarray:
+    """Reference of pyllmcodec.core.quantize_int."""
+    weights = np.asarray(weights)
+    n, V = weights.shape
+    ms = [-1] * n if match is None else [int(v) for v in match]
+    qs = [0] * n if q is None else [int(v) for v in q]
+    return np.array([quantize_int_row(weights[k].tolist(), precision, ms[k], qs[k], k) for k in range(n)],
+                    dtype=np.uint32).reshape(n, V + 1)
 
 
 class Encoder:
@@ -274,6 +317,22 @@ class MatchMixerRow:
         p[m] = np.float32(R * (float(q16) / float(65536 - q16)))
         self.cell, self.pred = c, m
         return p
+
+    def mix_int(self, w: Sequence[int]) -> tuple[int, int]:
+        """The override (match, q) of an integer row (mixer.hpp's mix_int)."""
+        w = [int(v) for v in w]
+        self.cell = -1
+        if self.len == 0:
+            return -1, 0
+        m = self.hist[self.ptr]
+        if m >= len(w):
+            return -1, 0
+        S = sum(w)
+        if S == w[m]:
+            return -1, 0
+        c = 16 * self.len_bucket(self.len) + min(15, 16 * w[m] // S)
+        self.cell, self.pred = c, m
+        return m, min(max(self.q[c] >> 12, 32), 65504)
 
     def feed(self, s: int) -> None:
         """``s`` appended without a mix (a dictionary symbol): nothing learned."""

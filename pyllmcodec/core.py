@@ -16,11 +16,22 @@ Quantizer contract (the bits are part of the format; full text and proofs in
   ``ValueError`` naming the row.
 * ``V`` must satisfy ``2 <= V <= min(2**(precision-1), MAX_SYMBOLS)``.
 
+Integer quantizer (the exact models' CDF entry; ``csrc/quantizer_int.hpp``):
+
+* ``quantize_int(weights, precision, match=None, q=None, out=None)`` maps
+  uint32 weights ``[B, V]`` to the same kind of table with integer arithmetic
+  only: ``S = sum(w)``, ``c = 2**P - V``, ``r = (c << (62 - P)) // S``,
+  ``f[i] = 1 + (w[i] * r >> (62 - P))`` for ``i < V-1``, the rest to the last
+  symbol.  ``match[k] >= 0`` gives that symbol ``q[k] / 2**16`` of ``c`` and
+  spreads the remainder over the others (the match model's override).
+* A zero row or an override out of range raises ``ValueError``.
+
 Coder: ``BatchEncoder`` / ``BatchDecoder`` hold many independent streams and
 code one symbol per stream per call; ``rows=`` selects the streams that code
 in a step, so streams may finish at different steps.  ``encode_probs`` /
 ``decode_probs`` quantize and code in one pass with the very same bits as
-``quantize`` + ``encode``/``decode``.  For CDFs that live on an accelerator,
+``quantize`` + ``encode``/``decode``; ``encode_weights`` /
+``decode_weights`` do the same for ``quantize_int``.  For CDFs that live on an accelerator,
 ``BatchDecoder.targets`` + ``BatchDecoder.advance`` and
 ``BatchEncoder.encode_ranges`` split a step in two.  A decoder never reads out
 of bounds or hangs on bad input; it returns symbols or raises
@@ -29,7 +40,9 @@ of bounds or hangs on bad input; it returns symbols or raises
 Mixer: ``MatchMixer`` is the match model of docs/FORMAT.md section 4c (a
 per-row history that predicts repeats; contract in ``csrc/mixer.hpp``).  Per
 step, ``mix(probs, rows)`` edits each row in place before coding and
-``push(symbols, rows)`` feeds the coded symbols back.
+``push(symbols, rows)`` feeds the coded symbols back; ``mix_int(weights,
+rows)`` is its integer twin for an exact model's rows: it returns the
+overrides ``(match, q)`` for ``encode_weights`` / ``decode_weights``.
 
 Threading: the GIL is released around every native loop; one coder object must
 not be used by two threads at once (that raises ``RuntimeError``).
@@ -47,6 +60,7 @@ from pyllmcodec._core import (
     MatchMixer,
     kernels,
     quantize,
+    quantize_int,
 )
 
 __all__ = [
@@ -59,4 +73,5 @@ __all__ = [
     "MatchMixer",
     "kernels",
     "quantize",
+    "quantize_int",
 ]
