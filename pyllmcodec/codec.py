@@ -63,7 +63,15 @@ from .container import (
     parse_header,
 )
 from .dictionary import Dictionary, as_dictionary
-from .errors import ChecksumError, CodecError, FormatError, MemoryLimitError, ModelError, OutputLimitError
+from .errors import (
+    ChecksumError,
+    CodecError,
+    FormatError,
+    MemoryLimitError,
+    ModelError,
+    NumericsMismatchError,
+    OutputLimitError,
+)
 from .frames import FrameIndex, FrameParams, encode_frame, is_frame, open_index, split
 from .geometry import Geometry, Plan, cut, is_int
 from .io import ArchiveFile, CompressObj, DecompressObj, Readable, bytes_view, file_bytes
@@ -705,9 +713,21 @@ class Decompressor(_LazyInit):
             check_codable(header)  # before a model is loaded for it
             model = self._archive_model(header)
         check_model(header, model)
-        sess = session_for(model, Geometry.from_header(header, model, self.dictionary), self.max_memory)
+        geometry = Geometry.from_header(header, model, self.dictionary)
+        sess = session_for(model, geometry, self.max_memory)
         try:
-            sess.check_probe(header)
+            try:
+                sess.check_probe(header)
+            except NumericsMismatchError:
+                # an older archive of this model: its numerics, if the model still has them
+                for old in model.legacy_numerics():
+                    alt = session_for(old, geometry, self.max_memory)
+                    try:
+                        alt.check_probe(header)
+                    except NumericsMismatchError:
+                        continue
+                    return alt
+                raise
         except MemoryError:
             raise MemoryLimitError(f"out of memory running the probe at {header.probe_batch} rows") from None
         return sess

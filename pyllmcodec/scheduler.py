@@ -71,6 +71,12 @@ bits are the same as with the fused host path, since the tables are.  This
 is a strategy of the one loop (:class:`_DeviceSteps` beside
 :class:`_HostSteps`), not a loop of its own.
 
+Integer rows: a model with ``integer_rows`` (an exact model) returns uint32
+weights, which go to the core's integer quantizer (``encode_weights`` /
+``decode_weights``, ``quantize_int`` for the probe) and the match model's
+integer twin (``mix_int``, which hands back overrides instead of editing the
+row): :class:`_IntSteps`, a third strategy of the same loop.
+
 Per-step Python work is kept to: one ``model.step`` call, one fused
 quantize-and-code call on the whole probability matrix, and (only while some
 rows are idle) one fancy-index gather.  Everything else -- token matrices,
@@ -235,6 +241,38 @@ class _HostSteps:
         return s
 
 
+class _IntSteps(_HostSteps):
+    """One coding step of a model with integer rows (``integer_rows``): its
+    uint32 weights through the core's integer quantizer, the match model's
+    integer twin giving the overrides; the rows are never edited."""
+
+    def encode(self, state: Any, enc: Any, tok: np.ndarray, sym: np.ndarray, sub: np.ndarray,
+               act: np.ndarray | None) -> None:
+        mx = self.mx
+        w = self.step(state, tok)
+        if act is not None:
+            w = w[act]
+        if mx is None:
+            enc.encode_weights(w, sub, rows=act)
+        else:
+            m, q = mx.mix_int(w, rows=act)
+            enc.encode_weights(w, sub, rows=act, match=m, q=q)
+            mx.push(sub, rows=act)
+
+    def decode(self, state: Any, dec: Any, tok: np.ndarray, act: np.ndarray | None) -> np.ndarray:
+        mx = self.mx
+        w = self.step(state, tok)
+        if act is not None:
+            w = w[act]
+        if mx is None:
+            s: np.ndarray = dec.decode_weights(w, rows=act)
+        else:
+            m, q = mx.mix_int(w, rows=act)
+            s = dec.decode_weights(w, rows=act, match=m, q=q)
+            mx.push(s, rows=act)
+        return s
+
+
 class _DeviceSteps:
     """One coding step of a two-phase model: it quantizes on its device and
     hands over each row's interval (module docstring)."""
@@ -319,13 +357,13 @@ class WaveRunner:
                 "--max-memory) if this archive is trusted and the memory is there"
             )
 
-    def _steps(self, batch: int, max_len: int) -> _HostSteps | _DeviceSteps:
+    def _steps(self, batch: int, max_len: int) -> _HostSteps | _IntSteps | _DeviceSteps:
         """The coding step of one wave: a fresh match model (one state per
         row, kept across the row's segments) on the host path."""
         if self._device_model is not None:
             return _DeviceSteps(self._device_model, self.precision, batch)
         mx = None if self.mixer is None else self.mixer.new(batch, max_len, self.geometry.chunk_size)
-        return _HostSteps(self.model, mx)
+        return (_IntSteps if self.model.integer_rows else _HostSteps)(self.model, mx)
 
     def _plan(self, length: int) -> list[tuple[int, int]]:
         """The segments of a row of ``length`` symbols, the dictionary's included."""
@@ -510,6 +548,8 @@ class WaveRunner:
         for t in range(steps):
             if dm is not None:  # the device quantizer's full tables
                 cdf = dm.step_tables(state, tok[t], self.precision)
+            elif self.model.integer_rows:
+                cdf = self.core.quantize_int(self.model.step(state, tok[t]), precision=self.precision)
             else:
                 cdf = self.core.quantize(self.model.step(state, tok[t]), precision=self.precision)
             h.update(np.ascontiguousarray(cdf, dtype="<u4").tobytes())

@@ -23,7 +23,7 @@ import pytest
 from _qemu import requires_qemu, run_python
 
 import pyllmcodec
-from pyllmcodec.errors import ModelError
+from pyllmcodec.errors import ModelError, NumericsMismatchError
 from pyllmcodec.models import load_model
 from pyllmcodec.models.bundle import load_bundle, shipped_bundle_dirs
 from pyllmcodec.nets import intlm
@@ -102,7 +102,10 @@ def test_rows_threads_and_batch_do_not_matter() -> None:
 def test_fingerprint_names_no_machine() -> None:
     fp = load_model(NAME, device="cpu").fingerprint()
     assert fp["backend"] == "exact" and fp["numerics"] == intlm.NUMERICS
-    assert set(fp) == {"backend", "numerics", "model"}
+    assert set(fp) == {"backend", "numerics", "model", "cdf"} and fp["cdf"] == "int/1"
+    # the numerics of the first exact archives (float32 rows to the float quantizer): no "cdf" key
+    (old,) = load_model(NAME, device="cpu").legacy_numerics()
+    assert set(old.fingerprint()) == {"backend", "numerics", "model"} and not old.integer_rows
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -114,14 +117,35 @@ def test_round_trip(threads: int) -> None:
     assert pyllmcodec.decompress(arc, model=NAME) == data
 
 
-@pytest.mark.parametrize("name", ["golden-exact.llmz", "golden-exact-compact.llmz"])
+@pytest.mark.parametrize("name", ["golden-exact.llmz", "golden-exact-compact.llmz", "golden-exact-1.6.0.llmz",
+                                  "golden-exact-1.6.0-compact.llmz"])
 def test_golden_archive_decodes(name: str) -> None:
     """Written once by this project on an AMD Zen 4 (a full archive and a
-    compact frame); they must decode on any machine, forever."""
+    compact frame); they must decode on any machine, forever.  The 1.6.0
+    pair was written before the integer CDF entry (the same integers as
+    float32 rows through the float quantizer): they decode through the
+    model's legacy numerics."""
     _bundle_dir()
     arc = (GOLDEN.parent / name).read_bytes()
     assert pyllmcodec.decompress(arc) == GOLDEN_TEXT.read_bytes()
     assert pyllmcodec.decompress(arc, threads=1) == GOLDEN_TEXT.read_bytes()
+
+
+def test_integer_cdf_costs_nothing_and_old_archives_need_the_legacy_numerics(monkeypatch) -> None:
+    from pyllmcodec.backends.exact import ExactStepModel
+
+    model = load_model(NAME, device="cpu")
+    (old,) = model.legacy_numerics()
+    data = (Path(pyllmcodec.__file__).parent / "scheduler.py").read_bytes()[:6000]
+    new_arc = pyllmcodec.compress(data, model=model, batch_size=2, chunk_size=3000)
+    old_arc = pyllmcodec.compress(data, model=old, batch_size=2, chunk_size=3000)
+    assert new_arc != old_arc and abs(len(new_arc) - len(old_arc)) <= 8  # the same model, other tables
+    assert pyllmcodec.decompress(new_arc) == data and pyllmcodec.decompress(old_arc) == data
+    # without the legacy numerics an old archive is refused, never decoded to other bytes
+    monkeypatch.setattr(ExactStepModel, "legacy_numerics", lambda self: [])
+    with pytest.raises(NumericsMismatchError):
+        pyllmcodec.decompress(old_arc, model=model)
+    assert pyllmcodec.decompress(new_arc, model=model) == data
 
 
 def test_backend_choices_are_explicit() -> None:

@@ -30,7 +30,14 @@ identity fields and three methods, :class:`StepModel` has:
   vocabulary id and ``max_context`` counts tokens;
 * ``device_quantize``: True for a model whose probabilities live on an
   accelerator and that quantizes there: it is then a
-  :class:`TwoPhaseStepModel` (see :mod:`pyllmcodec.scheduler`).
+  :class:`TwoPhaseStepModel` (see :mod:`pyllmcodec.scheduler`);
+* ``integer_rows``: True for a model whose ``step`` returns uint32 weights
+  (an exact model's): the codec quantizes them with the core's integer entry
+  (``core.quantize_int``, ``encode_weights`` / ``decode_weights``), so no
+  float touches the coded probabilities;
+* ``legacy_numerics()``: the same model under numerics older archives were
+  written with (an empty list for most): a decoder whose probe digest does
+  not match the archive's tries these before it gives up.
 
 :class:`StepModelBase` gives the optional ones their neutral values: subclass
 it (or set them) when writing a model of your own.  Every StepModel in the
@@ -81,6 +88,12 @@ class StepModel(Protocol):
     tokenizer: Tokenizer | None
     #: quantize on the model's device (then it is a TwoPhaseStepModel)
     device_quantize: bool
+    #: step returns uint32 weights for the core's integer quantizer
+    integer_rows: bool
+
+    def legacy_numerics(self) -> list[Any]:
+        """This model under the numerics of older archives (StepModels that
+        share its weights), newest first; usually empty."""
 
     def new_state(self, batch_size: int) -> Any:
         """A fresh state for ``batch_size`` rows at position 0."""
@@ -88,7 +101,8 @@ class StepModel(Protocol):
     def step(self, state: Any, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row (int64 ``[B]``) and return the float32
         ``[B, vocab_size]`` next-symbol probabilities (C-contiguous; rows need
-        not sum to exactly 1).  Advances ``state.position`` by one."""
+        not sum to exactly 1; uint32 weights where ``integer_rows``).
+        Advances ``state.position`` by one."""
 
     def fingerprint(self) -> dict[str, str]:
         """Everything that affects the numerics: backend, provider, library
@@ -132,9 +146,13 @@ class StepModelBase:
     default_mixer: MixerSpec | None = None
     tokenizer: Tokenizer | None = None
     device_quantize: bool = False
+    integer_rows: bool = False
 
     def state_bytes(self, batch_size: int) -> int:
         return 0
+
+    def legacy_numerics(self) -> list[Any]:
+        return []
 
 
 class BundleModel(StepModelBase):

@@ -20,6 +20,7 @@ against bit for bit.
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -30,10 +31,45 @@ from ..errors import ModelError
 from ..nets import intlm
 from .base import BundleModel
 
-__all__ = ["ExactStepModel"]
+__all__ = ["CDF_INT", "ExactNumerics", "ExactStepModel", "load_exact"]
 
 #: the bundle file that holds the integers
 INT_FILE = "intlm.npz"
+#: how an exact model's rows reach the coder, named in the fingerprint: its
+#: uint32 weights through the core's integer quantizer (``core.quantize_int``,
+#: no float anywhere).  Archives written before the integer entry existed
+#: (model ``default-exact`` 1.6.0 as first released) carry no ``cdf`` key:
+#: their rows went to the float quantizer as float32 (the same integers,
+#: exact), which :meth:`ExactNumerics.legacy_numerics` reproduces so that
+#: they keep decoding.
+CDF_INT = "int/1"
+
+
+class ExactNumerics:
+    """What the native step and the PyTorch port share: the fingerprint and
+    the legacy variant (a shallow copy that shares the weights and returns
+    float32 rows)."""
+
+    name: str
+    sha256: str
+    integer_rows = True
+    _legacy: list[Any] | None = None
+
+    def fingerprint(self) -> dict[str, str]:
+        # NOTE: nothing about the machine: the numerics are the same everywhere
+        fp = {"backend": "exact", "numerics": intlm.NUMERICS, "model": f"{self.name}@{self.sha256[:16]}"}
+        if self.integer_rows:
+            fp["cdf"] = CDF_INT
+        return fp
+
+    def legacy_numerics(self) -> list[Any]:
+        if not self.integer_rows:
+            return []
+        if self._legacy is None:  # kept: the codec caches sessions per model object
+            old = copy.copy(self)
+            old.integer_rows = False
+            self._legacy = [old]
+        return self._legacy
 
 
 class _ExactState:
@@ -42,7 +78,7 @@ class _ExactState:
             raise ValueError("batch_size must be >= 1")
         self.native = model.native.new_state(int(batch_size))
         self.batch_size = int(batch_size)
-        self.probs = np.empty((self.batch_size, model.vocab_size), np.float32)
+        self.probs: Any = np.empty((self.batch_size, model.vocab_size), np.uint32 if model.integer_rows else np.float32)
 
     @property
     def position(self) -> int:
@@ -78,7 +114,7 @@ def load_exact(bundle: Any) -> tuple[dict[str, np.ndarray], intlm.IntModel]:
     return arrays, net
 
 
-class ExactStepModel(BundleModel):
+class ExactStepModel(ExactNumerics, BundleModel):
     """An exact bundle behind the StepModel interface (CPU, any thread count)."""
 
     backend = "exact"
@@ -98,13 +134,10 @@ class ExactStepModel(BundleModel):
         return _ExactState(self, int(batch_size))
 
     def step(self, state: _ExactState, tokens: np.ndarray) -> np.ndarray:
-        """One token per row -> float32 [B, V] probabilities (unnormalised
-        integers).  The returned array is the state's own buffer."""
+        """One token per row -> uint32 [B, V] weights (unnormalised
+        probabilities; float32 for the legacy numerics).  The returned array
+        is the state's own buffer."""
         if state.position >= self.max_context:
             raise ValueError(f"state is full: {self.max_context} steps taken")
         self.native.step(state.native, np.ascontiguousarray(tokens, dtype=np.int64), state.probs)
         return state.probs
-
-    def fingerprint(self) -> dict[str, str]:
-        # NOTE: nothing about the machine: the numerics are the same everywhere
-        return {"backend": "exact", "numerics": intlm.NUMERICS, "model": f"{self.name}@{self.sha256[:16]}"}

@@ -19,7 +19,7 @@ import torch
 
 from ..nets import intlm as I
 from .base import BundleModel
-from .exact import load_exact
+from .exact import ExactNumerics, load_exact
 
 __all__ = ["TorchExactStepModel"]
 
@@ -65,7 +65,7 @@ class _State:
         self.v = torch.zeros(shape, dtype=torch.float64, device=model.device)
 
 
-class TorchExactStepModel(BundleModel):
+class TorchExactStepModel(ExactNumerics, BundleModel):
     """An exact bundle on a PyTorch device; the same bits as the native step."""
 
     backend = "torch-exact"
@@ -133,8 +133,7 @@ class TorchExactStepModel(BundleModel):
         return self.expl[idx]
 
     def step(self, state: _State, tokens: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.step_int(state, tokens).to(torch.float32).cpu().numpy())
-
-    def fingerprint(self) -> dict[str, str]:
-        # NOTE: the same as the native step's: the numerics do not depend on the machine
-        return {"backend": "exact", "numerics": I.NUMERICS, "model": f"{self.name}@{self.sha256[:16]}"}
+        w = self.step_int(state, tokens)
+        if self.integer_rows:  # EXPL values are < 2**25: int32 on the device, uint32 on the host
+            return np.ascontiguousarray(w.to(torch.int32).cpu().numpy().view(np.uint32))
+        return np.ascontiguousarray(w.to(torch.float32).cpu().numpy())
