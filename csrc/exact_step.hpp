@@ -20,6 +20,17 @@
 //     sum |Q_d K_d| <= 64 * 32767 * 1023 = 2145321024 < 2^31 - 1;
 //   attention values: sum_j e_j V_jd in int64, as int32 sums of blocks of
 //     64 positions (64 * 16384 * 1023 < 2^31).
+// So int16 x int16 -> int32 multiply-adds that wrap (AVX-512 VNNI's
+// vpdpwssd, never the saturating vpdpwssds) give the exact sums.
+//
+// The key/value cache (State) is laid out for those kernels; the layout is
+// internal (nothing outside this file sees it).  Channels are padded to
+// kHdp = 64 with zeros.  Keys: per block of 16 positions, per channel pair
+// p, the 16 positions' (k[2p], k[2p+1]): one 512-bit load feeds 16 scores.
+// Values: per pair of positions (2i, 2i+1), per channel c, (v_2i[c],
+// v_2i+1[c]): one load feeds 16 channels for two positions.  All heads share
+// the one key/value head (multi-query attention), so each load serves every
+// head.
 //
 // Plain C++17; knows nothing of Python.
 #pragma once
@@ -29,12 +40,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "quantizer.hpp"  // InvalidInput
+
+#if PYLLMCODEC_DISPATCH
+#include <immintrin.h>
+#endif
 
 namespace pyllmcodec {
 namespace exact {
@@ -52,6 +68,12 @@ constexpr int kAttOutShift = 5;
 constexpr std::size_t kMaxCtx = 1024;
 constexpr std::size_t kMaxHeadDim = 64;
 constexpr std::size_t kBlock = 64;  // positions per int32 block of the value sums
+constexpr std::size_t kHdp = 64;    // cache channels (head_dim padded with zeros)
+constexpr std::size_t kLanes = 16;  // positions per key block
+
+// Padded lengths of the per-head score (int32) and weight (int16) rows.
+inline std::size_t score_len(std::size_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+inline std::size_t weight_len(std::size_t n) { return (n + 1) / 2 * 2; }
 
 // floor(a / b) for b > 0
 inline std::int64_t floor_div(std::int64_t a, std::int64_t b) {
@@ -79,10 +101,12 @@ struct Kernels {
   // acc[r * out + o] = sum_i x[r * in + i] * w[o * in + i]
   void (*linear)(const std::int16_t* x, std::size_t rows, std::size_t in, const std::int16_t* w, std::size_t out,
                  std::int32_t* acc);
-  // s[j] = sum_d q[d] * k[j * hd + d]
-  void (*scores)(const std::int16_t* q, const std::int16_t* k, std::size_t n, std::size_t hd, std::int32_t* s);
-  // a[d] += sum_j e[j] * v[j * hd + d]  (int32 over blocks of kBlock positions, int64 across blocks)
-  void (*values)(const std::int32_t* e, const std::int16_t* v, std::size_t n, std::size_t hd, std::int64_t* a);
+  // s[h * score_len(n) + j] = sum_c q[h * kHdp + c] * k_j[c], j < n, for H heads
+  // (entries j >= n of the padded rows are left undefined)
+  void (*scores)(const std::int16_t* q, std::size_t H, const std::int16_t* kc, std::size_t n, std::int32_t* s);
+  // a[h * kHdp + c] += sum_{j<n} e[h * weight_len(n) + j] * v_j[c]  (int32 over blocks of kBlock positions,
+  // int64 across blocks); e[h * weight_len(n) + n] must be 0 where n is odd
+  void (*values)(const std::int16_t* e, std::size_t H, const std::int16_t* vc, std::size_t n, std::int64_t* a);
   const char* name;
 };
 
@@ -119,23 +143,38 @@ struct Kernels {
       for (std::size_t o = 0; o < out; ++o) acc[r * out + o] = dot(x + r * in, w + o * in, in);             \
     }                                                                                                       \
   }                                                                                                         \
-  ATTR inline void scores(const std::int16_t* q, const std::int16_t* k, std::size_t n, std::size_t hd,     \
+  ATTR inline void scores(const std::int16_t* q, std::size_t H, const std::int16_t* kc, std::size_t n,     \
                           std::int32_t* s) {                                                                \
-    for (std::size_t j = 0; j < n; ++j) s[j] = dot(q, k + j * hd, hd);                                      \
-  }                                                                                                         \
-  ATTR inline void values(const std::int32_t* e, const std::int16_t* v, std::size_t n, std::size_t hd,     \
-                          std::int64_t* a) {                                                                \
-    std::int32_t blk[kMaxHeadDim];                                                                          \
-    for (std::size_t j0 = 0; j0 < n; j0 += kBlock) {                                                        \
-      const std::size_t j1 = std::min(n, j0 + kBlock);                                                      \
-      for (std::size_t d = 0; d < hd; ++d) blk[d] = 0;                                                      \
-      for (std::size_t j = j0; j < j1; ++j) {                                                               \
-        const std::int32_t ej = e[j];                                                                       \
-        if (ej == 0) continue;                                                                              \
-        const std::int16_t* vj = v + j * hd;                                                                \
-        for (std::size_t d = 0; d < hd; ++d) blk[d] += ej * static_cast<std::int32_t>(vj[d]);               \
+    const std::size_t sl = score_len(n);                                                                    \
+    for (std::size_t b = 0; b * kLanes < n; ++b) {                                                          \
+      const std::int16_t* kb = kc + b * kLanes * kHdp;                                                      \
+      for (std::size_t h = 0; h < H; ++h) {                                                                 \
+        std::int32_t acc[kLanes] = {};                                                                      \
+        const std::int16_t* qh = q + h * kHdp;                                                              \
+        for (std::size_t p = 0; p < kHdp / 2; ++p) {                                                        \
+          const std::int32_t q0 = qh[2 * p], q1 = qh[2 * p + 1];                                            \
+          const std::int16_t* kp = kb + p * 2 * kLanes;                                                     \
+          for (std::size_t l = 0; l < kLanes; ++l) acc[l] += q0 * kp[2 * l] + q1 * kp[2 * l + 1];           \
+        }                                                                                                   \
+        for (std::size_t l = 0; l < kLanes; ++l) s[h * sl + b * kLanes + l] = acc[l];                       \
       }                                                                                                     \
-      for (std::size_t d = 0; d < hd; ++d) a[d] += blk[d];                                                  \
+    }                                                                                                       \
+  }                                                                                                         \
+  ATTR inline void values(const std::int16_t* e, std::size_t H, const std::int16_t* vc, std::size_t n,      \
+                          std::int64_t* a) {                                                                \
+    const std::size_t wl = weight_len(n), pairs = wl / 2;                                                   \
+    for (std::size_t h = 0; h < H; ++h) {                                                                   \
+      const std::int16_t* eh = e + h * wl;                                                                  \
+      for (std::size_t i0 = 0; i0 < pairs; i0 += kBlock / 2) {                                              \
+        const std::size_t i1 = std::min(pairs, i0 + kBlock / 2);                                            \
+        std::int32_t blk[kHdp] = {};                                                                        \
+        for (std::size_t i = i0; i < i1; ++i) {                                                             \
+          const std::int32_t e0 = eh[2 * i], e1 = eh[2 * i + 1];                                            \
+          const std::int16_t* vp = vc + i * 2 * kHdp;                                                       \
+          for (std::size_t c = 0; c < kHdp; ++c) blk[c] += e0 * vp[2 * c] + e1 * vp[2 * c + 1];             \
+        }                                                                                                   \
+        for (std::size_t c = 0; c < kHdp; ++c) a[h * kHdp + c] += blk[c];                                   \
+      }                                                                                                     \
     }                                                                                                       \
   }                                                                                                         \
   inline constexpr Kernels table{&linear, &scores, &values, NAME};                                          \
@@ -148,6 +187,100 @@ PYLLMCODEC_EXACT_KERNELS(avx512, __attribute__((target("avx512f,avx512bw,avx512v
                          "avx512-vnni")
 #endif
 #undef PYLLMCODEC_EXACT_KERNELS
+
+#if PYLLMCODEC_DISPATCH
+// AVX-512 VNNI attention: vpdpwssd (wrapping int16 pair multiply-adds into
+// int32 lanes; the bounds above rule out any wrap), every load shared by up
+// to four heads.  Same results as the loops above, in the same cache layout.
+namespace avx512vnni {
+#define PYLLMCODEC_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,bmi2")))
+
+inline std::int32_t pair_at(const std::int16_t* p) {
+  std::int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <int G>
+PYLLMCODEC_VNNI void scores_g(const std::int16_t* q, const std::int16_t* kc, std::size_t n, std::int32_t* s,
+                              std::size_t sl) {
+  for (std::size_t b = 0; b * kLanes < n; ++b) {
+    const std::int16_t* kb = kc + b * kLanes * kHdp;
+    __m512i acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_si512();
+    for (std::size_t p = 0; p < kHdp / 2; ++p) {
+      const __m512i kv = _mm512_loadu_si512(kb + p * 2 * kLanes);
+      for (int g = 0; g < G; ++g) {
+        acc[g] = _mm512_dpwssd_epi32(acc[g], _mm512_set1_epi32(pair_at(q + g * kHdp + 2 * p)), kv);
+      }
+    }
+    for (int g = 0; g < G; ++g) _mm512_storeu_si512(s + g * sl + b * kLanes, acc[g]);
+  }
+}
+
+PYLLMCODEC_VNNI void scores(const std::int16_t* q, std::size_t H, const std::int16_t* kc, std::size_t n,
+                            std::int32_t* s) {
+  const std::size_t sl = score_len(n);
+  for (std::size_t h = 0; h < H; h += 4) {
+    const std::int16_t* qh = q + h * kHdp;
+    std::int32_t* sh = s + h * sl;
+    switch (std::min<std::size_t>(4, H - h)) {
+      case 1: scores_g<1>(qh, kc, n, sh, sl); break;
+      case 2: scores_g<2>(qh, kc, n, sh, sl); break;
+      case 3: scores_g<3>(qh, kc, n, sh, sl); break;
+      default: scores_g<4>(qh, kc, n, sh, sl); break;
+    }
+  }
+}
+
+template <int G>
+PYLLMCODEC_VNNI void values_g(const std::int16_t* e, std::size_t wl, const std::int16_t* vc, std::int64_t* a) {
+  constexpr int CB = kHdp / 16;
+  const std::size_t pairs = wl / 2;
+  alignas(64) std::int32_t tmp[16];
+  for (std::size_t i0 = 0; i0 < pairs; i0 += kBlock / 2) {
+    const std::size_t i1 = std::min(pairs, i0 + kBlock / 2);
+    __m512i acc[G][CB];
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < CB; ++c) acc[g][c] = _mm512_setzero_si512();
+    for (std::size_t i = i0; i < i1; ++i) {
+      const std::int16_t* vp = vc + i * 2 * kHdp;
+      __m512i vv[CB];
+      for (int c = 0; c < CB; ++c) vv[c] = _mm512_loadu_si512(vp + c * 32);
+      for (int g = 0; g < G; ++g) {
+        const __m512i eb = _mm512_set1_epi32(pair_at(e + g * wl + 2 * i));
+        for (int c = 0; c < CB; ++c) acc[g][c] = _mm512_dpwssd_epi32(acc[g][c], eb, vv[c]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      for (int c = 0; c < CB; ++c) {
+        _mm512_store_si512(tmp, acc[g][c]);
+        std::int64_t* ag = a + g * kHdp + c * 16;
+        for (int l = 0; l < 16; ++l) ag[l] += tmp[l];
+      }
+    }
+  }
+}
+
+PYLLMCODEC_VNNI void values(const std::int16_t* e, std::size_t H, const std::int16_t* vc, std::size_t n,
+                            std::int64_t* a) {
+  const std::size_t wl = weight_len(n);
+  for (std::size_t h = 0; h < H; h += 4) {
+    const std::int16_t* eh = e + h * wl;
+    std::int64_t* ah = a + h * kHdp;
+    switch (std::min<std::size_t>(4, H - h)) {
+      case 1: values_g<1>(eh, wl, vc, ah); break;
+      case 2: values_g<2>(eh, wl, vc, ah); break;
+      case 3: values_g<3>(eh, wl, vc, ah); break;
+      default: values_g<4>(eh, wl, vc, ah); break;
+    }
+  }
+}
+
+inline constexpr Kernels table{&avx512::linear, &scores, &values, "avx512-vnni"};
+#undef PYLLMCODEC_VNNI
+}  // namespace avx512vnni
+#endif
 
 // The copy for this CPU, chosen once; PYLLMCODEC_KERNELS=generic forces the
 // baseline, =avx2 the AVX2 copy where the CPU has it (the tests compare them).
@@ -163,7 +296,7 @@ inline const Kernels& kernels() {
     if (want == "avx2" && has_avx2) return &avx2::table;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
-      return &avx512::table;
+      return &avx512vnni::table;
     }
     if (has_avx2) return &avx2::table;
 #endif
@@ -199,11 +332,13 @@ struct LinearSpec {
   std::int64_t sh;
 };
 
+// The int16 key/value caches of a batch of rows, in the kernels' layout (see
+// the top of the file); `kstride` int16 per (layer, row) for each.
 class State {
  public:
   State(std::size_t batch, std::size_t n_layer, std::size_t ctx, std::size_t hd)
-      : batch_(batch), n_layer_(n_layer), ctx_(ctx), hd_(hd),
-        k_(n_layer * batch * ctx * hd, 0), v_(n_layer * batch * ctx * hd, 0) {}
+      : batch_(batch), n_layer_(n_layer), ctx_(ctx), hd_(hd), stride_(score_len(ctx) * kHdp),
+        k_(n_layer * batch * stride_, 0), v_(n_layer * batch * stride_, 0) {}
   std::size_t batch() const { return batch_; }
   bool fits(std::size_t n_layer, std::size_t ctx, std::size_t hd) const {
     return n_layer == n_layer_ && ctx == ctx_ && hd == hd_;
@@ -211,11 +346,18 @@ class State {
   std::size_t ctx() const { return ctx_; }
   std::size_t position = 0;
   std::size_t nbytes() const { return (k_.size() + v_.size()) * sizeof(std::int16_t); }
-  std::int16_t* k(std::size_t layer, std::size_t row) { return k_.data() + (layer * batch_ + row) * ctx_ * hd_; }
-  std::int16_t* v(std::size_t layer, std::size_t row) { return v_.data() + (layer * batch_ + row) * ctx_ * hd_; }
+  const std::int16_t* k(std::size_t layer, std::size_t row) const { return k_.data() + (layer * batch_ + row) * stride_; }
+  const std::int16_t* v(std::size_t layer, std::size_t row) const { return v_.data() + (layer * batch_ + row) * stride_; }
+  // The key and value at position t of (layer, row): hd_ channels each, the padding stays 0.
+  void put(std::size_t layer, std::size_t row, std::size_t t, const std::int16_t* key, const std::int16_t* value) {
+    std::int16_t* kb = k_.data() + (layer * batch_ + row) * stride_ + t / kLanes * kLanes * kHdp + 2 * (t % kLanes);
+    for (std::size_t c = 0; c < hd_; ++c) kb[c / 2 * 2 * kLanes + c % 2] = key[c];
+    std::int16_t* vp = v_.data() + (layer * batch_ + row) * stride_ + t / 2 * 2 * kHdp + t % 2;
+    for (std::size_t c = 0; c < hd_; ++c) vp[2 * c] = value[c];
+  }
 
  private:
-  std::size_t batch_, n_layer_, ctx_, hd_;
+  std::size_t batch_, n_layer_, ctx_, hd_, stride_;
   std::vector<std::int16_t> k_, v_;
 };
 
@@ -304,8 +446,10 @@ class Model {
     std::vector<std::int64_t> x(R * d);
     std::vector<std::int16_t> h(R * d), att(R * d), g(R * d_mlp);
     std::vector<std::int32_t> acc(R * std::max({d_mlp, vocab, d, 2 * hd}));
-    std::vector<std::int32_t> s(n), e(n);
-    std::vector<std::int64_t> a(hd);
+    const std::size_t sl = score_len(n), wl = weight_len(n);
+    std::vector<std::int32_t> s(n_head * sl);
+    std::vector<std::int16_t> e(n_head * wl, 0), q(n_head * kHdp, 0), kt(hd), vt(hd);
+    std::vector<std::int64_t> a(n_head * kHdp);
     for (std::size_t r = 0; r < R; ++r) {
       const std::int32_t* te = tok.data() + static_cast<std::size_t>(tokens[r0 + r]) * d;
       const std::int32_t* pe = pos.data() + t * d;
@@ -336,33 +480,37 @@ class Model {
       // keys and values of this position, into the cache
       K.linear(h.data(), R, d, ly.kv.w.data(), ly.kv.out, acc.data());
       for (std::size_t r = 0; r < R; ++r) {
-        std::int16_t* kr = st.k(li, r0 + r) + t * hd;
-        std::int16_t* vr = st.v(li, r0 + r) + t * hd;
         for (std::size_t c = 0; c < hd; ++c) {
-          kr[c] = static_cast<std::int16_t>(requant(ly.kv, r, c));
-          vr[c] = static_cast<std::int16_t>(requant(ly.kv, r, hd + c));
+          kt[c] = static_cast<std::int16_t>(requant(ly.kv, r, c));
+          vt[c] = static_cast<std::int16_t>(requant(ly.kv, r, hd + c));
         }
+        st.put(li, r0 + r, t, kt.data(), vt.data());
       }
-      // queries, then attention per row and head
+      // queries, then attention per row, every head at once (they share the key/value head)
       K.linear(h.data(), R, d, ly.q.w.data(), ly.q.out, acc.data());
-      std::vector<std::int16_t> q(d);
+      const std::int64_t na = static_cast<std::int64_t>(expa.size());
       for (std::size_t r = 0; r < R; ++r) {
-        for (std::size_t c = 0; c < d; ++c) q[c] = static_cast<std::int16_t>(requant(ly.q, r, c));
-        const std::int16_t* kc = st.k(li, r0 + r);
-        const std::int16_t* vc = st.v(li, r0 + r);
         for (std::size_t hh = 0; hh < n_head; ++hh) {
-          K.scores(q.data() + hh * hd, kc, n, hd, s.data());
-          const std::int32_t mx = *std::max_element(s.begin(), s.end());
-          std::int64_t z = 0;
+          for (std::size_t c = 0; c < hd; ++c) q[hh * kHdp + c] = static_cast<std::int16_t>(requant(ly.q, r, hh * hd + c));
+        }
+        K.scores(q.data(), n_head, st.k(li, r0 + r), n, s.data());
+        std::fill(a.begin(), a.end(), 0);
+        std::vector<std::int64_t> z(n_head, 0);
+        for (std::size_t hh = 0; hh < n_head; ++hh) {
+          const std::int32_t* sh = s.data() + hh * sl;
+          std::int16_t* eh = e.data() + hh * wl;
+          const std::int32_t mx = *std::max_element(sh, sh + n);
           for (std::size_t j = 0; j < n; ++j) {
-            const std::int64_t idx = (std::int64_t{mx} - s[j]) >> ly.att_shift;
-            e[j] = idx < static_cast<std::int64_t>(expa.size()) ? expa[static_cast<std::size_t>(idx)] : 0;
-            z += e[j];
+            const std::int64_t idx = (std::int64_t{mx} - sh[j]) >> ly.att_shift;
+            eh[j] = static_cast<std::int16_t>(idx < na ? expa[static_cast<std::size_t>(idx)] : 0);  // <= 2^14
+            z[hh] += eh[j];
           }
-          std::fill(a.begin(), a.end(), 0);
-          K.values(e.data(), vc, n, hd, a.data());
+        }
+        K.values(e.data(), n_head, st.v(li, r0 + r), n, a.data());
+        for (std::size_t hh = 0; hh < n_head; ++hh) {
           for (std::size_t c = 0; c < hd; ++c) {
-            att[r * d + hh * hd + c] = static_cast<std::int16_t>(rdiv(a[c] * (std::int64_t{1} << kAttOutShift), z));
+            att[r * d + hh * hd + c] =
+                static_cast<std::int16_t>(rdiv(a[hh * kHdp + c] * (std::int64_t{1} << kAttOutShift), z[hh]));
           }
         }
       }

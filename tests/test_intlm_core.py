@@ -326,7 +326,8 @@ def test_properties_and_state(small: dict) -> None:
     assert m.kernels in ("generic", "avx2", "avx512-vnni")
     s = m.new_state(5)
     assert (s.position, s.batch_size) == (0, 5)
-    assert s.nbytes == 2 * 2 * 2 * 5 * 64 * 16  # K and V, int16, [layers][B][ctx][head_dim]
+    # K and V, int16, [layers][B][ctx rounded up to 16][head_dim padded to 64]
+    assert s.nbytes == 2 * 2 * 2 * 5 * 64 * 64
 
 
 def test_every_array_is_checked(small: dict) -> None:
@@ -499,3 +500,11 @@ def test_property_matches_reference(seed: int, H: int, hd: int, n_layer: int, d_
     arrays["ln_eps"] = np.int64(int(rng.choice([1, 1000, 1 << 40])))
     tokens = rng.integers(0, n_tok, (ctx, B)).astype(np.int64)
     assert_exact(run_native(arrays, tokens, threads=threads), run_ref(intlm.from_arrays(arrays), tokens))
+
+
+def test_state_bytes_is_the_native_cache() -> None:
+    """What the codec checks against max_memory is what the native state takes."""
+    from pyllmcodec.models import load_model
+
+    m = load_model("default-exact", device="cpu")
+    assert m.state_bytes(3) == m.native.new_state(3).nbytes + 3 * 4 * m.vocab_size

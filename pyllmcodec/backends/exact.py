@@ -127,8 +127,9 @@ class ExactStepModel(ExactNumerics, BundleModel):
             self.native = _core.IntLM(arrays, threads=self.threads)
         except ValueError as e:
             raise ModelError(f"bundle {self.name!r}: {INT_FILE} rejected by the native step: {e}") from None
-        # int16 keys and values of every layer, and the row's probabilities
-        self.row_state_bytes = 4 * net.ctx * net.head_dim * len(net.layers) + 4 * self.vocab_size
+        # int16 keys and values of every layer (the native cache pads head_dim to 64 and the context
+        # to a multiple of 16), and the row's weights
+        self.row_state_bytes = 4 * -(-net.ctx // 16) * 16 * 64 * len(net.layers) + 4 * self.vocab_size
 
     def new_state(self, batch_size: int) -> _ExactState:
         return _ExactState(self, int(batch_size))
