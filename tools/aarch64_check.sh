@@ -44,7 +44,7 @@ ARGS=()
 for a in "$@"; do
   case "$a" in
     --negative) NEGATIVE=1 ;;
-    -h|--help) sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $a" >&2; exit 2 ;;
     *) ARGS+=("$a") ;;
   esac
@@ -198,12 +198,8 @@ print(f"machine={platform.machine()} python={platform.python_version()} numpy={n
 print(f"_core={_core.__file__}")
 try:
     meta = pyllmcodec.info(arc)
-    name = meta["model"]["name"]
-    print(f"archive: model={name} writer device={meta['fingerprint'].get('device')} size={meta['size']}")
-    if name.endswith("exact"):
-        from pyllmcodec.models import load_model
-        m = load_model(name)
-        print(f"IntLM kernels={getattr(getattr(m, 'native', None), 'kernels', '?')} fingerprint={m.fingerprint()}")
+    print(f"archive: {meta.get('frame')} frame, model={meta['model'].get('name') or meta['model'].get('id')}, "
+          f"writer device={meta['fingerprint'].get('device', '-')}, {meta['compressed_size']} -> {meta['size']} bytes")
 except Exception as exc:
     print(f"info: {type(exc).__name__}: {exc}")
 try:
@@ -211,6 +207,12 @@ try:
 except Exception as exc:
     print(f"RAISED {type(exc).__name__}: {str(exc).splitlines()[0]}")
     sys.exit(3)
+finally:
+    from pyllmcodec.models import cached_model_names, load_model
+    for name in cached_model_names():  # the model(s) the decode loaded
+        m = load_model(name)
+        native = getattr(m, "native", None)
+        print(f"model {name}: IntLM kernels={getattr(native, 'kernels', '-')} fingerprint={m.fingerprint()}")
 pathlib.Path(out_path).write_bytes(out)
 print(f"decoded {len(out)} bytes sha256={hashlib.sha256(out).hexdigest()[:16]}")
 heavy = sorted(m for m in ("onnxruntime", "torch", "tokenizers", "tqdm") if m in sys.modules)
@@ -227,9 +229,9 @@ check() {
   sed 's/^/    /' "$RUN/$label.api.log"
   if [[ $rc == 0 ]] && cmp -s "$RUN/$label.api.out" "$exp"; then echo "    API: identical bytes"; else
     echo "    API: NOT identical (or no output)"; rc=1; fi
-  echo "--- [$label] CLI: python -m pyllmcodec decompress -q -c ARCHIVE > out"
+  echo "--- [$label] CLI: python -m pyllmcodec decompress --no-progress -c ARCHIVE > out"
   local crc=0
-  (a64py "$path" -m pyllmcodec decompress -q -c "$arc" >"$RUN/$label.cli.out" 2>"$RUN/$label.cli.err") || crc=$?
+  (a64py "$path" -m pyllmcodec decompress --no-progress -c "$arc" >"$RUN/$label.cli.out" 2>"$RUN/$label.cli.err") || crc=$?
   sed 's/^/    stderr: /' "$RUN/$label.cli.err" | head -3
   if [[ $crc == 0 ]] && cmp -s "$RUN/$label.cli.out" "$exp"; then echo "    CLI: exit 0, identical bytes"; else
     echo "    CLI: exit $crc, $(cmp "$RUN/$label.cli.out" "$exp" 2>&1 | head -1 || true)"; rc=1; fi
