@@ -93,14 +93,25 @@ inline std::int64_t isqrt(std::int64_t d) {  // 0 <= d < 2^62
 
 inline std::int64_t clamp64(std::int64_t v, std::int64_t lo, std::int64_t hi) { return std::min(hi, std::max(lo, v)); }
 
+struct Linear {
+  std::size_t out = 0, in = 0;
+  std::vector<std::int16_t> w;  // [out][in], the bundle's int8 widened
+  // The same weights for the VNNI kernel (when `in` is even): per block of 16
+  // outputs, per input pair p, the 16 outputs' (w[o][2p], w[o][2p+1]), zeros
+  // past `out`.
+  std::vector<std::int16_t> wp;
+  std::vector<std::int64_t> m, b;
+  int sh = 1;
+  std::int64_t lim = 0;  // output clamp [-lim, lim]
+};
+
 // ---------------------------------------------------------------------------
 // Kernels: integer loops the compiler vectorises; one copy per instruction set
 // (as the quantizer's, see quantizer.hpp), all giving identical results.
 // ---------------------------------------------------------------------------
 struct Kernels {
-  // acc[r * out + o] = sum_i x[r * in + i] * w[o * in + i]
-  void (*linear)(const std::int16_t* x, std::size_t rows, std::size_t in, const std::int16_t* w, std::size_t out,
-                 std::int32_t* acc);
+  // acc[r * out + o] = sum_i x[r * in + i] * w[o * in + i]  (in, out, w of l)
+  void (*linear)(const std::int16_t* x, std::size_t rows, const Linear& l, std::int32_t* acc);
   // s[h * score_len(n) + j] = sum_c q[h * kHdp + c] * k_j[c], j < n, for H heads
   // (entries j >= n of the padded rows are left undefined)
   void (*scores)(const std::int16_t* q, std::size_t H, const std::int16_t* kc, std::size_t n, std::int32_t* s);
@@ -118,8 +129,9 @@ struct Kernels {
     return s;                                                                                               \
   }                                                                                                         \
   /* four rows share each weight load; the rows left over go one by one */                                \
-  ATTR inline void linear(const std::int16_t* x, std::size_t rows, std::size_t in, const std::int16_t* w,   \
-                          std::size_t out, std::int32_t* acc) {                                             \
+  ATTR inline void linear(const std::int16_t* x, std::size_t rows, const Linear& l, std::int32_t* acc) {    \
+    const std::size_t in = l.in, out = l.out;                                                               \
+    const std::int16_t* w = l.w.data();                                                                     \
     std::size_t r = 0;                                                                                      \
     for (; r + 4 <= rows; r += 4) {                                                                         \
       const std::int16_t *x0 = x + r * in, *x1 = x0 + in, *x2 = x1 + in, *x3 = x2 + in;                     \
@@ -201,6 +213,9 @@ inline std::int32_t pair_at(const std::int16_t* p) {
   return v;
 }
 
+// One key block (16 positions) x G heads: each key load serves every head.
+// (Several blocks at once, for more independent chains, measured slower:
+// the kernel is bound by reading the cache, not by the multiply-adds.)
 template <int G>
 PYLLMCODEC_VNNI void scores_g(const std::int16_t* q, const std::int16_t* kc, std::size_t n, std::int32_t* s,
                               std::size_t sl) {
@@ -215,6 +230,57 @@ PYLLMCODEC_VNNI void scores_g(const std::int16_t* q, const std::int16_t* kc, std
       }
     }
     for (int g = 0; g < G; ++g) _mm512_storeu_si512(s + g * sl + b * kLanes, acc[g]);
+  }
+}
+
+// Linear: NR rows x NOB blocks of 16 outputs, from the packed weights; no
+// horizontal sums.  Each weight load serves NR rows, each broadcast NOB blocks.
+template <int NR, int NOB>
+PYLLMCODEC_VNNI inline void linear_tile(const std::int16_t* x, std::size_t in, const std::int16_t* wp,
+                                        std::size_t ob0, std::size_t out, std::int32_t* acc) {
+  const std::size_t pairs = in / 2;
+  __m512i a[NR][NOB];
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < NOB; ++c) a[r][c] = _mm512_setzero_si512();
+  for (std::size_t p = 0; p < pairs; ++p) {
+    __m512i wv[NOB];
+    for (int c = 0; c < NOB; ++c) wv[c] = _mm512_loadu_si512(wp + ((ob0 + c) * pairs + p) * 32);
+    for (int r = 0; r < NR; ++r) {
+      const __m512i xb = _mm512_set1_epi32(pair_at(x + r * in + 2 * p));
+      for (int c = 0; c < NOB; ++c) a[r][c] = _mm512_dpwssd_epi32(a[r][c], xb, wv[c]);
+    }
+  }
+  for (int c = 0; c < NOB; ++c) {
+    const std::size_t o = (ob0 + c) * 16;
+    const __mmask16 keep = out - o >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (out - o)) - 1);
+    for (int r = 0; r < NR; ++r) _mm512_mask_storeu_epi32(acc + r * out + o, keep, a[r][c]);
+  }
+}
+
+template <int NR>
+PYLLMCODEC_VNNI void linear_rows(const std::int16_t* x, std::size_t in, const std::int16_t* wp, std::size_t out,
+                                 std::int32_t* acc) {
+  const std::size_t nob = (out + 15) / 16;
+  std::size_t ob = 0;
+  for (; ob + 2 <= nob; ob += 2) linear_tile<NR, 2>(x, in, wp, ob, out, acc);
+  if (ob < nob) linear_tile<NR, 1>(x, in, wp, ob, out, acc);
+}
+
+PYLLMCODEC_VNNI void linear(const std::int16_t* x, std::size_t rows, const Linear& l, std::int32_t* acc) {
+  if (l.wp.empty()) return avx512::linear(x, rows, l, acc);  // odd `in`: the plain loops
+  const std::size_t in = l.in, out = l.out;
+  const std::int16_t* wp = l.wp.data();
+  std::size_t r = 0;
+  for (; r + 8 <= rows; r += 8) linear_rows<8>(x + r * in, in, wp, out, acc + r * out);
+  switch (rows - r) {
+    case 7: linear_rows<7>(x + r * in, in, wp, out, acc + r * out); break;
+    case 6: linear_rows<6>(x + r * in, in, wp, out, acc + r * out); break;
+    case 5: linear_rows<5>(x + r * in, in, wp, out, acc + r * out); break;
+    case 4: linear_rows<4>(x + r * in, in, wp, out, acc + r * out); break;
+    case 3: linear_rows<3>(x + r * in, in, wp, out, acc + r * out); break;
+    case 2: linear_rows<2>(x + r * in, in, wp, out, acc + r * out); break;
+    case 1: linear_rows<1>(x + r * in, in, wp, out, acc + r * out); break;
+    default: break;
   }
 }
 
@@ -277,7 +343,7 @@ PYLLMCODEC_VNNI void values(const std::int16_t* e, std::size_t H, const std::int
   }
 }
 
-inline constexpr Kernels table{&avx512::linear, &scores, &values, "avx512-vnni"};
+inline constexpr Kernels table{&linear, &scores, &values, "avx512-vnni"};
 #undef PYLLMCODEC_VNNI
 }  // namespace avx512vnni
 #endif
@@ -308,13 +374,6 @@ inline const Kernels& kernels() {
 // ---------------------------------------------------------------------------
 // The model.
 // ---------------------------------------------------------------------------
-struct Linear {
-  std::size_t out = 0, in = 0;
-  std::vector<std::int16_t> w;  // [out][in], the bundle's int8 widened
-  std::vector<std::int64_t> m, b;
-  int sh = 1;
-  std::int64_t lim = 0;  // output clamp [-lim, lim]
-};
 
 struct Layer {
   Linear q, kv, o, fc1, fc2;
@@ -396,6 +455,12 @@ class Model {
     l.out = s.out;
     l.in = s.in;
     l.w.assign(s.w, s.w + s.out * s.in);
+    if (s.in % 2 == 0) {  // the VNNI kernel's copy (see Linear)
+      const std::size_t pairs = s.in / 2, nob = (s.out + 15) / 16;
+      l.wp.assign(nob * pairs * 32, 0);
+      for (std::size_t o = 0; o < s.out; ++o)
+        for (std::size_t i = 0; i < s.in; ++i) l.wp[((o / 16) * pairs + i / 2) * 32 + 2 * (o % 16) + i % 2] = s.w[o * s.in + i];
+    }
     l.m.assign(s.m, s.m + s.out);
     l.b.assign(s.b, s.b + s.out);
     l.sh = static_cast<int>(s.sh);
@@ -478,7 +543,7 @@ class Model {
       const Layer& ly = layers[li];
       layer_norm();
       // keys and values of this position, into the cache
-      K.linear(h.data(), R, d, ly.kv.w.data(), ly.kv.out, acc.data());
+      K.linear(h.data(), R, ly.kv, acc.data());
       for (std::size_t r = 0; r < R; ++r) {
         for (std::size_t c = 0; c < hd; ++c) {
           kt[c] = static_cast<std::int16_t>(requant(ly.kv, r, c));
@@ -487,7 +552,7 @@ class Model {
         st.put(li, r0 + r, t, kt.data(), vt.data());
       }
       // queries, then attention per row, every head at once (they share the key/value head)
-      K.linear(h.data(), R, d, ly.q.w.data(), ly.q.out, acc.data());
+      K.linear(h.data(), R, ly.q, acc.data());
       const std::int64_t na = static_cast<std::int64_t>(expa.size());
       for (std::size_t r = 0; r < R; ++r) {
         for (std::size_t hh = 0; hh < n_head; ++hh) {
@@ -514,25 +579,25 @@ class Model {
           }
         }
       }
-      K.linear(att.data(), R, d, ly.o.w.data(), ly.o.out, acc.data());
+      K.linear(att.data(), R, ly.o, acc.data());
       for (std::size_t r = 0; r < R; ++r) {
         for (std::size_t c = 0; c < d; ++c) x[r * d + c] = clamp64(x[r * d + c] + requant(ly.o, r, c), -kRes, kRes);
       }
       // MLP
       layer_norm();
-      K.linear(h.data(), R, d, ly.fc1.w.data(), ly.fc1.out, acc.data());
+      K.linear(h.data(), R, ly.fc1, acc.data());
       for (std::size_t r = 0; r < R; ++r) {
         for (std::size_t c = 0; c < d_mlp; ++c) {
           g[r * d_mlp + c] = ly.gelu[static_cast<std::size_t>(requant(ly.fc1, r, c) + kGelu)];
         }
       }
-      K.linear(g.data(), R, d_mlp, ly.fc2.w.data(), ly.fc2.out, acc.data());
+      K.linear(g.data(), R, ly.fc2, acc.data());
       for (std::size_t r = 0; r < R; ++r) {
         for (std::size_t c = 0; c < d; ++c) x[r * d + c] = clamp64(x[r * d + c] + requant(ly.fc2, r, c), -kRes, kRes);
       }
     }
     layer_norm();
-    K.linear(h.data(), R, d, head.w.data(), head.out, acc.data());
+    K.linear(h.data(), R, head, acc.data());
     std::vector<std::int64_t> lg(vocab);
     const std::int64_t last = static_cast<std::int64_t>(expl.size()) - 1;
     for (std::size_t r = 0; r < R; ++r) {
