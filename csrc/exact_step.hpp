@@ -112,6 +112,12 @@ struct Linear {
 struct Kernels {
   // acc[r * out + o] = sum_i x[r * in + i] * w[o * in + i]  (in, out, w of l)
   void (*linear)(const std::int16_t* x, std::size_t rows, const Linear& l, std::int32_t* acc);
+  // in place: acc[r * out + o] = clamp(floor((acc * m[o] + b[o]) / 2^sh), -lim, lim)  (int64 arithmetic)
+  void (*requant)(std::int32_t* acc, std::size_t rows, const Linear& l);
+  // a head's softmax weights: mx = max_{j<n} s[j]; e[j] = expa[min((mx - s[j]) >> shift, na - 1)] (int16: the
+  // table is <= 2^14 and ends with 0); returns z = sum_j e[j]
+  std::int64_t (*weights)(const std::int32_t* s, std::size_t n, int shift, const std::int32_t* expa, std::size_t na,
+                          std::int16_t* e);
   // s[h * score_len(n) + j] = sum_c q[h * kHdp + c] * k_j[c], j < n, for H heads
   // (entries j >= n of the padded rows are left undefined)
   void (*scores)(const std::int16_t* q, std::size_t H, const std::int16_t* kc, std::size_t n, std::int32_t* s);
@@ -155,6 +161,34 @@ struct Kernels {
       for (std::size_t o = 0; o < out; ++o) acc[r * out + o] = dot(x + r * in, w + o * in, in);             \
     }                                                                                                       \
   }                                                                                                         \
+  ATTR inline void requant(std::int32_t* acc, std::size_t rows, const Linear& l) {                          \
+    const std::size_t out = l.out;                                                                          \
+    const std::int64_t* m = l.m.data();                                                                     \
+    const std::int64_t* b = l.b.data();                                                                     \
+    const int sh = l.sh;                                                                                    \
+    const std::int64_t lim = l.lim;                                                                         \
+    for (std::size_t r = 0; r < rows; ++r) {                                                                \
+      std::int32_t* ar = acc + r * out;                                                                     \
+      for (std::size_t o = 0; o < out; ++o) {                                                               \
+        std::int64_t v = (std::int64_t{ar[o]} * m[o] + b[o]) >> sh;                                         \
+        v = v < -lim ? -lim : v;                                                                            \
+        ar[o] = static_cast<std::int32_t>(v > lim ? lim : v);                                               \
+      }                                                                                                     \
+    }                                                                                                       \
+  }                                                                                                         \
+  ATTR inline std::int64_t weights(const std::int32_t* s, std::size_t n, int shift, const std::int32_t* expa,  \
+                                   std::size_t na, std::int16_t* e) {                                       \
+    std::int32_t mx = s[0];                                                                                 \
+    for (std::size_t j = 1; j < n; ++j) mx = s[j] > mx ? s[j] : mx;                                         \
+    std::int64_t z = 0;                                                                                     \
+    for (std::size_t j = 0; j < n; ++j) {                                                                   \
+      const std::uint64_t idx = static_cast<std::uint64_t>(std::int64_t{mx} - s[j]) >> shift;               \
+      const std::int32_t v = expa[idx < na ? idx : na - 1];                                                 \
+      e[j] = static_cast<std::int16_t>(v);                                                                  \
+      z += v;                                                                                               \
+    }                                                                                                       \
+    return z;                                                                                               \
+  }                                                                                                         \
   ATTR inline void scores(const std::int16_t* q, std::size_t H, const std::int16_t* kc, std::size_t n,     \
                           std::int32_t* s) {                                                                \
     const std::size_t sl = score_len(n);                                                                    \
@@ -189,13 +223,13 @@ struct Kernels {
       }                                                                                                     \
     }                                                                                                       \
   }                                                                                                         \
-  inline constexpr Kernels table{&linear, &scores, &values, NAME};                                          \
+  inline constexpr Kernels table{&linear, &requant, &weights, &scores, &values, NAME};                      \
   }
 
 PYLLMCODEC_EXACT_KERNELS(generic, , "generic")
 #if PYLLMCODEC_DISPATCH
 PYLLMCODEC_EXACT_KERNELS(avx2, __attribute__((target("avx2,fma,bmi,bmi2,popcnt"))), "avx2")
-PYLLMCODEC_EXACT_KERNELS(avx512, __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,bmi2"))),
+PYLLMCODEC_EXACT_KERNELS(avx512, __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,bmi2"))),
                          "avx512-vnni")
 #endif
 #undef PYLLMCODEC_EXACT_KERNELS
@@ -205,7 +239,7 @@ PYLLMCODEC_EXACT_KERNELS(avx512, __attribute__((target("avx512f,avx512bw,avx512v
 // int32 lanes; the bounds above rule out any wrap), every load shared by up
 // to four heads.  Same results as the loops above, in the same cache layout.
 namespace avx512vnni {
-#define PYLLMCODEC_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,bmi2")))
+#define PYLLMCODEC_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,bmi2")))
 
 inline std::int32_t pair_at(const std::int16_t* p) {
   std::int32_t v;
@@ -257,12 +291,51 @@ PYLLMCODEC_VNNI inline void linear_tile(const std::int16_t* x, std::size_t in, c
   }
 }
 
+// The hot tile (8 rows x 32 outputs, 16 accumulators) with named variables:
+// GCC 12 copies accumulator arrays between registers on every multiply-add.
+PYLLMCODEC_VNNI inline void linear_tile82(const std::int16_t* x, std::size_t in, const std::int16_t* wp,
+                                          std::size_t ob0, std::size_t out, std::int32_t* acc) {
+  const std::size_t pairs = in / 2;
+  const std::int16_t* w0p = wp + ob0 * pairs * 32;
+  const std::int16_t* w1p = w0p + pairs * 32;
+#define PYLLMCODEC_Z(n) __m512i a##n##0 = _mm512_setzero_si512(), a##n##1 = _mm512_setzero_si512();
+  PYLLMCODEC_Z(0) PYLLMCODEC_Z(1) PYLLMCODEC_Z(2) PYLLMCODEC_Z(3)
+  PYLLMCODEC_Z(4) PYLLMCODEC_Z(5) PYLLMCODEC_Z(6) PYLLMCODEC_Z(7)
+#undef PYLLMCODEC_Z
+  for (std::size_t p = 0; p < pairs; ++p) {
+    const __m512i w0 = _mm512_loadu_si512(w0p + p * 32), w1 = _mm512_loadu_si512(w1p + p * 32);
+#define PYLLMCODEC_R(n)                                                      \
+  {                                                                          \
+    const __m512i b = _mm512_set1_epi32(pair_at(x + (n) * in + 2 * p));      \
+    a##n##0 = _mm512_dpwssd_epi32(a##n##0, b, w0);                           \
+    a##n##1 = _mm512_dpwssd_epi32(a##n##1, b, w1);                           \
+  }
+    PYLLMCODEC_R(0) PYLLMCODEC_R(1) PYLLMCODEC_R(2) PYLLMCODEC_R(3)
+    PYLLMCODEC_R(4) PYLLMCODEC_R(5) PYLLMCODEC_R(6) PYLLMCODEC_R(7)
+#undef PYLLMCODEC_R
+  }
+  const std::size_t o = ob0 * 16;
+  const __mmask16 k1 = out - o - 16 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (out - o - 16)) - 1);
+#define PYLLMCODEC_S(n)                                                      \
+  _mm512_storeu_si512(acc + (n) * out + o, a##n##0);                         \
+  _mm512_mask_storeu_epi32(acc + (n) * out + o + 16, k1, a##n##1);
+  PYLLMCODEC_S(0) PYLLMCODEC_S(1) PYLLMCODEC_S(2) PYLLMCODEC_S(3)
+  PYLLMCODEC_S(4) PYLLMCODEC_S(5) PYLLMCODEC_S(6) PYLLMCODEC_S(7)
+#undef PYLLMCODEC_S
+}
+
 template <int NR>
 PYLLMCODEC_VNNI void linear_rows(const std::int16_t* x, std::size_t in, const std::int16_t* wp, std::size_t out,
                                  std::int32_t* acc) {
   const std::size_t nob = (out + 15) / 16;
   std::size_t ob = 0;
-  for (; ob + 2 <= nob; ob += 2) linear_tile<NR, 2>(x, in, wp, ob, out, acc);
+  for (; ob + 2 <= nob; ob += 2) {
+    if constexpr (NR == 8) {
+      linear_tile82(x, in, wp, ob, out, acc);
+    } else {
+      linear_tile<NR, 2>(x, in, wp, ob, out, acc);
+    }
+  }
   if (ob < nob) linear_tile<NR, 1>(x, in, wp, ob, out, acc);
 }
 
@@ -284,9 +357,28 @@ PYLLMCODEC_VNNI void linear(const std::int16_t* x, std::size_t rows, const Linea
   }
 }
 
+// Three heads (the shipped model's) with named accumulators (see linear_tile82).
+PYLLMCODEC_VNNI void scores3(const std::int16_t* q, const std::int16_t* kc, std::size_t n, std::int32_t* s,
+                             std::size_t sl) {
+  for (std::size_t b = 0; b * kLanes < n; ++b) {
+    const std::int16_t* kb = kc + b * kLanes * kHdp;
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512(), a2 = _mm512_setzero_si512();
+    for (std::size_t p = 0; p < kHdp / 2; ++p) {
+      const __m512i kv = _mm512_loadu_si512(kb + p * 2 * kLanes);
+      a0 = _mm512_dpwssd_epi32(a0, _mm512_set1_epi32(pair_at(q + 2 * p)), kv);
+      a1 = _mm512_dpwssd_epi32(a1, _mm512_set1_epi32(pair_at(q + kHdp + 2 * p)), kv);
+      a2 = _mm512_dpwssd_epi32(a2, _mm512_set1_epi32(pair_at(q + 2 * kHdp + 2 * p)), kv);
+    }
+    _mm512_storeu_si512(s + b * kLanes, a0);
+    _mm512_storeu_si512(s + sl + b * kLanes, a1);
+    _mm512_storeu_si512(s + 2 * sl + b * kLanes, a2);
+  }
+}
+
 PYLLMCODEC_VNNI void scores(const std::int16_t* q, std::size_t H, const std::int16_t* kc, std::size_t n,
                             std::int32_t* s) {
   const std::size_t sl = score_len(n);
+  if (H == 3) return scores3(q, kc, n, s, sl);
   for (std::size_t h = 0; h < H; h += 4) {
     const std::int16_t* qh = q + h * kHdp;
     std::int32_t* sh = s + h * sl;
@@ -328,9 +420,45 @@ PYLLMCODEC_VNNI void values_g(const std::int16_t* e, std::size_t wl, const std::
   }
 }
 
+// Three heads with named accumulators (see linear_tile82).
+PYLLMCODEC_VNNI void values3(const std::int16_t* e, std::size_t wl, const std::int16_t* vc, std::int64_t* a) {
+  const std::size_t pairs = wl / 2;
+  alignas(64) std::int32_t tmp[16];
+  for (std::size_t i0 = 0; i0 < pairs; i0 += kBlock / 2) {
+    const std::size_t i1 = std::min(pairs, i0 + kBlock / 2);
+#define PYLLMCODEC_Z(g) __m512i a##g##0 = _mm512_setzero_si512(), a##g##1 = _mm512_setzero_si512(), \
+                                a##g##2 = _mm512_setzero_si512(), a##g##3 = _mm512_setzero_si512();
+    PYLLMCODEC_Z(0) PYLLMCODEC_Z(1) PYLLMCODEC_Z(2)
+#undef PYLLMCODEC_Z
+    for (std::size_t i = i0; i < i1; ++i) {
+      const std::int16_t* vp = vc + i * 2 * kHdp;
+      const __m512i v0 = _mm512_loadu_si512(vp), v1 = _mm512_loadu_si512(vp + 32), v2 = _mm512_loadu_si512(vp + 64),
+                    v3 = _mm512_loadu_si512(vp + 96);
+#define PYLLMCODEC_G(g)                                                      \
+  {                                                                          \
+    const __m512i eb = _mm512_set1_epi32(pair_at(e + (g) * wl + 2 * i));     \
+    a##g##0 = _mm512_dpwssd_epi32(a##g##0, eb, v0);                          \
+    a##g##1 = _mm512_dpwssd_epi32(a##g##1, eb, v1);                          \
+    a##g##2 = _mm512_dpwssd_epi32(a##g##2, eb, v2);                          \
+    a##g##3 = _mm512_dpwssd_epi32(a##g##3, eb, v3);                          \
+  }
+      PYLLMCODEC_G(0) PYLLMCODEC_G(1) PYLLMCODEC_G(2)
+#undef PYLLMCODEC_G
+    }
+#define PYLLMCODEC_F(g, c)                                                   \
+  _mm512_store_si512(tmp, a##g##c);                                          \
+  for (int l = 0; l < 16; ++l) a[(g) * kHdp + (c) * 16 + l] += tmp[l];
+    PYLLMCODEC_F(0, 0) PYLLMCODEC_F(0, 1) PYLLMCODEC_F(0, 2) PYLLMCODEC_F(0, 3)
+    PYLLMCODEC_F(1, 0) PYLLMCODEC_F(1, 1) PYLLMCODEC_F(1, 2) PYLLMCODEC_F(1, 3)
+    PYLLMCODEC_F(2, 0) PYLLMCODEC_F(2, 1) PYLLMCODEC_F(2, 2) PYLLMCODEC_F(2, 3)
+#undef PYLLMCODEC_F
+  }
+}
+
 PYLLMCODEC_VNNI void values(const std::int16_t* e, std::size_t H, const std::int16_t* vc, std::size_t n,
                             std::int64_t* a) {
   const std::size_t wl = weight_len(n);
+  if (H == 3) return values3(e, wl, vc, a);
   for (std::size_t h = 0; h < H; h += 4) {
     const std::int16_t* eh = e + h * wl;
     std::int64_t* ah = a + h * kHdp;
@@ -343,7 +471,32 @@ PYLLMCODEC_VNNI void values(const std::int16_t* e, std::size_t H, const std::int
   }
 }
 
-inline constexpr Kernels table{&linear, &scores, &values, "avx512-vnni"};
+// Softmax weights, 16 positions at a time: the max, then mx - s as uint32
+// (s is int32 and mx >= s, so the difference fits 32 unsigned bits), a
+// logical shift, an unsigned min and a gather from the table.
+PYLLMCODEC_VNNI std::int64_t weights(const std::int32_t* s, std::size_t n, int shift, const std::int32_t* expa,
+                                     std::size_t na, std::int16_t* e) {
+  const std::size_t full = n / 16 * 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n - full)) - 1);
+  __m512i vmx = _mm512_set1_epi32(INT32_MIN);
+  for (std::size_t j = 0; j < full; j += 16) vmx = _mm512_max_epi32(vmx, _mm512_loadu_si512(s + j));
+  if (tail) vmx = _mm512_mask_max_epi32(vmx, tail, vmx, _mm512_maskz_loadu_epi32(tail, s + full));
+  const __m512i mx = _mm512_set1_epi32(_mm512_reduce_max_epi32(vmx));
+  const __m512i last = _mm512_set1_epi32(static_cast<std::int32_t>(na - 1));
+  const __m128i sh = _mm_cvtsi32_si128(shift);
+  __m512i z = _mm512_setzero_si512();  // int32 lanes: n * 2^14 < 2^24
+  for (std::size_t j = 0; j < n; j += 16) {
+    const __mmask16 k = j < full ? __mmask16(0xFFFF) : tail;
+    const __m512i d = _mm512_sub_epi32(mx, _mm512_maskz_loadu_epi32(k, s + j));
+    const __m512i idx = _mm512_min_epu32(_mm512_srl_epi32(d, sh), last);
+    const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, idx, expa, 4);
+    _mm256_mask_storeu_epi16(e + j, k, _mm512_cvtepi32_epi16(v));
+    z = _mm512_add_epi32(z, v);
+  }
+  return _mm512_reduce_add_epi32(z);
+}
+
+inline constexpr Kernels table{&linear, &avx512::requant, &weights, &scores, &values, "avx512-vnni"};
 #undef PYLLMCODEC_VNNI
 }  // namespace avx512vnni
 #endif
@@ -361,7 +514,8 @@ inline const Kernels& kernels() {
         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
     if (want == "avx2" && has_avx2) return &avx2::table;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512dq")) {
       return &avx512vnni::table;
     }
     if (has_avx2) return &avx2::table;
@@ -535,15 +689,14 @@ class Model {
       }
     };
     // y[r][o] = clamp(floor((acc * M + B) / 2^SH)) for the layer's outputs
-    auto requant = [&](const Linear& l, std::size_t r, std::size_t o) -> std::int64_t {
-      const std::int64_t v = (std::int64_t{acc[r * l.out + o]} * l.m[o] + l.b[o]) >> l.sh;
-      return clamp64(v, -l.lim, l.lim);
-    };
+    // the layer's outputs, rescaled (K.requant ran on acc right after K.linear)
+    auto requant = [&](const Linear& l, std::size_t r, std::size_t o) -> std::int64_t { return acc[r * l.out + o]; };
     for (std::size_t li = 0; li < layers.size(); ++li) {
       const Layer& ly = layers[li];
       layer_norm();
       // keys and values of this position, into the cache
       K.linear(h.data(), R, ly.kv, acc.data());
+      K.requant(acc.data(), R, ly.kv);
       for (std::size_t r = 0; r < R; ++r) {
         for (std::size_t c = 0; c < hd; ++c) {
           kt[c] = static_cast<std::int16_t>(requant(ly.kv, r, c));
@@ -553,7 +706,7 @@ class Model {
       }
       // queries, then attention per row, every head at once (they share the key/value head)
       K.linear(h.data(), R, ly.q, acc.data());
-      const std::int64_t na = static_cast<std::int64_t>(expa.size());
+      K.requant(acc.data(), R, ly.q);
       for (std::size_t r = 0; r < R; ++r) {
         for (std::size_t hh = 0; hh < n_head; ++hh) {
           for (std::size_t c = 0; c < hd; ++c) q[hh * kHdp + c] = static_cast<std::int16_t>(requant(ly.q, r, hh * hd + c));
@@ -562,14 +715,7 @@ class Model {
         std::fill(a.begin(), a.end(), 0);
         std::vector<std::int64_t> z(n_head, 0);
         for (std::size_t hh = 0; hh < n_head; ++hh) {
-          const std::int32_t* sh = s.data() + hh * sl;
-          std::int16_t* eh = e.data() + hh * wl;
-          const std::int32_t mx = *std::max_element(sh, sh + n);
-          for (std::size_t j = 0; j < n; ++j) {
-            const std::int64_t idx = (std::int64_t{mx} - sh[j]) >> ly.att_shift;
-            eh[j] = static_cast<std::int16_t>(idx < na ? expa[static_cast<std::size_t>(idx)] : 0);  // <= 2^14
-            z[hh] += eh[j];
-          }
+          z[hh] = K.weights(s.data() + hh * sl, n, ly.att_shift, expa.data(), expa.size(), e.data() + hh * wl);
         }
         K.values(e.data(), n_head, st.v(li, r0 + r), n, a.data());
         for (std::size_t hh = 0; hh < n_head; ++hh) {
@@ -580,24 +726,28 @@ class Model {
         }
       }
       K.linear(att.data(), R, ly.o, acc.data());
+      K.requant(acc.data(), R, ly.o);
       for (std::size_t r = 0; r < R; ++r) {
         for (std::size_t c = 0; c < d; ++c) x[r * d + c] = clamp64(x[r * d + c] + requant(ly.o, r, c), -kRes, kRes);
       }
       // MLP
       layer_norm();
       K.linear(h.data(), R, ly.fc1, acc.data());
+      K.requant(acc.data(), R, ly.fc1);
       for (std::size_t r = 0; r < R; ++r) {
         for (std::size_t c = 0; c < d_mlp; ++c) {
           g[r * d_mlp + c] = ly.gelu[static_cast<std::size_t>(requant(ly.fc1, r, c) + kGelu)];
         }
       }
       K.linear(g.data(), R, ly.fc2, acc.data());
+      K.requant(acc.data(), R, ly.fc2);
       for (std::size_t r = 0; r < R; ++r) {
         for (std::size_t c = 0; c < d; ++c) x[r * d + c] = clamp64(x[r * d + c] + requant(ly.fc2, r, c), -kRes, kRes);
       }
     }
     layer_norm();
     K.linear(h.data(), R, head, acc.data());
+    K.requant(acc.data(), R, head);
     std::vector<std::int64_t> lg(vocab);
     const std::int64_t last = static_cast<std::int64_t>(expl.size()) - 1;
     for (std::size_t r = 0; r < R; ++r) {
