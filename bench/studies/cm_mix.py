@@ -159,23 +159,16 @@ def wave_bits(chunks: list[list[tuple[np.ndarray, int]]], lr: float, wave: int) 
 
 
 def mixed_bits(chunks: list[list[tuple[np.ndarray, int]]], lr: float, long: bool) -> float:
-    n = 1 + len(ORDERS)
-    w0 = np.zeros(n)
+    """Chunks independent (weights and counts restart), or ``long``: kept
+    across the file's chunks in order."""
+    w0 = np.zeros(1 + len(ORDERS))
     w0[0] = 1.0
     w, om = w0.copy(), OrderModels()
     bits = 0.0
     for ch in chunks:
         if not long:
             w, om = w0.copy(), OrderModels()
-        for p, s in ch:
-            logs = np.log(np.vstack([np.maximum(p.astype(np.float64), 1e-12), om.predict()]))
-            z = w @ logs
-            z -= z.max()
-            q = np.exp(z)
-            q /= q.sum()
-            bits -= np.log2(q[s])
-            w += lr * (logs[:, s] - logs @ q)
-            om.update(s)
+        bits += _code(ch, w, om, lr)
     return bits
 
 
