@@ -305,3 +305,60 @@ def test_export_from_transformers_matches_the_gguf_path(bundle_path, tmp_path):
     blob = pyllmcodec.compress(text, exported, chunk_size=96, batch_size=2)
     assert pyllmcodec.info(blob)["methods"]["model-eol-cr"] >= 1
     assert pyllmcodec.decompress(blob, model=exported) == text
+
+
+# ---------------------------------------------------------------- the integer tier's weights
+
+
+def _unpack(qp):
+    q = np.empty((qp.shape[0], qp.shape[1] * 2), np.float64)
+    q[:, 0::2], q[:, 1::2] = qp & 15, qp >> 4
+    return q
+
+
+@needs_model
+def test_gguf_integers_reproduce_the_weights():
+    """read_gguf_ints keeps Q4_1's 4-bit values and Q8_0's bytes, and the block
+    scales as integers below 2**14 per row: every weight within 1e-3 of its
+    tensor's largest of the dequantized GGUF, in the same (un-permuted) order."""
+    pytest.importorskip("gguf")
+    path = smollm2.gguf_path()
+    cfg, A = smollm2.read_gguf_ints(path)
+    _, W, _ = smollm2.read_gguf(path)
+    assert len(A) == 4 + 30 * cfg["n_layer"]
+    for k, w in W.items():
+        base = k[: -len(".weight")]
+        if k.endswith("norm.weight"):
+            assert np.array_equal(A[k], w)
+            continue
+        sc = np.exp2(-A[base + ".e"].astype(np.float64))[:, None]
+        assert np.abs(A[base + ".d"]).max() < 2**14
+        if base == "model.embed_tokens":
+            got = np.repeat(A[base + ".d"] * sc, 32, axis=1) * A[base + ".q"]
+        else:
+            assert A[base + ".q"].dtype == np.uint8 and np.abs(A[base + ".m"]).max() < 2**14
+            got = (np.repeat(A[base + ".d"] * sc, 32, axis=1) * _unpack(A[base + ".q"])
+                   + np.repeat(A[base + ".m"] * sc, 32, axis=1))
+        assert got.shape == w.shape
+        assert np.abs(got - w).max() <= 1e-3 * np.abs(w).max(), k
+
+
+def test_gguf_of_other_block_types_is_refused(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from pyllmcodec.errors import ModelError
+
+    path = tmp_path / "bad.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    for key, val in (("block_count", 1), ("embedding_length", 64), ("feed_forward_length", 128),
+                     ("attention.head_count", 2), ("attention.head_count_kv", 1), ("vocab_size", 32),
+                     ("context_length", 128)):
+        w.add_uint32(f"llama.{key}", val)
+    w.add_float32("llama.rope.freq_base", 10000.0)
+    w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_tensor("token_embd.weight", np.zeros((32, 64), np.float32))  # F32, not Q8_0
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ModelError, match=r"token_embd\.weight is F32 \[32, 64\].*Q8_0"):
+        smollm2.read_gguf_ints(path)

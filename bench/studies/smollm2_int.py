@@ -49,42 +49,25 @@ import numpy as np
 DEFAULT_CONFIGS = "float,row8,blk8,row16,blk8+kv8,row16+kv16,blk8+kv8+tab,row16+kv16+tab"
 
 
-def fixed_point_weights(path: Path, bits: int = 14) -> dict[str, np.ndarray]:
-    """The GGUF's Q4_1 matrices with every block's scale ``d`` and minimum
-    ``m`` rounded to integers with one exponent per output row (``|W|, |M| <
-    2^bits``), as the exact tier would hold them; Hugging Face names and
-    layout (as ``models.smollm2.read_gguf``)."""
-    import gguf
+def fixed_point_weights(path: Path) -> dict[str, np.ndarray]:
+    """The layers' matrices as the exact tier holds them
+    (``models.smollm2.read_gguf_ints``: Q4_1's 4-bit values, each block's
+    scale and minimum as integers below 2^14 with one exponent per output
+    row), back in float32 for this simulation."""
+    from pyllmcodec.models.smollm2 import read_gguf_ints
 
-    from pyllmcodec.models.smollm2 import _unpermute
-
-    r = gguf.GGUFReader(str(path))
-    n_head = int(r.fields["llama.attention.head_count"].contents())
-    n_kv = int(r.fields["llama.attention.head_count_kv"].contents())
-    names = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-             "ffn_down": "mlp.down_proj"}
+    _, A = read_gguf_ints(path)
     out = {}
-    for t in r.tensors:
-        parts = t.name.split(".")
-        if len(parts) != 4 or parts[2] not in names or t.tensor_type != gguf.GGMLQuantizationType.Q4_1:
+    for k in A:
+        if not k.endswith(".m"):
             continue
-        rows, cols = int(t.shape[1]), int(t.shape[0])
-        raw = np.asarray(t.data).reshape(rows, cols // 32, 20)
-        d = raw[:, :, 0:2].copy().view(np.float16)[..., 0].astype(np.float64)
-        m = raw[:, :, 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
-        qs = raw[:, :, 4:]
-        q = np.concatenate([qs & 15, qs >> 4], axis=-1).astype(np.float64)  # ggml: low nibbles first
-        top = np.maximum(np.abs(d).max(1), np.abs(m).max(1))
-        e = np.floor(np.log2(((1 << bits) - 1) / np.maximum(top, 1e-30)))[:, None]
-        d = np.round(d * 2.0**e) / 2.0**e
-        m = np.round(m * 2.0**e) / 2.0**e
-        w = (d[..., None] * q + m[..., None]).reshape(rows, cols).astype(np.float32)
-        if parts[2] == "attn_q":
-            w = _unpermute(w, n_head)
-        elif parts[2] == "attn_k":
-            w = _unpermute(w, n_kv)
-        out[f"model.layers.{parts[1]}.{names[parts[2]]}.weight"] = np.ascontiguousarray(w)
+        base = k[:-2]
+        qp = A[base + ".q"]
+        q = np.empty((qp.shape[0], qp.shape[1] * 2), np.float64)
+        q[:, 0::2], q[:, 1::2] = qp & 15, qp >> 4
+        sc = np.exp2(-A[base + ".e"].astype(np.float64))[:, None]
+        w = np.repeat(A[base + ".d"] * sc, 32, axis=1) * q + np.repeat(A[k] * sc, 32, axis=1)
+        out[base + ".weight"] = np.ascontiguousarray(w, dtype=np.float32)
     return out
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "convert",
     "gguf_path",
     "read_gguf",
+    "read_gguf_ints",
 ]
 
 MODEL_NAME = "smollm2-135m"
@@ -132,13 +133,8 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, out // n_head // 2, 2, inp).swapaxes(1, 2).reshape(out, inp)
 
 
-def read_gguf(path: Path, progress: Callable[[int], None] | None = None
-              ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
-    """``(config, weights, vocab)`` from a Llama GGUF: weights float32 with
-    Hugging Face names; vocab has ``tokens``, ``merges``, ``token_type``."""
-    import gguf
-
-    r = gguf.GGUFReader(str(path))
+def _gguf_config(r: Any, path: Path) -> tuple[dict[str, Any], int, int]:
+    """The Llama configuration a GGUF's metadata gives, and its head counts."""
     arch = _field(r, "general.architecture")
     if arch != "llama":
         raise ModelError(f"{path}: architecture {arch!r}, expected 'llama'")
@@ -156,6 +152,17 @@ def read_gguf(path: Path, progress: Callable[[int], None] | None = None
         "ctx": int(_field(r, "llama.context_length")),
         "tie_embeddings": True,
     }
+    return cfg, n_head, n_kv
+
+
+def read_gguf(path: Path, progress: Callable[[int], None] | None = None
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+    """``(config, weights, vocab)`` from a Llama GGUF: weights float32 with
+    Hugging Face names; vocab has ``tokens``, ``merges``, ``token_type``."""
+    import gguf
+
+    r = gguf.GGUFReader(str(path))
+    cfg, n_head, n_kv = _gguf_config(r, path)
     names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
              "output.weight": "lm_head.weight"}
     per_layer = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
@@ -192,6 +199,97 @@ def read_gguf(path: Path, progress: Callable[[int], None] | None = None
     if vocab["model"] != "gpt2":
         raise ModelError(f"{path}: tokenizer model {vocab['model']!r}, expected byte-level BPE ('gpt2')")
     return cfg, W, vocab
+
+
+#: the layers' matrices of a Llama GGUF: GGUF name -> Hugging Face name
+_LAYER_MATRICES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                   "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                   "ffn_down": "mlp.down_proj"}
+#: fixed-point scales of the integer tier: every Q4_1 block's scale and minimum (and every Q8_0
+#: block's scale) is an integer below 2**SCALE_BITS times 2**-e, one exponent e per output row
+SCALE_BITS = 14
+
+
+def _fixed(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of float16 scales (float64 [rows, blocks, k]) -> int16 integers below
+    2**SCALE_BITS and the int16 exponent e of each row (value = integer * 2**-e)."""
+    top = np.abs(x).reshape(len(x), -1).max(1)
+    e = np.floor(np.log2(((1 << SCALE_BITS) - 1) / np.maximum(top, 2.0**-40))).astype(np.int64)
+    e = np.clip(e, -60, 60)
+    ints = np.round(x * np.exp2(e).reshape((-1,) + (1,) * (x.ndim - 1)))
+    return ints.astype(np.int16), e.astype(np.int16)
+
+
+def read_gguf_ints(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(config, arrays)``: a SmolLM2-class GGUF's weights as the integers the
+    exact tier keeps (issue 20; docs/SMOLLM2.md, "Toward an exact integer
+    tier"), with Hugging Face names and row order (the Q/K rows un-permuted):
+
+    * each layer matrix (Q4_1): ``NAME.q`` uint8 ``[out, in / 2]`` (element
+      ``2j`` in the low nibble, ``2j + 1`` in the high one), ``NAME.d`` and
+      ``NAME.m`` int16 ``[out, in / 32]`` and ``NAME.e`` int16 ``[out]``:
+      ``w[o, i] = (d[o, b] * q[o, i] + m[o, b]) * 2**-e[o]``, ``b = i // 32``,
+      the GGUF's float16 ``d`` and ``m`` rounded to integers below
+      2**SCALE_BITS (SmolLM2's weights move by at most 9.2e-4 of their
+      tensor's largest);
+    * the embedding (Q8_0): ``model.embed_tokens.q`` int8 ``[vocab, d]``,
+      ``.d`` int16 ``[vocab, d / 32]``, ``.e`` int16 ``[vocab]``;
+    * the norms' gains as the GGUF's float32 (their fixed point belongs to
+      the step's arithmetic).
+
+    A tensor of another block type or shape is a ModelError naming it."""
+    import gguf
+
+    r = gguf.GGUFReader(str(path))
+    cfg, _, _ = _gguf_config(r, path)
+    d, f, V = cfg["d_model"], cfg["d_mlp"], cfg["vocab"]
+    hd = d // cfg["n_head"]
+    shapes = {"attn_q": (d, d), "attn_k": (cfg["n_kv_head"] * hd, d), "attn_v": (cfg["n_kv_head"] * hd, d),
+              "attn_output": (d, d), "ffn_gate": (f, d), "ffn_up": (f, d), "ffn_down": (d, f)}
+    Q41, Q80, F32 = gguf.GGMLQuantizationType.Q4_1, gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F32
+    out: dict[str, np.ndarray] = {}
+
+    def want(t: Any, kind: Any, shape: tuple[int, ...]) -> None:
+        got = tuple(int(x) for x in t.shape[::-1])
+        if t.tensor_type != kind or got != shape:
+            raise ModelError(f"{path}: tensor {t.name} is {t.tensor_type.name} {list(got)}; the integer tier "
+                             f"needs {kind.name} {list(shape)}")
+
+    for t in r.tensors:
+        parts = t.name.split(".")
+        if t.name == "token_embd.weight":
+            want(t, Q80, (V, d))
+            raw = np.asarray(t.data).reshape(V, d // 32, 34)
+            scale = raw[:, :, 0:2].copy().view(np.float16)[..., 0].astype(np.float64)
+            out["model.embed_tokens.d"], out["model.embed_tokens.e"] = _fixed(scale)
+            out["model.embed_tokens.q"] = np.ascontiguousarray(raw[:, :, 2:]).view(np.int8).reshape(V, d)
+        elif t.name == "output_norm.weight" or (len(parts) == 4 and parts[2] in ("attn_norm", "ffn_norm")):
+            want(t, F32, (d,))
+            norm = "input_layernorm" if parts[-2] == "attn_norm" else "post_attention_layernorm"
+            hf = "model.norm" if t.name == "output_norm.weight" else f"model.layers.{parts[1]}.{norm}"
+            out[hf + ".weight"] = np.asarray(t.data, dtype=np.float32).reshape(d).copy()
+        elif len(parts) == 4 and parts[0] == "blk" and parts[2] in _LAYER_MATRICES:
+            rows, cols = shapes[parts[2]]
+            want(t, Q41, (rows, cols))
+            raw = np.asarray(t.data).reshape(rows, cols // 32, 20)
+            scale = raw[:, :, 0:4].copy().view(np.float16).astype(np.float64)  # [rows, blocks, (d, m)]
+            ints, e = _fixed(scale)
+            qs = raw[:, :, 4:]
+            q = np.concatenate([qs & 15, qs >> 4], axis=-1).reshape(rows, cols)  # ggml: low nibbles first
+            if parts[2] in ("attn_q", "attn_k"):  # llama.cpp's rotary row order -> Hugging Face's
+                perm = _unpermute(np.arange(rows)[:, None], cfg["n_head"] if parts[2] == "attn_q"
+                                  else cfg["n_kv_head"])[:, 0]
+                q, ints, e = q[perm], ints[perm], e[perm]
+            name = f"model.layers.{parts[1]}.{_LAYER_MATRICES[parts[2]]}"
+            out[name + ".q"] = np.ascontiguousarray(q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
+            out[name + ".d"], out[name + ".m"] = np.ascontiguousarray(ints[..., 0]), np.ascontiguousarray(ints[..., 1])
+            out[name + ".e"] = e
+        else:
+            raise ModelError(f"{path}: unexpected tensor {t.name} for the integer tier")
+    need = 3 + 1 + cfg["n_layer"] * (2 + 4 * len(_LAYER_MATRICES))  # embedding (q, d, e), final norm, layers
+    if len(out) != need:
+        raise ModelError(f"{path}: {len(out)} integer arrays, expected {need}: tensors are missing")
+    return cfg, out
 
 
 def convert(path: Path | None = None, out: Path | None = None, *, progress: bool = True) -> Path:
