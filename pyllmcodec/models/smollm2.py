@@ -48,6 +48,7 @@ __all__ = [
     "cache_root",
     "convert",
     "gguf_path",
+    "int_arrays",
     "read_gguf",
     "read_gguf_ints",
 ]
@@ -212,11 +213,17 @@ SCALE_BITS = 14
 
 def _fixed(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows of float16 scales (float64 [rows, blocks, k]) -> int16 integers below
-    2**SCALE_BITS and the int16 exponent e of each row (value = integer * 2**-e)."""
+    2**SCALE_BITS and the int16 exponent e of each row (value = integer * 2**-e).
+
+    Only exact float operations (frexp, ldexp, rint), so every machine
+    converts a GGUF to the same integers (a libm's log2 may differ in the
+    last bit)."""
     top = np.abs(x).reshape(len(x), -1).max(1)
-    e = np.floor(np.log2(((1 << SCALE_BITS) - 1) / np.maximum(top, 2.0**-40))).astype(np.int64)
+    _, ex = np.frexp(np.maximum(top, 2.0**-40))  # top = f * 2**ex, 0.5 <= f < 1
+    e = SCALE_BITS - ex.astype(np.int64)  # top * 2**e in [2**13, 2**14)
+    e = e - (np.rint(np.ldexp(top, e)) >= 1 << SCALE_BITS)  # rounding up to 2**14: one less
     e = np.clip(e, -60, 60)
-    ints = np.round(x * np.exp2(e).reshape((-1,) + (1,) * (x.ndim - 1)))
+    ints = np.rint(np.ldexp(x, e.reshape((-1,) + (1,) * (x.ndim - 1))))
     return ints.astype(np.int16), e.astype(np.int16)
 
 
@@ -290,6 +297,34 @@ def read_gguf_ints(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if len(out) != need:
         raise ModelError(f"{path}: {len(out)} integer arrays, expected {need}: tensors are missing")
     return cfg, out
+
+
+def int_arrays(cfg: dict[str, Any], A: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`read_gguf_ints`'s output -> the flat arrays of the exact tier
+    (:func:`pyllmcodec.nets.intllama.from_arrays`): the norms' gains in units
+    of 2**-16 and the epsilon in units of 2**-32 (exact: a float32 times a
+    power of two, rounded)."""
+    hf = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+          "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+
+    def gain(name: str) -> np.ndarray:
+        return np.rint(np.ldexp(A[name].astype(np.float64), 16)).astype(np.int32)
+
+    out: dict[str, np.ndarray] = {k: np.int64(cfg[k]) for k in ("n_layer", "d_model", "n_head", "n_kv_head",
+                                                                   "d_mlp", "vocab")}
+    out["ctx"] = np.int64(CONTEXT_LENGTH)
+    out["eps"] = np.int64(np.rint(np.ldexp(np.float64(cfg["rms_eps"]), 32)))
+    for k in ("q", "d", "e"):
+        out[f"embed.{k}"] = A[f"model.embed_tokens.{k}"]
+    out["norm"] = gain("model.norm.weight")
+    for i in range(cfg["n_layer"]):
+        p = f"model.layers.{i}."
+        out[f"l{i}.attn_norm"] = gain(p + "input_layernorm.weight")
+        out[f"l{i}.mlp_norm"] = gain(p + "post_attention_layernorm.weight")
+        for short, name in hf.items():
+            for k in ("q", "d", "m", "e"):
+                out[f"l{i}.{short}.{k}"] = A[f"{p}{name}.{k}"]
+    return out
 
 
 def convert(path: Path | None = None, out: Path | None = None, *, progress: bool = True) -> Path:
