@@ -23,6 +23,7 @@
 
 #include "batch.hpp"
 #include "exact_step.hpp"
+#include "intllama.hpp"
 #include "mixer.hpp"
 #include "quantizer.hpp"
 #include "range_coder.hpp"
@@ -338,6 +339,119 @@ std::unique_ptr<PyExact> make_exact(const py::dict& arrays, int threads) {
   m.vocab = m.head.out;
   if (m.vocab < 2 || m.vocab > (1 << 16)) throw py::value_error("array 'head.w' needs 2..65536 rows");
   m.check_all();
+  return x;
+}
+
+// ---- the exact integer Llama (csrc/intllama.hpp) ----
+
+struct PyLlama {
+  plc::llama::Model model;
+  int threads = 1;
+};
+
+struct PyLlamaState {
+  plc::llama::State st;
+  std::mutex mu;
+  PyLlamaState(std::size_t b, std::size_t l, std::size_t kv, std::size_t c) : st(b, l, kv, c) {}
+};
+
+std::vector<std::int32_t> llama_table(const py::dict& tables, const std::string& name, std::size_t max_len) {
+  auto t = exact_array<std::int32_t>(tables, name, {-1});
+  if (t.shape(0) < 1 || static_cast<std::size_t>(t.shape(0)) > max_len) {
+    throw py::value_error("table '" + name + "' has a bad length (1.." + std::to_string(max_len) + ")");
+  }
+  return std::vector<std::int32_t>(t.data(), t.data() + t.shape(0));
+}
+
+std::unique_ptr<PyLlama> make_llama(const py::dict& arrays, const py::dict& tables, int threads) {
+  namespace ll = plc::llama;
+  if (threads < 1 || threads > 256) throw py::value_error("threads must be in [1, 256]");
+  auto x = std::make_unique<PyLlama>();
+  x->threads = threads;
+  ll::Model& m = x->model;
+  auto rc = exact_array<std::int16_t>(tables, "rope_cos", {-1, -1});
+  auto rs = exact_array<std::int16_t>(tables, "rope_sin", {rc.shape(0), rc.shape(1)});
+  const auto L = exact_scalar(arrays, "n_layer", 1, 128);
+  const auto d = exact_scalar(arrays, "d_model", 32, 8192);
+  const auto H = exact_scalar(arrays, "n_head", 1, 64);
+  const auto KV = exact_scalar(arrays, "n_kv_head", 1, H);
+  const auto f = exact_scalar(arrays, "d_mlp", 32, 32768);
+  const auto V = exact_scalar(arrays, "vocab", 2, 1 << 20);
+  const auto ctx = exact_scalar(arrays, "ctx", 1, rc.shape(0));
+  m.eps = exact_scalar(arrays, "eps", 0, std::int64_t{1} << 40);
+  if (d % 32 || f % 32 || d % H || H % KV || d / H != 64 || rc.shape(1) != 32) {
+    throw py::value_error("unsupported shape: d_model " + std::to_string(d) + ", n_head " + std::to_string(H) +
+                          ", n_kv_head " + std::to_string(KV) + ", d_mlp " + std::to_string(f) +
+                          " (blocks of 32, head_dim 64, rotary tables [ctx, 32])");
+  }
+  if (d > 64 * 32 || f > 64 * 32) {
+    throw py::value_error("an input longer than 64 blocks would break the int64 bound of the products");
+  }
+  m.n_layer = static_cast<std::size_t>(L);
+  m.d = static_cast<std::size_t>(d);
+  m.H = static_cast<std::size_t>(H);
+  m.KV = static_cast<std::size_t>(KV);
+  m.f = static_cast<std::size_t>(f);
+  m.V = static_cast<std::size_t>(V);
+  m.ctx = static_cast<std::size_t>(ctx);
+  m.rope_cos.assign(rc.data(), rc.data() + ctx * 32);
+  m.rope_sin.assign(rs.data(), rs.data() + ctx * 32);
+  auto silu = exact_array<std::int32_t>(tables, "silu", {ll::kSiluLen});
+  m.silu.assign(silu.data(), silu.data() + silu.size());
+  for (std::int64_t v : m.silu) {
+    if (v >= (std::int64_t{1} << 27) || v <= -(std::int64_t{1} << 27)) {
+      throw py::value_error("table 'silu' has entries beyond 2**27");
+    }
+  }
+  m.expa = llama_table(tables, "expa", ll::kMaxExpa);
+  m.expl = llama_table(tables, "expl", std::size_t{1} << 20);
+  ll::Model::check_table(m.expa, ll::kExpaOne, "expa");
+  ll::Model::check_table(m.expl, ll::kExplOne, "expl");
+  const py::ssize_t hd = 64, kvd = KV * hd;
+  struct Held {
+    py::array_t<std::uint8_t> q;
+    py::array_t<std::int16_t> d, m, e;
+  };
+  auto q41 = [&](const std::string& name, py::ssize_t out, py::ssize_t in, Held& h) {
+    h.q = exact_array<std::uint8_t>(arrays, name + ".q", {out, in / 2});
+    h.d = exact_array<std::int16_t>(arrays, name + ".d", {out, in / 32});
+    h.m = exact_array<std::int16_t>(arrays, name + ".m", {out, in / 32});
+    h.e = exact_array<std::int16_t>(arrays, name + ".e", {out});
+    ll::MatSpec s{name, h.q.data(), h.d.data(), h.m.data(), h.e.data(), static_cast<std::size_t>(out),
+                  static_cast<std::size_t>(in)};
+    ll::Model::check_mat(s, false);
+    return s;
+  };
+  auto gain = [&](const std::string& name) {
+    auto g = exact_array<std::int32_t>(arrays, name, {d});
+    return ll::Model::gain(g.data(), static_cast<std::size_t>(d), name);
+  };
+  for (std::int64_t i = 0; i < L; ++i) {
+    const std::string p = "l" + std::to_string(i) + ".";
+    Held hq, hk, hv, ho, hg, hu, hdn;
+    ll::Layer ly;
+    const ll::MatSpec sq = q41(p + "q", d, d, hq), sk = q41(p + "k", kvd, d, hk), sv = q41(p + "v", kvd, d, hv);
+    const ll::MatSpec so = q41(p + "o", d, d, ho), sg = q41(p + "gate", f, d, hg), su = q41(p + "up", f, d, hu);
+    const ll::MatSpec sd = q41(p + "down", d, f, hdn);
+    ly.qkv = ll::Model::pack({sq, sk, sv}, false);
+    ly.o = ll::Model::pack({so}, false);
+    ly.gu = ll::Model::pack({sg, su}, false);
+    ly.down = ll::Model::pack({sd}, false);
+    ly.g1 = gain(p + "attn_norm");
+    ly.g2 = gain(p + "mlp_norm");
+    m.layers.push_back(std::move(ly));
+  }
+  m.norm = gain("norm");
+  auto eq = exact_array<std::int8_t>(arrays, "embed.q", {V, d});
+  auto ed = exact_array<std::int16_t>(arrays, "embed.d", {V, d / 32});
+  auto ee = exact_array<std::int16_t>(arrays, "embed.e", {V});
+  ll::MatSpec se{"embed.d'/'embed.e", reinterpret_cast<const std::uint8_t*>(eq.data()), ed.data(), nullptr, ee.data(),
+                 static_cast<std::size_t>(V), static_cast<std::size_t>(d)};
+  ll::Model::check_mat(se, true);
+  m.head = ll::Model::pack({se}, true);
+  m.eq.assign(eq.data(), eq.data() + eq.size());
+  m.ed.assign(ed.data(), ed.data() + ed.size());
+  m.ee.assign(ee.data(), ee.data() + ee.size());
   return x;
 }
 
@@ -812,4 +926,66 @@ result does not depend on it, nor on the CPU.)doc")
           "state"_a, "tokens"_a, "out"_a,
           R"doc(One step for every row: writes out[b, v] (uint32 or float32 [B, V]) with row b's
 unnormalised integer probabilities (exact in float32 too) and advances state.position.  The GIL is released.)doc");
+
+  py::class_<PyLlamaState>(m, "IntLlamaState", R"doc(The int8 key/value cache of an IntLlama step for a batch of rows.
+
+Memory: n_layer * batch_size * n_kv_head * ctx * 136 bytes at most (int8 keys
+and values of head_dim 64, int32 scales; SmolLM2-135M at ctx 2048: 24 MiB a
+row), allocated zeroed so that only the positions stepped through are
+touched, plus the step's working buffers (about batch_size * (vocab + 8 *
+d_mlp) * 8 bytes).)doc")
+      .def_property(
+          "position", [](const PyLlamaState& s) { return s.st.position; },
+          [](PyLlamaState& s, std::size_t p) {
+            Busy busy(s.mu);
+            if (p > s.st.ctx()) throw py::value_error("position must be in [0, " + std::to_string(s.st.ctx()) + "]");
+            s.st.position = p;
+          },
+          "Steps taken (settable: the benchmark moves a state to a position; the cache keeps its contents).")
+      .def_property_readonly("batch_size", [](const PyLlamaState& s) { return s.st.batch(); })
+      .def_property_readonly("nbytes", [](const PyLlamaState& s) { return s.st.nbytes(); });
+
+  py::class_<PyLlama>(m, "IntLlama", R"doc(The exact integer Llama's step (pyllmcodec/nets/intllama.py is its specification).
+
+IntLlama(arrays, tables, threads=1): arrays as pyllmcodec.models.smollm2.int_arrays
+(or intllama.random_arrays) gives them, tables as intllama.load_tables(); the
+weights are copied and repacked; every dtype, shape and bound the arithmetic
+relies on is checked (ValueError naming the array).  step() runs on `threads`
+threads; the result does not depend on it, nor on the CPU.)doc")
+      .def(py::init(&make_llama), "arrays"_a, "tables"_a, "threads"_a = 1)
+      .def_property_readonly("threads", [](const PyLlama& x) { return x.threads; })
+      .def_property_readonly("ctx", [](const PyLlama& x) { return x.model.ctx; })
+      .def_property_readonly("vocab", [](const PyLlama& x) { return x.model.V; })
+      .def_property_readonly("n_layer", [](const PyLlama& x) { return x.model.n_layer; })
+      .def_property_readonly("kernels", [](const PyLlama&) { return std::string(plc::llama::kernels().name); })
+      .def(
+          "new_state",
+          [](const PyLlama& x, std::size_t batch) {
+            if (batch < 1 || batch > (1u << 16)) throw py::value_error("batch_size must be in [1, 65536]");
+            return std::make_unique<PyLlamaState>(batch, x.model.n_layer, x.model.KV, x.model.ctx);
+          },
+          "batch_size"_a, "A fresh state (position 0) for batch_size rows (see IntLlamaState for its memory).")
+      .def(
+          "step",
+          [](const PyLlama& x, PyLlamaState& s, const py::object& tokens, const py::object& out) {
+            Busy busy(s.mu);
+            auto tk = index_arg(tokens, "tokens");
+            const std::size_t B = s.st.batch();
+            if (static_cast<std::size_t>(tk.size()) != B) {
+              throw py::value_error("tokens has " + std::to_string(tk.size()) + " entries for a state of " +
+                                    std::to_string(B) + " rows");
+            }
+            Matrix o = matrix_arg<std::uint32_t>(out, "out", "uint32");
+            if (o.rows != B || o.cols != x.model.V) {
+              throw py::value_error("out must have shape (" + std::to_string(B) + ", " + std::to_string(x.model.V) + ")");
+            }
+            if (!o.arr.writeable()) throw py::value_error("out must be writeable");
+            const std::int64_t* tp = tk.data();
+            auto* op = static_cast<std::uint32_t*>(o.arr.mutable_data());
+            py::gil_scoped_release nogil;
+            x.model.step(s.st, tp, op, x.threads);
+          },
+          "state"_a, "tokens"_a, "out"_a,
+          R"doc(One step for every row: writes out[b, v] (uint32 [B, vocab]) with row b's weights
+(intllama.ref_step's rows, bit for bit) and advances state.position.  The GIL is released.)doc");
 }

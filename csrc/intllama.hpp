@@ -1,0 +1,867 @@
+// intllama.hpp -- one step of the exact integer Llama (issue 20: SmolLM2-135M
+// at CPU speed): the native implementation of pyllmcodec/nets/intllama.py,
+// whose module docstring is the specification and whose numpy reference
+// (ref_step) this file matches bit for bit (tests/test_intllama_native.py).
+//
+// The rule: integers and tables only, no float anywhere.
+//   * integer sums may run in any order (vectorised, blocked, split over
+//     threads): the bounds below prove that no partial sum overflows, so the
+//     generic, AVX2 and AVX-512 VNNI copies of the kernels give identical
+//     integers, and so does any thread count;
+//   * every shift, division and rounding is the reference's, with numpy's
+//     int64 semantics where they matter (np_shl / np_shr / np_add below: a
+//     shift by 64 or more gives 0 (left) or the sign (right), additions wrap);
+//   * floor divisions by a per-block value go through an exact 128-bit
+//     reciprocal with one correction step (rdiv127), never a float.
+// Bounds (checked when a model is built, see Model::build):
+//   Q4_1 layers: q in 0..15, |d|, |m| < 2^14, xq in [-127, 127], 32 per
+//     block: S = sum q xq < 2^16, A < 2^15: A S < 2^31 (int32), U = A T <
+//     2^27; P = sum_b (A S) d + U m < 64 * 2^46 (int64);
+//   the head (Q8_0): |S| <= 32 * 127 * 128 < 2^20 (int32, computed as the
+//     unsigned (xq + 128) x signed q product minus 128 sum q), A d < 2^29;
+//   attention: |q16| <= 32767, |k8| <= 127, head_dim 64: scores < 2^28
+//     (int32), times kmax < 2^29 in int64; value weights w < 2^15, |v8| <=
+//     127: int32 sums over blocks of 256 positions (< 2^31), int64 across.
+//
+// The key/value cache (State) is int8, laid out for the kernels (internal):
+// per (layer, row, KV head), keys in blocks of 16 positions, per channel pair
+// p the 16 positions' (k[2p], k[2p+1]) (1 KiB a block); values per pair of
+// positions (2i, 2i+1), per channel c, (v_2i[c], v_2i+1[c]) (128 bytes a
+// pair); the per-position scales kmax, vmax as int32.  The buffers come from
+// calloc, so the pages a state really touches grow with its position.
+//
+// Threads: every thread runs the whole step; matrix products split their
+// output blocks between threads (the weights are read once per step), the
+// per-row work (normalisation, rotary, attention, quantization) splits the
+// rows; a spin barrier separates the phases.
+//
+// Plain C++17; knows nothing of Python.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "quantizer.hpp"  // InvalidInput, PYLLMCODEC_DISPATCH
+
+#if PYLLMCODEC_DISPATCH
+#include <immintrin.h>
+#endif
+
+namespace pyllmcodec {
+namespace llama {
+
+static_assert((-1 >> 1) == -1, "arithmetic right shift of negative values is required");
+
+constexpr std::size_t kBlock = 32;
+constexpr std::int64_t kUnit = 16;
+constexpr std::int64_t kLogitUnit = 6;
+constexpr int kABits = 15;
+constexpr int kSSBits = 26;
+constexpr std::int64_t kResClamp = std::int64_t{1} << 40;
+constexpr std::int64_t kQKVClamp = std::int64_t{1} << 27;
+constexpr std::int64_t kLogitClamp = std::int64_t{1} << 31;
+constexpr int kRopeBits = 14;
+constexpr int kSiluStep = 8;
+constexpr std::int64_t kSiluHalf = std::int64_t{16} << kUnit;
+constexpr std::int64_t kSiluLen = 2 * kSiluHalf / (1 << kSiluStep) + 1;  // 8193
+constexpr std::int64_t kExpaOne = 1 << 14;
+constexpr std::int64_t kExplOne = 1 << 24;
+constexpr std::int64_t kMaxExp = 64;
+constexpr std::size_t kHd = 64;         // head_dim (the shipped rotary table's)
+constexpr std::size_t kKeyBlock = 16;   // positions per key block
+constexpr std::size_t kKeyBytes = kKeyBlock * kHd;  // 1 KiB
+constexpr std::size_t kValBlock = 256;  // positions per int32 block of the value sums
+constexpr std::size_t kMaxExpa = 4096;  // rdiv by 127 through a multiply is exact below 127 * 4096 < 2^19
+
+// ---------------------------------------------------------------------------
+// numpy's int64 arithmetic (the reference's), and the exact helpers.
+// ---------------------------------------------------------------------------
+inline std::int64_t np_shl(std::int64_t a, std::int64_t b) {  // b >= 0
+  return b < 64 ? static_cast<std::int64_t>(static_cast<std::uint64_t>(a) << b) : 0;
+}
+inline std::int64_t np_shr(std::int64_t a, std::int64_t b) {  // b >= 0
+  return b < 64 ? (a >> b) : (a < 0 ? -1 : 0);
+}
+inline std::int64_t np_add(std::int64_t a, std::int64_t b) {
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(a) + static_cast<std::uint64_t>(b));
+}
+// intllama.rsr, elementwise, as numpy evaluates it
+inline std::int64_t rsr(std::int64_t p, std::int64_t s) {
+  if (s > 0) return np_shr(np_add(p, np_shl(1, s - 1)), s);
+  return np_shl(p, -s);
+}
+inline std::int64_t clamp64(std::int64_t v, std::int64_t lim) { return v < -lim ? -lim : (v > lim ? lim : v); }
+inline int bitlen(std::uint64_t v) { return v == 0 ? 0 : 64 - __builtin_clzll(v); }
+inline std::uint64_t uabs(std::int64_t v) { return v < 0 ? 0 - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v); }
+inline std::int64_t floor_div(std::int64_t a, std::int64_t b) {  // b > 0
+  std::int64_t q = a / b;
+  if ((a % b) != 0 && a < 0) --q;
+  return q;
+}
+// floor square root, integers only (Newton from above)
+inline std::uint64_t isqrt(std::uint64_t n) {
+  if (n < 2) return n;
+  std::uint64_t x = std::uint64_t{1} << ((bitlen(n) + 1) / 2);  // >= sqrt(n)
+  for (;;) {
+    const std::uint64_t y = (x + n / x) >> 1;
+    if (y >= x) return x;
+    x = y;
+  }
+}
+
+// rdiv(127 y, Y) = floor((254 y + Y) / 2Y) for |y| <= Y < 2^55, Y > 0, by a
+// reciprocal: num = 254 y + 257 Y lies in [3Y, 511Y] (< 2^64), the quotient
+// by 2Y is the result + 128.  recip = floor((2^64 - 1) / 2Y): the estimate
+// mulhi(num, recip) is the quotient or one less; one correction.
+struct Rdiv127 {
+  std::uint64_t D2, recip, base;
+  explicit Rdiv127(std::uint64_t Y) : D2(2 * Y), recip(~std::uint64_t{0} / (2 * Y)), base(257 * Y) {}
+  int operator()(std::int64_t y) const {
+    const std::uint64_t num = static_cast<std::uint64_t>(y) * 254u + base;  // mod 2^64: the true value fits
+    std::uint64_t q = static_cast<std::uint64_t>((static_cast<unsigned __int128>(num) * recip) >> 64);
+    if (num - q * D2 >= D2) ++q;
+    return static_cast<int>(q) - 128;
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Block quantization (the module docstring): per row, int64 y[n] with per
+// block x = 127 D_b and sh_b -> xq (int8), A (int32), U = A T (int64), eA.
+// ---------------------------------------------------------------------------
+// y 2^k < x 2^15 (y > 0, x > 0), in 128 bits
+inline bool below(std::uint64_t y, int k, std::uint64_t x) {
+  using u128 = unsigned __int128;
+  if (k >= 0) {
+    if (k >= 70) return false;  // y >= 1: y 2^k >= 2^70 > x 2^15 (x < 2^55)
+    return (static_cast<u128>(y) << k) < (static_cast<u128>(x) << kABits);
+  }
+  const int j = kABits - k;  // > 15
+  if (j >= 100) return true;
+  return static_cast<u128>(y) < (static_cast<u128>(x) << j);
+}
+// the largest k with floor(y 2^k / x) < 2^15 (y > 0)
+inline int top_exponent(std::uint64_t y, std::uint64_t x) {
+  const int k1 = kABits + bitlen(x) - bitlen(y);
+  return below(y, k1, x) ? k1 : k1 - 1;
+}
+// floor(y 2^k / x), known to be < 2^15
+inline std::int32_t floor_pow(std::uint64_t y, std::int64_t k, std::uint64_t x) {
+  if (k >= 0) return static_cast<std::int32_t>((y << k) / x);  // y 2^k < x 2^15 < 2^61
+  if (k <= -64) return 0;
+  return static_cast<std::int32_t>((y >> -k) / x);
+}
+
+struct Act {  // one quantized input per row
+  std::size_t n = 0, nb = 0;
+  std::vector<std::int8_t> xq;   // [B][n]
+  std::vector<std::uint8_t> xu;  // [B][n]: xq + 128 (the head's unsigned operand)
+  std::vector<std::int32_t> A;   // [B][nb]
+  std::vector<std::int64_t> U;   // [B][nb]: A T
+  std::vector<std::int64_t> eA;  // [B]
+  void resize(std::size_t B, std::size_t n_, bool unsigned_copy) {
+    n = n_;
+    nb = n_ / kBlock;
+    xq.resize(B * n);
+    if (unsigned_copy) xu.resize(B * n);
+    A.resize(B * nb);
+    U.resize(B * nb);
+    eA.resize(B);
+  }
+};
+
+// y[n] with per-block x_b = 127 D_b (> 0) and sh_b, into row r of `a`
+inline void quant_blocks(const std::int64_t* y, const std::uint64_t* x, const std::int64_t* sh, Act& a, std::size_t r,
+                         bool unsigned_copy) {
+  const std::size_t n = a.n, nb = a.nb;
+  std::int8_t* xq = a.xq.data() + r * n;
+  std::int32_t* A = a.A.data() + r * nb;
+  std::int64_t* U = a.U.data() + r * nb;
+  std::uint64_t ymax[64];
+  std::int64_t eA = 0;
+  bool any = false;
+  for (std::size_t b = 0; b < nb; ++b) {
+    std::uint64_t m = 0;
+    for (std::size_t i = b * kBlock; i < (b + 1) * kBlock; ++i) m = std::max(m, uabs(y[i]));
+    ymax[b] = m;
+    if (m) {
+      const std::int64_t e = top_exponent(m, x[b]) - sh[b];
+      eA = any ? std::min(eA, e) : e;
+      any = true;
+    }
+  }
+  if (any) eA = std::min(eA, kMaxExp);
+  a.eA[r] = eA;
+  for (std::size_t b = 0; b < nb; ++b) {
+    std::int8_t* q = xq + b * kBlock;
+    if (ymax[b] == 0) {
+      std::memset(q, 0, kBlock);
+      A[b] = 0;
+      U[b] = 0;
+    } else {
+      const Rdiv127 div(ymax[b]);
+      std::int64_t T = 0;
+      for (std::size_t i = 0; i < kBlock; ++i) {
+        const int v = div(y[b * kBlock + i]);
+        q[i] = static_cast<std::int8_t>(v);
+        T += v;
+      }
+      A[b] = floor_pow(ymax[b], eA + sh[b], x[b]);
+      U[b] = A[b] * T;
+    }
+    if (unsigned_copy) {
+      std::uint8_t* u = a.xu.data() + r * n + b * kBlock;
+      for (std::size_t i = 0; i < kBlock; ++i) u[i] = static_cast<std::uint8_t>(q[i] + 128);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A matrix, repacked: output blocks of 16, per input quad the 16 outputs'
+// 4 bytes (the vpdpbusd layout).  Lane L of a 16-output block holds output
+// kLane[L] (even lanes outputs 0..7, odd lanes 8..15: vpmuldq reads even
+// int32 lanes, a 64-bit shift the odd ones, so neither half needs a shuffle).
+// d, m: int64 per (block, input block), in output order.
+// ---------------------------------------------------------------------------
+constexpr int kLane[16] = {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15};
+
+struct QMat {
+  std::size_t out = 0, in = 0, nb = 0, nob = 0;
+  bool signed_q = false;           // Q8_0 (the head): signed q, no m
+  std::vector<std::uint8_t> q;     // [nob][in / 4][16 lanes][4]
+  std::vector<std::int64_t> d, m;  // [nob][nb][16 outputs]
+  std::vector<std::int32_t> qs;    // Q8_0: [nob][nb][16 lanes] 128 * sum of the block's q
+  std::vector<std::int64_t> e;     // [nob * 16] (0 past out)
+  std::size_t ld() const { return nob * 16; }
+};
+
+// ---------------------------------------------------------------------------
+// Kernels: one copy per instruction set, all giving identical integers.
+// ---------------------------------------------------------------------------
+struct Kernels {
+  // P[r * W.ld() + o] for rows [r0, r1) and output blocks [ob0, ob1) (Q4_1: x.xq; Q8_0: x.xu)
+  void (*products)(const QMat& W, const Act& x, std::size_t r0, std::size_t r1, std::size_t ob0, std::size_t ob1,
+                   std::int64_t* P);
+  // s[h * sl + j] = sum_c q[h * 64 + c] k8_j[c] for G heads, j < n rounded up to 16
+  void (*scores)(const std::int16_t* q, std::size_t G, const std::int8_t* kc, std::size_t n, std::int32_t* s,
+                 std::size_t sl);
+  // the softmax weights of one head: S'_j = s_j kmax_j, i_j = floor((max S' - S'_j) / (127 2^k)),
+  // e_j = expa[min(i_j, na - 1)] (the table ends with 0); returns Z = sum e_j; e[n] out
+  std::int64_t (*expw)(const std::int32_t* s, const std::int32_t* kmax, std::size_t n, int k, const std::int32_t* expa,
+                       std::size_t na, std::int64_t* sp, std::int32_t* e);
+  // max_j e_j vmax_j
+  std::int64_t (*gmax)(const std::int32_t* e, const std::int32_t* vmax, std::size_t n);
+  // w[j] = (e_j vmax_j) >> vs (int16), zero for n <= j < wl
+  void (*wts)(const std::int32_t* e, const std::int32_t* vmax, std::size_t n, int vs, std::int16_t* w, std::size_t wl);
+  // a[h * 64 + c] = sum_{j < n} w[h * wl + j] v8_j[c] for G heads (w zero past n)
+  void (*values)(const std::int16_t* w, std::size_t G, std::size_t wl, const std::int8_t* vc, std::size_t n,
+                 std::int64_t* a);
+  const char* name;
+};
+
+#define PYLLMCODEC_LLAMA_KERNELS(NS, ATTR, NAME)                                                                   \
+  namespace NS {                                                                                                 \
+  ATTR inline void products(const QMat& W, const Act& x, std::size_t r0, std::size_t r1, std::size_t ob0,        \
+                            std::size_t ob1, std::int64_t* P) {                                                  \
+    const std::size_t in = W.in, nb = W.nb, quads = in / 4, ld = W.ld();                                         \
+    for (std::size_t ob = ob0; ob < ob1; ++ob) {                                                                 \
+      const std::uint8_t* qb = W.q.data() + ob * quads * 64;                                                     \
+      for (std::size_t r = r0; r < r1; ++r) {                                                                    \
+        std::int64_t acc[16] = {};                                                                               \
+        for (std::size_t b = 0; b < nb; ++b) {                                                                   \
+          std::int32_t S[16] = {};                                                                               \
+          const std::uint8_t* qq = qb + b * 8 * 64;                                                              \
+          if (W.signed_q) {                                                                                      \
+            const std::int8_t* xr = x.xq.data() + r * in + b * kBlock;                                           \
+            for (std::size_t i = 0; i < kBlock; ++i)                                                             \
+              for (std::size_t l = 0; l < 16; ++l)                                                               \
+                S[l] += static_cast<std::int8_t>(qq[(i / 4 * 16 + l) * 4 + i % 4]) * std::int32_t{xr[i]};        \
+          } else {                                                                                               \
+            const std::int8_t* xr = x.xq.data() + r * in + b * kBlock;                                           \
+            for (std::size_t i = 0; i < kBlock; ++i)                                                             \
+              for (std::size_t l = 0; l < 16; ++l) S[l] += qq[(i / 4 * 16 + l) * 4 + i % 4] * std::int32_t{xr[i]}; \
+          }                                                                                                      \
+          const std::int64_t A = x.A[r * nb + b];                                                                \
+          const std::int64_t* d = W.d.data() + (ob * nb + b) * 16;                                               \
+          if (W.signed_q) {                                                                                      \
+            for (std::size_t l = 0; l < 16; ++l) acc[kLane[l]] += A * d[kLane[l]] * S[l];                        \
+          } else {                                                                                               \
+            const std::int64_t U = x.U[r * nb + b];                                                              \
+            const std::int64_t* m = W.m.data() + (ob * nb + b) * 16;                                             \
+            for (std::size_t l = 0; l < 16; ++l) {                                                               \
+              const int o = kLane[l];                                                                            \
+              acc[o] += std::int64_t{static_cast<std::int32_t>(A * S[l])} * d[o] + U * m[o];                     \
+            }                                                                                                    \
+          }                                                                                                      \
+        }                                                                                                        \
+        for (std::size_t o = 0; o < 16; ++o) P[r * ld + ob * 16 + o] = acc[o];                                   \
+      }                                                                                                          \
+    }                                                                                                            \
+  }                                                                                                              \
+  ATTR inline void scores(const std::int16_t* q, std::size_t G, const std::int8_t* kc, std::size_t n,            \
+                          std::int32_t* s, std::size_t sl) {                                                     \
+    for (std::size_t b = 0; b * kKeyBlock < n; ++b) {                                                            \
+      const std::int8_t* kb = kc + b * kKeyBytes;                                                                \
+      for (std::size_t h = 0; h < G; ++h) {                                                                      \
+        std::int32_t acc[kKeyBlock] = {};                                                                        \
+        const std::int16_t* qh = q + h * kHd;                                                                    \
+        for (std::size_t p = 0; p < kHd / 2; ++p) {                                                              \
+          const std::int32_t q0 = qh[2 * p], q1 = qh[2 * p + 1];                                                 \
+          const std::int8_t* kp = kb + p * 2 * kKeyBlock;                                                        \
+          for (std::size_t l = 0; l < kKeyBlock; ++l) acc[l] += q0 * kp[2 * l] + q1 * kp[2 * l + 1];             \
+        }                                                                                                        \
+        for (std::size_t l = 0; l < kKeyBlock; ++l) s[h * sl + b * kKeyBlock + l] = acc[l];                      \
+      }                                                                                                          \
+    }                                                                                                            \
+  }                                                                                                              \
+  ATTR inline std::int64_t expw(const std::int32_t* s, const std::int32_t* kmax, std::size_t n, int k,           \
+                                const std::int32_t* expa, std::size_t na, std::int64_t* sp, std::int32_t* e) {   \
+    std::int64_t mx = INT64_MIN;                                                                                 \
+    for (std::size_t j = 0; j < n; ++j) {                                                                        \
+      sp[j] = std::int64_t{s[j]} * kmax[j];                                                                      \
+      mx = sp[j] > mx ? sp[j] : mx;                                                                              \
+    }                                                                                                            \
+    const std::uint64_t cap = 127 * static_cast<std::uint64_t>(na);                                              \
+    std::int64_t z = 0;                                                                                          \
+    for (std::size_t j = 0; j < n; ++j) {                                                                        \
+      std::uint64_t y = static_cast<std::uint64_t>(mx - sp[j]) >> k;                                             \
+      y = y < cap ? y : cap;                                                                                     \
+      std::uint64_t i = (y * 528417u) >> 26; /* floor(y / 127) for y < 2^19 */                                   \
+      i = i < na - 1 ? i : na - 1;                                                                               \
+      e[j] = expa[i];                                                                                            \
+      z += e[j];                                                                                                 \
+    }                                                                                                            \
+    return z;                                                                                                    \
+  }                                                                                                              \
+  ATTR inline std::int64_t gmax(const std::int32_t* e, const std::int32_t* vmax, std::size_t n) {                \
+    std::int64_t g = 0;                                                                                          \
+    for (std::size_t j = 0; j < n; ++j) {                                                                        \
+      const std::int64_t v = std::int64_t{e[j]} * vmax[j];                                                       \
+      g = v > g ? v : g;                                                                                         \
+    }                                                                                                            \
+    return g;                                                                                                    \
+  }                                                                                                              \
+  ATTR inline void wts(const std::int32_t* e, const std::int32_t* vmax, std::size_t n, int vs, std::int16_t* w,  \
+                       std::size_t wl) {                                                                         \
+    for (std::size_t j = 0; j < n; ++j) w[j] = static_cast<std::int16_t>((std::int64_t{e[j]} * vmax[j]) >> vs);  \
+    for (std::size_t j = n; j < wl; ++j) w[j] = 0;                                                               \
+  }                                                                                                              \
+  ATTR inline void values(const std::int16_t* w, std::size_t G, std::size_t wl, const std::int8_t* vc,           \
+                          std::size_t n, std::int64_t* a) {                                                      \
+    const std::size_t pairs = (n + 1) / 2;                                                                       \
+    (void)wl;                                                                                                    \
+    for (std::size_t h = 0; h < G; ++h) {                                                                        \
+      const std::int16_t* wh = w + h * wl;                                                                       \
+      std::int64_t* ah = a + h * kHd;                                                                            \
+      for (std::size_t c = 0; c < kHd; ++c) ah[c] = 0;                                                           \
+      for (std::size_t i0 = 0; i0 < pairs; i0 += kValBlock / 2) {                                                \
+        const std::size_t i1 = std::min(pairs, i0 + kValBlock / 2);                                              \
+        std::int32_t blk[kHd] = {};                                                                              \
+        for (std::size_t i = i0; i < i1; ++i) {                                                                  \
+          const std::int32_t w0 = wh[2 * i], w1 = wh[2 * i + 1];                                                 \
+          const std::int8_t* vp = vc + i * 2 * kHd;                                                              \
+          for (std::size_t c = 0; c < kHd; ++c) blk[c] += w0 * vp[2 * c] + w1 * vp[2 * c + 1];                   \
+        }                                                                                                        \
+        for (std::size_t c = 0; c < kHd; ++c) ah[c] += blk[c];                                                   \
+      }                                                                                                          \
+    }                                                                                                            \
+  }                                                                                                              \
+  inline constexpr Kernels table{&products, &scores, &expw, &gmax, &wts, &values, NAME};                         \
+  }
+
+PYLLMCODEC_LLAMA_KERNELS(generic, , "generic")
+#if PYLLMCODEC_DISPATCH
+PYLLMCODEC_LLAMA_KERNELS(avx2, __attribute__((target("avx2,fma,bmi,bmi2,popcnt"))), "avx2")
+#endif
+#undef PYLLMCODEC_LLAMA_KERNELS
+
+// PYLLMCODEC_LLAMA_AVX512_BEGIN (the AVX-512 VNNI kernels are appended here)
+
+// The copy for this CPU, chosen once; PYLLMCODEC_KERNELS=generic forces the
+// baseline, =avx2 the AVX2 copy where the CPU has it (the tests compare them).
+inline const Kernels& kernels() {
+  static const Kernels* const chosen = []() -> const Kernels* {
+    const char* env = std::getenv("PYLLMCODEC_KERNELS");
+    const std::string want = env != nullptr ? std::string(env) : std::string();
+    if (want == "generic") return &generic::table;
+#if PYLLMCODEC_DISPATCH
+    __builtin_cpu_init();
+    const bool has_avx2 =
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+    if (want == "avx2" && has_avx2) return &avx2::table;
+#ifdef PYLLMCODEC_LLAMA_HAVE_AVX512
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512dq")) {
+      return &avx512vnni::table;
+    }
+#endif
+    if (has_avx2) return &avx2::table;
+#endif
+    return &generic::table;
+  }();
+  return *chosen;
+}
+
+// ---------------------------------------------------------------------------
+// The state: the int8 key/value cache of a batch of rows.
+// ---------------------------------------------------------------------------
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+template <class T>
+std::unique_ptr<T[], FreeDeleter> zeroed(std::size_t n) {
+  void* p = std::calloc(n == 0 ? 1 : n, sizeof(T));
+  if (p == nullptr) throw std::bad_alloc();
+  return std::unique_ptr<T[], FreeDeleter>(static_cast<T*>(p));
+}
+
+struct Scratch {  // one thread's attention buffers
+  std::vector<std::int32_t> s, e;
+  std::vector<std::int64_t> sp, a;
+  std::vector<std::int16_t> w, q16;
+};
+
+class State {
+ public:
+  State(std::size_t batch, std::size_t n_layer, std::size_t n_kv, std::size_t ctx)
+      : batch_(batch), n_layer_(n_layer), n_kv_(n_kv), ctx_(ctx), kstride_((ctx + kKeyBlock - 1) / kKeyBlock * kKeyBytes),
+        vstride_((ctx + 1) / 2 * 2 * kHd) {
+    const std::size_t heads = n_layer * batch * n_kv;
+    k_ = zeroed<std::int8_t>(heads * kstride_);
+    v_ = zeroed<std::int8_t>(heads * vstride_);
+    kmax_ = zeroed<std::int32_t>(heads * ctx);
+    vmax_ = zeroed<std::int32_t>(heads * ctx);
+  }
+  std::size_t batch() const { return batch_; }
+  std::size_t ctx() const { return ctx_; }
+  bool fits(std::size_t n_layer, std::size_t n_kv, std::size_t ctx) const {
+    return n_layer == n_layer_ && n_kv == n_kv_ && ctx == ctx_;
+  }
+  std::size_t nbytes() const {
+    return n_layer_ * batch_ * n_kv_ * (kstride_ + vstride_ + 2 * ctx_ * sizeof(std::int32_t));
+  }
+  std::size_t head(std::size_t layer, std::size_t row, std::size_t kv) const { return (layer * batch_ + row) * n_kv_ + kv; }
+  const std::int8_t* k(std::size_t h) const { return k_.get() + h * kstride_; }
+  const std::int8_t* v(std::size_t h) const { return v_.get() + h * vstride_; }
+  const std::int32_t* kmax(std::size_t h) const { return kmax_.get() + h * ctx_; }
+  const std::int32_t* vmax(std::size_t h) const { return vmax_.get() + h * ctx_; }
+  void put(std::size_t h, std::size_t t, const std::int8_t* key, std::int32_t km, const std::int8_t* value,
+           std::int32_t vm) {
+    std::int8_t* kb = k_.get() + h * kstride_ + t / kKeyBlock * kKeyBytes + 2 * (t % kKeyBlock);
+    for (std::size_t c = 0; c < kHd; ++c) kb[c / 2 * 2 * kKeyBlock + c % 2] = key[c];
+    std::int8_t* vp = v_.get() + h * vstride_ + t / 2 * 2 * kHd + t % 2;
+    for (std::size_t c = 0; c < kHd; ++c) vp[2 * c] = value[c];
+    kmax_[h * ctx_ + t] = km;
+    vmax_[h * ctx_ + t] = vm;
+  }
+  std::size_t position = 0;
+
+  // the step's working buffers (kept between steps)
+  std::vector<std::int64_t> x, buf, logits, ybuf;
+  Act act, act_mlp;
+  std::vector<Scratch> scratch;
+
+ private:
+  std::size_t batch_, n_layer_, n_kv_, ctx_, kstride_, vstride_;
+  std::unique_ptr<std::int8_t[], FreeDeleter> k_, v_;
+  std::unique_ptr<std::int32_t[], FreeDeleter> kmax_, vmax_;
+};
+
+// A spin barrier for the step's threads (yields after a while: more threads than cores stay correct, just slower).
+class Barrier {
+ public:
+  explicit Barrier(unsigned n) : n_(n) {}
+  void wait() {
+    if (n_ == 1) return;
+    const unsigned g = gen_.load(std::memory_order_acquire);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
+      count_.store(0, std::memory_order_relaxed);
+      gen_.fetch_add(1, std::memory_order_acq_rel);
+      return;
+    }
+    for (unsigned spins = 0; gen_.load(std::memory_order_acquire) == g; ++spins) {
+      if (spins > 2000) {
+        std::this_thread::yield();
+      } else {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      }
+    }
+  }
+
+ private:
+  unsigned n_;
+  std::atomic<unsigned> count_{0}, gen_{0};
+};
+
+// ---------------------------------------------------------------------------
+// The model.
+// ---------------------------------------------------------------------------
+// What a model is built from (bindings.cpp fills it from the arrays, checking
+// dtypes and shapes; Model::build checks the bounds, naming the array).
+struct MatSpec {
+  std::string name;
+  const std::uint8_t* q;  // Q4_1: [out][in / 2] packed nibbles; Q8_0: int8 [out][in]
+  const std::int16_t *d, *m, *e;
+  std::size_t out, in;
+};
+
+struct Layer {
+  QMat qkv, o, gu, down;
+  std::vector<std::int64_t> g1, g2;
+};
+
+class Model {
+ public:
+  std::size_t n_layer = 0, d = 0, H = 0, KV = 0, f = 0, V = 0, ctx = 0;
+  std::int64_t eps = 0;
+  std::vector<Layer> layers;
+  std::vector<std::int64_t> norm;
+  QMat head;
+  std::vector<std::int8_t> eq;   // [V][d]
+  std::vector<std::int64_t> ed;  // [V][nb]
+  std::vector<std::int64_t> ee;  // [V]
+  std::vector<std::int64_t> rope_cos, rope_sin;  // [ctx][32]
+  std::vector<std::int64_t> silu;
+  std::vector<std::int32_t> expa, expl;
+
+  // Repack matrices stacked along the outputs (q, k, v: one product) into one QMat.
+  static QMat pack(const std::vector<MatSpec>& parts, bool signed_q) {
+    QMat W;
+    W.in = parts[0].in;
+    W.nb = W.in / kBlock;
+    for (const auto& p : parts) W.out += p.out;
+    W.nob = (W.out + 15) / 16;
+    W.signed_q = signed_q;
+    const std::size_t quads = W.in / 4, nb = W.nb;
+    W.q.assign(W.nob * quads * 64, 0);
+    W.d.assign(W.nob * nb * 16, 0);
+    if (!signed_q) W.m.assign(W.nob * nb * 16, 0);
+    if (signed_q) W.qs.assign(W.nob * nb * 16, 0);
+    W.e.assign(W.nob * 16, 0);
+    int lane_of[16];
+    for (int l = 0; l < 16; ++l) lane_of[kLane[l]] = l;
+    std::size_t o = 0;
+    for (const auto& p : parts) {
+      for (std::size_t j = 0; j < p.out; ++j, ++o) {
+        const std::size_t ob = o / 16, lane = static_cast<std::size_t>(lane_of[o % 16]);
+        for (std::size_t i = 0; i < W.in; ++i) {
+          std::uint8_t v;
+          if (signed_q) {
+            v = p.q[j * W.in + i];
+          } else {
+            const std::uint8_t byte = p.q[j * (W.in / 2) + i / 2];
+            v = (i % 2) ? (byte >> 4) : (byte & 15);
+          }
+          W.q[((ob * quads + i / 4) * 16 + lane) * 4 + i % 4] = v;
+        }
+        for (std::size_t b = 0; b < nb; ++b) {
+          W.d[(ob * nb + b) * 16 + o % 16] = p.d[j * nb + b];
+          if (!signed_q) W.m[(ob * nb + b) * 16 + o % 16] = p.m[j * nb + b];
+          if (signed_q) {
+            std::int32_t sum = 0;
+            for (std::size_t i = b * kBlock; i < (b + 1) * kBlock; ++i) sum += static_cast<std::int8_t>(p.q[j * W.in + i]);
+            W.qs[(ob * nb + b) * 16 + lane] = 128 * sum;
+          }
+        }
+        W.e[o] = p.e[j];
+      }
+    }
+    return W;
+  }
+
+  static void check_mat(const MatSpec& s, bool q8) {
+    const std::size_t nb = s.in / kBlock;
+    for (std::size_t i = 0; i < s.out * nb; ++i) {
+      if (s.d[i] >= (1 << 14) || s.d[i] <= -(1 << 14) || (!q8 && (s.m[i] >= (1 << 14) || s.m[i] <= -(1 << 14)))) {
+        throw InvalidInput("array '" + s.name + "': scales beyond 2**14");
+      }
+    }
+    for (std::size_t o = 0; o < s.out; ++o) {
+      if (q8 ? (s.e[o] < kUnit - 40 || s.e[o] > 62) : (s.e[o] > 62 || s.e[o] < -62)) {
+        throw InvalidInput("array '" + s.name + "': exponents out of range");
+      }
+    }
+  }
+
+  static std::vector<std::int64_t> gain(const std::int32_t* g, std::size_t n, const std::string& name) {
+    std::vector<std::int64_t> out(g, g + n);
+    for (std::int64_t v : out) {
+      if (v >= (1 << 20) || v <= -(1 << 20)) throw InvalidInput("array '" + name + "': gains beyond 2**20");
+    }
+    return out;
+  }
+
+  static void check_table(const std::vector<std::int32_t>& t, std::int64_t one, const std::string& name) {
+    bool ok = !t.empty() && t.front() == one && t.back() == 0;
+    for (std::size_t i = 0; ok && i < t.size(); ++i) ok = t[i] >= 0 && (i == 0 || t[i] <= t[i - 1]);
+    if (!ok) {
+      throw InvalidInput("table '" + name + "' is not a non-increasing table from " + std::to_string(one) + " down to 0");
+    }
+  }
+
+  std::size_t hd() const { return d / H; }
+
+  // ---- the step's pieces (per row) ----
+
+  // RMSNorm of x (row r) straight into block quantization (row r of a)
+  void rms_quant(const std::int64_t* x, const std::vector<std::int64_t>& g, Act& a, std::size_t r,
+                 std::int64_t* y) const {
+    std::uint64_t top = 0;
+    for (std::size_t i = 0; i < d; ++i) top = std::max(top, uabs(x[i]));
+    const int s = std::max(0, bitlen(top) - kSSBits);
+    std::int64_t ss = 0;  // < d 2^52 <= 2^63
+    for (std::size_t i = 0; i < d; ++i) {
+      const std::int64_t z = x[i] >> s;
+      ss += z * z;
+      y[i] = z * g[i];
+    }
+    const std::int64_t ms = ss / static_cast<std::int64_t>(d) + np_shr(eps, 2 * s);
+    const std::int64_t root = std::max<std::int64_t>(1, static_cast<std::int64_t>(isqrt(static_cast<std::uint64_t>(ms))));
+    std::uint64_t xs[64];
+    std::int64_t sh[64] = {};
+    for (std::size_t b = 0; b < d / kBlock; ++b) xs[b] = 127 * static_cast<std::uint64_t>(root);
+    quant_blocks(y, xs, sh, a, r, false);
+  }
+
+  static std::int64_t lin_out(std::int64_t P, std::int64_t s, std::int64_t C) {
+    const std::int64_t le = std::min<std::int64_t>(62, std::max<std::int64_t>(0, 62 + std::min<std::int64_t>(s, 0)));
+    const std::int64_t lim = std::int64_t{1} << le;
+    return clamp64(rsr(clamp64(P, lim), s), C);
+  }
+
+  // rows [r0, r1) of P (ld W.ld()) -> outputs, in place
+  static void finish(const QMat& W, const Act& x, std::int64_t* P, std::size_t r0, std::size_t r1, std::int64_t U,
+                     std::int64_t out_unit, std::int64_t C) {
+    for (std::size_t r = r0; r < r1; ++r) {
+      const std::int64_t base = x.eA[r] + U - out_unit;
+      std::int64_t* p = P + r * W.ld();
+      for (std::size_t o = 0; o < W.out; ++o) p[o] = lin_out(p[o], base + W.e[o], C);
+    }
+  }
+
+  void attention_row(const Layer& ly, std::size_t li, State& st, std::size_t r, std::size_t t, Scratch& sc,
+                     const Kernels& K) const {
+    (void)ly;
+    const std::size_t G = H / KV, n = t + 1, sl = (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock, wl = (n + 1) / 2 * 2;
+    const std::size_t ldq = layers[li].qkv.ld();
+    std::int64_t* qkv = st.buf.data() + r * ldq;
+    const std::int64_t* cs = rope_cos.data() + t * (kHd / 2);
+    const std::int64_t* sn = rope_sin.data() + t * (kHd / 2);
+    auto rotate = [&](std::int64_t* v) {
+      for (std::size_t i = 0; i < kHd / 2; ++i) {
+        const std::int64_t a = v[i], b = v[i + kHd / 2];
+        v[i] = rsr(a * cs[i] - b * sn[i], kRopeBits);
+        v[i + kHd / 2] = rsr(b * cs[i] + a * sn[i], kRopeBits);
+      }
+    };
+    for (std::size_t h = 0; h < H + KV; ++h) rotate(qkv + h * kHd);  // q heads, then k heads
+    // keys and values of this position into the cache
+    for (std::size_t kv = 0; kv < KV; ++kv) {
+      std::int8_t k8[kHd], v8[kHd];
+      std::int32_t mx[2];
+      for (int which = 0; which < 2; ++which) {
+        const std::int64_t* src = qkv + (H + which * KV + kv) * kHd;
+        std::int8_t* dst = which ? v8 : k8;
+        std::uint64_t m = 0;
+        for (std::size_t c = 0; c < kHd; ++c) m = std::max(m, uabs(src[c]));
+        mx[which] = static_cast<std::int32_t>(m);
+        if (m == 0) {
+          std::memset(dst, 0, kHd);
+        } else {
+          const Rdiv127 div(m);
+          for (std::size_t c = 0; c < kHd; ++c) dst[c] = static_cast<std::int8_t>(div(src[c]));
+        }
+      }
+      st.put(st.head(li, r, kv), t, k8, mx[0], v8, mx[1]);
+    }
+    // per KV head, its G query heads
+    std::int64_t* y = st.ybuf.data() + r * d;
+    std::uint64_t xs[64];
+    std::int64_t shs[64];
+    const std::size_t per = kHd / kBlock;
+    for (std::size_t kv = 0; kv < KV; ++kv) {
+      const std::size_t hh = st.head(li, r, kv);
+      int sq[64];
+      for (std::size_t g = 0; g < G; ++g) {
+        const std::int64_t* qh = qkv + (kv * G + g) * kHd;
+        std::uint64_t m = 0;
+        for (std::size_t c = 0; c < kHd; ++c) m = std::max(m, uabs(qh[c]));
+        sq[g] = std::max(0, bitlen(m) - kABits);
+        for (std::size_t c = 0; c < kHd; ++c) sc.q16[g * kHd + c] = static_cast<std::int16_t>(clamp64(rsr(qh[c], sq[g]), 32767));
+      }
+      K.scores(sc.q16.data(), G, st.k(hh), n, sc.s.data(), sl);
+      for (std::size_t g = 0; g < G; ++g) {
+        const std::int64_t Z = K.expw(sc.s.data() + g * sl, st.kmax(hh), n, 29 - sq[g], expa.data(), expa.size(),
+                                      sc.sp.data(), sc.e.data());
+        const std::int64_t gm = K.gmax(sc.e.data(), st.vmax(hh), n);
+        const int vs = std::max(0, bitlen(static_cast<std::uint64_t>(gm)) - kABits);
+        K.wts(sc.e.data(), st.vmax(hh), n, vs, sc.w.data() + g * wl, wl);
+        const std::size_t h = kv * G + g;
+        for (std::size_t b = 0; b < per; ++b) {
+          xs[h * per + b] = 127 * 127 * static_cast<std::uint64_t>(Z);
+          shs[h * per + b] = vs;
+        }
+      }
+      K.values(sc.w.data(), G, wl, st.v(hh), n, sc.a.data());
+      for (std::size_t g = 0; g < G; ++g) std::memcpy(y + (kv * G + g) * kHd, sc.a.data() + g * kHd, kHd * sizeof(std::int64_t));
+    }
+    quant_blocks(y, xs, shs, st.act, r, false);
+  }
+
+  // One step; every thread of the team runs this with its id.
+  void run(State& st, const std::int64_t* tokens, std::uint32_t* out, unsigned tid, unsigned T, Barrier& bar) const {
+    const Kernels& K = kernels();
+    const std::size_t B = st.batch(), t = st.position, nbd = d / kBlock;
+    const std::size_t r0 = B * tid / T, r1 = B * (tid + 1) / T;
+    Scratch& sc = st.scratch[tid];
+    auto cols = [&](const QMat& W, const Act& x, std::int64_t* P, std::int64_t U, std::int64_t unit, std::int64_t C) {
+      const std::size_t ob0 = W.nob * tid / T, ob1 = W.nob * (tid + 1) / T;
+      if (ob0 < ob1) K.products(W, x, 0, B, ob0, ob1, P);
+      // finish this thread's columns for every row
+      for (std::size_t r = 0; r < B; ++r) {
+        const std::int64_t base = x.eA[r] + U - unit;
+        std::int64_t* p = P + r * W.ld();
+        const std::size_t o1 = std::min(W.out, ob1 * 16);
+        for (std::size_t o = ob0 * 16; o < o1; ++o) p[o] = lin_out(p[o], base + W.e[o], C);
+      }
+    };
+    // the embedding, and the first RMSNorm
+    for (std::size_t r = r0; r < r1; ++r) {
+      const std::size_t tok = static_cast<std::size_t>(tokens[r]);
+      std::int64_t* x = st.x.data() + r * d;
+      const std::int8_t* q = eq.data() + tok * d;
+      const std::int64_t* db = ed.data() + tok * nbd;
+      for (std::size_t i = 0; i < d; ++i) x[i] = clamp64(rsr(std::int64_t{q[i]} * db[i / kBlock], ee[tok] - kUnit), kResClamp);
+      rms_quant(x, layers[0].g1, st.act, r, st.ybuf.data() + r * d);
+    }
+    for (std::size_t li = 0; li < n_layer; ++li) {
+      const Layer& ly = layers[li];
+      bar.wait();
+      cols(ly.qkv, st.act, st.buf.data(), kUnit, kUnit, kQKVClamp);
+      bar.wait();
+      for (std::size_t r = r0; r < r1; ++r) attention_row(ly, li, st, r, t, sc, K);
+      bar.wait();
+      cols(ly.o, st.act, st.buf.data(), kUnit, kUnit, kResClamp);
+      bar.wait();
+      for (std::size_t r = r0; r < r1; ++r) {
+        std::int64_t* x = st.x.data() + r * d;
+        const std::int64_t* o = st.buf.data() + r * ly.o.ld();
+        for (std::size_t i = 0; i < d; ++i) x[i] = clamp64(x[i] + o[i], kResClamp);
+        rms_quant(x, ly.g2, st.act, r, st.ybuf.data() + r * d);
+      }
+      bar.wait();
+      cols(ly.gu, st.act, st.buf.data(), kUnit, kUnit, kQKVClamp);
+      bar.wait();
+      for (std::size_t r = r0; r < r1; ++r) {
+        const std::int64_t* gp = st.buf.data() + r * ly.gu.ld();
+        std::int64_t* y = st.ybuf.data() + r * std::max(d, f);
+        for (std::size_t i = 0; i < f; ++i) {
+          const std::int64_t g = gp[i];
+          std::int64_t sg;
+          if (g >= kSiluHalf) {
+            sg = g;
+          } else if (g < -kSiluHalf) {
+            sg = 0;
+          } else {
+            std::int64_t idx = (g >> kSiluStep) + (kSiluHalf >> kSiluStep);
+            idx = std::min<std::int64_t>(std::max<std::int64_t>(idx, 0), kSiluLen - 2);
+            const std::int64_t lo = silu[idx];
+            sg = lo + rsr((silu[idx + 1] - lo) * (g & ((1 << kSiluStep) - 1)), kSiluStep);
+          }
+          y[i] = sg * gp[f + i];
+        }
+        std::uint64_t xs[64];
+        std::int64_t sh[64] = {};
+        for (std::size_t b = 0; b < f / kBlock; ++b) xs[b] = 127;
+        quant_blocks(y, xs, sh, st.act_mlp, r, false);
+      }
+      bar.wait();
+      cols(ly.down, st.act_mlp, st.buf.data(), 2 * kUnit, kUnit, kResClamp);
+      bar.wait();
+      const bool last = li + 1 == n_layer;
+      for (std::size_t r = r0; r < r1; ++r) {
+        std::int64_t* x = st.x.data() + r * d;
+        const std::int64_t* o = st.buf.data() + r * ly.down.ld();
+        for (std::size_t i = 0; i < d; ++i) x[i] = clamp64(x[i] + o[i], kResClamp);
+        rms_quant(x, last ? norm : layers[li + 1].g1, st.act, r, st.ybuf.data() + r * d);
+        if (last) {
+          const std::uint8_t* src = reinterpret_cast<const std::uint8_t*>(st.act.xq.data()) + r * d;
+          std::uint8_t* u = st.act.xu.data() + r * d;
+          for (std::size_t i = 0; i < d; ++i) u[i] = static_cast<std::uint8_t>(src[i] ^ 0x80u);
+        }
+      }
+    }
+    bar.wait();
+    cols(head, st.act, st.logits.data(), kUnit, kLogitUnit, kLogitClamp);
+    bar.wait();
+    const std::int64_t lastx = static_cast<std::int64_t>(expl.size()) - 1;
+    for (std::size_t r = r0; r < r1; ++r) {
+      const std::int64_t* L = st.logits.data() + r * head.ld();
+      std::int64_t mx = L[0];
+      for (std::size_t v = 1; v < V; ++v) mx = std::max(mx, L[v]);
+      std::uint32_t* orow = out + r * V;
+      for (std::size_t v = 0; v < V; ++v) orow[v] = static_cast<std::uint32_t>(expl[static_cast<std::size_t>(std::min(mx - L[v], lastx))]);
+    }
+  }
+
+  void prepare(State& st, unsigned T) const {
+    const std::size_t B = st.batch(), G = H / KV, ctxp = (ctx + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+    st.x.resize(B * d);
+    st.ybuf.resize(B * std::max(d, f));
+    std::size_t ld = 0;
+    for (const Layer& ly : layers) ld = std::max({ld, ly.qkv.ld(), ly.o.ld(), ly.gu.ld(), ly.down.ld()});
+    st.buf.resize(B * ld);
+    st.logits.resize(B * head.ld());
+    st.act.resize(B, d, true);
+    st.act_mlp.resize(B, f, false);
+    st.scratch.resize(T);
+    for (Scratch& s : st.scratch) {
+      s.s.resize(G * ctxp);
+      s.e.resize(ctxp);
+      s.sp.resize(ctxp);
+      s.a.resize(G * kHd);
+      s.w.resize(G * (ctxp + 2));
+      s.q16.resize(G * kHd);
+    }
+  }
+
+  // The whole step: `threads` threads (the result does not depend on it).
+  void step(State& st, const std::int64_t* tokens, std::uint32_t* out, int threads) const {
+    if (!st.fits(n_layer, KV, ctx)) throw InvalidInput("the state belongs to another model");
+    for (std::size_t r = 0; r < st.batch(); ++r) {
+      if (tokens[r] < 0 || static_cast<std::size_t>(tokens[r]) >= V) {
+        throw InvalidInput("tokens[" + std::to_string(r) + "] = " + std::to_string(tokens[r]) + " is not in [0, " +
+                           std::to_string(V) + ")");
+      }
+    }
+    if (st.position >= ctx) throw InvalidInput("the state is full: " + std::to_string(ctx) + " steps taken");
+    const unsigned T = static_cast<unsigned>(std::max(1, std::min(threads, 256)));
+    prepare(st, T);
+    Barrier bar(T);
+    if (T == 1) {
+      run(st, tokens, out, 0, 1, bar);
+    } else {
+      std::vector<std::thread> pool;
+      pool.reserve(T - 1);
+      for (unsigned k = 1; k < T; ++k) pool.emplace_back([&, k]() { run(st, tokens, out, k, T, bar); });
+      run(st, tokens, out, 0, T, bar);
+      for (auto& th : pool) th.join();
+    }
+    st.position += 1;
+  }
+};
+
+}  // namespace llama
+}  // namespace pyllmcodec
