@@ -85,6 +85,24 @@ def test_block_quantization_bounds_and_scale(seed, B, bits):
             assert scale <= real < scale + unit
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 54), st.integers(0, 39))
+def test_vectorised_block_exponents_are_the_python_integer_ones(seed, bits, dbits):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(-(1 << bits), (1 << bits) + 1, (3, 96), dtype=np.int64)
+    y[1, 32:64] = 0
+    D = rng.integers(1, (1 << dbits) + 1, (3, 3), dtype=np.int64)
+    sh = rng.integers(0, 25, (3, 3), dtype=np.int64)
+    _, A, eA = il.quant_blocks(y, D, sh)
+    for r in range(3):
+        ymax = [int(v) for v in np.abs(y[r].reshape(3, 32)).max(1)]
+        es = [il.block_exponent(m, 127 * int(D[r, b]), int(sh[r, b])) for b, m in enumerate(ymax) if m]
+        e = min(min(es), il.MAX_EXP) if es else 0
+        assert eA[r] == e
+        assert [int(a) for a in A[r]] == [il._floor_pow(m, e + int(sh[r, b]), 127 * int(D[r, b])) if m else 0
+                                          for b, m in enumerate(ymax)]
+
+
 def test_quant_blocks_refuses_out_of_range_input():
     with pytest.raises(OverflowError):
         il.quant_blocks(np.full((1, 32), 1 << 56, np.int64), np.ones((1, 1), np.int64), np.zeros((1, 1), np.int64))
@@ -240,3 +258,40 @@ def test_reference_tracks_the_float_model_on_text():
         bi -= np.log2(w[toks[t]] / w.sum())
         bf -= np.log2(p[toks[t]] / p.sum())
     assert abs(bi - bf) < 0.02 * bf + 2, (bi, bf)
+
+
+# ------------------------------------------------------------ the PyTorch port
+
+
+def make_bundle(path, arrays):
+    """A bundle directory of an exact Llama from raw arrays (no tokenizer: a byte-level vocabulary)."""
+    from pyllmcodec.models.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
+
+    path.mkdir(parents=True, exist_ok=True)
+    index = smollm2.write_arrays(path / smollm2.EXACT_FILE, arrays)
+    files = {smollm2.EXACT_FILE: file_sha256(path / smollm2.EXACT_FILE)}
+    cfg = {k: int(arrays[k]) for k in ("n_layer", "d_model", "n_head", "n_kv_head", "d_mlp", "vocab")}
+    write_manifest(path, {
+        "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "name": "test-intllama", "version": "0",
+        "architecture": "llama-int", "numerics": il.NUMERICS,
+        "vocab": {"kind": "bytes" if cfg["vocab"] == 257 else "ids", "size": cfg["vocab"], "bos": 1},
+        "context_length": int(arrays["ctx"]), "config": cfg, "graphs": {}, "arrays": index, "files": files,
+        "id": bundle_id(files)})
+    return path
+
+
+@pytest.mark.parametrize("seed, heads, kv, B", [(0, 2, 1, 3), (1, 3, 3, 2), (2, 1, 1, 1)])
+def test_torch_port_gives_the_reference_integers(tmp_path, seed, heads, kv, B):
+    pytest.importorskip("torch")
+    from pyllmcodec.backends.exact_llama_torch import TorchExactLlamaStepModel
+    from pyllmcodec.models.bundle import load_bundle
+
+    arrays = il.random_arrays(seed, n_head=heads, n_kv_head=kv, ctx=24)
+    m = TorchExactLlamaStepModel(load_bundle(make_bundle(tmp_path / "b", arrays)), device="cpu")
+    M = il.from_arrays(arrays)
+    rs, ts = il.RefState(M, B), m.new_state(B)
+    rng = np.random.default_rng(seed)
+    for t in range(24):
+        tok = rng.integers(0, M.vocab, B)
+        tok[0] = t % 7  # some of the large-embedding tokens
+        assert np.array_equal(m.step(ts, tok), il.ref_step(M, rs, tok)), t

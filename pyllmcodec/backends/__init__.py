@@ -85,10 +85,17 @@ def open_bundle(bundle: Any, *, device: str = "auto", backend: str = "auto",
 
         return ExactStepModel(bundle, threads=threads)
     if bundle.manifest.get("architecture") == "llama-int":
-        # the exact SmolLM2 tier: the core's native integer step, on the CPU
-        if backend not in ("auto", "exact") or device == "cuda":
-            raise ModelError(f"model {bundle.name!r} is an exact integer Llama: it runs on the core's native step "
-                             "on the CPU (backend='auto', device='auto' or 'cpu')")
+        # the exact SmolLM2 tier: the core's native integer step (the CPU), or PyTorch (CUDA: the same integers)
+        if backend == "onnxruntime":
+            raise ModelError(f"model {bundle.name!r} is an exact integer Llama: it runs on the core's native "
+                             "step (backend='auto') or in PyTorch (backend='torch'), not in ONNX Runtime")
+        if device == "cuda" or backend == "torch":
+            device, _ = resolve_device(device, "torch")
+            try:
+                from .exact_llama_torch import TorchExactLlamaStepModel
+            except ImportError as e:
+                raise ModelError(f"backend='torch' needs PyTorch: pip install 'pyllmcodec[torch]' ({e})") from None
+            return TorchExactLlamaStepModel(bundle, device=device, threads=threads)
         from .exact_llama import ExactLlamaStepModel
 
         return ExactLlamaStepModel(bundle, threads=threads)

@@ -144,9 +144,34 @@ def block_exponent(ymax: int, x: int, sh: int) -> int:
     return k - sh
 
 
+def bitlen_arr(n: np.ndarray) -> np.ndarray:
+    """``bitlen`` of every element of a non-negative int64 array (exact: shifts only)."""
+    n = np.asarray(n, dtype=np.int64)
+    out = np.zeros(n.shape, np.int64)
+    for sh in (32, 16, 8, 4, 2, 1):
+        big = (n >> sh) > 0
+        out += np.where(big, sh, 0)
+        n = np.where(big, n >> sh, n)
+    return out + (n > 0)
+
+
+def floor_pow_arr(ymax: np.ndarray, k: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``floor(ymax * 2**k / x)`` elementwise (int64; for ``k >= 0`` the caller
+    bounds the product below 2**63): ``(ymax >> -k) // x`` for negative ``k``
+    is the same floor."""
+    up = ymax << np.clip(k, 0, 62)
+    down = ymax >> np.clip(-k, 0, 63)
+    return np.where(k >= 0, up, down) // x
+
+
 def quant_blocks(y: np.ndarray, D: np.ndarray, sh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block quantization of int64 rows ``y`` [B, n] with per-block ``D``,
-    ``sh`` [B, n / 32] -> ``(xq int8 [B, n], A int64 [B, nb], eA int64 [B])``."""
+    ``sh`` [B, n / 32] -> ``(xq int8 [B, n], A int64 [B, nb], eA int64 [B])``.
+
+    The block exponent without big integers: ``F(k) < 2**15`` iff ``ymax *
+    2**(k - 15) < X``; the largest such ``j = k - 15`` is ``bitlen(X) -
+    bitlen(ymax)`` or one less (one comparison, by shifting the smaller
+    side).  :func:`block_exponent` is the Python-integer statement of it."""
     y = np.asarray(y, dtype=np.int64)
     B, n = y.shape
     nb = n // BLOCK
@@ -154,17 +179,15 @@ def quant_blocks(y: np.ndarray, D: np.ndarray, sh: np.ndarray) -> tuple[np.ndarr
     ymax = np.abs(yb).max(-1)
     if (ymax >= 1 << 55).any():
         raise OverflowError("block quantization input beyond 2**55")
-    safe = np.maximum(ymax, 1)[..., None]
-    xq = np.where(ymax[..., None] > 0, rdiv(127 * yb, safe), 0).reshape(B, n).astype(np.int8)
-    A = np.zeros((B, nb), np.int64)
-    eA = np.zeros(B, np.int64)
-    for r in range(B):
-        es = [block_exponent(int(ymax[r, b]), 127 * int(D[r, b]), int(sh[r, b])) for b in range(nb) if ymax[r, b]]
-        e = min(min(es), MAX_EXP) if es else 0
-        eA[r] = e
-        for b in range(nb):
-            if ymax[r, b]:
-                A[r, b] = _floor_pow(int(ymax[r, b]), e + int(sh[r, b]), 127 * int(D[r, b]))
+    safe = np.maximum(ymax, 1)
+    xq = np.where(ymax[..., None] > 0, rdiv(127 * yb, safe[..., None]), 0).reshape(B, n).astype(np.int8)
+    X = 127 * np.asarray(D, dtype=np.int64)
+    j0 = bitlen_arr(X) - bitlen_arr(safe)
+    fits = np.where(j0 >= 0, (safe << np.maximum(j0, 0)) < X, safe < (X << np.maximum(-j0, 0)))
+    e_b = np.where(fits, j0, j0 - 1) + A_BITS - sh
+    live = ymax > 0
+    eA = np.where(live.any(-1), np.minimum(np.where(live, e_b, MAX_EXP).min(-1), MAX_EXP), 0)
+    A = np.where(live, floor_pow_arr(safe, eA[:, None] + sh, X), 0)
     return xq, A, eA
 
 
