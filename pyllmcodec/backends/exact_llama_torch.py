@@ -87,7 +87,8 @@ class _Lin:
     def __init__(self, x: il.QLinear, dev: torch.device):
         out, n = x.q.shape
         nb = n // il.BLOCK
-        self.w = torch.from_numpy(x.q.reshape(out, nb, il.BLOCK).astype(np.float64)).to(dev).permute(1, 2, 0).contiguous()
+        w = torch.from_numpy(x.q.reshape(out, nb, il.BLOCK).astype(np.float64)).to(dev)
+        self.w = w.permute(1, 2, 0).contiguous()
         self.d = torch.from_numpy(x.d).to(dev)
         self.m = None if x.m is None else torch.from_numpy(x.m).to(dev)
         self.e = torch.from_numpy(x.e).to(dev)
