@@ -241,6 +241,7 @@ struct QMat {
   std::vector<std::int64_t> d, m;  // [nob][nb][16 outputs]
   std::vector<std::int32_t> qs;    // Q8_0: [nob][nb][16 lanes] 128 * sum of the block's q
   std::vector<std::int64_t> e;     // [nob * 16] (0 past out)
+  std::int64_t emin = 0, emax = 0;  // over the outputs
   std::size_t ld() const { return nob * 16; }
 };
 
@@ -265,8 +266,20 @@ struct Kernels {
   // a[h * 64 + c] = sum_{j < n} w[h * wl + j] v8_j[c] for G heads (w zero past n)
   void (*values)(const std::int16_t* w, std::size_t G, std::size_t wl, const std::int8_t* vc, std::size_t n,
                  std::int64_t* a);
+  // p[o] = lin_out(p[o], base + e[o], C) for o < n (one row's outputs; emin/emax: bounds of e over the matrix)
+  void (*finish)(std::int64_t* p, const std::int64_t* e, std::size_t n, std::int64_t base, std::int64_t C,
+                 std::int64_t emin, std::int64_t emax);
+  // out[v] = expl[min(max L - L[v], ne - 1)]
+  void (*expl_row)(const std::int64_t* L, std::size_t V, const std::int32_t* expl, std::size_t ne, std::uint32_t* out);
   const char* name;
 };
+
+// the linear layers' output rescale: clamp(rsr(clamp(P, +-lim), s), +-C), lim = 2^clip(62 + min(s, 0), 0, 62)
+inline std::int64_t lin_out(std::int64_t P, std::int64_t s, std::int64_t C) {
+  const std::int64_t le = std::min<std::int64_t>(62, std::max<std::int64_t>(0, 62 + std::min<std::int64_t>(s, 0)));
+  const std::int64_t lim = std::int64_t{1} << le;
+  return clamp64(rsr(clamp64(P, lim), s), C);
+}
 
 #define PYLLMCODEC_LLAMA_KERNELS(NS, ATTR, NAME)                                                                   \
   namespace NS {                                                                                                 \
@@ -375,7 +388,21 @@ struct Kernels {
       }                                                                                                          \
     }                                                                                                            \
   }                                                                                                              \
-  inline constexpr Kernels table{&products, &scores, &expw, &gmax, &wts, &values, NAME};                         \
+  ATTR inline void finish(std::int64_t* p, const std::int64_t* e, std::size_t n, std::int64_t base, std::int64_t C, \
+                          std::int64_t, std::int64_t) {                                                          \
+    for (std::size_t o = 0; o < n; ++o) p[o] = lin_out(p[o], base + e[o], C);                                    \
+  }                                                                                                              \
+  ATTR inline void expl_row(const std::int64_t* L, std::size_t V, const std::int32_t* expl, std::size_t ne,      \
+                            std::uint32_t* out) {                                                                \
+    std::int64_t mx = L[0];                                                                                      \
+    for (std::size_t v = 1; v < V; ++v) mx = L[v] > mx ? L[v] : mx;                                              \
+    const std::int64_t last = static_cast<std::int64_t>(ne) - 1;                                                 \
+    for (std::size_t v = 0; v < V; ++v) {                                                                        \
+      const std::int64_t i = mx - L[v];                                                                          \
+      out[v] = static_cast<std::uint32_t>(expl[i < last ? i : last]);                                            \
+    }                                                                                                            \
+  }                                                                                                              \
+  inline constexpr Kernels table{&products, &scores, &expw, &gmax, &wts, &values, &finish, &expl_row, NAME};     \
   }
 
 PYLLMCODEC_LLAMA_KERNELS(generic, , "generic")
@@ -384,7 +411,286 @@ PYLLMCODEC_LLAMA_KERNELS(avx2, __attribute__((target("avx2,fma,bmi,bmi2,popcnt")
 #endif
 #undef PYLLMCODEC_LLAMA_KERNELS
 
-// PYLLMCODEC_LLAMA_AVX512_BEGIN (the AVX-512 VNNI kernels are appended here)
+#if PYLLMCODEC_DISPATCH
+// ---------------------------------------------------------------------------
+// AVX-512 VNNI kernels: the same integers as the loops above.
+//   products: vpdpbusd (unsigned x signed bytes, 4 per int32 lane, exact: the
+//     sums are far below 2^31) in two chains, vpmulld A S (< 2^31), vpmuldq
+//     into int64 lanes (even int32 lanes directly, odd ones after a 64-bit
+//     shift: see kLane); four rows share each weight load, and the output
+//     blocks are the outer loop so a block's weights stay in L1 for all rows.
+//   attention: vpdpwssd on int16 pairs (int8 cache widened with vpmovsxbw),
+//     never the saturating forms; the softmax weights in int64 lanes.
+// ---------------------------------------------------------------------------
+#define PYLLMCODEC_LLAMA_HAVE_AVX512 1
+namespace avx512vnni {
+#define PYLLMCODEC_V512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,bmi2")))
+
+inline std::int32_t load4(const void* p) {
+  std::int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <int R>
+PYLLMCODEC_V512 inline void q4_tile(const QMat& W, const Act& x, std::size_t r0, std::size_t ob, std::int64_t* P) {
+  const std::size_t in = W.in, nb = W.nb, ld = W.ld();
+  __m512i lo[R], hi[R];
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_si512();
+  const std::uint8_t* qb = W.q.data() + ob * (in / 4) * 64;
+  const std::int64_t* dp = W.d.data() + ob * nb * 16;
+  const std::int64_t* mp = W.m.data() + ob * nb * 16;
+  for (std::size_t b = 0; b < nb; ++b) {
+    __m512i wq[8];
+    for (int k = 0; k < 8; ++k) wq[k] = _mm512_loadu_si512(qb + (b * 8 + k) * 64);
+    const __m512i dlo = _mm512_loadu_si512(dp + b * 16), dhi = _mm512_loadu_si512(dp + b * 16 + 8);
+    const __m512i mlo = _mm512_loadu_si512(mp + b * 16), mhi = _mm512_loadu_si512(mp + b * 16 + 8);
+    for (int r = 0; r < R; ++r) {
+      const std::int8_t* xr = x.xq.data() + (r0 + r) * in + b * kBlock;
+      __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[0], _mm512_set1_epi32(load4(xr)));
+      __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[1], _mm512_set1_epi32(load4(xr + 4)));
+      for (int k = 2; k < 8; k += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, wq[k], _mm512_set1_epi32(load4(xr + 4 * k)));
+        s1 = _mm512_dpbusd_epi32(s1, wq[k + 1], _mm512_set1_epi32(load4(xr + 4 * k + 4)));
+      }
+      const __m512i s = _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(x.A[(r0 + r) * nb + b]));
+      const __m512i u = _mm512_set1_epi64(x.U[(r0 + r) * nb + b]);
+      lo[r] = _mm512_add_epi64(lo[r], _mm512_add_epi64(_mm512_mul_epi32(s, dlo), _mm512_mul_epi32(u, mlo)));
+      hi[r] = _mm512_add_epi64(hi[r],
+                               _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(s, 32), dhi), _mm512_mul_epi32(u, mhi)));
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_si512(P + (r0 + r) * ld + ob * 16, lo[r]);
+    _mm512_storeu_si512(P + (r0 + r) * ld + ob * 16 + 8, hi[r]);
+  }
+}
+
+// the head: xq + 128 (unsigned) x signed q, minus 128 sum q; A d (< 2^29) in int64 lanes, times S
+template <int R>
+PYLLMCODEC_V512 inline void q8_tile(const QMat& W, const Act& x, std::size_t r0, std::size_t ob, std::int64_t* P) {
+  const std::size_t in = W.in, nb = W.nb, ld = W.ld();
+  __m512i lo[R], hi[R];
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_si512();
+  const std::uint8_t* qb = W.q.data() + ob * (in / 4) * 64;
+  const std::int64_t* dp = W.d.data() + ob * nb * 16;
+  const std::int32_t* qsp = W.qs.data() + ob * nb * 16;
+  for (std::size_t b = 0; b < nb; ++b) {
+    __m512i wq[8];
+    for (int k = 0; k < 8; ++k) wq[k] = _mm512_loadu_si512(qb + (b * 8 + k) * 64);
+    const __m512i dlo = _mm512_loadu_si512(dp + b * 16), dhi = _mm512_loadu_si512(dp + b * 16 + 8);
+    const __m512i qs = _mm512_loadu_si512(qsp + b * 16);
+    for (int r = 0; r < R; ++r) {
+      const std::uint8_t* xr = x.xu.data() + (r0 + r) * in + b * kBlock;
+      __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi32(load4(xr)), wq[0]);
+      __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi32(load4(xr + 4)), wq[1]);
+      for (int k = 2; k < 8; k += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, _mm512_set1_epi32(load4(xr + 4 * k)), wq[k]);
+        s1 = _mm512_dpbusd_epi32(s1, _mm512_set1_epi32(load4(xr + 4 * k + 4)), wq[k + 1]);
+      }
+      const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), qs);
+      const __m512i a = _mm512_set1_epi64(x.A[(r0 + r) * nb + b]);
+      lo[r] = _mm512_add_epi64(lo[r], _mm512_mul_epi32(s, _mm512_mul_epi32(a, dlo)));
+      hi[r] = _mm512_add_epi64(hi[r], _mm512_mul_epi32(_mm512_srli_epi64(s, 32), _mm512_mul_epi32(a, dhi)));
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_si512(P + (r0 + r) * ld + ob * 16, lo[r]);
+    _mm512_storeu_si512(P + (r0 + r) * ld + ob * 16 + 8, hi[r]);
+  }
+}
+
+#define PYLLMCODEC_ROWS(TILE)                                                                                  \
+  PYLLMCODEC_V512 inline void TILE##_rows(const QMat& W, const Act& x, std::size_t r0, std::size_t r1,        \
+                                          std::size_t ob0, std::size_t ob1, std::int64_t* P) {                \
+    for (std::size_t ob = ob0; ob < ob1; ++ob) {                                                              \
+      std::size_t r = r0;                                                                                     \
+      for (; r + 4 <= r1; r += 4) TILE<4>(W, x, r, ob, P);                                                    \
+      switch (r1 - r) {                                                                                       \
+        case 3: TILE<3>(W, x, r, ob, P); break;                                                               \
+        case 2: TILE<2>(W, x, r, ob, P); break;                                                               \
+        case 1: TILE<1>(W, x, r, ob, P); break;                                                               \
+        default: break;                                                                                       \
+      }                                                                                                       \
+    }                                                                                                         \
+  }
+PYLLMCODEC_ROWS(q4_tile)
+PYLLMCODEC_ROWS(q8_tile)
+#undef PYLLMCODEC_ROWS
+
+PYLLMCODEC_V512 void products(const QMat& W, const Act& x, std::size_t r0, std::size_t r1, std::size_t ob0,
+                              std::size_t ob1, std::int64_t* P) {
+  if (W.signed_q) {
+    q8_tile_rows(W, x, r0, r1, ob0, ob1, P);
+  } else {
+    q4_tile_rows(W, x, r0, r1, ob0, ob1, P);
+  }
+}
+
+// G heads (<= 4) per key load, two chains each
+template <int G>
+PYLLMCODEC_V512 void scores_g(const std::int16_t* q, const std::int8_t* kc, std::size_t n, std::int32_t* s,
+                              std::size_t sl) {
+  for (std::size_t b = 0; b * kKeyBlock < n; ++b) {
+    const std::int8_t* kb = kc + b * kKeyBytes;
+    __m512i a0[G], a1[G];
+    for (int g = 0; g < G; ++g) a0[g] = a1[g] = _mm512_setzero_si512();
+    for (std::size_t p = 0; p < kHd / 2; p += 2) {
+      const __m512i k0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kb + p * 32)));
+      const __m512i k1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kb + p * 32 + 32)));
+      for (int g = 0; g < G; ++g) {
+        a0[g] = _mm512_dpwssd_epi32(a0[g], _mm512_set1_epi32(load4(q + g * kHd + 2 * p)), k0);
+        a1[g] = _mm512_dpwssd_epi32(a1[g], _mm512_set1_epi32(load4(q + g * kHd + 2 * p + 2)), k1);
+      }
+    }
+    for (int g = 0; g < G; ++g) _mm512_storeu_si512(s + g * sl + b * kKeyBlock, _mm512_add_epi32(a0[g], a1[g]));
+  }
+}
+
+PYLLMCODEC_V512 void scores(const std::int16_t* q, std::size_t G, const std::int8_t* kc, std::size_t n,
+                            std::int32_t* s, std::size_t sl) {
+  for (std::size_t g = 0; g < G; g += 4) {
+    switch (std::min<std::size_t>(4, G - g)) {
+      case 1: scores_g<1>(q + g * kHd, kc, n, s + g * sl, sl); break;
+      case 2: scores_g<2>(q + g * kHd, kc, n, s + g * sl, sl); break;
+      case 3: scores_g<3>(q + g * kHd, kc, n, s + g * sl, sl); break;
+      default: scores_g<4>(q + g * kHd, kc, n, s + g * sl, sl); break;
+    }
+  }
+}
+
+inline __mmask8 tail8(std::size_t left) { return left >= 8 ? __mmask8(0xFF) : __mmask8((1u << left) - 1); }
+
+PYLLMCODEC_V512 std::int64_t expw(const std::int32_t* s, const std::int32_t* kmax, std::size_t n, int k,
+                                  const std::int32_t* expa, std::size_t na, std::int64_t* sp, std::int32_t* e) {
+  __m512i vmx = _mm512_set1_epi64(INT64_MIN);
+  for (std::size_t j = 0; j < n; j += 8) {
+    const __mmask8 m = tail8(n - j);
+    const __m512i sv = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, s + j));
+    const __m512i kv = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, kmax + j));
+    const __m512i p = _mm512_mul_epi32(sv, kv);
+    _mm512_mask_storeu_epi64(sp + j, m, p);
+    vmx = _mm512_mask_max_epi64(vmx, m, vmx, p);
+  }
+  const __m512i mx = _mm512_set1_epi64(_mm512_reduce_max_epi64(vmx));
+  const __m512i cap = _mm512_set1_epi64(static_cast<std::int64_t>(127 * na));
+  const __m512i last = _mm512_set1_epi64(static_cast<std::int64_t>(na - 1));
+  const __m512i magic = _mm512_set1_epi64(528417);
+  const __m128i sh = _mm_cvtsi32_si128(k);
+  __m512i z = _mm512_setzero_si512();
+  for (std::size_t j = 0; j < n; j += 8) {
+    const __mmask8 m = tail8(n - j);
+    const __m512i y = _mm512_min_epu64(_mm512_srl_epi64(_mm512_sub_epi64(mx, _mm512_maskz_loadu_epi64(m, sp + j)), sh), cap);
+    const __m512i idx = _mm512_min_epu64(_mm512_srli_epi64(_mm512_mul_epu32(y, magic), 26), last);
+    const __m256i ev = _mm512_mask_i64gather_epi32(_mm256_setzero_si256(), m, idx, expa, 4);
+    _mm256_mask_storeu_epi32(e + j, m, ev);
+    z = _mm512_add_epi64(z, _mm512_cvtepi32_epi64(ev));
+  }
+  return _mm512_reduce_add_epi64(z);
+}
+
+PYLLMCODEC_V512 std::int64_t gmax(const std::int32_t* e, const std::int32_t* vmax, std::size_t n) {
+  __m512i g = _mm512_setzero_si512();
+  for (std::size_t j = 0; j < n; j += 8) {
+    const __mmask8 m = tail8(n - j);
+    const __m512i ev = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(m, e + j));
+    const __m512i vv = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(m, vmax + j));
+    g = _mm512_max_epi64(g, _mm512_mul_epu32(ev, vv));
+  }
+  return _mm512_reduce_max_epi64(g);
+}
+
+PYLLMCODEC_V512 void wts(const std::int32_t* e, const std::int32_t* vmax, std::size_t n, int vs, std::int16_t* w,
+                         std::size_t wl) {
+  const __m128i sh = _mm_cvtsi32_si128(vs);
+  for (std::size_t j = 0; j < n; j += 8) {
+    const __mmask8 m = tail8(n - j);
+    const __m512i ev = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(m, e + j));
+    const __m512i vv = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(m, vmax + j));
+    _mm_mask_storeu_epi16(w + j, m, _mm512_cvtepi64_epi16(_mm512_srl_epi64(_mm512_mul_epu32(ev, vv), sh)));
+  }
+  for (std::size_t j = n; j < wl; ++j) w[j] = 0;
+}
+
+template <int G>
+PYLLMCODEC_V512 void values_g(const std::int16_t* w, std::size_t wl, const std::int8_t* vc, std::size_t n,
+                              std::int64_t* a) {
+  const std::size_t pairs = (n + 1) / 2;
+  for (int g = 0; g < G; ++g)
+    for (std::size_t c = 0; c < kHd; ++c) a[g * kHd + c] = 0;
+  for (std::size_t i0 = 0; i0 < pairs; i0 += kValBlock / 2) {
+    const std::size_t i1 = std::min(pairs, i0 + kValBlock / 2);
+    __m512i acc[G][4];
+    for (int g = 0; g < G; ++g)
+      for (int c = 0; c < 4; ++c) acc[g][c] = _mm512_setzero_si512();
+    for (std::size_t i = i0; i < i1; ++i) {
+      const std::int8_t* vp = vc + i * 2 * kHd;
+      __m512i v[4];
+      for (int c = 0; c < 4; ++c) v[c] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + c * 32)));
+      for (int g = 0; g < G; ++g) {
+        const __m512i eb = _mm512_set1_epi32(load4(w + g * wl + 2 * i));
+        for (int c = 0; c < 4; ++c) acc[g][c] = _mm512_dpwssd_epi32(acc[g][c], eb, v[c]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      for (int c = 0; c < 4; ++c) {
+        std::int64_t* ag = a + g * kHd + c * 16;
+        _mm512_storeu_si512(ag, _mm512_add_epi64(_mm512_loadu_si512(ag), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[g][c]))));
+        _mm512_storeu_si512(ag + 8, _mm512_add_epi64(_mm512_loadu_si512(ag + 8),
+                                                     _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[g][c], 1))));
+      }
+    }
+  }
+}
+
+PYLLMCODEC_V512 void values(const std::int16_t* w, std::size_t G, std::size_t wl, const std::int8_t* vc, std::size_t n,
+                            std::int64_t* a) {
+  for (std::size_t g = 0; g < G; g += 4) {
+    switch (std::min<std::size_t>(4, G - g)) {
+      case 1: values_g<1>(w + g * wl, wl, vc, n, a + g * kHd); break;
+      case 2: values_g<2>(w + g * wl, wl, vc, n, a + g * kHd); break;
+      case 3: values_g<3>(w + g * wl, wl, vc, n, a + g * kHd); break;
+      default: values_g<4>(w + g * wl, wl, vc, n, a + g * kHd); break;
+    }
+  }
+}
+
+PYLLMCODEC_V512 void finish(std::int64_t* p, const std::int64_t* e, std::size_t n, std::int64_t base, std::int64_t C,
+                            std::int64_t emin, std::int64_t emax) {
+  if (base + emin < 1 || base + emax > 63) {  // shifts left or past 63: numpy's corners, one by one
+    for (std::size_t o = 0; o < n; ++o) p[o] = lin_out(p[o], base + e[o], C);
+    return;
+  }
+  // 1 <= s <= 63 and |P| < 2^52: clamp(P, 2^62) is P, and rsr is (P + 2^(s-1)) >> s
+  const __m512i bv = _mm512_set1_epi64(base - 1), one = _mm512_set1_epi64(1), hi = _mm512_set1_epi64(C),
+                lo = _mm512_set1_epi64(-C);
+  for (std::size_t o = 0; o < n; o += 8) {
+    const __mmask8 m = tail8(n - o);
+    const __m512i s1 = _mm512_add_epi64(bv, _mm512_maskz_loadu_epi64(m, e + o));  // s - 1
+    const __m512i v = _mm512_add_epi64(_mm512_maskz_loadu_epi64(m, p + o), _mm512_sllv_epi64(one, s1));
+    const __m512i r = _mm512_srav_epi64(_mm512_srav_epi64(v, s1), one);
+    _mm512_mask_storeu_epi64(p + o, m, _mm512_min_epi64(_mm512_max_epi64(r, lo), hi));
+  }
+}
+
+PYLLMCODEC_V512 void expl_row(const std::int64_t* L, std::size_t V, const std::int32_t* expl, std::size_t ne,
+                              std::uint32_t* out) {
+  __m512i vmx = _mm512_set1_epi64(INT64_MIN);
+  for (std::size_t v = 0; v < V; v += 8) vmx = _mm512_mask_max_epi64(vmx, tail8(V - v), vmx, _mm512_maskz_loadu_epi64(tail8(V - v), L + v));
+  const __m512i mx = _mm512_set1_epi64(_mm512_reduce_max_epi64(vmx));
+  const __m512i last = _mm512_set1_epi64(static_cast<std::int64_t>(ne) - 1);
+  for (std::size_t v = 0; v < V; v += 8) {
+    const __mmask8 m = tail8(V - v);
+    const __m512i idx = _mm512_min_epi64(_mm512_sub_epi64(mx, _mm512_maskz_loadu_epi64(m, L + v)), last);
+    const __m256i r = _mm512_mask_i64gather_epi32(_mm256_setzero_si256(), m, idx, expl, 4);
+    _mm256_mask_storeu_epi32(out + v, m, r);
+  }
+}
+
+inline constexpr Kernels table{&products, &scores, &expw, &gmax, &wts, &values, &finish, &expl_row, "avx512-vnni"};
+#undef PYLLMCODEC_V512
+}  // namespace avx512vnni
+#endif
 
 // The copy for this CPU, chosen once; PYLLMCODEC_KERNELS=generic forces the
 // baseline, =avx2 the AVX2 copy where the CPU has it (the tests compare them).
@@ -578,6 +884,8 @@ class Model {
         W.e[o] = p.e[j];
       }
     }
+    W.emin = *std::min_element(W.e.begin(), W.e.begin() + static_cast<std::ptrdiff_t>(W.out));
+    W.emax = *std::max_element(W.e.begin(), W.e.begin() + static_cast<std::ptrdiff_t>(W.out));
     return W;
   }
 
@@ -633,22 +941,6 @@ class Model {
     std::int64_t sh[64] = {};
     for (std::size_t b = 0; b < d / kBlock; ++b) xs[b] = 127 * static_cast<std::uint64_t>(root);
     quant_blocks(y, xs, sh, a, r, false);
-  }
-
-  static std::int64_t lin_out(std::int64_t P, std::int64_t s, std::int64_t C) {
-    const std::int64_t le = std::min<std::int64_t>(62, std::max<std::int64_t>(0, 62 + std::min<std::int64_t>(s, 0)));
-    const std::int64_t lim = std::int64_t{1} << le;
-    return clamp64(rsr(clamp64(P, lim), s), C);
-  }
-
-  // rows [r0, r1) of P (ld W.ld()) -> outputs, in place
-  static void finish(const QMat& W, const Act& x, std::int64_t* P, std::size_t r0, std::size_t r1, std::int64_t U,
-                     std::int64_t out_unit, std::int64_t C) {
-    for (std::size_t r = r0; r < r1; ++r) {
-      const std::int64_t base = x.eA[r] + U - out_unit;
-      std::int64_t* p = P + r * W.ld();
-      for (std::size_t o = 0; o < W.out; ++o) p[o] = lin_out(p[o], base + W.e[o], C);
-    }
   }
 
   void attention_row(const Layer& ly, std::size_t li, State& st, std::size_t r, std::size_t t, Scratch& sc,
@@ -730,11 +1022,11 @@ class Model {
       const std::size_t ob0 = W.nob * tid / T, ob1 = W.nob * (tid + 1) / T;
       if (ob0 < ob1) K.products(W, x, 0, B, ob0, ob1, P);
       // finish this thread's columns for every row
-      for (std::size_t r = 0; r < B; ++r) {
-        const std::int64_t base = x.eA[r] + U - unit;
-        std::int64_t* p = P + r * W.ld();
-        const std::size_t o1 = std::min(W.out, ob1 * 16);
-        for (std::size_t o = ob0 * 16; o < o1; ++o) p[o] = lin_out(p[o], base + W.e[o], C);
+      const std::size_t o0 = ob0 * 16, o1 = std::min(W.out, ob1 * 16);
+      if (o0 < o1) {
+        for (std::size_t r = 0; r < B; ++r) {
+          K.finish(P + r * W.ld() + o0, W.e.data() + o0, o1 - o0, x.eA[r] + U - unit, C, W.emin, W.emax);
+        }
       }
     };
     // the embedding, and the first RMSNorm
@@ -806,14 +1098,7 @@ class Model {
     bar.wait();
     cols(head, st.act, st.logits.data(), kUnit, kLogitUnit, kLogitClamp);
     bar.wait();
-    const std::int64_t lastx = static_cast<std::int64_t>(expl.size()) - 1;
-    for (std::size_t r = r0; r < r1; ++r) {
-      const std::int64_t* L = st.logits.data() + r * head.ld();
-      std::int64_t mx = L[0];
-      for (std::size_t v = 1; v < V; ++v) mx = std::max(mx, L[v]);
-      std::uint32_t* orow = out + r * V;
-      for (std::size_t v = 0; v < V; ++v) orow[v] = static_cast<std::uint32_t>(expl[static_cast<std::size_t>(std::min(mx - L[v], lastx))]);
-    }
+    for (std::size_t r = r0; r < r1; ++r) K.expl_row(st.logits.data() + r * head.ld(), V, expl.data(), expl.size(), out + r * V);
   }
 
   void prepare(State& st, unsigned T) const {
