@@ -48,11 +48,18 @@ def make_cut(out: Path, layers: int) -> None:
 
 def _write_bundle(path: Path, arrays: dict[str, np.ndarray], name: str) -> Path:
     from pyllmcodec.models import smollm2
-    from pyllmcodec.models.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
+    from pyllmcodec.models.bundle import (
+        BUNDLE_FORMAT,
+        BUNDLE_VERSION,
+        bundle_id,
+        file_sha256,
+        write_arrays,
+        write_manifest,
+    )
     from pyllmcodec.nets import intllama as il
 
     path.mkdir(parents=True, exist_ok=True)
-    index = smollm2.write_arrays(path / smollm2.EXACT_FILE, arrays)
+    index = write_arrays(path / smollm2.EXACT_FILE, arrays)
     files = {smollm2.EXACT_FILE: file_sha256(path / smollm2.EXACT_FILE)}
     cfg = {k: int(arrays[k]) for k in ("n_layer", "d_model", "n_head", "n_kv_head", "d_mlp", "vocab")}
     write_manifest(path, {

@@ -265,10 +265,11 @@ def test_reference_tracks_the_float_model_on_text():
 
 def make_bundle(path, arrays):
     """A bundle directory of an exact Llama from raw arrays (no tokenizer: a byte-level vocabulary)."""
-    from pyllmcodec.models.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
+    from pyllmcodec.models.bundle import (BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_arrays,
+                                          write_manifest)
 
     path.mkdir(parents=True, exist_ok=True)
-    index = smollm2.write_arrays(path / smollm2.EXACT_FILE, arrays)
+    index = write_arrays(path / smollm2.EXACT_FILE, arrays)
     files = {smollm2.EXACT_FILE: file_sha256(path / smollm2.EXACT_FILE)}
     cfg = {k: int(arrays[k]) for k in ("n_layer", "d_model", "n_head", "n_kv_head", "d_mlp", "vocab")}
     write_manifest(path, {

@@ -19,13 +19,14 @@ import numpy as np
 
 from .. import _core
 from ..errors import ModelError
+from ..models.bundle import read_arrays
 from ..nets import intllama
 from .base import BundleModel
 from .exact import CDF_INT
 
 __all__ = ["ExactLlamaStepModel", "load_exact_llama", "tables_digest"]
 
-#: the bundle file that holds the integers (:func:`pyllmcodec.models.smollm2.write_arrays`)
+#: the bundle file that holds the integers (:func:`pyllmcodec.models.bundle.write_arrays`)
 ARRAYS_FILE = "intllama.bin"
 
 _tables: dict[str, Any] = {}
@@ -53,8 +54,6 @@ def tables_digest() -> str:
 def load_exact_llama(bundle: Any) -> dict[str, np.ndarray]:
     """An exact Llama bundle's arrays, validated against the arithmetic's
     bounds and its manifest (a ModelError says what is wrong)."""
-    from ..models.smollm2 import read_arrays
-
     m = bundle.manifest
     name = bundle.name
     if m.get("numerics") != intllama.NUMERICS:

@@ -53,8 +53,18 @@ import numpy as np
 from ..constants import FRAME_ID_LEN
 from ..errors import ModelError
 
-__all__ = ["Bundle", "bundle_id", "file_sha256", "load_bundle", "manifest_identity", "model_identity",
-           "shipped_bundle_dirs", "write_manifest"]
+__all__ = [
+    "Bundle",
+    "bundle_id",
+    "file_sha256",
+    "load_bundle",
+    "manifest_identity",
+    "model_identity",
+    "read_arrays",
+    "shipped_bundle_dirs",
+    "write_arrays",
+    "write_manifest",
+]
 
 BUNDLE_FORMAT = "pyllmcodec-bundle"
 BUNDLE_VERSION = 1
@@ -196,4 +206,44 @@ def float_tensors(bundle: Bundle) -> dict[str, np.ndarray]:
         shape = t["shape"]
         arr = arr.reshape(shape[::-1]).T if t["transposed"] else arr.reshape(shape)
         out[k] = np.array(arr, dtype=np.float32, order="C")
+    return out
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Write ``arrays`` as one raw little-endian file (sorted names, 64-byte
+    aligned) and return its index ``{name: {offset, dtype, shape}}``.  The
+    bytes depend on the arrays alone (an ``.npz`` holds timestamps), so every
+    machine that converts the same GGUF writes the same file, the same hash
+    and so the same model identity."""
+    index: dict[str, Any] = {}
+    off = 0
+    with open(path, "wb") as f:
+        for name in sorted(arrays):
+            a = np.array(arrays[name], order="C")  # (ascontiguousarray would make scalars 1-D)
+            a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+            pad = -off % 64
+            f.write(b"\0" * pad)
+            off += pad
+            index[name] = {"offset": off, "dtype": a.dtype.str, "shape": list(a.shape)}
+            f.write(a.tobytes())
+            off += a.nbytes
+    return index
+
+
+def read_arrays(path: Path, index: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays :func:`write_arrays` wrote (memory-mapped, read-only); a
+    damaged index is a ModelError."""
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    out: dict[str, np.ndarray] = {}
+    try:
+        for name, t in index.items():
+            dt = np.dtype(t["dtype"])
+            shape = tuple(int(x) for x in t["shape"])
+            count = int(np.prod(shape, dtype=np.int64))
+            off = int(t["offset"])
+            if off < 0 or off + count * dt.itemsize > len(raw):
+                raise ValueError(f"array {name!r} runs past the end of {path.name}")
+            out[name] = np.frombuffer(raw, dt, count=count, offset=off).reshape(shape)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{path}: bad array index: {e}") from None
     return out

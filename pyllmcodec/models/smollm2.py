@@ -405,46 +405,6 @@ def exact_bundle_dir(path: Path | None = None) -> Path:
     return cache_root() / "models" / f"{EXACT_NAME}-{gguf_sha256(path)[:16]}-c{EXACT_CONVERTER_VERSION}"
 
 
-def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Write ``arrays`` as one raw little-endian file (sorted names, 64-byte
-    aligned) and return its index ``{name: {offset, dtype, shape}}``.  The
-    bytes depend on the arrays alone (an ``.npz`` holds timestamps), so every
-    machine that converts the same GGUF writes the same file, the same hash
-    and so the same model identity."""
-    index: dict[str, Any] = {}
-    off = 0
-    with open(path, "wb") as f:
-        for name in sorted(arrays):
-            a = np.array(arrays[name], order="C")  # (ascontiguousarray would make scalars 1-D)
-            a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-            pad = -off % 64
-            f.write(b"\0" * pad)
-            off += pad
-            index[name] = {"offset": off, "dtype": a.dtype.str, "shape": list(a.shape)}
-            f.write(a.tobytes())
-            off += a.nbytes
-    return index
-
-
-def read_arrays(path: Path, index: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The arrays :func:`write_arrays` wrote (memory-mapped, read-only); a
-    damaged index is a ModelError."""
-    raw = np.memmap(path, dtype=np.uint8, mode="r")
-    out: dict[str, np.ndarray] = {}
-    try:
-        for name, t in index.items():
-            dt = np.dtype(t["dtype"])
-            shape = tuple(int(x) for x in t["shape"])
-            count = int(np.prod(shape, dtype=np.int64))
-            off = int(t["offset"])
-            if off < 0 or off + count * dt.itemsize > len(raw):
-                raise ValueError(f"array {name!r} runs past the end of {path.name}")
-            out[name] = np.frombuffer(raw, dt, count=count, offset=off).reshape(shape)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelError(f"{path}: bad array index: {e}") from None
-    return out
-
-
 def convert_exact(path: Path | None = None, out: Path | None = None) -> Path:
     """The exact tier's bundle for the GGUF at ``path`` (default: the
     installed one), written once into the cache (:func:`exact_bundle_dir`)
@@ -452,7 +412,7 @@ def convert_exact(path: Path | None = None, out: Path | None = None) -> Path:
     files' SHA-256 are checked when it is loaded)."""
     from ..nets import intllama
     from ..tokenizer import TOKENIZER_FILE, BPETokenizer
-    from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_manifest
+    from .bundle import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_id, file_sha256, write_arrays, write_manifest
 
     path = path or gguf_path()
     if path is None:

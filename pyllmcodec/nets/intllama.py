@@ -85,8 +85,6 @@ from typing import Any
 
 import numpy as np
 
-from .intlm import isqrt
-
 #: the numerics' name, recorded in bundles and archive fingerprints
 NUMERICS = "exact-llama/1"
 #: the tables every exact Llama shares (rotary for theta 100000 / head_dim 64, SiLU, the softmaxes)
@@ -123,6 +121,18 @@ def rsr(p: np.ndarray, s: np.ndarray | int) -> np.ndarray:
 
 def rdiv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.floor_divide(2 * a + b, 2 * b)
+
+
+def isqrt(d: np.ndarray) -> np.ndarray:
+    """Exact floor square root of non-negative int64 values (< 2**62): a
+    float64 estimate, then integer corrections (as :mod:`.intlm`'s; the
+    networks import nothing of ours, not even each other)."""
+    d = np.asarray(d, dtype=np.int64)
+    r = np.sqrt(d.astype(np.float64)).astype(np.int64)
+    for _ in range(2):
+        r = np.where(r * r > d, r - 1, r)
+        r = np.where((r + 1) * (r + 1) <= d, r + 1, r)
+    return r
 
 
 def bitlen(n: int) -> int:
