@@ -45,8 +45,7 @@ class _IdealEncoder:
         self._enc = enc
         self.bits = np.zeros(batch, dtype=np.float64)
 
-    def encode_probs(self, probs: Any, symbols: Any, rows: Any = None) -> None:
-        p = np.asarray(probs)
+    def _add(self, p: np.ndarray, symbols: Any, rows: Any) -> None:
         s = np.asarray(symbols, dtype=np.int64)
         tot = p.sum(axis=1, dtype=np.float64)
         hit = p[np.arange(len(s)), s].astype(np.float64)
@@ -55,7 +54,18 @@ class _IdealEncoder:
             self.bits += bits
         else:
             np.add.at(self.bits, np.asarray(rows, dtype=np.int64), bits)
+
+    def encode_probs(self, probs: Any, symbols: Any, rows: Any = None) -> None:
+        self._add(np.asarray(probs), symbols, rows)
         self._enc.encode_probs(probs, symbols, rows=rows)
+
+    def encode_weights(self, weights: Any, symbols: Any, rows: Any = None, **kw: Any) -> None:
+        """An exact model's integer rows: the ideal length of its own weights
+        (a zero weight, which the integer quantizer still codes, counts as
+        the quantizer's floor of one count: see the payload column)."""
+        w = np.maximum(np.asarray(weights, dtype=np.float64), 0.5)
+        self._add(w, symbols, rows)
+        self._enc.encode_weights(weights, symbols, rows=rows, **kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._enc, name)
