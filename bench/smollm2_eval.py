@@ -97,18 +97,20 @@ def evaluate_file(comp: Any, name: str, data: bytes, *, verify: bool) -> dict[st
 
     geometry = comp.geometry_for(len(data))
     chunks = comp.cut(memoryview(data), geometry)  # the chunks compress will code (split cells included)
+    from pyllmcodec import scheduler
+
     session = comp.session(geometry)
-    runner = session.runner
-    real_core = runner.core
-    probe = IdealCore(real_core)
     session.probe(max(1, min(len(chunks), comp.batch_size)))  # the first wave's batch: outside the timing
-    runner.core = probe
+    # every WaveRunner made during compress (sessions are cheap and made per call) takes the wrapped core
+    real_core = scheduler.core
+    probe = IdealCore(real_core)
+    scheduler.core = probe  # type: ignore[assignment]
     try:
         t0 = time.perf_counter()
         blob = comp.compress(data)
         t_comp = time.perf_counter() - t0
     finally:
-        runner.core = real_core
+        scheduler.core = real_core
     ix = ArchiveIndex(blob)
     if len(ix.blocks) != len(probe.waves):
         raise RuntimeError(f"{len(ix.blocks)} blocks but {len(probe.waves)} coded waves")
