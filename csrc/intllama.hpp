@@ -167,6 +167,7 @@ struct Act {  // one quantized input per row
   std::vector<std::uint8_t> xu;  // [B][n]: xq + 128 (the head's unsigned operand)
   std::vector<std::int32_t> A;   // [B][nb]
   std::vector<std::int64_t> U;   // [B][nb]: A T
+  std::vector<std::int32_t> T;   // [B][nb]: sum of the block's xq
   std::vector<std::int64_t> eA;  // [B]
   void resize(std::size_t B, std::size_t n_, bool unsigned_copy) {
     n = n_;
@@ -175,6 +176,7 @@ struct Act {  // one quantized input per row
     if (unsigned_copy) xu.resize(B * n);
     A.resize(B * nb);
     U.resize(B * nb);
+    T.resize(B * nb);
     eA.resize(B);
   }
 };
@@ -186,6 +188,7 @@ inline void quant_blocks(const std::int64_t* y, const std::uint64_t* x, const st
   std::int8_t* xq = a.xq.data() + r * n;
   std::int32_t* A = a.A.data() + r * nb;
   std::int64_t* U = a.U.data() + r * nb;
+  std::int32_t* Ts = a.T.data() + r * nb;
   std::uint64_t ymax[64];
   std::int64_t eA = 0;
   bool any = false;
@@ -207,6 +210,7 @@ inline void quant_blocks(const std::int64_t* y, const std::uint64_t* x, const st
       std::memset(q, 0, kBlock);
       A[b] = 0;
       U[b] = 0;
+      Ts[b] = 0;
     } else {
       const Rdiv127 div(ymax[b]);
       std::int64_t T = 0;
@@ -217,6 +221,7 @@ inline void quant_blocks(const std::int64_t* y, const std::uint64_t* x, const st
       }
       A[b] = floor_pow(ymax[b], eA + sh[b], x[b]);
       U[b] = A[b] * T;
+      Ts[b] = static_cast<std::int32_t>(T);
     }
     if (unsigned_copy) {
       std::uint8_t* u = a.xu.data() + r * n + b * kBlock;
@@ -230,7 +235,8 @@ inline void quant_blocks(const std::int64_t* y, const std::uint64_t* x, const st
 // 4 bytes (the vpdpbusd layout).  Lane L of a 16-output block holds output
 // kLane[L] (even lanes outputs 0..7, odd lanes 8..15: vpmuldq reads even
 // int32 lanes, a 64-bit shift the odd ones, so neither half needs a shuffle).
-// d, m: int64 per (block, input block), in output order.
+// Q4_1: d, m as int32 per (block, input block, lane): d S + m T < 2^31 in
+// int32 lanes, then times A in int64.  Q8_0: d as int64 in output order.
 // ---------------------------------------------------------------------------
 constexpr int kLane[16] = {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15};
 
@@ -238,7 +244,8 @@ struct QMat {
   std::size_t out = 0, in = 0, nb = 0, nob = 0;
   bool signed_q = false;           // Q8_0 (the head): signed q, no m
   std::vector<std::uint8_t> q;     // [nob][in / 4][16 lanes][4]
-  std::vector<std::int64_t> d, m;  // [nob][nb][16 outputs]
+  std::vector<std::int64_t> d;     // Q8_0: [nob][nb][16 outputs]
+  std::vector<std::int32_t> d32, m32;  // Q4_1: [nob][nb][16 lanes]
   std::vector<std::int32_t> qs;    // Q8_0: [nob][nb][16 lanes] 128 * sum of the block's q
   std::vector<std::int64_t> e;     // [nob * 16] (0 past out)
   std::int64_t emin = 0, emax = 0;  // over the outputs
@@ -304,16 +311,14 @@ inline std::int64_t lin_out(std::int64_t P, std::int64_t s, std::int64_t C) {
               for (std::size_t l = 0; l < 16; ++l) S[l] += qq[(i / 4 * 16 + l) * 4 + i % 4] * std::int32_t{xr[i]}; \
           }                                                                                                      \
           const std::int64_t A = x.A[r * nb + b];                                                                \
-          const std::int64_t* d = W.d.data() + (ob * nb + b) * 16;                                               \
           if (W.signed_q) {                                                                                      \
+            const std::int64_t* d = W.d.data() + (ob * nb + b) * 16;                                             \
             for (std::size_t l = 0; l < 16; ++l) acc[kLane[l]] += A * d[kLane[l]] * S[l];                        \
           } else {                                                                                               \
-            const std::int64_t U = x.U[r * nb + b];                                                              \
-            const std::int64_t* m = W.m.data() + (ob * nb + b) * 16;                                             \
-            for (std::size_t l = 0; l < 16; ++l) {                                                               \
-              const int o = kLane[l];                                                                            \
-              acc[o] += std::int64_t{static_cast<std::int32_t>(A * S[l])} * d[o] + U * m[o];                     \
-            }                                                                                                    \
+            const std::int32_t T = x.T[r * nb + b];                                                              \
+            const std::int32_t* d = W.d32.data() + (ob * nb + b) * 16;                                           \
+            const std::int32_t* m = W.m32.data() + (ob * nb + b) * 16;                                           \
+            for (std::size_t l = 0; l < 16; ++l) acc[kLane[l]] += A * std::int64_t{d[l] * S[l] + m[l] * T};      \
           }                                                                                                      \
         }                                                                                                        \
         for (std::size_t o = 0; o < 16; ++o) P[r * ld + ob * 16 + o] = acc[o];                                   \
@@ -426,6 +431,11 @@ PYLLMCODEC_LLAMA_KERNELS(avx2, __attribute__((target("avx2,fma,bmi,bmi2,popcnt")
 namespace avx512vnni {
 #define PYLLMCODEC_V512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,bmi2")))
 
+#ifndef PYLLMCODEC_LLAMA_PREFETCH
+#define PYLLMCODEC_LLAMA_PREFETCH 2048
+#endif
+constexpr std::size_t kPrefetch = PYLLMCODEC_LLAMA_PREFETCH;  // bytes ahead in the cache streams (prefetch never faults)
+
 inline std::int32_t load4(const void* p) {
   std::int32_t v;
   std::memcpy(&v, p, sizeof v);
@@ -438,13 +448,12 @@ PYLLMCODEC_V512 inline void q4_tile(const QMat& W, const Act& x, std::size_t r0,
   __m512i lo[R], hi[R];
   for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_si512();
   const std::uint8_t* qb = W.q.data() + ob * (in / 4) * 64;
-  const std::int64_t* dp = W.d.data() + ob * nb * 16;
-  const std::int64_t* mp = W.m.data() + ob * nb * 16;
+  const std::int32_t* dp = W.d32.data() + ob * nb * 16;
+  const std::int32_t* mp = W.m32.data() + ob * nb * 16;
   for (std::size_t b = 0; b < nb; ++b) {
     __m512i wq[8];
     for (int k = 0; k < 8; ++k) wq[k] = _mm512_loadu_si512(qb + (b * 8 + k) * 64);
-    const __m512i dlo = _mm512_loadu_si512(dp + b * 16), dhi = _mm512_loadu_si512(dp + b * 16 + 8);
-    const __m512i mlo = _mm512_loadu_si512(mp + b * 16), mhi = _mm512_loadu_si512(mp + b * 16 + 8);
+    const __m512i dv = _mm512_loadu_si512(dp + b * 16), mv = _mm512_loadu_si512(mp + b * 16);
     for (int r = 0; r < R; ++r) {
       const std::int8_t* xr = x.xq.data() + (r0 + r) * in + b * kBlock;
       __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[0], _mm512_set1_epi32(load4(xr)));
@@ -453,11 +462,12 @@ PYLLMCODEC_V512 inline void q4_tile(const QMat& W, const Act& x, std::size_t r0,
         s0 = _mm512_dpbusd_epi32(s0, wq[k], _mm512_set1_epi32(load4(xr + 4 * k)));
         s1 = _mm512_dpbusd_epi32(s1, wq[k + 1], _mm512_set1_epi32(load4(xr + 4 * k + 4)));
       }
-      const __m512i s = _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(x.A[(r0 + r) * nb + b]));
-      const __m512i u = _mm512_set1_epi64(x.U[(r0 + r) * nb + b]);
-      lo[r] = _mm512_add_epi64(lo[r], _mm512_add_epi64(_mm512_mul_epi32(s, dlo), _mm512_mul_epi32(u, mlo)));
-      hi[r] = _mm512_add_epi64(hi[r],
-                               _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(s, 32), dhi), _mm512_mul_epi32(u, mhi)));
+      // d S + m T (< 2^31), then times A in int64 lanes
+      const __m512i dm = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(s0, s1), dv),
+                                          _mm512_mullo_epi32(_mm512_set1_epi32(x.T[(r0 + r) * nb + b]), mv));
+      const __m512i a = _mm512_set1_epi64(x.A[(r0 + r) * nb + b]);
+      lo[r] = _mm512_add_epi64(lo[r], _mm512_mul_epi32(dm, a));
+      hi[r] = _mm512_add_epi64(hi[r], _mm512_mul_epi32(_mm512_srli_epi64(dm, 32), a));
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -538,6 +548,7 @@ PYLLMCODEC_V512 void scores_g(const std::int16_t* q, const std::int8_t* kc, std:
     for (std::size_t p = 0; p < kHd / 2; p += 2) {
       const __m512i k0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kb + p * 32)));
       const __m512i k1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kb + p * 32 + 32)));
+      _mm_prefetch(reinterpret_cast<const char*>(kb + p * 32 + kPrefetch), _MM_HINT_T0);
       for (int g = 0; g < G; ++g) {
         a0[g] = _mm512_dpwssd_epi32(a0[g], _mm512_set1_epi32(load4(q + g * kHd + 2 * p)), k0);
         a1[g] = _mm512_dpwssd_epi32(a1[g], _mm512_set1_epi32(load4(q + g * kHd + 2 * p + 2)), k1);
@@ -626,6 +637,8 @@ PYLLMCODEC_V512 void values_g(const std::int16_t* w, std::size_t wl, const std::
     for (std::size_t i = i0; i < i1; ++i) {
       const std::int8_t* vp = vc + i * 2 * kHd;
       __m512i v[4];
+      _mm_prefetch(reinterpret_cast<const char*>(vp + kPrefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(vp + kPrefetch + 64), _MM_HINT_T0);
       for (int c = 0; c < 4; ++c) v[c] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + c * 32)));
       for (int g = 0; g < G; ++g) {
         const __m512i eb = _mm512_set1_epi32(load4(w + g * wl + 2 * i));
@@ -852,8 +865,9 @@ class Model {
     W.signed_q = signed_q;
     const std::size_t quads = W.in / 4, nb = W.nb;
     W.q.assign(W.nob * quads * 64, 0);
-    W.d.assign(W.nob * nb * 16, 0);
-    if (!signed_q) W.m.assign(W.nob * nb * 16, 0);
+    if (signed_q) W.d.assign(W.nob * nb * 16, 0);
+    if (!signed_q) W.d32.assign(W.nob * nb * 16, 0);
+    if (!signed_q) W.m32.assign(W.nob * nb * 16, 0);
     if (signed_q) W.qs.assign(W.nob * nb * 16, 0);
     W.e.assign(W.nob * 16, 0);
     int lane_of[16];
@@ -873,8 +887,9 @@ class Model {
           W.q[((ob * quads + i / 4) * 16 + lane) * 4 + i % 4] = v;
         }
         for (std::size_t b = 0; b < nb; ++b) {
-          W.d[(ob * nb + b) * 16 + o % 16] = p.d[j * nb + b];
-          if (!signed_q) W.m[(ob * nb + b) * 16 + o % 16] = p.m[j * nb + b];
+          if (signed_q) W.d[(ob * nb + b) * 16 + o % 16] = p.d[j * nb + b];
+          if (!signed_q) W.d32[(ob * nb + b) * 16 + lane] = p.d[j * nb + b];
+          if (!signed_q) W.m32[(ob * nb + b) * 16 + lane] = p.m[j * nb + b];
           if (signed_q) {
             std::int32_t sum = 0;
             for (std::size_t i = b * kBlock; i < (b + 1) * kBlock; ++i) sum += static_cast<std::int8_t>(p.q[j * W.in + i]);
