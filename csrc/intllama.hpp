@@ -263,13 +263,11 @@ struct Kernels {
   void (*scores)(const std::int16_t* q, std::size_t G, const std::int8_t* kc, std::size_t n, std::int32_t* s,
                  std::size_t sl);
   // the softmax weights of one head: S'_j = s_j kmax_j, i_j = floor((max S' - S'_j) / (127 2^k)),
-  // e_j = expa[min(i_j, na - 1)] (the table ends with 0); returns Z = sum e_j; e[n] out
-  std::int64_t (*expw)(const std::int32_t* s, const std::int32_t* kmax, std::size_t n, int k, const std::int32_t* expa,
-                       std::size_t na, std::int64_t* sp, std::int32_t* e);
-  // max_j e_j vmax_j
-  std::int64_t (*gmax)(const std::int32_t* e, const std::int32_t* vmax, std::size_t n);
-  // w[j] = (e_j vmax_j) >> vs (int16), zero for n <= j < wl
-  void (*wts)(const std::int32_t* e, const std::int32_t* vmax, std::size_t n, int vs, std::int16_t* w, std::size_t wl);
+  // e_j = expa[min(i_j, na - 1)] (the table ends with 0): *z = sum e_j, g[j] = e_j vmax_j; returns max g
+  std::int64_t (*expw)(const std::int32_t* s, const std::int32_t* kmax, const std::int32_t* vmax, std::size_t n, int k,
+                       const std::int32_t* expa, std::size_t na, std::int64_t* g, std::int64_t* z);
+  // w[j] = g[j] >> vs (int16), zero for n <= j < wl
+  void (*wts)(const std::int64_t* g, std::size_t n, int vs, std::int16_t* w, std::size_t wl);
   // a[h * 64 + c] = sum_{j < n} w[h * wl + j] v8_j[c] for G heads (w zero past n)
   void (*values)(const std::int16_t* w, std::size_t G, std::size_t wl, const std::int8_t* vc, std::size_t n,
                  std::int64_t* a);
@@ -341,36 +339,30 @@ inline std::int64_t lin_out(std::int64_t P, std::int64_t s, std::int64_t C) {
       }                                                                                                          \
     }                                                                                                            \
   }                                                                                                              \
-  ATTR inline std::int64_t expw(const std::int32_t* s, const std::int32_t* kmax, std::size_t n, int k,           \
-                                const std::int32_t* expa, std::size_t na, std::int64_t* sp, std::int32_t* e) {   \
+  ATTR inline std::int64_t expw(const std::int32_t* s, const std::int32_t* kmax, const std::int32_t* vmax,         \
+                                std::size_t n, int k, const std::int32_t* expa, std::size_t na, std::int64_t* g,  \
+                                std::int64_t* zout) {                                                            \
     std::int64_t mx = INT64_MIN;                                                                                 \
     for (std::size_t j = 0; j < n; ++j) {                                                                        \
-      sp[j] = std::int64_t{s[j]} * kmax[j];                                                                      \
-      mx = sp[j] > mx ? sp[j] : mx;                                                                              \
+      g[j] = std::int64_t{s[j]} * kmax[j];                                                                       \
+      mx = g[j] > mx ? g[j] : mx;                                                                                \
     }                                                                                                            \
     const std::uint64_t cap = 127 * static_cast<std::uint64_t>(na);                                              \
-    std::int64_t z = 0;                                                                                          \
+    std::int64_t z = 0, gm = 0;                                                                                  \
     for (std::size_t j = 0; j < n; ++j) {                                                                        \
-      std::uint64_t y = static_cast<std::uint64_t>(mx - sp[j]) >> k;                                             \
+      std::uint64_t y = static_cast<std::uint64_t>(mx - g[j]) >> k;                                              \
       y = y < cap ? y : cap;                                                                                     \
       std::uint64_t i = (y * 528417u) >> 26; /* floor(y / 127) for y < 2^19 */                                   \
       i = i < na - 1 ? i : na - 1;                                                                               \
-      e[j] = expa[i];                                                                                            \
-      z += e[j];                                                                                                 \
+      z += expa[i];                                                                                              \
+      g[j] = std::int64_t{expa[i]} * vmax[j];                                                                    \
+      gm = g[j] > gm ? g[j] : gm;                                                                                \
     }                                                                                                            \
-    return z;                                                                                                    \
+    *zout = z;                                                                                                   \
+    return gm;                                                                                                   \
   }                                                                                                              \
-  ATTR inline std::int64_t gmax(const std::int32_t* e, const std::int32_t* vmax, std::size_t n) {                \
-    std::int64_t g = 0;                                                                                          \
-    for (std::size_t j = 0; j < n; ++j) {                                                                        \
-      const std::int64_t v = std::int64_t{e[j]} * vmax[j];                                                       \
-      g = v > g ? v : g;                                                                                         \
-    }                                                                                                            \
-    return g;                                                                                                    \
-  }                                                                                                              \
-  ATTR inline void wts(const std::int32_t* e, const std::int32_t* vmax, std::size_t n, int vs, std::int16_t* w,  \
-                       std::size_t wl) {                                                                         \
-    for (std::size_t j = 0; j < n; ++j) w[j] = static_cast<std::int16_t>((std::int64_t{e[j]} * vmax[j]) >> vs);  \
+  ATTR inline void wts(const std::int64_t* g, std::size_t n, int vs, std::int16_t* w, std::size_t wl) {          \
+    for (std::size_t j = 0; j < n; ++j) w[j] = static_cast<std::int16_t>(g[j] >> vs);                            \
     for (std::size_t j = n; j < wl; ++j) w[j] = 0;                                                               \
   }                                                                                                              \
   ATTR inline void values(const std::int16_t* w, std::size_t G, std::size_t wl, const std::int8_t* vc,           \
@@ -407,7 +399,7 @@ inline std::int64_t lin_out(std::int64_t P, std::int64_t s, std::int64_t C) {
       out[v] = static_cast<std::uint32_t>(expl[i < last ? i : last]);                                            \
     }                                                                                                            \
   }                                                                                                              \
-  inline constexpr Kernels table{&products, &scores, &expw, &gmax, &wts, &values, &finish, &expl_row, NAME};     \
+  inline constexpr Kernels table{&products, &scores, &expw, &wts, &values, &finish, &expl_row, NAME};     \
   }
 
 PYLLMCODEC_LLAMA_KERNELS(generic, , "generic")
@@ -572,15 +564,16 @@ PYLLMCODEC_V512 void scores(const std::int16_t* q, std::size_t G, const std::int
 
 inline __mmask8 tail8(std::size_t left) { return left >= 8 ? __mmask8(0xFF) : __mmask8((1u << left) - 1); }
 
-PYLLMCODEC_V512 std::int64_t expw(const std::int32_t* s, const std::int32_t* kmax, std::size_t n, int k,
-                                  const std::int32_t* expa, std::size_t na, std::int64_t* sp, std::int32_t* e) {
+PYLLMCODEC_V512 std::int64_t expw(const std::int32_t* s, const std::int32_t* kmax, const std::int32_t* vmax,
+                                  std::size_t n, int k, const std::int32_t* expa, std::size_t na, std::int64_t* g,
+                                  std::int64_t* zout) {
   __m512i vmx = _mm512_set1_epi64(INT64_MIN);
   for (std::size_t j = 0; j < n; j += 8) {
     const __mmask8 m = tail8(n - j);
     const __m512i sv = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, s + j));
     const __m512i kv = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, kmax + j));
     const __m512i p = _mm512_mul_epi32(sv, kv);
-    _mm512_mask_storeu_epi64(sp + j, m, p);
+    _mm512_mask_storeu_epi64(g + j, m, p);
     vmx = _mm512_mask_max_epi64(vmx, m, vmx, p);
   }
   const __m512i mx = _mm512_set1_epi64(_mm512_reduce_max_epi64(vmx));
@@ -588,37 +581,26 @@ PYLLMCODEC_V512 std::int64_t expw(const std::int32_t* s, const std::int32_t* kma
   const __m512i last = _mm512_set1_epi64(static_cast<std::int64_t>(na - 1));
   const __m512i magic = _mm512_set1_epi64(528417);
   const __m128i sh = _mm_cvtsi32_si128(k);
-  __m512i z = _mm512_setzero_si512();
+  __m512i z = _mm512_setzero_si512(), gm = _mm512_setzero_si512();
   for (std::size_t j = 0; j < n; j += 8) {
     const __mmask8 m = tail8(n - j);
-    const __m512i y = _mm512_min_epu64(_mm512_srl_epi64(_mm512_sub_epi64(mx, _mm512_maskz_loadu_epi64(m, sp + j)), sh), cap);
+    const __m512i y = _mm512_min_epu64(_mm512_srl_epi64(_mm512_sub_epi64(mx, _mm512_maskz_loadu_epi64(m, g + j)), sh), cap);
     const __m512i idx = _mm512_min_epu64(_mm512_srli_epi64(_mm512_mul_epu32(y, magic), 26), last);
-    const __m256i ev = _mm512_mask_i64gather_epi32(_mm256_setzero_si256(), m, idx, expa, 4);
-    _mm256_mask_storeu_epi32(e + j, m, ev);
-    z = _mm512_add_epi64(z, _mm512_cvtepi32_epi64(ev));
+    const __m512i e = _mm512_cvtepu32_epi64(_mm512_mask_i64gather_epi32(_mm256_setzero_si256(), m, idx, expa, 4));
+    const __m512i gv = _mm512_mul_epu32(e, _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(m, vmax + j)));
+    _mm512_mask_storeu_epi64(g + j, m, gv);
+    z = _mm512_add_epi64(z, e);
+    gm = _mm512_max_epi64(gm, gv);
   }
-  return _mm512_reduce_add_epi64(z);
+  *zout = _mm512_reduce_add_epi64(z);
+  return _mm512_reduce_max_epi64(gm);
 }
 
-PYLLMCODEC_V512 std::int64_t gmax(const std::int32_t* e, const std::int32_t* vmax, std::size_t n) {
-  __m512i g = _mm512_setzero_si512();
-  for (std::size_t j = 0; j < n; j += 8) {
-    const __mmask8 m = tail8(n - j);
-    const __m512i ev = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(m, e + j));
-    const __m512i vv = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(m, vmax + j));
-    g = _mm512_max_epi64(g, _mm512_mul_epu32(ev, vv));
-  }
-  return _mm512_reduce_max_epi64(g);
-}
-
-PYLLMCODEC_V512 void wts(const std::int32_t* e, const std::int32_t* vmax, std::size_t n, int vs, std::int16_t* w,
-                         std::size_t wl) {
+PYLLMCODEC_V512 void wts(const std::int64_t* g, std::size_t n, int vs, std::int16_t* w, std::size_t wl) {
   const __m128i sh = _mm_cvtsi32_si128(vs);
   for (std::size_t j = 0; j < n; j += 8) {
     const __mmask8 m = tail8(n - j);
-    const __m512i ev = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(m, e + j));
-    const __m512i vv = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(m, vmax + j));
-    _mm_mask_storeu_epi16(w + j, m, _mm512_cvtepi64_epi16(_mm512_srl_epi64(_mm512_mul_epu32(ev, vv), sh)));
+    _mm_mask_storeu_epi16(w + j, m, _mm512_cvtepi64_epi16(_mm512_srl_epi64(_mm512_maskz_loadu_epi64(m, g + j), sh)));
   }
   for (std::size_t j = n; j < wl; ++j) w[j] = 0;
 }
@@ -700,7 +682,7 @@ PYLLMCODEC_V512 void expl_row(const std::int64_t* L, std::size_t V, const std::i
   }
 }
 
-inline constexpr Kernels table{&products, &scores, &expw, &gmax, &wts, &values, &finish, &expl_row, "avx512-vnni"};
+inline constexpr Kernels table{&products, &scores, &expw, &wts, &values, &finish, &expl_row, "avx512-vnni"};
 #undef PYLLMCODEC_V512
 }  // namespace avx512vnni
 #endif
@@ -745,7 +727,7 @@ std::unique_ptr<T[], FreeDeleter> zeroed(std::size_t n) {
 }
 
 struct Scratch {  // one thread's attention buffers
-  std::vector<std::int32_t> s, e;
+  std::vector<std::int32_t> s;
   std::vector<std::int64_t> sp, a;
   std::vector<std::int16_t> w, q16;
 };
@@ -1010,11 +992,11 @@ class Model {
       }
       K.scores(sc.q16.data(), G, st.k(hh), n, sc.s.data(), sl);
       for (std::size_t g = 0; g < G; ++g) {
-        const std::int64_t Z = K.expw(sc.s.data() + g * sl, st.kmax(hh), n, 29 - sq[g], expa.data(), expa.size(),
-                                      sc.sp.data(), sc.e.data());
-        const std::int64_t gm = K.gmax(sc.e.data(), st.vmax(hh), n);
+        std::int64_t Z = 0;
+        const std::int64_t gm = K.expw(sc.s.data() + g * sl, st.kmax(hh), st.vmax(hh), n, 29 - sq[g], expa.data(),
+                                       expa.size(), sc.sp.data(), &Z);
         const int vs = std::max(0, bitlen(static_cast<std::uint64_t>(gm)) - kABits);
-        K.wts(sc.e.data(), st.vmax(hh), n, vs, sc.w.data() + g * wl, wl);
+        K.wts(sc.sp.data(), n, vs, sc.w.data() + g * wl, wl);
         const std::size_t h = kv * G + g;
         for (std::size_t b = 0; b < per; ++b) {
           xs[h * per + b] = 127 * 127 * static_cast<std::uint64_t>(Z);
@@ -1129,7 +1111,6 @@ class Model {
     st.scratch.resize(T);
     for (Scratch& s : st.scratch) {
       s.s.resize(G * ctxp);
-      s.e.resize(ctxp);
       s.sp.resize(ctxp);
       s.a.resize(G * kHd);
       s.w.resize(G * (ctxp + 2));
