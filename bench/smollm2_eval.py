@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.corpora import load_corpus
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default="smollm2-135m", help="comma-separated: measured in turn in one run")
     ap.add_argument("--corpora", default="canterbury4,linux-doc-1MiB")
     ap.add_argument("--chunk-sizes", default="4096", help="comma-separated, bytes")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -217,31 +217,33 @@ def main(argv: list[str] | None = None) -> int:
     import pyllmcodec
     from pyllmcodec.models import load_model
 
-    model = load_model(args.model, threads=args.threads)
-    machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
-               "onnxruntime": onnxruntime.__version__, "backend": type(model).__name__,
-               "threads": args.threads, "date": time.strftime("%Y-%m-%d")}
-    print(json.dumps(machine), flush=True)
-    hdr = (f"{'file':22} {'chunk':>5} {'bytes':>8} {'B/tok':>5} {'ideal':>7} {'payload':>7} {'archive':>7} "
-           f"{'coder%':>7} {'comp B/s':>8} {'dec B/s':>8}")
-    print(hdr, flush=True)
-    for cs in [int(x) for x in args.chunk_sizes.split(",")]:
-        comp = pyllmcodec.Compressor(model, chunk_size=cs, batch_size=args.batch_size)
-        for cname in args.corpora.split(","):
-            for fname, data in load_corpus(cname).files:
-                if args.only and fname not in args.only.split(","):
-                    continue
-                if args.limit:
-                    data = data[: args.limit]
-                row = evaluate_file(comp, fname, data, verify=args.verify)
-                row.update(corpus=cname, model=args.model, limit=args.limit, **machine)
-                print(f"{fname:22} {cs:5d} {len(data):8d} {row['bytes_per_token']:5.2f} "
-                      f"{row['ideal_bits_per_byte']:7.4f} {row['payload_bits_per_byte']:7.4f} "
-                      f"{row['archive_bits_per_byte']:7.4f} {row['coder_overhead_pct']:7.4f} "
-                      f"{row['compress_Bps']:8.0f} {row.get('decompress_Bps', math.nan):8.0f}", flush=True)
-                if args.out:
-                    with open(args.out, "a") as fh:
-                        fh.write(json.dumps(row) + "\n")
+    for name in args.model.split(","):  # several models: measured one after the other in this run
+        model = load_model(name, threads=args.threads)
+        machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
+                   "onnxruntime": onnxruntime.__version__, "backend": type(model).__name__,
+                   "threads": args.threads, "date": time.strftime("%Y-%m-%d")}
+        print(json.dumps({"model": name, **machine}), flush=True)
+        hdr = (f"{'file':22} {'chunk':>5} {'bytes':>8} {'B/tok':>5} {'ideal':>7} {'payload':>7} {'archive':>7} "
+               f"{'coder%':>7} {'comp B/s':>8} {'dec B/s':>8}")
+        print(hdr, flush=True)
+        for cs in [int(x) for x in args.chunk_sizes.split(",")]:
+            comp = pyllmcodec.Compressor(model, chunk_size=cs, batch_size=args.batch_size)
+            for cname in args.corpora.split(","):
+                for fname, data in load_corpus(cname).files:
+                    if args.only and fname not in args.only.split(","):
+                        continue
+                    if args.limit:
+                        data = data[: args.limit]
+                    row = evaluate_file(comp, fname, data, verify=args.verify)
+                    row.update(corpus=cname, model=name, limit=args.limit, **machine)
+                    print(f"{fname:22} {cs:5d} {len(data):8d} {row['bytes_per_token']:5.2f} "
+                          f"{row['ideal_bits_per_byte']:7.4f} {row['payload_bits_per_byte']:7.4f} "
+                          f"{row['archive_bits_per_byte']:7.4f} {row['coder_overhead_pct']:7.4f} "
+                          f"{row['compress_Bps']:8.0f} {row.get('decompress_Bps', math.nan):8.0f}", flush=True)
+                    if args.out:
+                        with open(args.out, "a") as fh:
+                            fh.write(json.dumps(row) + "\n")
+        del model, comp
     return 0
 
 
