@@ -7,6 +7,13 @@ with integer arithmetic and the package's tables only, so they are the same
 bits on every CPU class, thread count and batch size, and go to the coder
 through the core's integer quantizer.  The fingerprint names the model, the
 numerics and the tables, nothing about the machine.
+
+Why not ONNX Runtime's integer kernels: ``MatMulInteger`` has no 4-bit
+blocks with per-block scales and minimums (the weights would have to be
+widened, and the block sums recombined outside it), ORT's u8 x s8 kernels
+are chosen per instruction set (the AVX2 ones saturate 16-bit
+intermediates), and the attention over an int8 cache with per-position
+scales has no operator at all; the native step does all of it exactly.
 """
 
 from __future__ import annotations
