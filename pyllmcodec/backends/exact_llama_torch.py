@@ -22,18 +22,11 @@ from ..nets import intllama as il
 from .base import BundleModel
 from .exact import CDF_INT
 from .exact_llama import _load_tables, load_exact_llama
+from .exact_torch import _fdiv, _isqrt, _rdiv
 
 __all__ = ["TorchExactLlamaStepModel"]
 
 _BITS = (32, 16, 8, 4, 2, 1)
-
-
-def _fdiv(a: torch.Tensor, b: Any) -> torch.Tensor:
-    return torch.div(a, b, rounding_mode="floor")
-
-
-def _rdiv(a: torch.Tensor, b: Any) -> torch.Tensor:
-    return torch.div(2 * a + b, 2 * b, rounding_mode="floor")
 
 
 def _rsr(p: torch.Tensor, s: torch.Tensor | int) -> torch.Tensor:
@@ -50,14 +43,6 @@ def _bitlen(n: torch.Tensor) -> torch.Tensor:
         out = out + big.long() * sh
         n = torch.where(big, n >> sh, n)
     return out + (n > 0).long()
-
-
-def _isqrt(d: torch.Tensor) -> torch.Tensor:
-    r = torch.sqrt(d.double()).long()
-    for _ in range(2):
-        r = torch.where(r * r > d, r - 1, r)
-        r = torch.where((r + 1) * (r + 1) <= d, r + 1, r)
-    return r
 
 
 def _quant_blocks(y: torch.Tensor, D: torch.Tensor, sh: torch.Tensor) -> tuple[torch.Tensor, ...]:
