@@ -66,39 +66,45 @@ def resolve_device(device: str, backend: str) -> tuple[str, str]:
     return device, backend
 
 
+def _exact_native(arch: str) -> Any:
+    """The native step's model class of an exact architecture."""
+    if arch == "llama-int":
+        from .exact_llama import ExactLlamaStepModel
+
+        return ExactLlamaStepModel
+    from .exact import ExactStepModel
+
+    return ExactStepModel
+
+
+def _exact_port(arch: str) -> Any:
+    """The PyTorch port's model class of an exact architecture (ImportError without torch)."""
+    if arch == "llama-int":
+        from .exact_llama_torch import TorchExactLlamaStepModel
+
+        return TorchExactLlamaStepModel
+    from .exact_torch import TorchExactStepModel
+
+    return TorchExactStepModel
+
+
 def open_bundle(bundle: Any, *, device: str = "auto", backend: str = "auto",
                 threads: int | None = None) -> StepModel:
     """A :class:`StepModel` for a loaded :class:`~pyllmcodec.models.bundle.Bundle`."""
-    if bundle.manifest.get("architecture") == "bytelm-int":
-        # the exact model: the same bits on every machine, from the native step (the CPU) or PyTorch
+    arch = bundle.manifest.get("architecture")
+    if arch in ("bytelm-int", "llama-int"):
+        # an exact model: the same bits on every machine, from the core's native step (the CPU) or PyTorch
         if backend == "onnxruntime":
             raise ModelError(f"model {bundle.name!r} is an exact integer model: it runs on the core's native "
                              "step (backend='auto') or in PyTorch (backend='torch'), not in ONNX Runtime")
         if device == "cuda" or backend == "torch":
             device, _ = resolve_device(device, "torch")
             try:
-                from .exact_torch import TorchExactStepModel
+                port = _exact_port(arch)
             except ImportError as e:
                 raise ModelError(f"backend='torch' needs PyTorch: pip install 'pyllmcodec[torch]' ({e})") from None
-            return TorchExactStepModel(bundle, device=device, threads=threads)
-        from .exact import ExactStepModel
-
-        return ExactStepModel(bundle, threads=threads)
-    if bundle.manifest.get("architecture") == "llama-int":
-        # the exact SmolLM2 tier: the core's native integer step (the CPU), or PyTorch (CUDA: the same integers)
-        if backend == "onnxruntime":
-            raise ModelError(f"model {bundle.name!r} is an exact integer Llama: it runs on the core's native "
-                             "step (backend='auto') or in PyTorch (backend='torch'), not in ONNX Runtime")
-        if device == "cuda" or backend == "torch":
-            device, _ = resolve_device(device, "torch")
-            try:
-                from .exact_llama_torch import TorchExactLlamaStepModel
-            except ImportError as e:
-                raise ModelError(f"backend='torch' needs PyTorch: pip install 'pyllmcodec[torch]' ({e})") from None
-            return TorchExactLlamaStepModel(bundle, device=device, threads=threads)
-        from .exact_llama import ExactLlamaStepModel
-
-        return ExactLlamaStepModel(bundle, threads=threads)
+            return port(bundle, device=device, threads=threads)
+        return _exact_native(arch)(bundle, threads=threads)
     device, backend = resolve_device(device, backend)
     if backend == "onnxruntime":
         from .onnxruntime import OrtStepModel
