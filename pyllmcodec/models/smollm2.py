@@ -349,13 +349,11 @@ def convert(path: Path | None = None, out: Path | None = None, *, progress: bool
     if path is None:
         raise ModelError(_missing_message())
     out = out or bundle_dir(path)
-    if (out / "manifest.json").is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         import gguf
 
+        assert path is not None
         n_tensors = len(gguf.GGUFReader(str(path)).tensors)
         bar = _progress_bar(n_tensors + 3, f"converting {MODEL_NAME} (once)", progress)
         cfg, W, vocab = read_gguf(path, bar.update)
@@ -368,6 +366,21 @@ def convert(path: Path | None = None, out: Path | None = None, *, progress: bool
                     "converter_version": CONVERTER_VERSION},
         )
         bar.close()
+
+    return _build_once(out, build)
+
+
+def _build_once(out: Path, build: Callable[[Path], None]) -> Path:
+    """The bundle directory ``out``, built by ``build(tmp)`` into a temporary
+    directory beside it and renamed, unless a complete one is there: a crash
+    never leaves a half bundle, and of two processes building at once the
+    first rename wins."""
+    if (out / "manifest.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+    try:
+        build(tmp)
         try:
             tmp.rename(out)
         except OSError:  # another process finished first: keep theirs
@@ -418,13 +431,11 @@ def convert_exact(path: Path | None = None, out: Path | None = None) -> Path:
     if path is None:
         raise ModelError(_missing_message(EXACT_NAME))
     out = out or exact_bundle_dir(path)
-    if (out / "manifest.json").is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         import gguf
 
+        assert path is not None
         cfg, ints = read_gguf_ints(path)
         if cfg["rope_theta"] != float(intllama.load_tables()["theta"]) or cfg["d_model"] // cfg["n_head"] != 64:
             raise ModelError(f"{path}: the exact tier's tables are for rotary theta 100000 and head_dim 64")
@@ -460,12 +471,5 @@ def convert_exact(path: Path | None = None, out: Path | None = None) -> Path:
                        "converter_version": EXACT_CONVERTER_VERSION},
         }
         write_manifest(tmp, manifest)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished first: keep theirs
-            if not (out / "manifest.json").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+    return _build_once(out, build)
