@@ -501,28 +501,15 @@ inline constexpr Kernels table{&linear, &avx512::requant, &weights, &scores, &va
 }  // namespace avx512vnni
 #endif
 
-// The copy for this CPU, chosen once; PYLLMCODEC_KERNELS=generic forces the
-// baseline, =avx2 the AVX2 copy where the CPU has it (the tests compare them).
+// The copy for this CPU's kernel_level() (quantizer.hpp), chosen once.
 inline const Kernels& kernels() {
-  static const Kernels* const chosen = []() -> const Kernels* {
-    const char* env = std::getenv("PYLLMCODEC_KERNELS");
-    const std::string want = env != nullptr ? std::string(env) : std::string();
-    if (want == "generic") return &generic::table;
+  switch (kernel_level()) {
 #if PYLLMCODEC_DISPATCH
-    __builtin_cpu_init();
-    const bool has_avx2 =
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
-    if (want == "avx2" && has_avx2) return &avx2::table;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-        __builtin_cpu_supports("avx512dq")) {
-      return &avx512vnni::table;
-    }
-    if (has_avx2) return &avx2::table;
+    case KernelLevel::avx512vnni: return avx512vnni::table;
+    case KernelLevel::avx2: return avx2::table;
 #endif
-    return &generic::table;
-  }();
-  return *chosen;
+    default: return generic::table;
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -495,4 +495,33 @@ inline const RowKernels& kernels() {
 }
 
 }  // namespace quant
+
+// The instruction-set level of the exact steps' kernels on this CPU
+// (exact_step.hpp, intllama.hpp), chosen once: PYLLMCODEC_KERNELS=generic
+// forces the baseline, =avx2 the AVX2 copy where the CPU has it (the tests
+// compare the copies, which give identical integers).
+enum class KernelLevel { generic, avx2, avx512vnni };
+
+inline KernelLevel kernel_level() {
+  static const KernelLevel chosen = []() {
+    const char* env = std::getenv("PYLLMCODEC_KERNELS");
+    const std::string want = env != nullptr ? std::string(env) : std::string();
+    if (want == "generic") return KernelLevel::generic;
+#if PYLLMCODEC_DISPATCH
+    __builtin_cpu_init();
+    const bool has_avx2 =
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+    if (want == "avx2" && has_avx2) return KernelLevel::avx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512dq")) {
+      return KernelLevel::avx512vnni;
+    }
+    if (has_avx2) return KernelLevel::avx2;
+#endif
+    return KernelLevel::generic;
+  }();
+  return chosen;
+}
+
 }  // namespace pyllmcodec
