@@ -457,6 +457,22 @@ std::unique_ptr<PyLlama> make_llama(const py::dict& arrays, const py::dict& tabl
 
 }  // namespace
 
+// The properties every exact step's state shares (IntLMState, IntLlamaState):
+// the position (settable, checked, under the state's lock), rows and bytes.
+template <class S>
+void state_properties(py::class_<S> cls) {
+  cls.def_property(
+         "position", [](const S& s) { return s.st.position; },
+         [](S& s, std::size_t p) {
+           Busy busy(s.mu);
+           if (p > s.st.ctx()) throw py::value_error("position must be in [0, " + std::to_string(s.st.ctx()) + "]");
+           s.st.position = p;
+         },
+         "Steps taken (settable: the benchmark moves a state to a position; the cache keeps its contents).")
+      .def_property_readonly("batch_size", [](const S& s) { return s.st.batch(); })
+      .def_property_readonly("nbytes", [](const S& s) { return s.st.nbytes(); });
+}
+
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
   m.doc() = R"doc(Native core of pyllmcodec: the quantizer and a batch range coder.
 
@@ -866,17 +882,8 @@ symbols are the decoded symbols (checked for shape only; the coder needs just
 the range).  Each range must contain the stream's target, else
 pyllmcodec.CodecError (the distribution differs from the encoder's).)doc");
 
-  py::class_<PyExactState>(m, "IntLMState", "The int16 key/value caches of an IntLM step for a batch of rows.")
-      .def_property(
-          "position", [](const PyExactState& s) { return s.st.position; },
-          [](PyExactState& s, std::size_t p) {
-            Busy busy(s.mu);
-            if (p > s.st.ctx()) throw py::value_error("position must be in [0, " + std::to_string(s.st.ctx()) + "]");
-            s.st.position = p;
-          },
-          "Steps taken (settable: the benchmark moves a state to a position; the cache keeps its contents).")
-      .def_property_readonly("batch_size", [](const PyExactState& s) { return s.st.batch(); })
-      .def_property_readonly("nbytes", [](const PyExactState& s) { return s.st.nbytes(); });
+  state_properties(py::class_<PyExactState>(m, "IntLMState",
+                                           "The int16 key/value caches of an IntLM step for a batch of rows."));
 
   py::class_<PyExact>(m, "IntLM", R"doc(The exact integer byte model's step (pyllmcodec/nets/intlm.py is its specification).
 
@@ -927,23 +934,13 @@ result does not depend on it, nor on the CPU.)doc")
           R"doc(One step for every row: writes out[b, v] (uint32 or float32 [B, V]) with row b's
 unnormalised integer probabilities (exact in float32 too) and advances state.position.  The GIL is released.)doc");
 
-  py::class_<PyLlamaState>(m, "IntLlamaState", R"doc(The int8 key/value cache of an IntLlama step for a batch of rows.
+  state_properties(py::class_<PyLlamaState>(m, "IntLlamaState", R"doc(The int8 key/value cache of an IntLlama step for a batch of rows.
 
 Memory: n_layer * batch_size * n_kv_head * ctx * 136 bytes at most (int8 keys
 and values of head_dim 64, int32 scales; SmolLM2-135M at ctx 2048: 24 MiB a
 row), allocated zeroed so that only the positions stepped through are
 touched, plus the step's working buffers (about batch_size * (vocab + 8 *
-d_mlp) * 8 bytes).)doc")
-      .def_property(
-          "position", [](const PyLlamaState& s) { return s.st.position; },
-          [](PyLlamaState& s, std::size_t p) {
-            Busy busy(s.mu);
-            if (p > s.st.ctx()) throw py::value_error("position must be in [0, " + std::to_string(s.st.ctx()) + "]");
-            s.st.position = p;
-          },
-          "Steps taken (settable: the benchmark moves a state to a position; the cache keeps its contents).")
-      .def_property_readonly("batch_size", [](const PyLlamaState& s) { return s.st.batch(); })
-      .def_property_readonly("nbytes", [](const PyLlamaState& s) { return s.st.nbytes(); });
+d_mlp) * 8 bytes).)doc"));
 
   py::class_<PyLlama>(m, "IntLlama", R"doc(The exact integer Llama's step (pyllmcodec/nets/intllama.py is its specification).
 
