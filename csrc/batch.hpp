@@ -135,6 +135,11 @@ class BatchEncoder {
     apply(c_.data(), f_.data(), m, rows);
   }
 
+  // For a stage that codes on the streams itself (csrc/cm.hpp): checks
+  // rows as every call does; then stream(rows, k) is row k's stream.
+  void check_rows(const std::int64_t* rows, std::size_t m) { begin(rows, m); }
+  rc::EncoderStream& stream(const std::int64_t* rows, std::size_t k) { return streams_[detail::stream_of(rows, k)]; }
+
   // Ends every stream; the encoder cannot be used afterwards.
   std::vector<std::vector<std::uint8_t>> finish() {
     check_open();
@@ -252,6 +257,10 @@ class BatchDecoder {
     }
     apply(c_.data(), f_.data(), m, rows);
   }
+
+  // Mirror of BatchEncoder::check_rows / stream.
+  void check_rows(const std::int64_t* rows, std::size_t m) { rows_.check(rows, m); }
+  rc::DecoderStream& stream(const std::int64_t* rows, std::size_t k) { return streams_[detail::stream_of(rows, k)]; }
 
   // Mirror of BatchEncoder::encode_weights.  Every row's constants are
   // computed (and validated) before any stream moves: all-or-nothing.

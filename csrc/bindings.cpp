@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "batch.hpp"
+#include "cm.hpp"
 #include "exact_step.hpp"
 #include "intllama.hpp"
 #include "mixer.hpp"
@@ -202,6 +203,24 @@ void mixer_append(PyMixer& x, const py::object& symbols, const py::object& rows,
   const std::int64_t* sp = sym.data();
   py::gil_scoped_release nogil;
   (x.mx.*append)(sp, n, r.ptr);
+}
+
+struct PyCm {
+  plc::cm::ContextMixer cm;
+  std::mutex mu;
+  PyCm(const std::vector<std::int64_t>& g, const std::vector<int>& b) : cm(g, b) {}
+};
+
+std::unique_ptr<PyCm> make_cm(const py::object& groups, const py::object& table_bits) {
+  auto g = index_arg(groups, "groups");
+  auto b = index_arg(table_bits, "table_bits");
+  std::vector<int> bits;
+  for (py::ssize_t i = 0; i < b.size(); ++i) {
+    const std::int64_t v = b.data()[i];
+    if (v < 10 || v > 22) throw py::value_error("table_bits[" + std::to_string(i) + "] must be in 10..22");
+    bits.push_back(static_cast<int>(v));
+  }
+  return std::make_unique<PyCm>(std::vector<std::int64_t>(g.data(), g.data() + g.size()), bits);
 }
 
 std::unique_ptr<PyMixer> make_mixer(std::size_t n_rows, std::size_t max_len, const py::object& prior, int min_len,
@@ -486,6 +505,71 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
       "kernels", []() { return std::string(plc::quant::kernels().name); },
       "Name of the row-kernel copy in use on this CPU ('avx2' or 'generic'; all give identical bits).");
 
+  m.def(
+      "cm_trace",
+      [](const py::object& p_lm, const py::object& symbols, const py::object& offsets, bool shared, int table_bits,
+         int limit, int lr) {
+        Matrix p = matrix_arg<std::uint16_t>(p_lm, "p_lm", "uint16");
+        if (p.cols != 8) throw py::value_error("p_lm must be [n, 8]: the model's P(bit = 1) per bit, MSB first");
+        auto sym = index_arg(symbols, "symbols");
+        check_count(static_cast<std::size_t>(sym.size()), p.rows, "symbols", "p_lm");
+        std::vector<std::int64_t> off{0, static_cast<std::int64_t>(p.rows)};
+        if (!offsets.is_none()) {
+          auto o = index_arg(offsets, "offsets");
+          off.assign(o.data(), o.data() + o.size());
+          if (off.size() < 2 || off.front() != 0 || off.back() != static_cast<std::int64_t>(p.rows))
+            throw py::value_error("offsets must run from 0 to n");
+          for (std::size_t i = 1; i < off.size(); ++i)
+            if (off[i] < off[i - 1]) throw py::value_error("offsets must not decrease");
+        }
+        plc::cm::Params prm;
+        prm.table_bits = table_bits;
+        prm.limit = limit;
+        prm.lr = lr;
+        prm.validate();
+        const auto* pp = static_cast<const std::uint16_t*>(p.arr.data());
+        const std::int64_t* sp = sym.data();
+        for (std::size_t k = 0; k < p.rows; ++k) {
+          if (sp[k] < 0 || sp[k] > 255) throw py::value_error("symbols must be bytes (0..255)");
+          for (int j = 0; j < 8; ++j)
+            if (pp[k * 8 + j] == 0) throw py::value_error("p_lm entries must be in 1..65535");
+        }
+        py::array_t<std::uint16_t> out({static_cast<py::ssize_t>(p.rows), py::ssize_t{8}});
+        std::uint16_t* op = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          const std::size_t n_chunks = off.size() - 1;
+          std::vector<plc::cm::RowCtx> ctx(n_chunks);
+          std::vector<plc::cm::Model> models;
+          models.reserve(shared ? 1 : n_chunks);
+          for (std::size_t c = 0; c < (shared ? 1 : n_chunks); ++c) models.emplace_back(prm);
+          std::int64_t longest = 0;
+          for (std::size_t c = 0; c < n_chunks; ++c) longest = std::max(longest, off[c + 1] - off[c]);
+          for (std::int64_t t = 0; t < longest; ++t) {  // step t: every chunk's byte t, in chunk order
+            for (std::size_t c = 0; c < n_chunks; ++c) {
+              const std::int64_t k = off[c] + t;
+              if (k >= off[c + 1]) continue;
+              plc::cm::Model& md = models[shared ? 0 : c];
+              for (int j = 0; j < 8; ++j) {
+                op[k * 8 + j] = static_cast<std::uint16_t>(md.predict(ctx[c], pp[k * 8 + j]));
+                md.update(ctx[c], static_cast<int>(sp[k] >> (7 - j)) & 1);
+              }
+            }
+          }
+        }
+        return out;
+      },
+      "p_lm"_a, "symbols"_a, "offsets"_a = py::none(), "shared"_a = false, "table_bits"_a = 16, "limit"_a = 255,
+      "lr"_a = 8,
+      R"doc(The context-mixing stage (csrc/cm.hpp) over chunks of bytes, as a wave codes them.
+
+p_lm: uint16 [n, 8], the model's P(bit = 1) (units 2**-16, 1..65535) for
+each byte's bits, MSB first, given the bits before it; symbols: the n bytes;
+offsets: the chunks' boundaries (None: one chunk).  Step t codes every
+chunk's byte t in chunk order, each chunk with its own state, or with one
+state for all (shared).  Returns uint16 [n, 8], the stage's P(bit = 1) for
+each bit (what the coder codes with).  For tests and studies.)doc");
+
   // C++ errors -> Python.  CorruptData -> pyllmcodec.errors.CodecError;
   // InvalidInput (std::invalid_argument) -> ValueError via pybind11's default.
   static py::gil_safe_call_once_and_store<py::object> codec_error_storage;
@@ -678,6 +762,84 @@ freq = cdf[s+1] - cdf[s].  freq >= 1 and cum_low + freq <= 2**precision.)doc")
           R"doc(Flush every stream and return their bytes as a list (index = stream).
 
 A stream that coded no symbol is b"".  The encoder cannot be used afterwards.)doc");
+
+  py::class_<PyCm>(m, "ContextMixer", R"doc(The context-mixing stage of docs/FORMAT.md section 4f for one wave.
+
+ContextMixer(groups, table_bits): groups (int [n_rows]) gives each row's
+group, 0..G-1; table_bits (int [G], 10..22) each group's table size.  One
+learned state (counters, mixers, APMs) per group, shared by its rows, and one
+byte history per row.  Per step,
+encode(enc, weights, symbols, rows, match, q) codes each row's byte as eight
+binary decisions on the encoder's streams, rows in the order given (the
+decoder must give the same order: decode(dec, weights, rows, match, q)).
+Memory per group: about 44 * 2**table_bits bytes plus up to 4.4 MB (nbytes).  Not
+thread-safe (concurrent use raises RuntimeError); the GIL is released while
+coding.)doc")
+      .def(py::init(&make_cm), "groups"_a, "table_bits"_a,
+           "A stage for len(groups) rows in len(table_bits) groups, 2**table_bits[g] counters per context.")
+      .def_property_readonly(
+          "n_rows", [](PyCm& x) { return x.cm.n_rows(); }, "Number of rows.")
+      .def_property_readonly(
+          "table_bits",
+          [](PyCm& x) {
+            std::vector<int> b;
+            for (std::size_t g = 0; g < x.cm.n_groups(); ++g) b.push_back(x.cm.table_bits(g));
+            return b;
+          },
+          "Each group's log2 of the counters per context.")
+      .def_property_readonly(
+          "nbytes", [](PyCm& x) { return x.cm.nbytes(); }, "Bytes the stage holds.")
+      .def(
+          "encode",
+          [](PyCm& x, PyEncoder& e, const py::object& weights, const py::object& symbols, const py::object& rows,
+             const py::object& match, const py::object& q) {
+            Busy busy(x.mu);
+            Busy busy_enc(e.mu);
+            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
+            auto sym = index_arg(symbols, "symbols");
+            check_count(static_cast<std::size_t>(sym.size()), w.rows, "symbols", "weights");
+            Rows r = rows_arg(rows, w.rows, "weights");
+            Match mt = match_arg(match, q, w.rows, "weights");
+            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
+            const std::int64_t* sp = sym.data();
+            py::gil_scoped_release nogil;
+            x.cm.encode(e.enc, wp, w.rows, w.cols, sp, r.ptr, mt.m, mt.q);
+          },
+          "encoder"_a, "weights"_a, "symbols"_a, "rows"_a = py::none(), "match"_a = py::none(), "q"_a = py::none(),
+          R"doc(Code symbols[k] (bytes) on the encoder's stream rows[k] (or k), from integer weights (uint32 [n, 256]) through quantize_int with the optional match overrides, then bit by bit through the stage.)doc")
+      .def(
+          "decode",
+          [](PyCm& x, PyDecoder& d, const py::object& weights, const py::object& rows, const py::object& match,
+             const py::object& q) {
+            Busy busy(x.mu);
+            Busy busy_dec(d.mu);
+            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
+            Rows r = rows_arg(rows, w.rows, "weights");
+            Match mt = match_arg(match, q, w.rows, "weights");
+            py::array_t<std::int64_t> out(static_cast<py::ssize_t>(w.rows));
+            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
+            std::int64_t* op = out.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              x.cm.decode(d.dec, wp, w.rows, w.cols, op, r.ptr, mt.m, mt.q);
+            }
+            return out;
+          },
+          "decoder"_a, "weights"_a, "rows"_a = py::none(), "match"_a = py::none(), "q"_a = py::none(),
+          R"doc(Mirror of encode: decode one byte per row; returns int64 [n].)doc")
+      .def(
+          "feed",
+          [](PyCm& x, const py::object& symbols, const py::object& rows) {
+            Busy busy(x.mu);
+            auto sym = index_arg(symbols, "symbols");
+            const std::size_t n = static_cast<std::size_t>(sym.size());
+            Rows r = rows_arg(rows, n, "symbols");
+            const std::int64_t* sp = sym.data();
+            py::gil_scoped_release nogil;
+            x.cm.feed(sp, n, r.ptr);
+          },
+          "symbols"_a, "rows"_a = py::none(),
+          "Read one byte per row without coding it (a dictionary before its chunk).");
 
   py::class_<PyMixer>(m, "MatchMixer", R"doc(The match model of docs/FORMAT.md section 4c, one state per row (chunk).
 

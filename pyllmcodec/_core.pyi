@@ -115,6 +115,43 @@ class MatchMixer:
     def push(self, symbols: _IntArray, rows: _IntArray | None = None) -> None: ...
     def feed(self, symbols: _IntArray, rows: _IntArray | None = None) -> None: ...
 
+class ContextMixer:
+    def __init__(self, groups: _IntArray, table_bits: _IntArray) -> None: ...
+    @property
+    def n_rows(self) -> int: ...
+    @property
+    def table_bits(self) -> list[int]: ...
+    @property
+    def nbytes(self) -> int: ...
+    def encode(
+        self,
+        encoder: BatchEncoder,
+        weights: npt.NDArray[np.uint32],
+        symbols: _IntArray,
+        rows: _IntArray | None = None,
+        match: _IntArray | None = None,
+        q: npt.NDArray[np.uint32] | None = None,
+    ) -> None: ...
+    def decode(
+        self,
+        decoder: BatchDecoder,
+        weights: npt.NDArray[np.uint32],
+        rows: _IntArray | None = None,
+        match: _IntArray | None = None,
+        q: npt.NDArray[np.uint32] | None = None,
+    ) -> npt.NDArray[np.int64]: ...
+    def feed(self, symbols: _IntArray, rows: _IntArray | None = None) -> None: ...
+
+def cm_trace(
+    p_lm: npt.NDArray[np.uint16],
+    symbols: _IntArray,
+    offsets: _IntArray | None = None,
+    shared: bool = False,
+    table_bits: int = 16,
+    limit: int = 255,
+    lr: int = 8,
+) -> npt.NDArray[np.uint16]: ...
+
 class IntLMState:
     position: int
     @property

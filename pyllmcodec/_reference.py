@@ -15,10 +15,18 @@ import numpy as np
 from pyllmcodec.errors import CodecError
 
 __all__ = [
+    "CM_SQUASH_KNOTS",
     "DEFAULT_PRECISION",
+    "CmModel",
+    "CmRowCtx",
     "Decoder",
     "Encoder",
     "MatchMixerRow",
+    "cm_lm_bit",
+    "cm_squash",
+    "cm_stretch",
+    "cm_stretch_table",
+    "cm_trace_ref",
     "decode",
     "encode",
     "quantize",
@@ -366,3 +374,298 @@ class MatchMixerRow:
         if self.len == 0 and j and self.hist[j - L : j] == self.hist[n - L :]:
             self.ptr, self.len = j, L
         self.table[idx] = n
+
+
+# ---------------------------------------------------------------------------
+# The context-mixing stage (csrc/cm.hpp, docs/FORMAT.md section 4f), step by
+# step as its "READ ME FIRST" contract states it, with Python ints only.
+#
+# C++ `>>` of a negative int64 is an arithmetic shift (floor division by a
+# power of two), which is what Python's `>>` does.  Every C++ `/` and `%` of
+# the stage has nonnegative operands (asserted below where it is not obvious),
+# so `//` and `%` are exact mirrors.  uint64 arithmetic wraps with _M64.
+# ---------------------------------------------------------------------------
+
+CM_LIM = 3071
+CM_CTX = 11  # hashed contexts
+CM_IN = CM_CTX + 3  # the model, order 0, the hashed contexts, the bias
+CM_SETS = 16
+CM_APM_KNOTS = 33
+CM_C1 = 0xFF51AFD7ED558CCD
+CM_C2 = 0xC4CEB9FE1A85EC53
+CM_C3 = 0x9E3779B97F4A7C15
+_M64 = (1 << 64) - 1
+_M32 = (1 << 32) - 1
+_I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
+_CM_SLOT0 = 0x80000000  # p22 = 2^21, n = 0
+
+# K[i] = round(65536 / (1 + exp(-(i - 48) / 4))), clamped to 1..65535 (the
+# integers of csrc/cm.hpp; tests/test_cm_core.py checks them against the formula).
+CM_SQUASH_KNOTS = (
+    1, 1, 1, 1, 1, 1, 2, 2, 3, 4, 5, 6, 8, 10, 13,
+    17, 22, 28, 36, 47, 60, 77, 98, 126, 162, 208, 267, 342, 439, 562,
+    720, 922, 1179, 1506, 1921, 2446, 3108, 3938, 4971, 6249, 7812, 9702, 11955, 14595, 17625,
+    21025, 24743, 28693, 32768, 36843, 40793, 44511, 47911, 50941, 53581, 55834, 57724, 59287, 60565, 61598,
+    62428, 63090, 63615, 64030, 64357, 64614, 64816, 64974, 65097, 65194, 65269, 65328, 65374, 65410, 65438,
+    65459, 65476, 65489, 65500, 65508, 65514, 65519, 65523, 65526, 65528, 65530, 65531, 65532, 65533, 65534,
+    65534, 65535, 65535, 65535, 65535, 65535, 65535,
+)  # fmt: skip
+
+
+def cm_squash(d: int) -> int:
+    """p16 = squash(d): the knots interpolated at d / 64 (d clamped to +-3072)."""
+    d = max(-3072, min(3072, int(d)))
+    u = d + 3072
+    i, f = u >> 6, u & 63
+    K = CM_SQUASH_KNOTS
+    if i >= 96:  # d = 3072: f = 0, the formula's K[96] (there is no K[97])
+        return K[96]
+    return (K[i] * (64 - f) + K[i + 1] * f + 32) >> 6
+
+
+_cm_stretch_table: list[int] | None = None
+
+
+def cm_stretch_table() -> list[int]:
+    """The 65536-entry stretch table, by the contract's integer scan (built once)."""
+    global _cm_stretch_table
+    if _cm_stretch_table is None:
+        t = [CM_LIM] * 65536
+        nxt = 0  # smallest p16 not yet assigned
+        for d in range(-CM_LIM, CM_LIM + 1):
+            if nxt >= 65536:
+                break
+            p = cm_squash(d)
+            while nxt <= p and nxt < 65536:
+                t[nxt] = d
+                nxt += 1
+        _cm_stretch_table = t
+    return _cm_stretch_table
+
+
+def cm_stretch(p16: int) -> int:
+    """The smallest d in [-3071, 3071] with squash(d) >= p16 (3071 if none); p16 in 0..65535."""
+    return cm_stretch_table()[p16]
+
+
+def _cm_hash(x: int, k: int) -> int:
+    x = ((x + k + 1) * CM_C3) & _M64
+    return x ^ (x >> 29)
+
+
+def _cm_is_letter(b: int) -> bool:
+    return 0 <= (b | 32) - ord("a") < 26
+
+
+class CmRowCtx:
+    """A row's own byte history and its 11 context hashes (RowCtx)."""
+
+    def __init__(self) -> None:
+        self.h = [0] * CM_CTX
+        self.hist = self.hist2 = self.word = self.word1 = 0
+        self.col = 0  # bytes since the last LF (uint32)
+        self.c0 = 1
+        self.rehash()
+
+    def next_bit(self, y: int) -> None:
+        """c0 = 2 c0 + y; a finished byte enters the history and the contexts."""
+        self.c0 = 2 * self.c0 + y
+        if self.c0 >= 256:
+            b = self.c0 - 256
+            self.hist2 = ((self.hist2 << 8) | (self.hist >> 56)) & _M64
+            self.hist = ((self.hist << 8) | b) & _M64
+            if _cm_is_letter(b):
+                self.word = ((self.word + (b | 32) + 1) * CM_C3) & _M64
+            elif self.word:
+                self.word1, self.word = self.word, 0
+            self.col = 0 if b == 10 else (self.col + 1) & _M32
+            self.c0 = 1
+            self.rehash()
+
+    def rehash(self) -> None:
+        H, hist = _cm_hash, self.hist
+        self.h = [
+            H(hist & 0xFF, 1),
+            H(hist & 0xFFFF, 2),
+            H(hist & 0xFFFFFF, 3),
+            H(hist & 0xFFFFFFFF, 4),
+            H(hist & 0xFFFFFFFFFFFF, 6),
+            H(self.word, 7) if self.word else H(hist & 0xFF, 8),
+            H(hist & 0xFFFFFFFFFF, 5),
+            H(hist, 9) ^ H(self.hist2 & 0xFFFF, 10),
+            H((self.word1 + self.word * 3) & _M64, 11),
+            H((hist & 0xFF) | (min(self.col, 31) << 16), 12),  # the previous byte with the column
+            H(hist & 0xFFFF0000, 13),
+        ]
+
+
+class CmModel:
+    """The learned state (Model): counters, two mixers, two APMs.
+
+    Sparse: a counter or APM knot never written holds its initial value.
+    A mixer weight that would leave the int32 range raises OverflowError
+    (signed overflow is undefined in the C++, so no answer would be right).
+    """
+
+    def __init__(self, table_bits: int, limit: int = 255, lr: int = 8) -> None:
+        if not 10 <= table_bits <= 22:
+            raise ValueError("context-mixing spec: table_bits must be in 10..22")
+        if not 1 <= limit <= 1023:
+            raise ValueError("context-mixing spec: limit must be in 1..1023")
+        if not 1 <= lr <= 128:
+            raise ValueError("context-mixing spec: lr must be in 1..128")
+        self.table_bits, self.limit, self.lr = table_bits, limit, lr
+        self.t: dict[int, int] = {}  # (i << table_bits) + slot -> counter
+        self.o0 = [_CM_SLOT0] * 256
+        self.w = [0] * (CM_SETS * CM_IN)
+        self.w2 = [0] * (256 * CM_IN)
+        for s in range(CM_SETS):
+            self.w[s * CM_IN] = 65536
+        for s in range(256):
+            self.w2[s * CM_IN] = 65536
+        self.apm_init = [cm_squash(192 * j - 3072) for j in range(CM_APM_KNOTS)]
+        self.apm = self.apm_init * 256
+        # APM 2: 2^apm2_bits contexts, c0 | last byte << 8 (hashed when fewer than 16 bits)
+        self.apm2_bits = min(table_bits - 2, 16)
+        self.apm2: dict[int, int] = {}  # context * 33 + j -> knot
+        self.rate = [131072 // (2 * n + 3) for n in range(1024)]
+        # the last predict's state, for update
+        self.x = [0] * CM_IN
+        self.slots = [0] * CM_CTX
+        self.c0 = 1
+        self.set = 0
+        self.pm = self.pm1 = self.pm2 = 32768
+        self.apm_j = self.apm_f = 0
+        self.a2 = 0
+
+    def index(self, i: int, h: int, c0: int) -> int:
+        """Context i's counter for bit c0: buckets of 16, one per (h, first
+        nibble), the slot in it by the nibble's bits so far behind a 1."""
+        b = c0.bit_length() - 1  # bits known, 0..7
+        key = 0 if b < 4 else c0 >> (b - 4)  # 0, or the first nibble behind its 1 (16..31)
+        nib = c0 if b < 4 else (c0 & ((1 << (b - 4)) - 1)) | (1 << (b - 4))  # 1..15
+        z = ((h ^ (((key + 1) * CM_C1) & _M64)) * CM_C2) & _M64
+        return (i << self.table_bits) + ((z >> (64 - self.table_bits)) & ~15) + nib
+
+    def _apm2(self, k: int) -> int:
+        return self.apm2.get(k, self.apm_init[k % CM_APM_KNOTS])
+
+    def predict(self, ctx: CmRowCtx, p_lm: int) -> int:
+        """P(bit = 1) in 1..65535 for ctx's next bit, from the model's p_lm (1..65535)."""
+        x0 = cm_stretch(p_lm)
+        self.c0 = c0 = ctx.c0
+        x = self.x
+        x[0] = x0
+        x[1] = cm_stretch(self.o0[c0] >> 16)
+        for i in range(CM_CTX):
+            self.slots[i] = k = self.index(i, ctx.h[i], c0)
+            x[2 + i] = cm_stretch(self.t.get(k, _CM_SLOT0) >> 16)
+        x[CM_IN - 1] = 256
+        assert x0 + 3072 >= 0
+        self.set = min(CM_SETS - 1, (x0 + 3072) * 16 // 6144)
+        w1 = self.w[self.set * CM_IN : (self.set + 1) * CM_IN]
+        w2 = self.w2[c0 * CM_IN : (c0 + 1) * CM_IN]
+        d1 = max(-CM_LIM, min(CM_LIM, sum(a * b for a, b in zip(w1, x)) >> 16))
+        d2 = max(-CM_LIM, min(CM_LIM, sum(a * b for a, b in zip(w2, x)) >> 16))
+        self.pm1, self.pm2 = cm_squash(d1), cm_squash(d2)
+        dot = (d1 + d2) >> 1
+        self.pm = cm_squash(dot)
+        pos = dot + 3072
+        assert pos >= 0
+        j, f = pos // 192, pos % 192
+        self.apm_j, self.apm_f = j, f
+        a0, a1 = self.apm[c0 * CM_APM_KNOTS + j], self.apm[c0 * CM_APM_KNOTS + j + 1]
+        pa = (a0 * (192 - f) + a1 * f) // 192
+        c01 = c0 | ((ctx.hist & 0xFF) << 8)
+        a2 = c01 if self.apm2_bits == 16 else ((c01 * 0x9E3779B1) & _M32) >> (32 - self.apm2_bits)
+        self.a2 = a2 * CM_APM_KNOTS + j
+        b0, b1 = self._apm2(self.a2), self._apm2(self.a2 + 1)
+        pb = (b0 * (192 - f) + b1 * f) // 192
+        return max(1, min(65535, (2 * self.pm + 3 * pa + 3 * pb) >> 3))
+
+    def _learn(self, s: int, y: int) -> int:
+        n, p22 = s & 1023, s >> 10
+        np_ = p22 + ((((y << 22) - p22) * self.rate[n]) >> 16)
+        assert 0 <= np_ < 1 << 22
+        return (np_ << 10) | (n + 1 if n < self.limit else n)
+
+    def update(self, ctx: CmRowCtx, y: int) -> None:
+        """Learns bit y of the last predict, and moves ctx on by it."""
+        err1, err2 = (y << 16) - self.pm1, (y << 16) - self.pm2
+        b1, b2 = self.set * CM_IN, self.c0 * CM_IN
+        for k in range(CM_IN):
+            xk = self.x[k]
+            for w, base, err in ((self.w, b1, err1), (self.w2, b2, err2)):
+                v = w[base + k] + ((xk * err * self.lr + (1 << 19)) >> 20)
+                if not _I32_MIN <= v <= _I32_MAX:
+                    raise OverflowError("a mixer weight left the int32 range (undefined in the C++)")
+                w[base + k] = v
+        up = 1 if self.apm_f >= 96 else 0
+        ka = self.c0 * CM_APM_KNOTS + self.apm_j + up
+        a = self.apm[ka]
+        self.apm[ka] = a + (((y << 16) - a) >> 6)
+        kb = self.a2 + up
+        b = self._apm2(kb)
+        self.apm2[kb] = b + (((y << 16) - b) >> 6)
+        self.o0[self.c0] = self._learn(self.o0[self.c0], y)
+        for k in self.slots:
+            self.t[k] = self._learn(self.t.get(k, _CM_SLOT0), y)
+        ctx.next_bit(y)
+
+    def feed(self, ctx: CmRowCtx, b: int) -> None:
+        """A byte read without coding (a dictionary): counters and ctx only."""
+        for j in range(7, -1, -1):
+            y = (b >> j) & 1
+            self.o0[ctx.c0] = self._learn(self.o0[ctx.c0], y)
+            for i in range(CM_CTX):
+                k = self.index(i, ctx.h[i], ctx.c0)
+                self.t[k] = self._learn(self.t.get(k, _CM_SLOT0), y)
+            ctx.next_bit(y)
+
+
+def cm_lm_bit(cdf: Sequence[int], lo: int, hi: int) -> int:
+    """The model's P(bit = 1) in 1..65535 for the symbols [lo, hi) of a frequency
+    table cdf: the share of the upper half [mid, hi)."""
+    mid = (lo + hi) >> 1
+    n = int(cdf[hi]) - int(cdf[lo])
+    n1 = int(cdf[hi]) - int(cdf[mid])
+    return max(1, min(65535, (n1 << 16) // n))
+
+
+def cm_trace_ref(p_lm_rows: Sequence[Sequence[int]], symbols: Sequence[int], offsets: Sequence[int] | None = None,
+                 shared: bool = False, table_bits: int = 16, limit: int = 255, lr: int = 8) -> list[list[int]]:
+    """Reference of ``_core.cm_trace``: the stage's P(bit = 1) for each bit of
+    each byte (a list of 8 per byte), step t coding every chunk's byte t in
+    chunk order, with one state per chunk or one for all (shared)."""
+    p = [[int(v) for v in r] for r in p_lm_rows]
+    s = [int(v) for v in symbols]
+    n = len(p)
+    if any(len(r) != 8 for r in p):
+        raise ValueError("p_lm must be [n, 8]: the model's P(bit = 1) per bit, MSB first")
+    if len(s) != n:
+        raise ValueError(f"symbols has {len(s)} entries but p_lm has {n} rows")
+    off = [0, n] if offsets is None else [int(v) for v in offsets]
+    if len(off) < 2 or off[0] != 0 or off[-1] != n:
+        raise ValueError("offsets must run from 0 to n")
+    if any(off[i] < off[i - 1] for i in range(1, len(off))):
+        raise ValueError("offsets must not decrease")
+    CmModel(table_bits, limit, lr)  # validates the parameters
+    if any(not 0 <= v <= 255 for v in s):
+        raise ValueError("symbols must be bytes (0..255)")
+    if any(not 1 <= v <= 65535 for r in p for v in r):
+        raise ValueError("p_lm entries must be in 1..65535")
+    n_chunks = len(off) - 1
+    models = [CmModel(table_bits, limit, lr) for _ in range(1 if shared else n_chunks)]
+    ctx = [CmRowCtx() for _ in range(n_chunks)]
+    out: list[list[int]] = [[] for _ in range(n)]
+    longest = max((off[c + 1] - off[c] for c in range(n_chunks)), default=0)
+    for t in range(longest):
+        for c in range(n_chunks):
+            k = off[c] + t
+            if k >= off[c + 1]:
+                continue
+            md = models[0 if shared else c]
+            for j in range(8):
+                out[k].append(md.predict(ctx[c], p[k][j]))
+                md.update(ctx[c], (s[k] >> (7 - j)) & 1)
+    return out

@@ -44,6 +44,14 @@ step, ``mix(probs, rows)`` edits each row in place before coding and
 rows)`` is its integer twin for an exact model's rows: it returns the
 overrides ``(match, q)`` for ``encode_weights`` / ``decode_weights``.
 
+Context mixing: ``ContextMixer`` is the stage of docs/FORMAT.md section 4f
+(adaptive context models of a wave's own bytes mixed with the model's
+prediction, bit by bit; contract in ``csrc/cm.hpp``).  Per step,
+``encode(encoder, weights, symbols, rows, match, q)`` codes each row's byte on
+the encoder's streams in place of ``encode_weights``, and ``decode`` mirrors
+it; ``cm_trace`` runs the stage over recorded bit probabilities (tests,
+studies).
+
 Threading: the GIL is released around every native loop; one coder object must
 not be used by two threads at once (that raises ``RuntimeError``).
 """
@@ -57,7 +65,9 @@ from pyllmcodec._core import (
     MIN_PRECISION,
     BatchDecoder,
     BatchEncoder,
+    ContextMixer,
     MatchMixer,
+    cm_trace,
     kernels,
     quantize,
     quantize_int,
@@ -70,7 +80,9 @@ __all__ = [
     "MIN_PRECISION",
     "BatchDecoder",
     "BatchEncoder",
+    "ContextMixer",
     "MatchMixer",
+    "cm_trace",
     "kernels",
     "quantize",
     "quantize_int",

@@ -1,0 +1,531 @@
+// cm.hpp -- the context-mixing stage: adaptive context models mixed with the
+// language model's prediction, one byte as eight binary decisions.
+//
+// Plain C++17; knows nothing of Python (csrc/bindings.cpp binds it).
+//
+// ---------------------------------------------------------------------------
+// READ ME FIRST: the mixing contract (docs/FORMAT.md section 4f)
+// ---------------------------------------------------------------------------
+// The model is frozen and sees one context window; what it lacks -- the
+// chunk's own vocabulary, its repeats, text unlike its training set -- is
+// what adaptive models learn as they go (lpaq/paq8/cmix).  Per wave this
+// stage keeps hashed bit-level counters for several contexts of the rows'
+// own bytes, mixes their predictions with the model's by two logistic
+// mixers trained online, and refines the result with two APMs.
+//
+// Every step is integer arithmetic with fixed tables (no float anywhere):
+// the same bits on every CPU, compiler and thread count.  The algorithm IS
+// the format: encoder and decoder run it on the same bytes.
+//
+// Units: a probability p16 is P(bit = 1) in units of 2^-16, in 1..65535.  A
+// stretched probability st = ln(p / (1 - p)) in units of 1/256 nat, in
+// [-kLim, kLim], kLim = 3071 (12 nats).
+//   squash(d): d clamped to [-3072, 3072]; i = (d + 3072) >> 6,
+//     f = (d + 3072) & 63; p16 = (K[i] (64 - f) + K[i+1] f + 32) >> 6 with
+//     the 97 knots K below (K[i] = round(65536 / (1 + exp(-(i - 48) / 4))),
+//     clamped to 1..65535, computed once and written here as integers).
+//   stretch(p16) = the smallest d in [-3071, 3071] with squash(d) >= p16
+//     (3071 if none): a 65536-entry table built from squash by an integer
+//     scan.
+//
+// A byte is coded MSB first.  Before bit j (7..0) the bits so far select the
+// model's symbols [lo, hi) (lo = 0, hi = 256 at the start; mid = (lo+hi)/2;
+// bit 1 means [mid, hi)).  From the model's frequency table cdf (the integer
+// quantizer's, csrc/quantizer_int.hpp, with the match model's override):
+//   n = cdf[hi] - cdf[lo], n1 = cdf[hi] - cdf[mid],
+//   p_lm = clamp(floor(n1 * 65536 / n), 1, 65535)   (uint64; n >= 2).
+// The row's state predicts p (predict, below); the bit is coded on the
+// row's range-coder stream at precision 16: bit 1 -> [0, p), bit 0 ->
+// [p, 65536); then the state learns the bit (update).
+//
+// One learned state (a Model: counters, mixers, APMs) per group of a wave's
+// rows -- the rows of one archive; a wave of compress_batch may hold several
+// archives, each decodable alone --, shared by the group's rows, which take
+// turns: each step codes row k's byte (eight bits, predict then update per
+// bit) before row k+1's, in the order the call gives the rows -- the decoder
+// gives the same order.  Each row has its own byte history (a RowCtx); what
+// a row learns serves every row of its group after it.  So an archive's
+// chunks in a wave decode together (random access is per wave), and the
+// stage sees a wave's bytes where a per-chunk state would see a chunk's:
+// alice29, 19 chunks of 8 KiB in one wave, 2.316 bits/byte (model alone) ->
+// 2.19 with a state per chunk -> 1.88 shared (bench/studies/cm_stage.py).
+//
+// RowCtx (fresh for every chunk): c0 = 1 (the bits of the byte so far,
+//   behind a leading 1); hist, hist2 = 0 (the last 16 bytes, newest in the
+//   low byte of hist); word = word1 = 0 (hashes of the current and the
+//   previous word: letters, case folded); col = 0 (bytes since the last LF).
+//   A finished byte b: hist2 = hist2 << 8 | hist >> 56, hist = hist << 8 | b;
+//   a letter: word = (word + (b | 32) + 1) * C3; else if word != 0: word1 =
+//   word, word = 0; col = b == LF ? 0 : col + 1; then the contexts are
+//   hashed again: h[i] = H(x, k) = ((x + k + 1) C3) ^ (... >> 29), uint64:
+//     0..4: the last 1, 2, 3, 4, 6 bytes        (k = 1, 2, 3, 4, 6)
+//     5: the word (k 7), or the last byte outside a word (k 8)
+//     6: the last 5 bytes (k 5)
+//     7: the last 10 bytes: H(hist, 9) ^ H(hist2 & 0xffff, 10)
+//     8: the word pair: H(word1 + 3 word, 11)
+//     9: the previous byte with the column (capped at 31) (k 12)
+//     10: bytes 3 and 4 back, skipping two (k 13)
+//
+// Model (fresh for every group of every wave; table_bits: the header's, or
+// less for a group of fewer bytes, pyllmcodec.scheduler.cm_groups):
+//   Counters: kCtx tables of 2^table_bits uint32 slots, each 0x80000000
+//   (p22 = 2^21 in the high 22 bits, count n = 0 in the low 10), and an
+//   order-0 table of 256 such slots indexed by c0.  The slot of context i
+//   for bit c0 (b = bits known, 0..7): key = 0 for b < 4, else the first
+//   nibble behind its leading 1, c0 >> (b - 4) (16..31); nib = the bits
+//   of the current nibble behind a leading 1 (c0 for b < 4, else (c0 &
+//   (2^(b-4) - 1)) | 2^(b-4)), 1..15; z = ((h[i] ^ ((key + 1) * C1)) * C2)
+//   >> (64 - table_bits) (uint64); slot = (z & ~15) + nib: buckets of 16,
+//   one 64-byte line, two per context per byte.
+//   Mixers: kSets x kIn and 256 x kIn int32 weights (16.16), 65536 on the
+//   model's input and 0 elsewhere: a fresh wave starts as the model alone.
+//   APMs: 256 and 2^ab contexts x 33 uint16 knots (ab = min(16,
+//   table_bits - 2)), knot j = squash(192 j - 3072).
+//
+// predict(p_lm):
+//   x[0] = stretch(p_lm); x[1] = stretch(order-0 slot >> 16);
+//   x[2 + i] = stretch(slot_i >> 16); x[kIn - 1] = 256 (bias).
+//   Mixer 1, weight set s = min(15, (x[0] + 3072) * 16 / 6144) (the model's
+//   confidence); mixer 2, weight set c0.  d_m = clamp((sum_k w_m[k] x[k])
+//   >> 16, -3071, 3071) (int64, arithmetic shift); pm_m = squash(d_m).
+//   dot = (d_1 + d_2) >> 1; pm = squash(dot).
+//   APMs: pos = dot + 3072, j = pos / 192, f = pos % 192; APM 1 context c0,
+//   APM 2 context c01 = c0 | (last byte << 8), or (c01 * 0x9E3779B1 mod
+//   2^32) >> (32 - ab) when ab < 16; pa, pb = (A[j] (192 - f) + A[j+1] f)
+//   / 192 of each.  p = clamp((2 pm + 3 pa + 3 pb) >> 3, 1, 65535).
+// update(y):
+//   Mixer m: err = (y << 16) - pm_m; w_m[k] += (x[k] err lr + 2^19) >> 20.
+//   Each APM's nearer knot (j, or j+1 when f >= 96): A += ((y << 16) - A)
+//   >> 6.  Every counter slot used (order 0 and the kCtx hashed): with n =
+//   slot & 1023 and p22 = slot >> 10, p22 += ((y << 22) - p22) * R[n] >> 16
+//   (R[n] = floor(131072 / (2n + 3)), int64, arithmetic shift), n = min(n +
+//   1, limit).  Then the row moves on by y (RowCtx above).
+//   Constants of kind "cm/1": limit 255, lr 8.
+//
+// feed(b): a byte read without coding (a dictionary): its eight bits update
+//   the counters (not the mixers or the APMs) and move the row on.
+// ---------------------------------------------------------------------------
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "batch.hpp"
+#include "quantizer.hpp"
+#include "quantizer_int.hpp"
+#include "range_coder.hpp"
+#include "rows.hpp"
+
+namespace pyllmcodec {
+namespace cm {
+
+constexpr int kLim = 3071;
+constexpr int kCtx = 11;            // hashed contexts (RowCtx::rehash)
+constexpr int kIn = kCtx + 3;       // the model, order 0, the hashed contexts, the bias
+constexpr int kSets = 16;           // mixer weight sets, by the model's confidence
+constexpr int kApmKnots = 33;
+
+// K[i] = round(65536 / (1 + exp(-(i - 48) / 4))), clamped to 1..65535.
+constexpr std::array<std::uint16_t, 97> kSquashKnots = {
+    1,     1,     1,     1,     1,     1,     2,     2,     3,     4,     5,     6,     8,     10,    13,
+    17,    22,    28,    36,    47,    60,    77,    98,    126,   162,   208,   267,   342,   439,   562,
+    720,   922,   1179,  1506,  1921,  2446,  3108,  3938,  4971,  6249,  7812,  9702,  11955, 14595, 17625,
+    21025, 24743, 28693, 32768, 36843, 40793, 44511, 47911, 50941, 53581, 55834, 57724, 59287, 60565, 61598,
+    62428, 63090, 63615, 64030, 64357, 64614, 64816, 64974, 65097, 65194, 65269, 65328, 65374, 65410, 65438,
+    65459, 65476, 65489, 65500, 65508, 65514, 65519, 65523, 65526, 65528, 65530, 65531, 65532, 65533, 65534,
+    65534, 65535, 65535, 65535, 65535, 65535, 65535};
+
+inline int squash(int d) {
+  if (d > 3072) d = 3072;
+  if (d < -3072) d = -3072;
+  const int u = d + 3072;
+  const int i = u >> 6, f = u & 63;
+  if (i >= 96) return kSquashKnots[96];
+  return (kSquashKnots[i] * (64 - f) + kSquashKnots[i + 1] * f + 32) >> 6;
+}
+
+// stretch table: the inverse of squash, by an integer scan (built once).
+inline const std::int16_t* stretch_table() {
+  static const std::vector<std::int16_t> t = [] {
+    std::vector<std::int16_t> v(65536, static_cast<std::int16_t>(kLim));
+    int next = 0;  // smallest p16 not yet assigned
+    for (int d = -kLim; d <= kLim && next < 65536; ++d) {
+      const int p = squash(d);
+      for (; next <= p && next < 65536; ++next) v[next] = static_cast<std::int16_t>(d);
+    }
+    return v;
+  }();
+  return t.data();
+}
+
+inline int stretch(int p16) { return stretch_table()[p16]; }
+
+// R[n] = floor(131072 / (2n + 3)): the counters' rate 1 / (n + 1.5) in 2^-16.
+inline const std::int32_t* rate_table() {
+  static const std::array<std::int32_t, 1024> t = [] {
+    std::array<std::int32_t, 1024> r{};
+    for (int n = 0; n < 1024; ++n) r[n] = 131072 / (2 * n + 3);
+    return r;
+  }();
+  return t.data();
+}
+
+struct Params {
+  int table_bits = 16;  // 2^table_bits slots per hashed context, 10..22
+  int limit = 255;      // the counters' count cap: the slowest rate 1/(limit + 1.5), 1..1023
+  int lr = 8;           // the mixer's learning rate (x err x lr / 2^20), 1..128
+
+  void validate() const {
+    auto bad = [](const std::string& what) { throw InvalidInput("context-mixing spec: " + what); };
+    if (table_bits < 10 || table_bits > 22) bad("table_bits must be in 10..22");
+    if (limit < 1 || limit > 1023) bad("limit must be in 1..1023");
+    // above ~170 a saturated context's weight drifts without bound (int32)
+    if (lr < 1 || lr > 128) bad("lr must be in 1..128");
+  }
+
+  // The bytes one row holds.
+  std::size_t row_bytes() const {
+    const int ab = table_bits - 2 < 16 ? table_bits - 2 : 16;
+    return ((std::size_t{kCtx} << table_bits) + 16) * 4 + 256 * 4 + (kSets + 256) * kIn * 4 +
+           (256 + (std::size_t{1} << ab)) * kApmKnots * 2;
+  }
+};
+
+constexpr std::uint64_t kC1 = 0xff51afd7ed558ccdULL, kC2 = 0xc4ceb9fe1a85ec53ULL, kC3 = 0x9E3779B97F4A7C15ULL;
+
+inline std::uint64_t hash_ctx(std::uint64_t x, std::uint64_t k) {
+  x = (x + k + 1) * kC3;
+  return x ^ (x >> 29);
+}
+
+inline std::int64_t clamp_st(std::int64_t d) { return d > kLim ? kLim : (d < -kLim ? -kLim : d); }
+
+inline bool is_letter(std::uint32_t b) { return (b | 32u) - 'a' < 26u; }
+
+// A row's own context: the bytes it has coded (the contexts are hashed from
+// these); what it predicts with lives in a Model, its own or a shared one.
+struct RowCtx {
+  std::array<std::uint64_t, kCtx> h{};
+  std::uint64_t hist = 0, hist2 = 0, word = 0, word1 = 0;
+  std::uint32_t col = 0;  // bytes since the last LF
+  int c0 = 1;
+
+  RowCtx() { rehash(); }
+
+  // c0 = 2 c0 + y; a finished byte enters the history and the contexts.
+  void next_bit(int y) {
+    c0 = 2 * c0 + y;
+    if (c0 >= 256) {
+      const std::uint32_t b = static_cast<std::uint32_t>(c0 - 256);
+      hist2 = (hist2 << 8) | (hist >> 56);
+      hist = (hist << 8) | b;
+      if (is_letter(b)) {
+        word = (word + (b | 32u) + 1) * kC3;
+      } else if (word) {
+        word1 = word;
+        word = 0;
+      }
+      col = b == 10 ? 0 : col + 1;
+      c0 = 1;
+      rehash();
+    }
+  }
+
+  void rehash() {
+    h[0] = hash_ctx(hist & 0xff, 1);
+    h[1] = hash_ctx(hist & 0xffff, 2);
+    h[2] = hash_ctx(hist & 0xffffff, 3);
+    h[3] = hash_ctx(hist & 0xffffffff, 4);
+    h[4] = hash_ctx(hist & 0xffffffffffffULL, 6);
+    h[5] = word ? hash_ctx(word, 7) : hash_ctx(hist & 0xff, 8);
+    h[6] = hash_ctx(hist & 0xffffffffffULL, 5);
+    h[7] = hash_ctx(hist, 9) ^ hash_ctx(hist2 & 0xffff, 10);
+    h[8] = hash_ctx(word1 + word * 3, 11);
+    h[9] = hash_ctx((hist & 0xff) | (std::uint64_t(col < 31 ? col : 31) << 16), 12);
+    h[10] = hash_ctx(hist & 0xffff0000ULL, 13);
+  }
+};
+
+// The learned state: counters, mixer weights, APM.  One per row (chunks
+// independent) or one for a wave's rows (shared: rows take turns, in row
+// order, one byte each per step).  predict and update alternate, one bit at
+// a time, each for the RowCtx given.
+class Model {
+ public:
+  explicit Model(const Params& p)
+      : p_((p.validate(), p)),
+        shift_(64 - p.table_bits),
+        mask_((std::size_t{1} << p.table_bits) - 1),
+        t_((std::size_t{kCtx} << p.table_bits) + 16, 0x80000000u),
+        o0_(256, 0x80000000u),
+        w_(kSets * kIn, 0),
+        w2_(256 * kIn, 0),
+        apm_(256 * kApmKnots),
+        apm2_bits_(p.table_bits - 2 < 16 ? p.table_bits - 2 : 16),
+        apm2_((std::size_t{1} << apm2_bits_) * kApmKnots) {
+    for (int s = 0; s < kSets; ++s) w_[s * kIn] = 65536;
+    for (int s = 0; s < 256; ++s) w2_[s * kIn] = 65536;
+    for (int c = 0; c < 256; ++c)
+      for (int j = 0; j < kApmKnots; ++j) apm_[c * kApmKnots + j] = static_cast<std::uint16_t>(squash(192 * j - 3072));
+    for (std::size_t c = 0; c < (std::size_t{1} << apm2_bits_); ++c)
+      for (int j = 0; j < kApmKnots; ++j) apm2_[c * kApmKnots + j] = apm_[j];
+  }
+
+  const Params& params() const { return p_; }
+
+  // P(bit = 1) for row context r's next bit, from the model's p_lm (1..65535).
+  int predict(const RowCtx& r, int p_lm) {
+    const int x0 = stretch(p_lm);
+    c0_ = r.c0;
+    x_[0] = x0;
+    x_[1] = stretch(static_cast<int>(o0_[c0_] >> 16));
+    for (int i = 0; i < kCtx; ++i) {
+      slot_[i] = &t_[index(i, r.h[i], c0_)];
+
+      x_[2 + i] = stretch(static_cast<int>(*slot_[i] >> 16));
+    }
+    x_[kIn - 1] = 256;
+    set_ = (x0 + 3072) * 16 / 6144;
+    if (set_ > kSets - 1) set_ = kSets - 1;
+    const std::int32_t* w = &w_[set_ * kIn];
+    const std::int32_t* w2 = &w2_[c0_ * kIn];
+    std::int64_t d1 = 0, d2 = 0;
+    for (int k = 0; k < kIn; ++k) {
+      d1 += std::int64_t{w[k]} * x_[k];
+      d2 += std::int64_t{w2[k]} * x_[k];
+    }
+    d1 = clamp_st(d1 >> 16);
+    d2 = clamp_st(d2 >> 16);
+    pm1_ = squash(static_cast<int>(d1));
+    pm2_ = squash(static_cast<int>(d2));
+    const std::int64_t dot = (d1 + d2) >> 1;
+    pm_ = squash(static_cast<int>(dot));
+    const int pos = static_cast<int>(dot) + 3072;
+    apm_j_ = pos / 192;
+    apm_f_ = pos % 192;
+    const std::uint16_t* a = &apm_[c0_ * kApmKnots + apm_j_];
+    const int pa = (a[0] * (192 - apm_f_) + a[1] * apm_f_) / 192;
+    const std::uint32_t c01 = static_cast<std::uint32_t>(c0_) | (static_cast<std::uint32_t>(r.hist & 0xff) << 8);
+    const std::uint32_t a2 = apm2_bits_ == 16 ? c01 : (c01 * 0x9E3779B1u) >> (32 - apm2_bits_);
+    a2_ = std::size_t{a2} * kApmKnots + apm_j_;
+    const std::uint16_t* b = &apm2_[a2_];
+    const int pb = (b[0] * (192 - apm_f_) + b[1] * apm_f_) / 192;
+    int p = (2 * pm_ + 3 * pa + 3 * pb) >> 3;
+    if (p < 1) p = 1;
+    if (p > 65535) p = 65535;
+    return p;
+  }
+
+  // Learns bit y of the last predict, and moves r on by it.
+  void update(RowCtx& r, int y) {
+    const std::int64_t err = (std::int64_t{y} << 16) - pm1_;
+    const std::int64_t err2 = (std::int64_t{y} << 16) - pm2_;
+    std::int32_t* w = &w_[set_ * kIn];
+    std::int32_t* w2 = &w2_[c0_ * kIn];
+    for (int k = 0; k < kIn; ++k) {
+      w[k] += static_cast<std::int32_t>((x_[k] * err * p_.lr + (1 << 19)) >> 20);
+      w2[k] += static_cast<std::int32_t>((x_[k] * err2 * p_.lr + (1 << 19)) >> 20);
+    }
+    std::uint16_t& a = apm_[c0_ * kApmKnots + apm_j_ + (apm_f_ >= 96 ? 1 : 0)];
+    a = static_cast<std::uint16_t>(a + (((y << 16) - int{a}) >> 6));
+    std::uint16_t& b = apm2_[a2_ + (apm_f_ >= 96 ? 1 : 0)];
+    b = static_cast<std::uint16_t>(b + (((y << 16) - int{b}) >> 6));
+    learn(o0_[c0_], y);
+    for (int i = 0; i < kCtx; ++i) learn(*slot_[i], y);
+    r.next_bit(y);
+  }
+
+  // A byte read without coding (a dictionary): counters and r only.
+  void feed(RowCtx& r, int b) {
+    for (int j = 7; j >= 0; --j) {
+      const int y = (b >> j) & 1;
+      learn(o0_[r.c0], y);
+      for (int i = 0; i < kCtx; ++i) learn(t_[index(i, r.h[i], r.c0)], y);
+      r.next_bit(y);
+    }
+  }
+
+ private:
+  // Counters live in buckets of 16 (one 64-byte line): a byte's first
+  // four bits share the bucket of (h, 0), its last four the bucket of (h,
+  // its first nibble); within a bucket the slot is the nibble's bits so
+  // far behind a leading 1 (1..15).  Two cache lines per context per byte.
+  std::size_t index(int i, std::uint64_t h, int c0) const {
+    const int b = 31 - __builtin_clz(static_cast<unsigned>(c0));  // bits known, 0..7
+    const int key = b < 4 ? 0 : (c0 >> (b - 4));                   // 0, or 16..31: the first nibble
+    const int nib = b < 4 ? c0 : ((c0 & ((1 << (b - 4)) - 1)) | (1 << (b - 4)));
+    const std::uint64_t z = (h ^ (std::uint64_t(key + 1) * kC1)) * kC2;
+    return base_ + (std::size_t(i) << p_.table_bits) + ((std::size_t(z >> shift_) & mask_) & ~std::size_t{15}) +
+           static_cast<std::size_t>(nib);
+  }
+
+  void learn(std::uint32_t& s, int y) const {
+    const std::uint32_t n = s & 1023u;
+    const std::int64_t p22 = s >> 10;
+    const std::int64_t np = p22 + ((((std::int64_t{y} << 22) - p22) * rate_table()[n]) >> 16);
+    const std::uint32_t nn = n < static_cast<std::uint32_t>(p_.limit) ? n + 1 : n;
+    s = (static_cast<std::uint32_t>(np) << 10) | nn;
+  }
+
+  Params p_;
+  int shift_;
+  std::size_t mask_;
+  std::vector<std::uint32_t> t_, o0_;
+  // t_'s first 64-byte aligned entry (the buckets' lines)
+  std::size_t base_ = (16 - (reinterpret_cast<std::uintptr_t>(t_.data()) / 4) % 16) % 16;
+  std::vector<std::int32_t> w_, w2_;
+  std::vector<std::uint16_t> apm_;
+  int apm2_bits_;
+  std::vector<std::uint16_t> apm2_;
+  std::size_t a2_ = 0;
+  std::array<std::uint32_t*, kCtx> slot_{};
+  std::array<std::int64_t, kIn> x_{};
+  int c0_ = 1, set_ = 0, pm_ = 32768, pm1_ = 32768, pm2_ = 32768, apm_j_ = 0, apm_f_ = 0;
+};
+
+// The model's P(bit = 1) for each of a byte's eight bits given the bits
+// before it, from a row's frequency table cdf[0..256] (contract above);
+// `sym` gives the path (the coded byte).
+inline int lm_bit(const std::uint32_t* cdf, int lo, int hi) {
+  const int mid = (lo + hi) >> 1;
+  const std::uint64_t n = std::uint64_t{cdf[hi]} - cdf[lo];
+  const std::uint64_t n1 = std::uint64_t{cdf[hi]} - cdf[mid];
+  std::uint64_t p = (n1 << 16) / n;
+  if (p < 1) p = 1;
+  if (p > 65535) p = 65535;
+  return static_cast<int>(p);
+}
+
+
+// The stage for a wave: one Model per group of rows, one RowCtx per row.
+// encode / decode code one byte per row given (rows[k], or k), in k order:
+// row k's eight bits are predicted, coded and learned before row k+1's.
+class ContextMixer {
+ public:
+  // groups[r]: the state row r learns with and from (0..G-1); bits[g]:
+  // group g's table_bits.  The rows of one archive in a wave form one group,
+  // so that each archive decodes alone (docs/FORMAT.md section 4f).
+  ContextMixer(const std::vector<std::int64_t>& groups, const std::vector<int>& bits)
+      : ctx_(groups.size()), group_(groups.size()), checker_(groups.size(), "context-mixing row") {
+    if (groups.empty()) throw InvalidInput("a context mixer needs at least one row");
+    if (bits.empty()) throw InvalidInput("a context mixer needs at least one group");
+    for (std::size_t r = 0; r < groups.size(); ++r) {
+      if (groups[r] < 0 || static_cast<std::uint64_t>(groups[r]) >= bits.size())
+        throw InvalidInput("groups[" + std::to_string(r) + "] = " + std::to_string(groups[r]) +
+                           " is not a group index in [0, " + std::to_string(bits.size()) + ")");
+      group_[r] = static_cast<std::size_t>(groups[r]);
+    }
+    Params p;
+    for (int b : bits) {
+      p.table_bits = b;
+      p.validate();
+    }
+    models_.reserve(bits.size());
+    for (int b : bits) {
+      p.table_bits = b;
+      models_.emplace_back(p);
+    }
+  }
+
+  std::size_t n_rows() const { return ctx_.size(); }
+  std::size_t n_groups() const { return models_.size(); }
+  int table_bits(std::size_t g) const { return models_.at(g).params().table_bits; }
+  std::size_t nbytes() const {
+    std::size_t n = ctx_.size() * (sizeof(RowCtx) + sizeof(std::size_t));
+    for (const Model& m : models_) n += m.params().row_bytes();
+    return n;
+  }
+
+  // w: m rows of V = 256 uint32 weights (an exact model's), with optional
+  // match overrides as for encode_weights; symbols: the bytes.  Everything
+  // is validated before any stream moves.
+  void encode(BatchEncoder& enc, const std::uint32_t* w, std::size_t m, std::size_t V, const std::int64_t* symbols,
+              const std::int64_t* rows, const std::int64_t* match, const std::uint32_t* q) {
+    prepare(w, m, V, rows, match, q, enc.precision());
+    enc.check_rows(rows, m);
+    for (std::size_t k = 0; k < m; ++k) detail::check_symbol(symbols[k], V, k);
+    for (std::size_t k = 0; k < m; ++k) {
+      const std::size_t i = detail::stream_of(rows, k);
+      RowCtx& r = ctx_[i];
+      Model& model_ = models_[group_[i]];
+      rc::EncoderStream& st = enc.stream(rows, k);
+      const std::uint32_t* cdf = &cdf_[k * 257];
+      const int s = static_cast<int>(symbols[k]);
+      int lo = 0, hi = 256;
+      for (int j = 7; j >= 0; --j) {
+        const int p = model_.predict(r, lm_bit(cdf, lo, hi));
+        const int y = (s >> j) & 1;
+        if (y) {
+          st.put(0, static_cast<std::uint32_t>(p), 16);
+        } else {
+          st.put(static_cast<std::uint32_t>(p), static_cast<std::uint32_t>(65536 - p), 16);
+        }
+        model_.update(r, y);
+        (y ? lo : hi) = (lo + hi) >> 1;
+      }
+    }
+  }
+
+  void decode(BatchDecoder& dec, const std::uint32_t* w, std::size_t m, std::size_t V, std::int64_t* out,
+              const std::int64_t* rows, const std::int64_t* match, const std::uint32_t* q) {
+    prepare(w, m, V, rows, match, q, dec.precision());
+    dec.check_rows(rows, m);
+    for (std::size_t k = 0; k < m; ++k) {
+      const std::size_t i = detail::stream_of(rows, k);
+      RowCtx& r = ctx_[i];
+      Model& model_ = models_[group_[i]];
+      rc::DecoderStream& st = dec.stream(rows, k);
+      const std::uint32_t* cdf = &cdf_[k * 257];
+      int lo = 0, hi = 256;
+      for (int j = 7; j >= 0; --j) {
+        const int p = model_.predict(r, lm_bit(cdf, lo, hi));
+        const int y = st.target(16, i) < static_cast<std::uint32_t>(p) ? 1 : 0;
+        if (y) {
+          st.advance(0, static_cast<std::uint32_t>(p), 16);
+        } else {
+          st.advance(static_cast<std::uint32_t>(p), static_cast<std::uint32_t>(65536 - p), 16);
+        }
+        model_.update(r, y);
+        (y ? lo : hi) = (lo + hi) >> 1;
+      }
+      out[k] = lo;
+    }
+  }
+
+  // Bytes read without coding (a dictionary), one per row given.
+  void feed(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows) {
+    checker_.check(rows, m);
+    for (std::size_t k = 0; k < m; ++k) detail::check_symbol(symbols[k], 256, k);
+    for (std::size_t k = 0; k < m; ++k) {
+      const std::size_t i = detail::stream_of(rows, k);
+      models_[group_[i]].feed(ctx_[i], static_cast<int>(symbols[k]));
+    }
+  }
+
+ private:
+  // Checks the call and fills cdf_ with every row's table (all-or-nothing).
+  void prepare(const std::uint32_t* w, std::size_t m, std::size_t V, const std::int64_t* rows,
+               const std::int64_t* match, const std::uint32_t* q, int precision) {
+    if (V != 256) {
+      throw InvalidInput("the context-mixing stage codes bytes: rows need 256 weights, got " + std::to_string(V));
+    }
+    quant::check_shape(V, precision);
+    checker_.check(rows, m);
+    cdf_.resize(m * 257);
+    for (std::size_t k = 0; k < m; ++k) {
+      quant::quantize_int_row(w + k * V, V, precision, match ? match[k] : -1, q ? q[k] : 0, &cdf_[k * 257], k);
+    }
+  }
+
+  std::vector<Model> models_;
+  std::vector<RowCtx> ctx_;
+  std::vector<std::size_t> group_;
+  detail::RowChecker checker_;
+  std::vector<std::uint32_t> cdf_;
+};
+
+}  // namespace cm
+}  // namespace pyllmcodec
