@@ -60,6 +60,10 @@ def seeds() -> list[tuple[str, bytes]]:
     # through the match model (header flag bit 1): repeats and line endings
     add("mixer", (TEXT[:60] * 3) + crlf[:80], on="test-bigram-mixer", chunk_size=70, batch_size=3,
         fallback="stored")
+    # through the context-mixing stage (header key `cm`, flag bit 4), with a stored row dropped from its wave
+    add("cm", (TEXT[:100] * 2) + rnd[:40] + crlf[:80], on="test-bigram-int", chunk_size=40, batch_size=3)
+    add("compact-cm", TEXT[:150], on="test-bigram-int", chunk_size=48, batch_size=3, fallback="stored",
+        frame="compact")
     a, b = Compressor(model, chunk_size=32, batch_size=4, fallback="stored").compress_batch([TEXT[:40], TEXT[40:130]])
     out += [("shared-a", a), ("shared-b", b)]
     # compact frames (FORMAT.md section 11a), a dictionary (section 4d), headerless frames at the fuzz params
@@ -78,7 +82,7 @@ def seeds() -> list[tuple[str, bytes]]:
     for i, blob in enumerate(hl.compress_batch([TEXT[:30], TEXT[30:200], b"\0" * 90], params=targets.params())):
         out.append((f"headerless-{i}", blob))
     for name, blob in list(out):  # the first entry layout (tag 'W'), which readers keep accepting
-        if name in ("text-waves", "mixed", "eol-bytes", "shared-b", "segments", "mixer", "context"):
+        if name in ("text-waves", "mixed", "eol-bytes", "shared-b", "segments", "mixer", "context", "cm"):
             lz = parse_loose(blob)
             assert lz is not None
             lz.compact = False

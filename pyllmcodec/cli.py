@@ -187,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
                     "model; at most the model's context)")
     pc.add_argument("--no-mixer", dest="mixer", action="store_const", const=False, default=None,
                     help="do not run the model's match model (default: run it when the model ships one)")
+    pc.add_argument("--no-cm", dest="cm", action="store_const", const=False, default=None,
+                    help="do not code through the context-mixing stage (default: use it where the model can, "
+                    "the exact byte-level models; docs/FORMAT.md section 4f)")
     pc.add_argument("--verify", action="store_true", help="decode every wave after coding it and compare")
     pc.add_argument("--no-eol", dest="eol", action="store_false",
                     help="code CR LF line endings as they are (default: model-code CR LF text as LF, "
@@ -620,7 +623,7 @@ def _cmd_compress(args: Any) -> int:
             args.model or DEFAULT_MODEL, device=args.device, backend=args.backend, threads=args.threads,
             chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify, eol=args.eol,
             prime=args.prime, mixer=args.mixer, context=args.context, max_memory=args.max_memory,
-            level=args.level, dictionary=_read_dictionary(args),
+            level=args.level, dictionary=_read_dictionary(args), cm=args.cm,
         )
     except ValueError as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None
@@ -794,6 +797,8 @@ def _cmd_info(args: Any) -> int:
               + (f" context={d['context']}" if d.get("context") else ""))
         if d.get("mixer"):
             print(f"  match model     {d['mixer']['kind']} digest={d['mixer']['digest']}")
+        if d.get("cm"):
+            print(f"  context mixing  {d['cm']['kind']} table_bits={d['cm']['table_bits']}")
         print(f"  size            {d['size']} -> {d['compressed_size']} bytes (ratio {ratio})")
         print(f"  chunks          {d['n_chunks']} in {d['n_blocks']} blocks; methods {d['methods']}")
         lay = d["layout"]

@@ -59,6 +59,7 @@ from .container import (
     ChunkIndex,
     Header,
     build_meta,
+    cm_table_bits,
     header_len_from_prefix,
     parse_header,
 )
@@ -267,6 +268,12 @@ class Compressor(_LazyInit):
     ``mixer``: run the match model the model's bundle ships (docs/FORMAT.md
     section 4c: it predicts repeats within a chunk); ``None`` (default) uses
     it when there is one, ``False`` never, ``True`` requires it.
+    ``cm``: code through the context-mixing stage (docs/FORMAT.md section
+    4f: adaptive context models of the wave's own bytes mixed with the
+    model; 10-20% smaller on text, a few percent slower); ``None``
+    (default) uses it where the model can run it (the exact byte-level
+    models on the CPU), ``False`` never, ``True`` requires it.  With it a
+    wave's chunks decode together: random access reads whole waves.
     ``max_memory``: the memory a wave may take (default 4 GiB, the
     decoder's default too, so that the default decoder reads what this
     writes); a ``batch_size`` whose waves could need more is refused here.
@@ -298,6 +305,7 @@ class Compressor(_LazyInit):
         level: int | None = None,
         dictionary: Buffer | Dictionary | None = None,
         frame: Frame = "full",
+        cm: bool | None = None,
     ) -> None:
         #: the arguments, for pickling (a process pool, Ray): a registered name reloads there
         self._args = _arguments(locals())
@@ -309,12 +317,14 @@ class Compressor(_LazyInit):
         #: the options resolved against the model (pyllmcodec.geometry)
         self.plan = Plan.resolve(self.model, chunk_size=chunk_size, batch_size=batch_size, precision=precision,
                                  prime=prime, context=context, mixer=mixer, level=level,
-                                 dictionary=as_dictionary(dictionary))
+                                 dictionary=as_dictionary(dictionary), cm=cm)
         if fallback not in ("deflate", "stored"):
             raise ValueError("fallback must be 'deflate' or 'stored'")
         self.max_memory = _check_limit("max_memory", max_memory)
         longest = self.plan.chunk_size_for(1 << 62 if self.plan.auto_chunk else None)
-        need = wave_bytes(self.model, self.plan.batch_size, min(longest, MAX_BYTE_CHUNK_SIZE), self.plan.context)
+        longest = min(longest, MAX_BYTE_CHUNK_SIZE)
+        need = wave_bytes(self.model, self.plan.batch_size, longest, self.plan.context,
+                          cm_table_bits(longest * self.plan.batch_size) if self.plan.cm else 0)
         if self.max_memory is not None and need > self.max_memory:
             raise ValueError(
                 f"batch_size={self.plan.batch_size} makes waves of up to {need / 2**20:.0f} MiB with model "
@@ -425,7 +435,7 @@ class Compressor(_LazyInit):
             chunk_size=g.chunk_size, batch_size=g.batch_size, precision=g.precision, probe_batch=probe_batch,
             context=g.context if g.prime else 0, prime=g.prime, mixer=g.mixer is not None,
             tokens=self.model.tokenizer is not None, dictionary=None if d is None else d.id,
-            dictionary_size=0 if d is None else len(d))
+            dictionary_size=0 if d is None else len(d), cm=g.cm_bits > 0)
 
     def header_meta(self, geometry: Geometry, probe_batch: int) -> dict[str, Any]:
         """The header metadata of an archive at ``geometry`` whose probe runs
@@ -450,10 +460,16 @@ class Compressor(_LazyInit):
         )
 
     def code_wave(self, chunks: Sequence[memoryview], geometry: Geometry,
-                  progress: Progress | None = None) -> list[tuple[ChunkEntry, Any]]:
+                  progress: Progress | None = None,
+                  owners: Sequence[int] | None = None) -> list[tuple[ChunkEntry, Any]]:
         """Code one wave (chunk k at row k): the model codes what it can
         (:func:`pyllmcodec.methods.model_inputs`), then each chunk keeps its
-        smallest form (:func:`pyllmcodec.methods.choose`)."""
+        smallest form (:func:`pyllmcodec.methods.choose`).  Through the
+        context-mixing stage the rows of one archive (``owners[k]``, None:
+        one) learn from each other, so the decoder must run exactly the rows
+        that keep the model's form: a chunk that falls back to another form
+        is dropped and the wave coded again without it (rare on text: a
+        wave of random bytes drops every row at once)."""
         batch = len(chunks)
         raws = [bytes(c) for c in chunks]
         inputs = model_inputs(raws, eol_methods=self.eol, tokenizer=self.model.tokenizer,
@@ -464,22 +480,32 @@ class Compressor(_LazyInit):
         n_sym = sum(len(s) for s in symbols)
         if progress is not None and n_sym:  # report input bytes: symbols scaled (tokens, stripped CRs)
             progress = _scaled_progress(progress, sum(len(r) for r in raws) / n_sym)
-        coded = runner.encode_wave(batch, range(batch), symbols, progress)
-        out: list[tuple[ChunkEntry, Any]] = []
-        for row, (raw, (m, s), p) in enumerate(zip(chunks, inputs, coded)):
-            method, best = choose(raw, m, None if s is None else p, self.fallback)
-            out.append((ChunkEntry(row, len(raw), len(best), method, zlib.crc32(raw)), best))
+        raw_lens = [len(r) for r in raws]
+        while True:
+            coded = runner.encode_wave(batch, range(batch), symbols, progress, groups=owners, raw_lens=raw_lens)
+            out: list[tuple[ChunkEntry, Any]] = []
+            for row, (raw, (m, _), p) in enumerate(zip(chunks, inputs, coded)):
+                method, best = choose(raw, m, None if not len(symbols[row]) else p, self.fallback)
+                out.append((ChunkEntry(row, len(raw), len(best), method, zlib.crc32(raw)), best))
+            dropped = [k for k, (e, _) in enumerate(out) if len(symbols[k]) and not METHODS[e.method].model]
+            if not geometry.cm_bits or not dropped:
+                break
+            for k in dropped:
+                symbols[k] = empty
+            progress = None  # the rows were reported once
         if self.verify:
-            self._verify_wave(batch, chunks, out, geometry)
+            self._verify_wave(batch, chunks, out, geometry, owners)
         return out
 
     def _verify_wave(self, batch: int, chunks: Sequence[memoryview], coded: list[tuple[ChunkEntry, Any]],
-                     geometry: Geometry) -> None:
+                     geometry: Geometry, owners: Sequence[int] | None = None) -> None:
         model_rows = [(e, p) for e, p in coded if METHODS[e.method].model]
         if model_rows:
             got = self.session(geometry).decode_rows(batch, [e.row for e, _ in model_rows],
                                                      [e.method for e, _ in model_rows],
-                                                     [e.raw_len for e, _ in model_rows], [p for _, p in model_rows])
+                                                     [e.raw_len for e, _ in model_rows], [p for _, p in model_rows],
+                                                     groups=None if owners is None else
+                                                     [owners[e.row] for e, _ in model_rows])
             for (e, _), data in zip(model_rows, got):
                 if data != bytes(chunks[e.row]):
                     raise CodecError(
@@ -524,7 +550,7 @@ class Compressor(_LazyInit):
         blocks: list[list[tuple[int, list[ChunkEntry], list[Any]]]] = [[] for _ in views]
         for start, batch in waves:
             wave = owned[start : start + batch]
-            coded = self.code_wave([c for _, c in wave], geometry)
+            coded = self.code_wave([c for _, c in wave], geometry, owners=[o for o, _ in wave])
             k = 0
             while k < batch:  # one block per archive present in this wave
                 owner = wave[k][0]
@@ -626,7 +652,8 @@ class _Job:
         self.targets.append(target)
 
     def run(self, progress: Progress | None = None) -> list[bytes]:
-        return self.session.decode_rows(self.batch, self.rows, self.methods, self.raw_lens, self.payloads, progress)
+        return self.session.decode_rows(self.batch, self.rows, self.methods, self.raw_lens, self.payloads, progress,
+                                        groups=[a for a, _ in self.targets])
 
 
 def _crc_message(index: int, start: int | None) -> str:
@@ -878,7 +905,11 @@ class Decompressor(_LazyInit):
                             by_params[fp] = sess
                 rows = {block.entries[k].row for k in model_k}
                 jkey = (id(sess), block.batch)
-                job = next((j for j in open_jobs.get(jkey, []) if rows.isdisjoint(j.rows)), None)
+                # through the context-mixing stage an archive's rows learn from each other: two of its
+                # waves never share a job (other archives' waves may: each archive is its own group)
+                cm = sess.geometry.cm_bits > 0
+                job = next((j for j in open_jobs.get(jkey, []) if rows.isdisjoint(j.rows)
+                            and not (cm and any(t[0] == a for t in j.targets))), None)
                 if job is None:
                     job = _Job(sess, block.batch)
                     open_jobs.setdefault(jkey, []).append(job)
@@ -919,7 +950,9 @@ class Decompressor(_LazyInit):
             bi, k0 = ix.locate(i)
             block = ix.blocks[bi]
             ks = list(range(k0, min(len(block.entries), k0 + stop - i)))
-            model_k = [k for k in ks if METHODS[block.entries[k].method].model]
+            # through the context-mixing stage a wave's model-coded chunks decode together
+            run_k = range(len(block.entries)) if "cm" in ix.header.meta else ks
+            model_k = [k for k in run_k if METHODS[block.entries[k].method].model]
             for k in ks:
                 e, index = block.entries[k], block.first_chunk + k
                 if not METHODS[e.method].model:
@@ -930,7 +963,8 @@ class Decompressor(_LazyInit):
                 for k in model_k:
                     job.add(block.entries[k], ix.payload(block, k), (0, block.first_chunk + k))
                 for (_, c), chunk in zip(job.targets, job.run()):
-                    pieces[c] = _checked(chunk, block.entries[c - block.first_chunk], c, ix.chunk_offset(c))
+                    if start <= c < stop:
+                        pieces[c] = _checked(chunk, block.entries[c - block.first_chunk], c, ix.chunk_offset(c))
             i += len(ks)
         return b"".join(pieces[c] for c in range(start, stop))
 
@@ -994,6 +1028,7 @@ def compress(
     eol: bool = True,
     prime: int | None = None,
     mixer: bool | None = None,
+    cm: bool | None = None,
     context: int | None = None,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     level: int | None = None,
@@ -1010,7 +1045,7 @@ def compress(
     return Compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
-        mixer=mixer, context=context, max_memory=max_memory, level=level, dictionary=dictionary, frame=frame,
+        mixer=mixer, cm=cm, context=context, max_memory=max_memory, level=level, dictionary=dictionary, frame=frame,
     ).compress(data)
 
 
@@ -1029,6 +1064,7 @@ def compress_batch(
     eol: bool = True,
     prime: int | None = None,
     mixer: bool | None = None,
+    cm: bool | None = None,
     context: int | None = None,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     level: int | None = None,
@@ -1040,7 +1076,7 @@ def compress_batch(
     return Compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
-        mixer=mixer, context=context, max_memory=max_memory, level=level, dictionary=dictionary, frame=frame,
+        mixer=mixer, cm=cm, context=context, max_memory=max_memory, level=level, dictionary=dictionary, frame=frame,
     ).compress_batch(buffers)
 
 

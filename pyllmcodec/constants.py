@@ -8,6 +8,9 @@ is defined here and nowhere else.  The container layout itself is specified in
 from __future__ import annotations
 
 __all__ = [
+    "CM_KIND",
+    "CM_MAX_TABLE_BITS",
+    "CM_MIN_TABLE_BITS",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_MAX_MEMORY",
@@ -132,6 +135,16 @@ DEFAULT_PRIME = 128
 #: FORMAT.md section 4c; the algorithm is csrc/mixer.hpp).  A later algorithm
 #: gets a new name, so a reader refuses kinds it does not run.
 MIXER_KIND = "match1"
+
+#: The context-mixing stage archives may be coded through (header key ``cm``,
+#: FORMAT.md section 4f; the algorithm, with its constants, is csrc/cm.hpp).
+#: A later algorithm gets a new name, so a reader refuses kinds it does not run.
+CM_KIND = "cm1"
+#: The stage's counters per context are 2^table_bits; the header records
+#: table_bits, bounded so that a hostile header cannot ask for more than
+#: 11 * 4 * 2^22 bytes (176 MiB) plus the fixed 4.4 MB.
+CM_MIN_TABLE_BITS = 10
+CM_MAX_TABLE_BITS = 22
 
 #: Byte-level chunks are at most this long (64 KiB) even when coded in
 #: segments: it bounds the decoder's per-wave symbol buffer (chunk x batch).

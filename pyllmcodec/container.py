@@ -37,6 +37,9 @@ from itertools import accumulate
 from typing import Any, NamedTuple, Protocol
 
 from .constants import (
+    CM_KIND,
+    CM_MAX_TABLE_BITS,
+    CM_MIN_TABLE_BITS,
     ENTRY_FULL_CHUNK,
     ENTRY_METHOD_MASK,
     ENTRY_NEXT_ROW,
@@ -66,6 +69,7 @@ __all__ = [
     "BLOCK_PREFIX_LEN",
     "FOOTER_FIXED_LEN",
     "FOOTER_PREFIX_LEN",
+    "HEADER_FLAG_CM",
     "HEADER_FLAG_CONTEXT",
     "HEADER_FLAG_DEFLATE",
     "HEADER_FLAG_DICTIONARY",
@@ -82,6 +86,7 @@ __all__ = [
     "Footer",
     "Header",
     "build_meta",
+    "cm_table_bits",
     "encode_header",
     "members",
     "parse_header",
@@ -112,10 +117,15 @@ HEADER_FLAG_CONTEXT = 0x04
 #: ``dictionary``, FORMAT.md section 4d); set exactly when the key is there,
 #: so a reader older than 0.5 refuses the archive at its header.
 HEADER_FLAG_DICTIONARY = 0x08
-_KNOWN_FLAGS = HEADER_FLAG_DEFLATE | HEADER_FLAG_MIXER | HEADER_FLAG_CONTEXT | HEADER_FLAG_DICTIONARY
+#: header flag bit 4: chunks are coded through the context-mixing stage
+#: (metadata key ``cm``, FORMAT.md section 4f); set exactly when the key is
+#: there, so a reader predating the stage refuses the archive at its header.
+HEADER_FLAG_CM = 0x10
+_KNOWN_FLAGS = (HEADER_FLAG_DEFLATE | HEADER_FLAG_MIXER | HEADER_FLAG_CONTEXT | HEADER_FLAG_DICTIONARY
+                | HEADER_FLAG_CM)
 #: metadata key -> (the flag set exactly when it is present, the flag's name in errors)
 _KEY_FLAGS = {"mixer": (HEADER_FLAG_MIXER, "match-model"), "context": (HEADER_FLAG_CONTEXT, "context"),
-              "dictionary": (HEADER_FLAG_DICTIONARY, "dictionary")}
+              "dictionary": (HEADER_FLAG_DICTIONARY, "dictionary"), "cm": (HEADER_FLAG_CM, "context-mixing")}
 BLOCK_PREFIX_LEN = _BLOCK_PREFIX.size  # 9
 TRAILER_LEN = _TRAILER.size  # 16
 #: footer bytes that do not depend on the number of blocks (prefix, fixed body, crc)
@@ -288,6 +298,16 @@ def _get_uvarint(buf: bytes | memoryview, pos: int, end: int, what: str) -> tupl
 # ---------------------------------------------------------------- header
 
 
+def cm_table_bits(wave_bytes: int) -> int:
+    """The context-mixing stage's table_bits a writer picks for waves of at
+    most ``wave_bytes`` bytes: ``bit_length(wave_bytes) + 4``, clamped to
+    12..22 (at least one bucket of 16 counters per coded byte, and 176 MiB
+    at 22; bench/studies/cm_stage.py: alice29 1.899 at 20, 1.877 at 22).
+    The header records this for the archive's largest wave; each archive's
+    rows in a wave get :func:`cm_table_bits` of their own bytes, at most that."""
+    return max(12, min(CM_MAX_TABLE_BITS, int(wave_bytes).bit_length() + 4))
+
+
 def build_meta(
     *,
     model_name: str,
@@ -310,6 +330,7 @@ def build_meta(
     mixer: dict[str, str] | None = None,
     context: int = 0,
     dictionary: dict[str, Any] | None = None,
+    cm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The header metadata as the writer records it (see FORMAT.md).
     ``tokenizer`` (token-level models only) is recorded as is; ``prime`` (the
@@ -317,7 +338,8 @@ def build_meta(
     longer than the context, where it is required; ``mixer`` (``{"kind",
     "digest"}``) when the chunks go through the match model; ``context`` (the
     segments' length) when it is shorter than the model's context and chunks
-    are longer than it."""
+    are longer than it; ``cm`` (``{"kind", "table_bits"}``) when the chunks
+    go through the context-mixing stage."""
     meta = {
         "model": {
             "name": str(model_name),
@@ -349,6 +371,8 @@ def build_meta(
         meta["context"] = int(context)
     if dictionary is not None:
         meta["dictionary"] = {"sha256": str(dictionary["sha256"]), "size": int(dictionary["size"])}
+    if cm is not None:
+        meta["cm"] = {"kind": str(cm["kind"]), "table_bits": int(cm["table_bits"])}
     return meta
 
 
@@ -486,6 +510,15 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
              f"mixer.kind {str(mixer['kind'])[:32]!r} is not {MIXER_KIND!r}, the only match model this "
              "pyllmcodec runs (upgrade pyllmcodec)")
         need(is_hex(mixer["digest"], 16), "mixer.digest (16 hex digits)")
+    cm = meta.get("cm")
+    if cm is not None:  # the context-mixing stage (FORMAT.md section 4f)
+        need(isinstance(cm, dict) and set(cm) == {"kind", "table_bits"}, "cm (must be {kind, table_bits})")
+        need(cm["kind"] == CM_KIND,
+             f"cm.kind {str(cm['kind'])[:32]!r} is not {CM_KIND!r}, the only context-mixing stage this "
+             "pyllmcodec runs (upgrade pyllmcodec)")
+        need(is_int(cm["table_bits"], CM_MIN_TABLE_BITS, CM_MAX_TABLE_BITS),
+             f"cm.table_bits ({CM_MIN_TABLE_BITS}..{CM_MAX_TABLE_BITS})")
+        need(meta.get("tokenizer") is None, "cm (byte-level archives only)")
     dic = meta.get("dictionary")
     if dic is not None:  # every chunk primed with these bytes (FORMAT.md section 4d)
         need(isinstance(dic, dict) and set(dic) == {"sha256", "size"}, "dictionary (must be {sha256, size})")

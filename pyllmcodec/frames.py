@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .constants import (
+    CM_KIND,
     FRAME_ID_LEN,
     FRAME_MAGIC,
     MAGIC,
@@ -64,12 +65,14 @@ from .container import (
     _get_uvarint,
     _Pushback,
     _put_uvarint,
+    cm_table_bits,
     encode_entries,
     parse_entries,
 )
 from .errors import FormatError
 
 __all__ = [
+    "FRAME_FLAG_CM",
     "FRAME_FLAG_DICTIONARY",
     "FRAME_FLAG_MIXER",
     "FRAME_FLAG_SEGMENTS",
@@ -93,7 +96,10 @@ FRAME_FLAG_MIXER = 0x02
 FRAME_FLAG_TOKENS = 0x04
 #: bit 3: every chunk was primed with a dictionary whose id follows
 FRAME_FLAG_DICTIONARY = 0x08
-_KNOWN_FLAGS = FRAME_FLAG_SEGMENTS | FRAME_FLAG_MIXER | FRAME_FLAG_TOKENS | FRAME_FLAG_DICTIONARY
+#: bit 4: chunks went through the context-mixing stage (FORMAT.md section
+#: 4f), its tables sized by :func:`pyllmcodec.geometry.cm_table_bits`
+FRAME_FLAG_CM = 0x10
+_KNOWN_FLAGS = FRAME_FLAG_SEGMENTS | FRAME_FLAG_MIXER | FRAME_FLAG_TOKENS | FRAME_FLAG_DICTIONARY | FRAME_FLAG_CM
 _U32 = struct.Struct("<I")
 _FIXED = 1 + 2 * FRAME_ID_LEN  # flags, model id, probe digest
 
@@ -127,6 +133,8 @@ class FrameParams:
     dictionary: bytes | None = None
     #: the dictionary's length in bytes (0: none)
     dictionary_size: int = 0
+    #: chunks went through the context-mixing stage
+    cm: bool = False
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -158,15 +166,17 @@ class FrameParams:
                 return "context must be in 2..chunk_size+dictionary_size-1 when set"
             if not _is_int(self.prime, 1, self.context // 2):
                 return "prime must be in 1..context/2 with a context"
-        if not isinstance(self.mixer, bool) or not isinstance(self.tokens, bool):
-            return "mixer and tokens must be bools"
+        if not isinstance(self.mixer, bool) or not isinstance(self.tokens, bool) or not isinstance(self.cm, bool):
+            return "mixer, tokens and cm must be bools"
+        if self.cm and self.tokens:
+            return "the context-mixing stage is for byte-level models only"
         return None
 
     @property
     def flags(self) -> int:
         return ((FRAME_FLAG_SEGMENTS if self.context else 0) | (FRAME_FLAG_MIXER if self.mixer else 0)
                 | (FRAME_FLAG_TOKENS if self.tokens else 0)
-                | (FRAME_FLAG_DICTIONARY if self.dictionary is not None else 0))
+                | (FRAME_FLAG_DICTIONARY if self.dictionary is not None else 0) | (FRAME_FLAG_CM if self.cm else 0))
 
     def to_bytes(self) -> bytes:
         """The params as a compact frame writes them (and a headerless
@@ -211,7 +221,8 @@ class FrameParams:
             dsize, pos = _get_uvarint(buf, pos + FRAME_ID_LEN, end, "the frame's dictionary size")
         try:
             params = cls(model_id, probe, vals[0], vals[1], vals[2], vals[3], context, prime,
-                         bool(flags & FRAME_FLAG_MIXER), bool(flags & FRAME_FLAG_TOKENS), dictionary, dsize)
+                         bool(flags & FRAME_FLAG_MIXER), bool(flags & FRAME_FLAG_TOKENS), dictionary, dsize,
+                         bool(flags & FRAME_FLAG_CM))
         except ValueError as exc:
             raise FormatError(str(exc)) from None
         return params, pos
@@ -235,6 +246,8 @@ class FrameParams:
             d["mixer"] = True
         if self.tokens:
             d["tokens"] = True
+        if self.cm:
+            d["cm"] = True
         if self.dictionary is not None:
             d["dictionary"], d["dictionary_size"] = self.dictionary.hex(), self.dictionary_size
         return d
@@ -243,7 +256,7 @@ class FrameParams:
     def from_dict(cls, d: Any) -> FrameParams:
         """The params :meth:`to_dict` wrote; FormatError for anything else."""
         known = {"model_id", "probe", "chunk_size", "batch_size", "precision", "probe_batch", "context",
-                 "prime", "mixer", "tokens", "dictionary", "dictionary_size"}
+                 "prime", "mixer", "tokens", "dictionary", "dictionary_size", "cm"}
         if not isinstance(d, dict) or not set(d) <= known:
             raise FormatError(f"frame parameters must be a dict with keys among {sorted(known)}")
         try:
@@ -251,7 +264,7 @@ class FrameParams:
             return cls(bytes.fromhex(d["model_id"]), bytes.fromhex(d["probe"]), d["chunk_size"], d["batch_size"],
                        d["precision"], d["probe_batch"], d.get("context", 0), d.get("prime", 0),
                        d.get("mixer", False), d.get("tokens", False), None if dic is None else bytes.fromhex(dic),
-                       d.get("dictionary_size", 0))
+                       d.get("dictionary_size", 0), d.get("cm", False))
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"invalid frame parameters: {exc}") from None
 
@@ -276,6 +289,8 @@ class FrameParams:
             meta["mixer"] = {}
         if self.dictionary is not None:
             meta["dictionary"] = {"sha256": self.dictionary.hex(), "size": self.dictionary_size}
+        if self.cm:
+            meta["cm"] = {"kind": CM_KIND, "table_bits": cm_table_bits(self.chunk_size * self.batch_size)}
         return Header(version=2, meta=meta, size=size, frame=self)
 
 

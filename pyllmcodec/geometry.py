@@ -31,6 +31,7 @@ from typing import Any
 from . import core
 from .backends.base import StepModel
 from .constants import (
+    CM_KIND,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PRIME,
@@ -41,19 +42,41 @@ from .constants import (
     MAX_PRECISION,
     MIN_PRECISION,
 )
-from .container import Header
+from .container import Header, cm_table_bits
 from .dictionary import Dictionary, check_dictionary
 from .errors import ModelError
 from .mixer import MixerSpec
 from .tokenizer import Tokenizer
 
-__all__ = ["MIN_SPLIT_PIECE", "Geometry", "Plan", "cut", "header_mixer", "is_int", "model_mixer", "split_point"]
+__all__ = ["MIN_SPLIT_PIECE", "Geometry", "Plan", "cut", "header_cm", "header_mixer", "is_int", "model_mixer",
+           "model_runs_cm", "split_point"]
 
 
 def model_mixer(model: StepModel) -> MixerSpec | None:
     """The match model ``model`` ships and can run: none on the two-phase
     (accelerator) path, which quantizes on the device."""
     return None if model.device_quantize else model.default_mixer
+
+
+def model_runs_cm(model: StepModel) -> bool:
+    """Whether ``model`` can code through the context-mixing stage: integer
+    rows over bytes, quantized on the host (csrc/cm.hpp reads the integer
+    quantizer's table)."""
+    return (bool(model.integer_rows) and not model.device_quantize and model.tokenizer is None
+            and int(model.vocab_size) == 256)
+
+
+def header_cm(header: Header, model: StepModel) -> int:
+    """The stage's table_bits ``header`` asks for (0: none); ModelError when
+    ``model`` cannot run the stage."""
+    want = header.meta.get("cm")
+    if want is None:
+        return 0
+    if not model_runs_cm(model):
+        raise ModelError(f"archive was coded through the context-mixing stage, which model {model.name!r} cannot "
+                         "run here (it needs integer rows over bytes quantized on the host: decode with the "
+                         "exact model on device='cpu')")
+    return int(want["table_bits"])
 
 
 def header_mixer(header: Header, model: StepModel) -> MixerSpec | None:
@@ -98,6 +121,8 @@ class Geometry:
     mixer: MixerSpec | None = None
     #: the bytes every chunk is primed with (docs/FORMAT.md section 4d), or None
     dictionary: Dictionary | None = None
+    #: the context-mixing stage's table_bits (docs/FORMAT.md section 4f); 0: no stage
+    cm_bits: int = 0
 
     @property
     def session_key(self) -> tuple[Any, ...]:
@@ -106,7 +131,7 @@ class Geometry:
         digest = None if self.mixer is None else self.mixer.digest
         return (self.precision, self.pad, self.prime, self.context, digest,
                 self.chunk_size if self.mixer is not None else 0,
-                None if self.dictionary is None else self.dictionary.sha256)
+                None if self.dictionary is None else self.dictionary.sha256, self.cm_bits)
 
     def header_fields(self, max_context: int) -> dict[str, Any]:
         """The header keys of this geometry (container.build_meta's arguments):
@@ -121,6 +146,7 @@ class Geometry:
             "mixer": None if self.mixer is None else {"kind": self.mixer.kind, "digest": self.mixer.digest},
             "dictionary": None if self.dictionary is None else {"sha256": self.dictionary.sha256,
                                                                  "size": len(self.dictionary)},
+            "cm": {"kind": CM_KIND, "table_bits": self.cm_bits} if self.cm_bits else None,
         }
 
     @classmethod
@@ -133,7 +159,8 @@ class Geometry:
         check_dictionary(want, dictionary)
         return cls(chunk_size=header.chunk_size, batch_size=header.batch_size, precision=header.precision,
                    pad=header.pad_token, context=header.context, prime=header.prime,
-                   mixer=header_mixer(header, model), dictionary=dictionary if want is not None else None)
+                   mixer=header_mixer(header, model), dictionary=dictionary if want is not None else None,
+                   cm_bits=header_cm(header, model))
 
 
 def is_int(x: Any) -> bool:
@@ -172,11 +199,14 @@ class Plan:
     dictionary: Dictionary | None = None
     #: the symbols the dictionary takes in each chunk's first segment (0: none)
     primed: int = 0
+    #: code through the context-mixing stage (docs/FORMAT.md section 4f)
+    cm: bool = False
 
     @classmethod
     def resolve(cls, model: StepModel, *, chunk_size: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                 precision: int | None = None, prime: int | None = None, context: int | None = None,
-                mixer: bool | None = None, level: int | None = None, dictionary: Dictionary | None = None) -> Plan:
+                mixer: bool | None = None, level: int | None = None, dictionary: Dictionary | None = None,
+                cm: bool | None = None) -> Plan:
         tokens = model.tokenizer is not None
         model_ctx = int(model.max_context)
         if level is not None and (not is_int(level) or not 1 <= level <= 9):
@@ -233,9 +263,15 @@ class Plan:
         if mixer and spec is None:
             raise ValueError(f"model {model.name!r} ships no match model (its bundle manifest has no "
                              "codec.mixer, or it quantizes on an accelerator); pass mixer=None or False")
+        if cm not in (None, True, False):
+            raise ValueError("cm must be None, True or False")
+        if cm and not model_runs_cm(model):
+            raise ValueError(f"model {model.name!r} cannot run the context-mixing stage (it needs integer rows over "
+                             "bytes, quantized on the host: the exact models on the CPU); pass cm=None or False")
         return cls(chunk_size=int(chunk_size), batch_size=batch_size, precision=int(precision), pad=int(model.bos),
                    context=ctx, prime=resolved_prime, mixer=None if mixer is False else spec,
-                   auto_chunk=auto_chunk, max_context=model_ctx, dictionary=dictionary, primed=primed)
+                   auto_chunk=auto_chunk, max_context=model_ctx, dictionary=dictionary, primed=primed,
+                   cm=model_runs_cm(model) if cm is None else bool(cm))
 
     def chunk_size_for(self, size: int | None) -> int:
         """The chunk size for an input of ``size`` bytes (None: unknown): with
@@ -255,7 +291,9 @@ class Plan:
         segmented = c + self.primed > self.context
         return Geometry(chunk_size=c, batch_size=self.batch_size, precision=self.precision, pad=self.pad,
                         context=self.context if segmented else self.max_context,
-                        prime=self.prime if segmented else 0, mixer=self.mixer, dictionary=self.dictionary)
+                        prime=self.prime if segmented else 0, mixer=self.mixer, dictionary=self.dictionary,
+                        cm_bits=cm_table_bits(c * self.batch_size if size is None else min(size, c * self.batch_size))
+                        if self.cm else 0)
 
 
 #: no piece of a split cell is shorter than this (a shorter piece that is still

@@ -94,6 +94,7 @@ import numpy as np
 from . import core
 from .backends.base import StepModel, TwoPhaseStepModel
 from .constants import PROBE_BYTES
+from .container import cm_table_bits
 from .errors import MemoryLimitError
 from .geometry import Geometry
 
@@ -187,15 +188,46 @@ Progress = Callable[[int], None]
 PROGRESS_STEPS = 32
 
 
-def wave_bytes(model: StepModel, batch: int, longest: int, context: int) -> int:
+def cm_groups(batch: int, rows: Sequence[int], groups: Sequence[int] | None, raw_lens: Sequence[int],
+              cap: int) -> tuple[np.ndarray, list[int]]:
+    """The context-mixing stage's groups for a wave (docs/FORMAT.md section
+    4f): the chunks at ``rows`` of one archive (``groups[k]``, its owner;
+    None: one archive) share one state, so that each archive decodes alone;
+    a group's table_bits are :func:`pyllmcodec.container.cm_table_bits` of
+    its chunks' ``raw_lens``, at most the header's ``cap``.  Returns (the
+    group of every row, absent rows in group 0; the groups' table_bits) --
+    the encoder and the decoder derive them from the same entries."""
+    owners = [0] * len(rows) if groups is None else [int(g) for g in groups]
+    index: dict[int, int] = {}
+    size: list[int] = []
+    of_row = np.zeros(batch, dtype=np.int64)
+    for r, o, n in zip(rows, owners, raw_lens):
+        g = index.setdefault(o, len(index))
+        if g == len(size):
+            size.append(0)
+        size[g] += int(n)
+        of_row[int(r)] = g
+    bits = [min(cap, cm_table_bits(n)) for n in size] or [min(cap, cm_table_bits(0))]
+    return of_row, bits
+
+
+def cm_bytes(table_bits: int, batch: int) -> int:
+    """The memory of a context-mixing stage (csrc/cm.hpp): 11 tables of
+    2^table_bits uint32 counters, the mixers and APMs (4.4 MB), and per row
+    a history and a 257-entry table."""
+    return 44 * (1 << table_bits) + 4_400_000 + 1200 * batch if table_bits else 0
+
+
+def wave_bytes(model: StepModel, batch: int, longest: int, context: int, cm_bits: int = 0) -> int:
     """The memory one wave of ``batch`` rows and ``longest`` symbols takes:
     the model's state (``StepModel.state_bytes``), the fed-token and symbol
     matrices of a segment (int64, at most ``context`` steps), the decoder's
-    symbol matrix (int64 at most) and a gathered copy of the probabilities."""
+    symbol matrix (int64 at most), a gathered copy of the probabilities and
+    the context-mixing stage (:func:`cm_bytes`)."""
     steps = min(longest, context)
     symbol = 1 if int(model.vocab_size) <= 256 else 8
     return (int(model.state_bytes(batch)) + batch * (16 * steps + symbol * longest)
-            + 4 * batch * int(model.vocab_size))
+            + 4 * batch * int(model.vocab_size) + cm_bytes(cm_bits, batch))
 
 
 def _coding_rows(p: np.ndarray, act: np.ndarray | None, mx: Any) -> np.ndarray:
@@ -273,6 +305,49 @@ class _IntSteps(_HostSteps):
         return s
 
 
+class _CmSteps(_IntSteps):
+    """One coding step through the context-mixing stage (header key ``cm``,
+    docs/FORMAT.md section 4f): the integer rows (with the match model's
+    overrides) go to ``cm``, one state shared by the wave's rows, which codes
+    each row's byte bit by bit on its stream, the rows in the order given --
+    the decoder gives the same order (the segment runs' ``act``)."""
+
+    def __init__(self, model: StepModel, mx: Any, cm: Any) -> None:
+        super().__init__(model, mx)
+        self.cm = cm
+
+    def feed(self, primed: np.ndarray, rows: np.ndarray) -> None:
+        super().feed(primed, rows)
+        for s in primed:
+            self.cm.feed(np.full(len(rows), s, dtype=np.int64), rows=rows)
+
+    def encode(self, state: Any, enc: Any, tok: np.ndarray, sym: np.ndarray, sub: np.ndarray,
+               act: np.ndarray | None) -> None:
+        mx = self.mx
+        w = self.step(state, tok)
+        if act is not None:
+            w = w[act]
+        if mx is None:
+            self.cm.encode(enc, w, sub, rows=act)
+        else:
+            m, q = mx.mix_int(w, rows=act)
+            self.cm.encode(enc, w, sub, rows=act, match=m, q=q)
+            mx.push(sub, rows=act)
+
+    def decode(self, state: Any, dec: Any, tok: np.ndarray, act: np.ndarray | None) -> np.ndarray:
+        mx = self.mx
+        w = self.step(state, tok)
+        if act is not None:
+            w = w[act]
+        if mx is None:
+            s: np.ndarray = self.cm.decode(dec, w, rows=act)
+        else:
+            m, q = mx.mix_int(w, rows=act)
+            s = self.cm.decode(dec, w, rows=act, match=m, q=q)
+            mx.push(s, rows=act)
+        return s
+
+
 class _DeviceSteps:
     """One coding step of a two-phase model: it quantizes on its device and
     hands over each row's interval (module docstring)."""
@@ -337,6 +412,10 @@ class WaveRunner:
         self.mixer = geometry.mixer
         if self.mixer is not None and self.two_phase:
             raise ValueError("the match model needs a model that quantizes on the host")
+        #: the context-mixing stage's table_bits (0: none), docs/FORMAT.md section 4f
+        self.cm_bits = int(geometry.cm_bits)
+        if self.cm_bits and (self.two_phase or not model.integer_rows or self.vocab_size != 256):
+            raise ValueError("the context-mixing stage needs integer rows over bytes, quantized on the host")
         #: the dictionary's symbols, fed before every chunk (docs/FORMAT.md section 4d)
         d = geometry.dictionary
         self.primed: np.ndarray = (np.zeros(0, dtype=np.int64) if d is None
@@ -348,7 +427,7 @@ class WaveRunner:
         """MemoryLimitError, before anything is allocated, for a wave over ``max_memory``."""
         if self.max_memory is None:
             return
-        need = wave_bytes(self.model, batch, longest, self.context)
+        need = wave_bytes(self.model, batch, longest, self.context, self.cm_bits)
         if need > self.max_memory:
             raise MemoryLimitError(
                 f"a wave of {batch} rows x {longest} symbols needs about {need / 2**20:.0f} MiB "
@@ -357,12 +436,17 @@ class WaveRunner:
                 "--max-memory) if this archive is trusted and the memory is there"
             )
 
-    def _steps(self, batch: int, max_len: int) -> _HostSteps | _IntSteps | _DeviceSteps:
+    def _steps(self, batch: int, max_len: int, rows: Sequence[int] = (), groups: Sequence[int] | None = None,
+               raw_lens: Sequence[int] = ()) -> _HostSteps | _IntSteps | _DeviceSteps:
         """The coding step of one wave: a fresh match model (one state per
-        row, kept across the row's segments) on the host path."""
+        row, kept across the row's segments) on the host path, and a fresh
+        context-mixing stage when the header asks (:func:`cm_groups`)."""
         if self._device_model is not None:
             return _DeviceSteps(self._device_model, self.precision, batch)
         mx = None if self.mixer is None else self.mixer.new(batch, max_len, self.geometry.chunk_size)
+        if self.cm_bits:
+            g, bits = cm_groups(batch, rows, groups, raw_lens, self.cm_bits)
+            return _CmSteps(self.model, mx, core.ContextMixer(g, bits))
         return (_IntSteps if self.model.integer_rows else _HostSteps)(self.model, mx)
 
     def _plan(self, length: int) -> list[tuple[int, int]]:
@@ -375,11 +459,18 @@ class WaveRunner:
     # -------------------------------------------------------------- encode
 
     def encode_wave(self, batch: int, rows: Sequence[int], chunks: Sequence[bytes | memoryview | np.ndarray],
-                    progress: Progress | None = None) -> list[bytes]:
+                    progress: Progress | None = None, *, groups: Sequence[int] | None = None,
+                    raw_lens: Sequence[int] | None = None) -> list[bytes]:
         """Model-code ``chunks`` (chunk ``k`` at row ``rows[k]``; bytes, or
         token arrays for a token-level model) as one wave of batch size
         ``batch``; returns one coded payload per chunk.  ``progress(n)`` is
-        told the symbols coded, every :data:`PROGRESS_STEPS` steps."""
+        told the symbols coded, every :data:`PROGRESS_STEPS` steps.
+        Through the context-mixing stage: ``groups`` (each chunk's archive,
+        None: one) and ``raw_lens`` (each chunk's bytes; default: its
+        symbols) give the stage's groups (:func:`cm_groups`); chunks with no
+        symbols take no part."""
+        lens = [len(c) for c in chunks] if raw_lens is None else list(raw_lens)
+        coded_k = [k for k, c in enumerate(chunks) if len(c)]
         D = len(self.primed)
         if D:  # a row's symbols: the dictionary, then its chunk (coded from symbol D on)
             chunks = [self._primed_row(c) for c in chunks]
@@ -387,7 +478,8 @@ class WaveRunner:
         self._check_memory(batch, longest)
         C = self.context
         enc = self.core.BatchEncoder(batch, precision=self.precision)
-        coder = self._steps(batch, longest)
+        coder = self._steps(batch, longest, [rows[k] for k in coded_k],
+                            None if groups is None else [groups[k] for k in coded_k], [lens[k] for k in coded_k])
         step = self.model.step
         for s, k in self._plan(longest):
             present = [(int(r), c[s - k : s - k + C]) for r, c in zip(rows, chunks) if len(c) > s]
@@ -432,6 +524,7 @@ class WaveRunner:
         newlines: np.ndarray | None = None,
         extra: Sequence[int] | None = None,
         progress: Progress | None = None,
+        groups: Sequence[int] | None = None,
     ) -> list[np.ndarray]:
         """Decode the chunks at ``rows`` (payloads aligned) of one wave of
         batch size ``batch``; all other rows are fed the pad token.  Returns
@@ -442,7 +535,9 @@ class WaveRunner:
         (all >= 1), plus ``newlines[s] * extra[k]`` with ``newlines`` given,
         and the row ends at the symbol that brings it to ``lengths[k]``;
         ValueError when a row overshoots that or runs past what it can code
-        (corrupt data).  ``progress(n)``: as in :meth:`encode_wave`."""
+        (corrupt data).  ``progress(n)``: as in :meth:`encode_wave`.
+        ``groups``: each chunk's archive, for the context-mixing stage
+        (:func:`cm_groups`, with ``lengths`` as the chunks' bytes)."""
         D = len(self.primed)  # rows start with the dictionary's symbols: symbol D is a chunk's first
         self._check_memory(batch, int(max(lengths, default=0)) + D)
         streams: list[bytes] = [b""] * batch
@@ -468,7 +563,7 @@ class WaveRunner:
         dec = self.core.BatchDecoder(streams, precision=self.precision)
         out = np.zeros((longest, batch), dtype=np.uint8 if self.vocab_size <= 256 else np.int64)
         out[:D] = self.primed[:, None]
-        coder = self._steps(batch, longest)
+        coder = self._steps(batch, longest, rows, groups, lengths)  # lengths: the chunks' bytes (raw_len)
         step = self.model.step
         steps = np.zeros(batch, dtype=np.int64)
         tok = np.full(batch, self.pad, dtype=np.int64)

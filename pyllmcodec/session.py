@@ -72,16 +72,19 @@ class Session:
         return self._cache.fingerprint
 
     def decode_rows(self, batch: int, rows: Sequence[int], methods: Sequence[int], raw_lens: Sequence[int],
-                    payloads: Sequence[Any], progress: Progress | None = None) -> list[bytes]:
+                    payloads: Sequence[Any], progress: Progress | None = None,
+                    groups: Sequence[int] | None = None) -> list[bytes]:
         """Decode the model-coded chunks at ``rows`` of one wave of ``batch``
         rows into bytes: each row ends by its method's rule
         (:func:`pyllmcodec.methods.stop_rule`) and is finished by it.
-        ChecksumError when a row cannot end so (corrupt data)."""
+        ChecksumError when a row cannot end so (corrupt data).  ``groups``:
+        each chunk's archive where a wave holds several (the context-mixing
+        stage keeps one state per archive)."""
         tk = self.model.tokenizer
         weights, newlines, extra = stop_rule(methods, tk, int(self.model.vocab_size))
         try:
             got = self.runner.decode_wave(batch, rows, raw_lens, payloads, weights=weights, newlines=newlines,
-                                          extra=extra, progress=progress)
+                                          extra=extra, progress=progress, groups=groups)
         except ValueError as exc:
             raise ChecksumError(f"{exc}: the archive is corrupt (or was decoded with different numerics)") from None
         except MemoryError:

@@ -197,12 +197,39 @@ def get_mixer_model() -> BigramModel:
     return _MIXER[0]
 
 
+class IntBigramModel(BigramModel):
+    """The bigram model with integer rows (uint32 weights, like the exact
+    models'), so that it codes through the integer quantizer and the
+    context-mixing stage; registered as "test-bigram-int"."""
+
+    integer_rows = True
+
+    def __init__(self) -> None:
+        super().__init__(name="test-bigram-int")
+        self.weights = np.floor(self.table.astype(np.float64) * 2**24).astype(np.uint32) + 1
+        self.sha256 = hashlib.sha256(self.weights.tobytes()).hexdigest()
+
+    def step(self, state: FakeState, tokens: np.ndarray) -> np.ndarray:
+        super().step(state, tokens)  # the checks and the position
+        return self.weights[tokens]
+
+
+_INT: list[IntBigramModel] = []
+
+
+def get_int_model() -> IntBigramModel:
+    if not _INT:
+        _INT.append(IntBigramModel())
+    return _INT[0]
+
+
 def register() -> None:
     from pyllmcodec.models import register_model
 
     register_model("test-bigram", lambda **_: get_model(), replace=True)
     register_model("test-bigram-ctx32", lambda **_: get_short_model(), replace=True)
     register_model("test-bigram-mixer", lambda **_: get_mixer_model(), replace=True)
+    register_model("test-bigram-int", lambda **_: get_int_model(), replace=True)
     register_model("test-tokens", lambda **_: get_token_model(), replace=True)  # built on first use
 
 

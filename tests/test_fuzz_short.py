@@ -68,8 +68,8 @@ def test_seeds_decode_the_same_through_every_entry_point(seeds):
         kinds.add("compact" if blob.startswith(FRAME_MAGIC) else "full")
         kw: dict = {"dictionary": targets.FUZZ_DICTIONARY}
         if blob.startswith(FRAME_MAGIC):  # a frame names its model by id: the name, in case it left the cache
-            kw["model"] = {"compact-segments": "test-bigram-ctx32",
-                           "compact-segments-mixer": "test-bigram-mixer"}.get(name, "test-bigram")
+            kw["model"] = {"compact-segments": "test-bigram-ctx32", "compact-segments-mixer": "test-bigram-mixer",
+                           "compact-cm": "test-bigram-int"}.get(name, "test-bigram")
         out = pyllmcodec.decompress(blob, **kw)
         with pyllmcodec.open(io.BytesIO(blob), **kw) as f:
             assert f.read() == out
@@ -80,7 +80,7 @@ def test_seeds_decode_the_same_through_every_entry_point(seeds):
 def test_both_entry_layouts_decode_to_the_same_bytes():
     named = dict(corpus.seeds())
     first = [n for n in named if n.endswith("-first-layout")]
-    assert len(first) == 7
+    assert len(first) == 8
     for n in first:
         old, new = named[n], named[n.removesuffix("-first-layout")]
         assert old[len(old) - 16 :] != new[len(new) - 16 :] and len(old) > len(new)  # really the other layout

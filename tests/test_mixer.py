@@ -291,7 +291,7 @@ def test_hostile_mixer_headers():
         ({"mixer": {**mx, "extra": 1}}, 0, r"mixer \(must be"),
         ({"mixer": None}, 0, "flag and the metadata key 'mixer' disagree"),
         ({}, HEADER_FLAG_MIXER, "flag and the metadata key 'mixer' disagree"),
-        ({}, 0x10, "unknown header flags"),
+        ({}, 0x40, "unknown header flags"),
     ]
     for change, flip, msg in cases:
         with pytest.raises(FormatError, match=msg):

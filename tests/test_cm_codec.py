@@ -1,0 +1,179 @@
+"""The context-mixing stage through the codec (docs/FORMAT.md section 4f):
+round trips on every path, the header key, groups per archive, the rows a
+wave drops, random access, memory, hostile headers.  The stage itself is
+tested against its reference in tests/test_cm_core.py."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import numpy as np
+import pytest
+from conftest import TEXT, get_int_model, get_model, with_meta
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pyllmcodec
+from pyllmcodec import Compressor, Decompressor
+from pyllmcodec.container import HEADER_FLAG_CM, cm_table_bits, parse_header
+from pyllmcodec.errors import FormatError, MemoryLimitError, ModelError
+from pyllmcodec.scheduler import WaveRunner, cm_groups
+
+RND = bytes(np.random.default_rng(7).integers(0, 256, 3000, dtype=np.uint8))
+
+
+def _comp(**kw) -> Compressor:
+    kw.setdefault("chunk_size", 256)
+    kw.setdefault("batch_size", 4)
+    return Compressor(get_int_model(), **kw)
+
+
+def _dec() -> Decompressor:
+    return Decompressor(get_int_model())
+
+
+def test_on_by_default_where_the_model_can_run_it_and_smaller():
+    with_cm = _comp().compress(TEXT)
+    without = _comp(cm=False).compress(TEXT)
+    h = parse_header(with_cm)
+    assert h.meta["cm"] == {"kind": "cm1", "table_bits": cm_table_bits(256 * 4)}
+    assert with_cm[9] & HEADER_FLAG_CM and not without[9] & HEADER_FLAG_CM
+    assert "cm" not in parse_header(without).meta
+    assert len(with_cm) < 0.85 * len(without)  # the text repeats: the stage learns it
+    assert _dec().decompress(with_cm) == TEXT == _dec().decompress(without)
+    # a float model cannot run it: off by default, refused when asked for
+    assert "cm" not in parse_header(Compressor(get_model(), chunk_size=256).compress(TEXT[:500])).meta
+    with pytest.raises(ValueError, match="cannot run the context-mixing stage"):
+        Compressor(get_model(), cm=True)
+    with pytest.raises(ValueError, match="cm must be None, True or False"):
+        _comp(cm="yes")
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.binary(max_size=1500) | st.sampled_from([TEXT[:1200], RND[:700], TEXT[:300] + RND[:200] + TEXT[:400]]),
+       chunk=st.sampled_from([16, 64, 200]), batch=st.integers(1, 5), precision=st.sampled_from([16, 30]))
+def test_round_trips(data, chunk, batch, precision):
+    blob = _comp(chunk_size=chunk, batch_size=batch, precision=precision).compress(data)
+    assert _dec().decompress(blob) == data
+
+
+def test_a_chunk_that_falls_back_is_dropped_and_the_wave_recoded(monkeypatch):
+    # random chunks beside text in one wave: they keep another form, so the
+    # stage must not have learned from them (the decoder never runs them)
+    data = TEXT[:256] + RND[:256] + TEXT[256:512] + RND[256:512]
+    comp = _comp(fallback="stored")
+    calls = []
+    real = WaveRunner.encode_wave
+
+    def spy(self, batch, rows, chunks, *a, **kw):
+        calls.append(sum(1 for c in chunks if len(c)))
+        return real(self, batch, rows, chunks, *a, **kw)
+
+    monkeypatch.setattr(WaveRunner, "encode_wave", spy)
+    blob = comp.compress(data)
+    info = pyllmcodec.info(blob, chunks=True)
+    methods = [c["method"] for c in info["chunks"]]
+    assert methods[1] == methods[3] == "stored" and methods[0] != "stored"
+    assert calls == [4, 2]  # coded with every row, then again without the two dropped
+    assert _dec().decompress(blob) == data
+
+
+def test_random_access_decodes_the_wave_and_returns_the_slice():
+    comp = _comp(chunk_size=128, batch_size=4)
+    blob = comp.compress(TEXT[:3000])
+    dec = _dec()
+    for start, stop in [(0, 1), (5, 6), (3, 9), (20, 24)]:
+        assert dec.decompress_chunks(blob, start, stop) == TEXT[128 * start : min(128 * stop, 3000)]
+
+
+def test_each_archive_of_a_shared_wave_decodes_alone():
+    comp = _comp(chunk_size=64, batch_size=8)
+    bufs = [TEXT[:100], TEXT[100:400], b"", TEXT[400:450] * 3, RND[:80]]
+    blobs = comp.compress_batch(bufs)
+    dec = _dec()
+    assert [dec.decompress(b) for b in blobs] == bufs
+    assert dec.decompress_batch(blobs) == bufs
+    assert dec.decompress_batch(blobs[::-1]) == bufs[::-1]
+    # compact and headerless frames: the frame flag, the same groups
+    frames = _comp(chunk_size=64, batch_size=8, frame="compact").compress_batch(bufs)
+    assert [dec.decompress(f) for f in frames] == bufs
+    params = comp.frame_params()
+    assert params.cm
+    hl = comp.compress_batch(bufs, params=params)
+    assert dec.decompress_batch(hl, params=params) == bufs
+    assert [dec.decompress_batch([h], params=params)[0] for h in hl] == bufs
+
+
+def test_groups_are_per_archive_and_sized_by_their_bytes():
+    of_row, bits = cm_groups(6, [0, 1, 2, 4], [7, 7, 9, 7], [100, 100, 5000, 100], 20)
+    assert list(of_row) == [0, 0, 1, 0, 0, 0] and bits == [cm_table_bits(300), cm_table_bits(5000)]
+    assert cm_groups(2, [0, 1], None, [1 << 20, 1 << 20], 18)[1] == [18]  # the header's cap
+
+
+def test_dictionary_streams_and_the_cli_path():
+    dic = pyllmcodec.Dictionary(TEXT[:200])  # fed to the stage before every chunk (its counters only)
+    blob = _comp(dictionary=dic).compress(TEXT[:2000])
+    assert Decompressor(get_int_model(), dictionary=dic).decompress(blob) == TEXT[:2000]
+    assert len(blob) < len(_comp(dictionary=dic, cm=False).compress(TEXT[:2000]))
+    out = io.BytesIO()
+    with _comp().stream_writer(out) as w:
+        for i in range(0, 5000, 333):
+            w.write(TEXT[i : i + 333])
+    assert "cm" in parse_header(out.getvalue()).meta
+    assert _dec().decompress(out.getvalue()) == TEXT[:5328]
+
+
+def test_eol_chunks_code_through_the_stage():
+    crlf = TEXT[:3000].replace(b"\n", b"\r\n")
+    blob = _comp().compress(crlf)
+    assert {"model-eol-cr"} <= set(pyllmcodec.info(blob)["methods"]) and "cm" in parse_header(blob).meta
+    assert _dec().decompress(blob) == crlf
+
+
+def test_memory_check_counts_the_stage():
+    blob = _comp(chunk_size=4096, batch_size=2).compress(TEXT[:8000])
+    assert parse_header(blob).meta["cm"]["table_bits"] == cm_table_bits(8000)
+    # the stage's tables alone are 44 * 2^17 bytes here: a budget below them is refused first
+    with pytest.raises(MemoryLimitError):
+        Decompressor(get_int_model(), max_memory=(1 << 17) * 40).decompress(blob)
+
+
+def _rewrite(blob: bytes, change: dict, flip: int = 0) -> bytes:
+    """``blob`` with its header metadata changed (None removes a key) and
+    its flags XOR ``flip``, every checksum consistent."""
+    return with_meta(blob, flip, **change)
+
+
+@pytest.mark.parametrize("change,flip,msg", [
+    ({"cm": {"kind": "cm2", "table_bits": 16}}, 0, "cm.kind 'cm2'.*upgrade"),
+    ({"cm": {"kind": "cm1", "table_bits": 9}}, 0, r"cm.table_bits \(10..22\)"),
+    ({"cm": {"kind": "cm1", "table_bits": 23}}, 0, r"cm.table_bits \(10..22\)"),
+    ({"cm": {"kind": "cm1", "table_bits": "16"}}, 0, r"cm.table_bits"),
+    ({"cm": {"kind": "cm1", "table_bits": True}}, 0, r"cm.table_bits"),
+    ({"cm": {"kind": "cm1"}}, 0, r"cm \(must be"),
+    ({"cm": {"kind": "cm1", "table_bits": 16, "x": 1}}, 0, r"cm \(must be"),
+    ({"cm": [1]}, 0, r"cm \(must be"),
+    ({"cm": None}, 0, "flag and the metadata key 'cm' disagree"),
+    ({}, HEADER_FLAG_CM, "flag and the metadata key 'cm' disagree"),
+])
+def test_hostile_headers_are_refused(change, flip, msg):
+    blob = _comp().compress(TEXT[:1000])
+    with pytest.raises(FormatError, match=msg):
+        _dec().decompress(_rewrite(blob, change, flip))
+
+
+def test_a_smaller_table_in_the_header_decodes_to_an_error_not_to_other_bytes():
+    blob = _comp().compress(TEXT[:1000])
+    bits = parse_header(blob).meta["cm"]["table_bits"]
+    other = _rewrite(blob, {"cm": {"kind": "cm1", "table_bits": bits - 1}})
+    with pytest.raises(pyllmcodec.CodecError):
+        _dec().decompress(other)
+
+
+def test_an_archive_with_the_stage_needs_a_model_that_runs_it():
+    blob = _comp().compress(TEXT[:1000])
+    floaty = copy.copy(get_int_model())  # the same model, but float rows: it cannot run the stage
+    floaty.integer_rows = False
+    with pytest.raises(ModelError, match="context-mixing stage"):
+        Decompressor(floaty).decompress(blob)
