@@ -53,18 +53,18 @@
 // RowCtx (fresh for every chunk): c0 = 1 (the bits of the byte so far,
 //   behind a leading 1); hist, hist2 = 0 (the last 16 bytes, newest in the
 //   low byte of hist); word = word1 = 0 (hashes of the current and the
-//   previous word: letters, case folded); col = 0 (bytes since the last LF).
+//   previous word: letters, case folded).
 //   A finished byte b: hist2 = hist2 << 8 | hist >> 56, hist = hist << 8 | b;
 //   a letter: word = (word + (b | 32) + 1) * C3; else if word != 0: word1 =
-//   word, word = 0; col = b == LF ? 0 : col + 1; then the contexts are
+//   word, word = 0; then the contexts are
 //   hashed again: h[i] = H(x, k) = ((x + k + 1) C3) ^ (... >> 29), uint64:
 //     0..4: the last 1, 2, 3, 4, 6 bytes        (k = 1, 2, 3, 4, 6)
 //     5: the word (k 7), or the last byte outside a word (k 8)
 //     6: the last 5 bytes (k 5)
 //     7: the last 10 bytes: H(hist, 9) ^ H(hist2 & 0xffff, 10)
 //     8: the word pair: H(word1 + 3 word, 11)
-//     9: the previous byte with the column (capped at 31) (k 12)
-//     10: bytes 3 and 4 back, skipping two (k 13)
+//   (A column context and a skip context were measured and dropped: they
+//   saved under 0.0005 bits/byte on alice29 and linux-doc.)
 //
 // Model (fresh for every group of every wave; table_bits: the header's, or
 // less for a group of fewer bytes, pyllmcodec.scheduler.cm_groups):
@@ -83,8 +83,9 @@
 //   table_bits - 2)), knot j = squash(192 j - 3072).
 //
 // predict(p_lm):
-//   x[0] = stretch(p_lm); x[1] = stretch(order-0 slot >> 16);
-//   x[2 + i] = stretch(slot_i >> 16); x[kIn - 1] = 256 (bias).
+//   x[0] = stretch(p_lm); x[1] = stretch12(order-0 slot >> 20);
+//   x[2 + i] = stretch12(slot_i >> 20); x[kIn - 1] = 256 (bias), where
+//   stretch12(q) = stretch(16 q + 8) (a 4096-entry table).
 //   Mixer 1, weight set s = min(15, (x[0] + 3072) * 16 / 6144) (the model's
 //   confidence); mixer 2, weight set c0.  d_m = clamp((sum_k w_m[k] x[k])
 //   >> 16, -3071, 3071) (int64, arithmetic shift); pm_m = squash(d_m).
@@ -107,6 +108,10 @@
 // ---------------------------------------------------------------------------
 #pragma once
 
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -123,7 +128,7 @@ namespace pyllmcodec {
 namespace cm {
 
 constexpr int kLim = 3071;
-constexpr int kCtx = 11;            // hashed contexts (RowCtx::rehash)
+constexpr int kCtx = 9;             // hashed contexts (RowCtx::rehash)
 constexpr int kIn = kCtx + 3;       // the model, order 0, the hashed contexts, the bias
 constexpr int kSets = 16;           // mixer weight sets, by the model's confidence
 constexpr int kApmKnots = 33;
@@ -163,6 +168,17 @@ inline const std::int16_t* stretch_table() {
 
 inline int stretch(int p16) { return stretch_table()[p16]; }
 
+// A counter's stretch, from its top 12 bits (4096 entries, 8 KiB: the
+// lines a bit touches stay few): stretch12(q) = stretch(16 q + 8).
+inline const std::int16_t* stretch12_table() {
+  static const std::vector<std::int16_t> t = [] {
+    std::vector<std::int16_t> v(4096);
+    for (int q = 0; q < 4096; ++q) v[q] = static_cast<std::int16_t>(stretch(16 * q + 8));
+    return v;
+  }();
+  return t.data();
+}
+
 // R[n] = floor(131072 / (2n + 3)): the counters' rate 1 / (n + 1.5) in 2^-16.
 inline const std::int32_t* rate_table() {
   static const std::array<std::int32_t, 1024> t = [] {
@@ -189,7 +205,7 @@ struct Params {
   // The bytes one row holds.
   std::size_t row_bytes() const {
     const int ab = table_bits - 2 < 16 ? table_bits - 2 : 16;
-    return ((std::size_t{kCtx} << table_bits) + 16) * 4 + 256 * 4 + (kSets + 256) * kIn * 4 +
+    return (std::size_t{kCtx} << table_bits) * 4 + 256 * 4 + (kSets + 256) * kIn * 4 +
            (256 + (std::size_t{1} << ab)) * kApmKnots * 2;
   }
 };
@@ -201,6 +217,33 @@ inline std::uint64_t hash_ctx(std::uint64_t x, std::uint64_t k) {
   return x ^ (x >> 29);
 }
 
+// The counters' memory: 64-byte aligned lines (a bucket is one line),
+// cleared up front (a table is up to 144 MiB; clearing it costs ~0.05 s, less
+// than faulting in zero pages at random later: measured on alice29).  A slot
+// is stored XOR 0x80000000, so that zero means the initial 0x80000000.
+// Where the memory lies never changes a result, only the speed.
+class CounterTable {
+ public:
+  explicit CounterTable(std::size_t n) : raw_(static_cast<std::uint32_t*>(std::malloc((n + 16) * 4))), n_(n) {
+    if (!raw_) throw std::bad_alloc();
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(raw_.get());
+    data_ = raw_.get() + ((64 - a % 64) % 64) / 4;
+    std::memset(data_, 0, n * 4);
+  }
+  std::uint32_t* slot(std::size_t i) { return data_ + i; }
+  static std::uint32_t get(const std::uint32_t* s) { return *s ^ 0x80000000u; }
+  static void put(std::uint32_t* s, std::uint32_t v) { *s = v ^ 0x80000000u; }
+  std::size_t size() const { return n_; }
+
+ private:
+  struct Free {
+    void operator()(std::uint32_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::uint32_t, Free> raw_;
+  std::uint32_t* data_ = nullptr;
+  std::size_t n_;
+};
+
 inline std::int64_t clamp_st(std::int64_t d) { return d > kLim ? kLim : (d < -kLim ? -kLim : d); }
 
 inline bool is_letter(std::uint32_t b) { return (b | 32u) - 'a' < 26u; }
@@ -210,7 +253,6 @@ inline bool is_letter(std::uint32_t b) { return (b | 32u) - 'a' < 26u; }
 struct RowCtx {
   std::array<std::uint64_t, kCtx> h{};
   std::uint64_t hist = 0, hist2 = 0, word = 0, word1 = 0;
-  std::uint32_t col = 0;  // bytes since the last LF
   int c0 = 1;
 
   RowCtx() { rehash(); }
@@ -228,7 +270,6 @@ struct RowCtx {
         word1 = word;
         word = 0;
       }
-      col = b == 10 ? 0 : col + 1;
       c0 = 1;
       rehash();
     }
@@ -244,8 +285,6 @@ struct RowCtx {
     h[6] = hash_ctx(hist & 0xffffffffffULL, 5);
     h[7] = hash_ctx(hist, 9) ^ hash_ctx(hist2 & 0xffff, 10);
     h[8] = hash_ctx(word1 + word * 3, 11);
-    h[9] = hash_ctx((hist & 0xff) | (std::uint64_t(col < 31 ? col : 31) << 16), 12);
-    h[10] = hash_ctx(hist & 0xffff0000ULL, 13);
   }
 };
 
@@ -259,7 +298,7 @@ class Model {
       : p_((p.validate(), p)),
         shift_(64 - p.table_bits),
         mask_((std::size_t{1} << p.table_bits) - 1),
-        t_((std::size_t{kCtx} << p.table_bits) + 16, 0x80000000u),
+        t_(std::size_t{kCtx} << p.table_bits),
         o0_(256, 0x80000000u),
         w_(kSets * kIn, 0),
         w2_(256 * kIn, 0),
@@ -281,11 +320,12 @@ class Model {
     const int x0 = stretch(p_lm);
     c0_ = r.c0;
     x_[0] = x0;
-    x_[1] = stretch(static_cast<int>(o0_[c0_] >> 16));
+    const std::int16_t* st12 = stretch12_table();
+    x_[1] = st12[o0_[c0_] >> 20];
     for (int i = 0; i < kCtx; ++i) {
-      slot_[i] = &t_[index(i, r.h[i], c0_)];
+      slot_[i] = t_.slot(index(i, r.h[i], c0_));
 
-      x_[2 + i] = stretch(static_cast<int>(*slot_[i] >> 16));
+      x_[2 + i] = st12[CounterTable::get(slot_[i]) >> 20];
     }
     x_[kIn - 1] = 256;
     set_ = (x0 + 3072) * 16 / 6144;
@@ -319,6 +359,22 @@ class Model {
     return p;
   }
 
+  // Pulls the small, hot tables back into the cache (the model's step ran
+  // since the last call and evicted them): the mixers, order 0, the first
+  // APM, the counters' stretch and rate tables.  Speed only.
+  void warm() const {
+    auto touch = [](const void* p, std::size_t bytes) {
+      const char* c = static_cast<const char*>(p);
+      for (std::size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i);
+    };
+    touch(w_.data(), w_.size() * 4);
+    touch(w2_.data(), w2_.size() * 4);
+    touch(o0_.data(), o0_.size() * 4);
+    touch(apm_.data(), apm_.size() * 2);
+    touch(stretch12_table(), 4096 * 2);
+    touch(rate_table(), 1024 * 4);
+  }
+
   // Learns bit y of the last predict, and moves r on by it.
   void update(RowCtx& r, int y) {
     const std::int64_t err = (std::int64_t{y} << 16) - pm1_;
@@ -333,17 +389,24 @@ class Model {
     a = static_cast<std::uint16_t>(a + (((y << 16) - int{a}) >> 6));
     std::uint16_t& b = apm2_[a2_ + (apm_f_ >= 96 ? 1 : 0)];
     b = static_cast<std::uint16_t>(b + (((y << 16) - int{b}) >> 6));
-    learn(o0_[c0_], y);
-    for (int i = 0; i < kCtx; ++i) learn(*slot_[i], y);
+    o0_[c0_] = learned(o0_[c0_], y);
+    for (int i = 0; i < kCtx; ++i) CounterTable::put(slot_[i], learned(CounterTable::get(slot_[i]), y));
     r.next_bit(y);
+    // a finished byte: fetch the row's next first-nibble buckets now; the
+    // other rows' turns come before its next bit
+    if (r.c0 == 1)
+      for (int i = 0; i < kCtx; ++i) __builtin_prefetch(t_.slot(index(i, r.h[i], 1)));
   }
 
   // A byte read without coding (a dictionary): counters and r only.
   void feed(RowCtx& r, int b) {
     for (int j = 7; j >= 0; --j) {
       const int y = (b >> j) & 1;
-      learn(o0_[r.c0], y);
-      for (int i = 0; i < kCtx; ++i) learn(t_[index(i, r.h[i], r.c0)], y);
+      o0_[r.c0] = learned(o0_[r.c0], y);
+      for (int i = 0; i < kCtx; ++i) {
+        std::uint32_t* s = t_.slot(index(i, r.h[i], r.c0));
+        CounterTable::put(s, learned(CounterTable::get(s), y));
+      }
       r.next_bit(y);
     }
   }
@@ -358,24 +421,23 @@ class Model {
     const int key = b < 4 ? 0 : (c0 >> (b - 4));                   // 0, or 16..31: the first nibble
     const int nib = b < 4 ? c0 : ((c0 & ((1 << (b - 4)) - 1)) | (1 << (b - 4)));
     const std::uint64_t z = (h ^ (std::uint64_t(key + 1) * kC1)) * kC2;
-    return base_ + (std::size_t(i) << p_.table_bits) + ((std::size_t(z >> shift_) & mask_) & ~std::size_t{15}) +
+    return (std::size_t(i) << p_.table_bits) + ((std::size_t(z >> shift_) & mask_) & ~std::size_t{15}) +
            static_cast<std::size_t>(nib);
   }
 
-  void learn(std::uint32_t& s, int y) const {
+  std::uint32_t learned(std::uint32_t s, int y) const {
     const std::uint32_t n = s & 1023u;
     const std::int64_t p22 = s >> 10;
     const std::int64_t np = p22 + ((((std::int64_t{y} << 22) - p22) * rate_table()[n]) >> 16);
     const std::uint32_t nn = n < static_cast<std::uint32_t>(p_.limit) ? n + 1 : n;
-    s = (static_cast<std::uint32_t>(np) << 10) | nn;
+    return (static_cast<std::uint32_t>(np) << 10) | nn;
   }
 
   Params p_;
   int shift_;
   std::size_t mask_;
-  std::vector<std::uint32_t> t_, o0_;
-  // t_'s first 64-byte aligned entry (the buckets' lines)
-  std::size_t base_ = (16 - (reinterpret_cast<std::uintptr_t>(t_.data()) / 4) % 16) % 16;
+  CounterTable t_;
+  std::vector<std::uint32_t> o0_;
   std::vector<std::int32_t> w_, w2_;
   std::vector<std::uint16_t> apm_;
   int apm2_bits_;
@@ -446,6 +508,7 @@ class ContextMixer {
               const std::int64_t* rows, const std::int64_t* match, const std::uint32_t* q) {
     prepare(w, m, V, rows, match, q, enc.precision());
     enc.check_rows(rows, m);
+    for (const Model& md : models_) md.warm();
     for (std::size_t k = 0; k < m; ++k) detail::check_symbol(symbols[k], V, k);
     for (std::size_t k = 0; k < m; ++k) {
       const std::size_t i = detail::stream_of(rows, k);
@@ -473,6 +536,7 @@ class ContextMixer {
               const std::int64_t* rows, const std::int64_t* match, const std::uint32_t* q) {
     prepare(w, m, V, rows, match, q, dec.precision());
     dec.check_rows(rows, m);
+    for (const Model& md : models_) md.warm();
     for (std::size_t k = 0; k < m; ++k) {
       const std::size_t i = detail::stream_of(rows, k);
       RowCtx& r = ctx_[i];

@@ -25,6 +25,7 @@ __all__ = [
     "cm_lm_bit",
     "cm_squash",
     "cm_stretch",
+    "cm_stretch12",
     "cm_stretch_table",
     "cm_trace_ref",
     "decode",
@@ -387,7 +388,7 @@ class MatchMixerRow:
 # ---------------------------------------------------------------------------
 
 CM_LIM = 3071
-CM_CTX = 11  # hashed contexts
+CM_CTX = 9  # hashed contexts
 CM_IN = CM_CTX + 3  # the model, order 0, the hashed contexts, the bias
 CM_SETS = 16
 CM_APM_KNOTS = 33
@@ -448,6 +449,11 @@ def cm_stretch(p16: int) -> int:
     return cm_stretch_table()[p16]
 
 
+def cm_stretch12(q: int) -> int:
+    """A counter's stretch from its top 12 bits: stretch(16 q + 8)."""
+    return cm_stretch(16 * q + 8)
+
+
 def _cm_hash(x: int, k: int) -> int:
     x = ((x + k + 1) * CM_C3) & _M64
     return x ^ (x >> 29)
@@ -458,12 +464,11 @@ def _cm_is_letter(b: int) -> bool:
 
 
 class CmRowCtx:
-    """A row's own byte history and its 11 context hashes (RowCtx)."""
+    """A row's own byte history and its 9 context hashes (RowCtx)."""
 
     def __init__(self) -> None:
         self.h = [0] * CM_CTX
         self.hist = self.hist2 = self.word = self.word1 = 0
-        self.col = 0  # bytes since the last LF (uint32)
         self.c0 = 1
         self.rehash()
 
@@ -478,7 +483,6 @@ class CmRowCtx:
                 self.word = ((self.word + (b | 32) + 1) * CM_C3) & _M64
             elif self.word:
                 self.word1, self.word = self.word, 0
-            self.col = 0 if b == 10 else (self.col + 1) & _M32
             self.c0 = 1
             self.rehash()
 
@@ -494,8 +498,6 @@ class CmRowCtx:
             H(hist & 0xFFFFFFFFFF, 5),
             H(hist, 9) ^ H(self.hist2 & 0xFFFF, 10),
             H((self.word1 + self.word * 3) & _M64, 11),
-            H((hist & 0xFF) | (min(self.col, 31) << 16), 12),  # the previous byte with the column
-            H(hist & 0xFFFF0000, 13),
         ]
 
 
@@ -556,10 +558,10 @@ class CmModel:
         self.c0 = c0 = ctx.c0
         x = self.x
         x[0] = x0
-        x[1] = cm_stretch(self.o0[c0] >> 16)
+        x[1] = cm_stretch12(self.o0[c0] >> 20)
         for i in range(CM_CTX):
             self.slots[i] = k = self.index(i, ctx.h[i], c0)
-            x[2 + i] = cm_stretch(self.t.get(k, _CM_SLOT0) >> 16)
+            x[2 + i] = cm_stretch12(self.t.get(k, _CM_SLOT0) >> 20)
         x[CM_IN - 1] = 256
         assert x0 + 3072 >= 0
         self.set = min(CM_SETS - 1, (x0 + 3072) * 16 // 6144)

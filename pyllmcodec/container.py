@@ -301,7 +301,7 @@ def _get_uvarint(buf: bytes | memoryview, pos: int, end: int, what: str) -> tupl
 def cm_table_bits(wave_bytes: int) -> int:
     """The context-mixing stage's table_bits a writer picks for waves of at
     most ``wave_bytes`` bytes: ``bit_length(wave_bytes) + 4``, clamped to
-    12..22 (at least one bucket of 16 counters per coded byte, and 176 MiB
+    12..22 (at least one bucket of 16 counters per coded byte, and 144 MiB
     at 22; bench/studies/cm_stage.py: alice29 1.899 at 20, 1.877 at 22).
     The header records this for the archive's largest wave; each archive's
     rows in a wave get :func:`cm_table_bits` of their own bytes, at most that."""

@@ -157,7 +157,7 @@ def test_trace_matches_reference(case):
 @pytest.mark.parametrize("spec", [dict(shared=True, table_bits=10), dict(shared=False, table_bits=16, lr=128),
                                   dict(shared=True, table_bits=12, limit=1, lr=1)])
 def test_trace_matches_reference_on_text(spec):
-    """Words, repeats, case and line starts (the word and column contexts),
+    """Words, repeats, case and line starts (the word and word-pair contexts),
     with the model's extremes 1 and 65535 right and wrong."""
     data = np.frombuffer(TEXT * 3, dtype=np.uint8).astype(np.int64)
     n = len(data)
@@ -463,9 +463,9 @@ def test_properties():
     cm = _cm([0, 1, 0], [10, 12])
     assert cm.n_rows == 3 and cm.table_bits == [10, 12]
     assert _cm(1, 10).table_bits == [10]
-    # 11 tables of 2**table_bits uint32 per group (APM 2 is 2**16 contexts from table_bits 18 on)
-    assert _cm(3, 19).nbytes - _cm(3, 18).nbytes == 11 * 4 * (2**19 - 2**18)
-    assert 4_000_000 < _cm(1, 18).nbytes - 11 * 4 * 2**18 < 4_600_000  # the APMs: (256 + 65536) x 33 uint16
+    # 9 tables of 2**table_bits uint32 per group (APM 2 is 2**16 contexts from table_bits 18 on)
+    assert _cm(3, 19).nbytes - _cm(3, 18).nbytes == 9 * 4 * (2**19 - 2**18)
+    assert 4_000_000 < _cm(1, 18).nbytes - 9 * 4 * 2**18 < 4_600_000  # the APMs: (256 + 65536) x 33 uint16
     row = _cm(2, 18).nbytes - _cm(1, 18).nbytes  # a row's history
     assert 0 < row < 1024
     state = _cm(1, 18).nbytes - row
