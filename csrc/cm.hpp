@@ -546,12 +546,7 @@ class ContextMixer {
       int lo = 0, hi = 256;
       for (int j = 7; j >= 0; --j) {
         const int p = model_.predict(r, lm_bit(cdf, lo, hi));
-        const int y = st.target(16, i) < static_cast<std::uint32_t>(p) ? 1 : 0;
-        if (y) {
-          st.advance(0, static_cast<std::uint32_t>(p), 16);
-        } else {
-          st.advance(static_cast<std::uint32_t>(p), static_cast<std::uint32_t>(65536 - p), 16);
-        }
+        const int y = st.decode_bit(static_cast<std::uint32_t>(p), i);
         model_.update(r, y);
         (y ? lo : hi) = (lo + hi) >> 1;
       }

@@ -165,6 +165,31 @@ struct DecoderStream {
     return static_cast<std::uint32_t>(t);
   }
 
+  // A binary decision at precision 16: 1 if target() < p1 (the interval
+  // [0, p1)), else 0 ([p1, 2^16)), consumed as advance() would; the same
+  // state as target() + advance(), without the division (floor(code / r) <
+  // p1 exactly when code < r p1).  0 < p1 < 2^16.
+  int decode_bit(std::uint32_t p1, std::size_t stream) {
+    const std::uint64_t r = range >> 16;
+    if (code >= (r << 16)) {
+      throw CorruptData("stream " + std::to_string(stream) +
+                        " is corrupt or was not produced by this encoder (target out of range)");
+    }
+    const std::uint64_t split = r * p1;
+    const int y = code < split ? 1 : 0;
+    if (y) {
+      range = split;
+    } else {
+      code -= split;
+      range = r * (65536 - p1);
+    }
+    while (range < kBot) {
+      code = (code << 8) | next_byte();
+      range <<= 8;
+    }
+    return y;
+  }
+
   // Consumes [cum_low, cum_low + freq), which must contain target().
   void advance(std::uint32_t cum_low, std::uint32_t freq, int precision) {
     const std::uint64_t r = range >> precision;

@@ -277,9 +277,19 @@ class Plan:
         """The chunk size for an input of ``size`` bytes (None: unknown): with
         ``auto_chunk``, doubled while the input still fills ``batch_size`` rows
         with chunks twice as long, up to 64 KiB (longer chunks code better at
-        the same number of model steps: docs/MODEL.md)."""
+        the same number of model steps: docs/MODEL.md).  Through the
+        context-mixing stage, doubled while the input takes more than one
+        wave: the stage learns within a wave, so fewer waves learn more (the
+        model steps are as many: a second, part-filled wave costs its
+        chunk's steps too).  plrabn12 (482 KB): 59 chunks of 8 KiB in two
+        waves 2.166 bits/byte, 30 of 16 KiB in one wave 2.101; lcet10 1.647
+        -> 1.589 (bench/studies/cm_stage.py --archives)."""
         c = self.chunk_size
         if not self.auto_chunk or size is None:
+            return c
+        if self.cm:
+            while 2 * c <= MAX_BYTE_CHUNK_SIZE and size > c * self.batch_size:
+                c *= 2
             return c
         while 2 * c <= MAX_BYTE_CHUNK_SIZE and size >= 2 * c * self.batch_size:
             c *= 2
