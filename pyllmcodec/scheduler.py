@@ -285,10 +285,10 @@ class _IntSteps(_HostSteps):
         if act is not None:
             w = w[act]
         if mx is None:
-            enc.encode_weights(w, sub, rows=act)
+            self._put(enc, w, sub, act)
         else:
             m, q = mx.mix_int(w, rows=act)
-            enc.encode_weights(w, sub, rows=act, match=m, q=q)
+            self._put(enc, w, sub, act, m, q)
             mx.push(sub, rows=act)
 
     def decode(self, state: Any, dec: Any, tok: np.ndarray, act: np.ndarray | None) -> np.ndarray:
@@ -297,11 +297,20 @@ class _IntSteps(_HostSteps):
         if act is not None:
             w = w[act]
         if mx is None:
-            s: np.ndarray = dec.decode_weights(w, rows=act)
-        else:
-            m, q = mx.mix_int(w, rows=act)
-            s = dec.decode_weights(w, rows=act, match=m, q=q)
-            mx.push(s, rows=act)
+            return self._get(dec, w, act)
+        m, q = mx.mix_int(w, rows=act)
+        s = self._get(dec, w, act, m, q)
+        mx.push(s, rows=act)
+        return s
+
+    def _put(self, enc: Any, w: np.ndarray, sub: np.ndarray, act: np.ndarray | None, m: Any = None,
+             q: Any = None) -> None:
+        """Code the rows' symbols from their weights (and overrides)."""
+        enc.encode_weights(w, sub, rows=act, match=m, q=q)
+
+    def _get(self, dec: Any, w: np.ndarray, act: np.ndarray | None, m: Any = None, q: Any = None) -> np.ndarray:
+        """Decode the rows' symbols from their weights (and overrides)."""
+        s: np.ndarray = dec.decode_weights(w, rows=act, match=m, q=q)
         return s
 
 
@@ -321,30 +330,12 @@ class _CmSteps(_IntSteps):
         for s in primed:
             self.cm.feed(np.full(len(rows), s, dtype=np.int64), rows=rows)
 
-    def encode(self, state: Any, enc: Any, tok: np.ndarray, sym: np.ndarray, sub: np.ndarray,
-               act: np.ndarray | None) -> None:
-        mx = self.mx
-        w = self.step(state, tok)
-        if act is not None:
-            w = w[act]
-        if mx is None:
-            self.cm.encode(enc, w, sub, rows=act)
-        else:
-            m, q = mx.mix_int(w, rows=act)
-            self.cm.encode(enc, w, sub, rows=act, match=m, q=q)
-            mx.push(sub, rows=act)
+    def _put(self, enc: Any, w: np.ndarray, sub: np.ndarray, act: np.ndarray | None, m: Any = None,
+             q: Any = None) -> None:
+        self.cm.encode(enc, w, sub, rows=act, match=m, q=q)
 
-    def decode(self, state: Any, dec: Any, tok: np.ndarray, act: np.ndarray | None) -> np.ndarray:
-        mx = self.mx
-        w = self.step(state, tok)
-        if act is not None:
-            w = w[act]
-        if mx is None:
-            s: np.ndarray = self.cm.decode(dec, w, rows=act)
-        else:
-            m, q = mx.mix_int(w, rows=act)
-            s = self.cm.decode(dec, w, rows=act, match=m, q=q)
-            mx.push(s, rows=act)
+    def _get(self, dec: Any, w: np.ndarray, act: np.ndarray | None, m: Any = None, q: Any = None) -> np.ndarray:
+        s: np.ndarray = self.cm.decode(dec, w, rows=act, match=m, q=q)
         return s
 
 
