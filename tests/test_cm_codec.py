@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,22 @@ def test_an_archive_with_the_stage_needs_a_model_that_runs_it():
     floaty.integer_rows = False
     with pytest.raises(ModelError, match="context-mixing stage"):
         Decompressor(floaty).decompress(blob)
+
+
+GOLDEN = Path(__file__).parent / "data" / "golden-cm.llmz"
+GOLDEN_TEXT = Path(__file__).parent / "data" / "golden-cm.txt"
+
+
+def test_golden_archive_pins_the_stage():
+    """tests/data/golden-cm.llmz: 4,000 bytes of FORMAT.md through the default
+    model and the stage.  This writer reproduces its blocks and footer byte
+    for byte, and its header but for the writer's version (any change to
+    csrc/cm.hpp's numbers changes the format, so it must fail here); it
+    decodes here, and tools/aarch64_check.sh decodes it on an emulated ARM."""
+    arc, text = GOLDEN.read_bytes(), GOLDEN_TEXT.read_bytes()
+    assert parse_header(arc).meta["cm"]["kind"] == "cm1"
+    assert pyllmcodec.decompress(arc) == text
+    new = pyllmcodec.compress(text)
+    h, hn = parse_header(arc), parse_header(new)
+    assert new[hn.size:] == arc[h.size:]
+    assert {**hn.meta, "writer": ""} == {**h.meta, "writer": ""}

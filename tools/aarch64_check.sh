@@ -260,6 +260,9 @@ stage_done "stage package"
 
 RESULT=0
 check "$RUN/archive.llmz" "$RUN/expected" "$RUN/site" exact || RESULT=1
+# through the context-mixing stage (docs/FORMAT.md section 4f): the golden archive the tests pin
+cp "$REPO/tests/data/golden-cm.llmz" "$RUN/cm.llmz"; cp "$REPO/tests/data/golden-cm.txt" "$RUN/cm.expected"
+check "$RUN/cm.llmz" "$RUN/cm.expected" "$RUN/site" cm || RESULT=1
 stage_done "decode under qemu"
 
 if [[ $LLAMA == 1 ]]; then
