@@ -772,7 +772,7 @@ byte history per row.  Per step,
 encode(enc, weights, symbols, rows, match, q) codes each row's byte as eight
 binary decisions on the encoder's streams, rows in the order given (the
 decoder must give the same order: decode(dec, weights, rows, match, q)).
-Memory per group: about 36 * 2**table_bits bytes plus up to 4.4 MB (nbytes).  Not
+Memory per group: about 36 * 2**table_bits bytes plus up to 0.3 MB (nbytes).  Not
 thread-safe (concurrent use raises RuntimeError); the GIL is released while
 coding.)doc")
       .def(py::init(&make_cm), "groups"_a, "table_bits"_a,

@@ -527,8 +527,8 @@ class CmModel:
             self.w2[s * CM_IN] = 65536
         self.apm_init = [cm_squash(192 * j - 3072) for j in range(CM_APM_KNOTS)]
         self.apm = self.apm_init * 256
-        # APM 2: 2^apm2_bits contexts, c0 | last byte << 8 (hashed when fewer than 16 bits)
-        self.apm2_bits = min(table_bits - 2, 16)
+        # APM 2: 2^apm2_bits contexts, c0 | last byte << 8, hashed
+        self.apm2_bits = min(table_bits - 2, 12)
         self.apm2: dict[int, int] = {}  # context * 33 + j -> knot
         self.rate = [131072 // (2 * n + 3) for n in range(1024)]
         # the last predict's state, for update
@@ -579,7 +579,7 @@ class CmModel:
         a0, a1 = self.apm[c0 * CM_APM_KNOTS + j], self.apm[c0 * CM_APM_KNOTS + j + 1]
         pa = (a0 * (192 - f) + a1 * f) // 192
         c01 = c0 | ((ctx.hist & 0xFF) << 8)
-        a2 = c01 if self.apm2_bits == 16 else ((c01 * 0x9E3779B1) & _M32) >> (32 - self.apm2_bits)
+        a2 = ((c01 * 0x9E3779B1) & _M32) >> (32 - self.apm2_bits)
         self.a2 = a2 * CM_APM_KNOTS + j
         b0, b1 = self._apm2(self.a2), self._apm2(self.a2 + 1)
         pb = (b0 * (192 - f) + b1 * f) // 192

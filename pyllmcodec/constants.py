@@ -142,7 +142,7 @@ MIXER_KIND = "match1"
 CM_KIND = "cm1"
 #: The stage's counters per context are 2^table_bits; the header records
 #: table_bits, bounded so that a hostile header cannot ask for more than
-#: 9 * 4 * 2^22 bytes (144 MiB) plus the fixed 4.4 MB.
+#: 9 * 4 * 2^22 bytes (144 MiB) plus at most 0.3 MB.
 CM_MIN_TABLE_BITS = 10
 CM_MAX_TABLE_BITS = 22
 

@@ -213,9 +213,9 @@ def cm_groups(batch: int, rows: Sequence[int], groups: Sequence[int] | None, raw
 
 def cm_bytes(table_bits: int, batch: int) -> int:
     """The memory of a context-mixing stage (csrc/cm.hpp): 9 tables of
-    2^table_bits uint32 counters, the mixers and APMs (4.4 MB), and per row
+    2^table_bits uint32 counters, the mixers and APMs (0.3 MB), and per row
     a history and a 257-entry table."""
-    return 36 * (1 << table_bits) + 4_400_000 + 1200 * batch if table_bits else 0
+    return 36 * (1 << table_bits) + 310_000 + 1200 * batch if table_bits else 0
 
 
 def wave_bytes(model: StepModel, batch: int, longest: int, context: int, cm_bits: int = 0) -> int:

@@ -135,7 +135,7 @@ def test_eol_chunks_code_through_the_stage():
 def test_memory_check_counts_the_stage():
     blob = _comp(chunk_size=4096, batch_size=2).compress(TEXT[:8000])
     assert parse_header(blob).meta["cm"]["table_bits"] == cm_table_bits(8000)
-    # the stage needs 36 * 2^17 bytes + 4.4 MB here, the rest of the wave under 0.3 MB: refused for the stage
+    # the stage needs 36 * 2^17 bytes + 0.3 MB here, the rest of the wave under 0.3 MB: refused for the stage
     with pytest.raises(MemoryLimitError):
         Decompressor(get_int_model(), max_memory=(1 << 17) * 40).decompress(blob)
 
