@@ -143,6 +143,29 @@ Match match_arg(const py::object& match, const py::object& q, std::size_t n, con
   return r;
 }
 
+// The arguments of an integer-weights call (encode_weights / decode_weights,
+// ContextMixer.encode / decode): weights uint32 [n, V], the symbols (encoders
+// only: pass None otherwise), rows and the match overrides, all checked.
+struct WeightsCall {
+  Matrix w;
+  py::array_t<std::int64_t> sym;
+  Rows r;
+  Match mt;
+  const std::uint32_t* wp() const { return static_cast<const std::uint32_t*>(w.arr.data()); }
+};
+WeightsCall weights_call(const py::object& weights, const py::object& symbols, const py::object& rows,
+                         const py::object& match, const py::object& q) {
+  WeightsCall c;
+  c.w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
+  if (!symbols.is_none()) {
+    c.sym = index_arg(symbols, "symbols");
+    check_count(static_cast<std::size_t>(c.sym.size()), c.w.rows, "symbols", "weights");
+  }
+  c.r = rows_arg(rows, c.w.rows, "weights");
+  c.mt = match_arg(match, q, c.w.rows, "weights");
+  return c;
+}
+
 class Busy {
  public:
   explicit Busy(std::mutex& m) : lock_(m, std::try_to_lock) {
@@ -715,15 +738,9 @@ once to normalise and then only up to the coded symbol).)doc")
           [](PyEncoder& e, const py::object& weights, const py::object& symbols, const py::object& rows,
              const py::object& match, const py::object& q) {
             Busy busy(e.mu);
-            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
-            auto sym = index_arg(symbols, "symbols");
-            check_count(static_cast<std::size_t>(sym.size()), w.rows, "symbols", "weights");
-            Rows r = rows_arg(rows, w.rows, "weights");
-            Match mt = match_arg(match, q, w.rows, "weights");
-            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
-            const std::int64_t* sp = sym.data();
+            const WeightsCall c = weights_call(weights, symbols, rows, match, q);
             py::gil_scoped_release nogil;
-            e.enc.encode_weights(wp, w.rows, w.cols, sp, r.ptr, mt.m, mt.q);
+            e.enc.encode_weights(c.wp(), c.w.rows, c.w.cols, c.sym.data(), c.r.ptr, c.mt.m, c.mt.q);
           },
           "weights"_a, "symbols"_a, "rows"_a = py::none(), "match"_a = py::none(), "q"_a = py::none(),
           R"doc(Integer-quantize and encode in one pass: same bits as encode(quantize_int(weights, precision, match, q), symbols, rows).)doc")
@@ -795,15 +812,9 @@ coding.)doc")
              const py::object& match, const py::object& q) {
             Busy busy(x.mu);
             Busy busy_enc(e.mu);
-            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
-            auto sym = index_arg(symbols, "symbols");
-            check_count(static_cast<std::size_t>(sym.size()), w.rows, "symbols", "weights");
-            Rows r = rows_arg(rows, w.rows, "weights");
-            Match mt = match_arg(match, q, w.rows, "weights");
-            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
-            const std::int64_t* sp = sym.data();
+            const WeightsCall c = weights_call(weights, symbols, rows, match, q);
             py::gil_scoped_release nogil;
-            x.cm.encode(e.enc, wp, w.rows, w.cols, sp, r.ptr, mt.m, mt.q);
+            x.cm.encode(e.enc, c.wp(), c.w.rows, c.w.cols, c.sym.data(), c.r.ptr, c.mt.m, c.mt.q);
           },
           "encoder"_a, "weights"_a, "symbols"_a, "rows"_a = py::none(), "match"_a = py::none(), "q"_a = py::none(),
           R"doc(Code symbols[k] (bytes) on the encoder's stream rows[k] (or k), from integer weights (uint32 [n, 256]) through quantize_int with the optional match overrides, then bit by bit through the stage.)doc")
@@ -813,15 +824,12 @@ coding.)doc")
              const py::object& q) {
             Busy busy(x.mu);
             Busy busy_dec(d.mu);
-            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
-            Rows r = rows_arg(rows, w.rows, "weights");
-            Match mt = match_arg(match, q, w.rows, "weights");
-            py::array_t<std::int64_t> out(static_cast<py::ssize_t>(w.rows));
-            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
+            const WeightsCall c = weights_call(weights, py::none(), rows, match, q);
+            py::array_t<std::int64_t> out(static_cast<py::ssize_t>(c.w.rows));
             std::int64_t* op = out.mutable_data();
             {
               py::gil_scoped_release nogil;
-              x.cm.decode(d.dec, wp, w.rows, w.cols, op, r.ptr, mt.m, mt.q);
+              x.cm.decode(d.dec, c.wp(), c.w.rows, c.w.cols, op, c.r.ptr, c.mt.m, c.mt.q);
             }
             return out;
           },
@@ -986,15 +994,12 @@ decoded symbol.)doc")
           [](PyDecoder& d, const py::object& weights, const py::object& rows, const py::object& match,
              const py::object& q) {
             Busy busy(d.mu);
-            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
-            Rows r = rows_arg(rows, w.rows, "weights");
-            Match mt = match_arg(match, q, w.rows, "weights");
-            py::array_t<std::int64_t> out(static_cast<py::ssize_t>(w.rows));
-            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
+            const WeightsCall c = weights_call(weights, py::none(), rows, match, q);
+            py::array_t<std::int64_t> out(static_cast<py::ssize_t>(c.w.rows));
             std::int64_t* op = out.mutable_data();
             {
               py::gil_scoped_release nogil;
-              d.dec.decode_weights(wp, w.rows, w.cols, op, r.ptr, mt.m, mt.q);
+              d.dec.decode_weights(c.wp(), c.w.rows, c.w.cols, op, c.r.ptr, c.mt.m, c.mt.q);
             }
             return out;
           },

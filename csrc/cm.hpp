@@ -226,7 +226,7 @@ inline std::uint64_t hash_ctx(std::uint64_t x, std::uint64_t k) {
 // Where the memory lies never changes a result, only the speed.
 class CounterTable {
  public:
-  explicit CounterTable(std::size_t n) : raw_(static_cast<std::uint32_t*>(std::malloc((n + 16) * 4))), n_(n) {
+  explicit CounterTable(std::size_t n) : raw_(static_cast<std::uint32_t*>(std::malloc((n + 16) * 4))) {
     if (!raw_) throw std::bad_alloc();
     const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(raw_.get());
     data_ = raw_.get() + ((64 - a % 64) % 64) / 4;
@@ -235,7 +235,6 @@ class CounterTable {
   std::uint32_t* slot(std::size_t i) { return data_ + i; }
   static std::uint32_t get(const std::uint32_t* s) { return *s ^ 0x80000000u; }
   static void put(std::uint32_t* s, std::uint32_t v) { *s = v ^ 0x80000000u; }
-  std::size_t size() const { return n_; }
 
  private:
   struct Free {
@@ -243,7 +242,6 @@ class CounterTable {
   };
   std::unique_ptr<std::uint32_t, Free> raw_;
   std::uint32_t* data_ = nullptr;
-  std::size_t n_;
 };
 
 inline std::int64_t clamp_st(std::int64_t d) { return d > kLim ? kLim : (d < -kLim ? -kLim : d); }
@@ -450,9 +448,9 @@ class Model {
   int c0_ = 1, set_ = 0, pm_ = 32768, pm1_ = 32768, pm2_ = 32768, apm_j_ = 0, apm_f_ = 0;
 };
 
-// The model's P(bit = 1) for each of a byte's eight bits given the bits
-// before it, from a row's frequency table cdf[0..256] (contract above);
-// `sym` gives the path (the coded byte).
+// The model's P(bit = 1) for the next bit, given that the bits before it
+// selected the symbols [lo, hi), from a row's frequency table cdf[0..256]
+// (contract above).
 inline int lm_bit(const std::uint32_t* cdf, int lo, int hi) {
   const int mid = (lo + hi) >> 1;
   const std::uint64_t n = std::uint64_t{cdf[hi]} - cdf[lo];
