@@ -1122,6 +1122,24 @@ threads; the result does not depend on it, nor on the CPU.)doc")
       .def_property_readonly("vocab", [](const PyLlama& x) { return x.model.V; })
       .def_property_readonly("n_layer", [](const PyLlama& x) { return x.model.n_layer; })
       .def_property_readonly("kernels", [](const PyLlama&) { return std::string(plc::llama::kernels().name); })
+      .def_static(
+          "_div127",
+          [](const py::object& y, std::uint64_t Y) {
+            auto v = index_arg(y, "y");
+            const std::size_t n = static_cast<std::size_t>(v.size());
+            if (n % 8 != 0) throw py::value_error("y must hold a multiple of 8 values");
+            if (Y == 0 || Y >= (std::uint64_t{1} << 55)) throw py::value_error("Y must be in [1, 2**55)");
+            const std::int64_t* yp = v.data();
+            for (std::size_t i = 0; i < n; ++i) {
+              if (plc::llama::uabs(yp[i]) > Y) throw py::value_error("|y| must not exceed Y");
+            }
+            py::array_t<std::int8_t> q(static_cast<py::ssize_t>(n));
+            const std::int64_t T = plc::llama::row_ops().div127(yp, n, Y, q.mutable_data());
+            return py::make_tuple(q, T);
+          },
+          "y"_a, "Y"_a,
+          "The block quantizer's rounding, for tests: (q, sum q) with q = floor((254 y + Y) / 2Y) in this "
+          "CPU's row-ops copy.")
       .def(
           "new_state",
           [](const PyLlama& x, std::size_t batch) {

@@ -30,6 +30,10 @@
 // pair); the per-position scales kmax, vmax as int32.  The buffers come from
 // calloc, so the pages a state really touches grow with its position.
 //
+// The per-row work (block quantization, RMSNorm, rotary, SiLU, residuals)
+// goes through RowOps: scalar loops, or AVX-512 integer code on the CPUs
+// that take the AVX-512 kernels; the same integers either way.
+//
 // Threads: every thread runs the whole step; matrix products split their
 // output blocks between threads (the weights are read once per step), the
 // per-row work (normalisation, rotary, attention, quantization) splits the
@@ -71,9 +75,6 @@ constexpr std::int64_t kResClamp = std::int64_t{1} << 40;
 constexpr std::int64_t kQKVClamp = std::int64_t{1} << 27;
 constexpr std::int64_t kLogitClamp = std::int64_t{1} << 31;
 constexpr int kRopeBits = 14;
-constexpr int kSiluStep = 8;
-constexpr std::int64_t kSiluHalf = std::int64_t{16} << kUnit;
-constexpr std::int64_t kSiluLen = 2 * kSiluHalf / (1 << kSiluStep) + 1;  // 8193
 constexpr std::int64_t kExpaOne = 1 << 14;
 constexpr std::int64_t kExplOne = 1 << 24;
 constexpr std::int64_t kMaxExp = 64;
@@ -181,23 +182,109 @@ struct Act {  // one quantized input per row
   }
 };
 
+// ---------------------------------------------------------------------------
+// The per-row integer work, one copy per instruction set (row_ops() below
+// chooses): every copy computes the same integers, in any order (sums of
+// integers below their bounds).
+// ---------------------------------------------------------------------------
+struct RowOps {
+  // ymax[b] = max |y| over block b of 32 (nb blocks)
+  void (*absmax)(const std::int64_t* y, std::size_t nb, std::uint64_t* ymax);
+  // q[i] = rdiv(127 y[i], Y) (Rdiv127) for i < n (a multiple of 8), |y| <= Y < 2^55, Y > 0; returns sum q
+  std::int64_t (*div127)(const std::int64_t* y, std::size_t n, std::uint64_t Y, std::int8_t* q);
+  // z = x >> s, y = z g (|z| < 2^26, |g| < 2^20); returns sum z^2 (< d 2^52)
+  std::int64_t (*rms)(const std::int64_t* x, const std::int64_t* g, std::size_t d, int s, std::int64_t* y);
+  // x = clamp(x + o, +-lim) (|x|, |o| <= 2^40)
+  void (*add_clamp)(std::int64_t* x, const std::int64_t* o, std::size_t d, std::int64_t lim);
+  // y[i] = silu(gp[i]) gp[f + i] through the table (|gp| <= 2^27)
+  void (*silu_mul)(const std::int64_t* gp, std::size_t f, const std::int64_t* silu, std::int64_t* y);
+  // the rotary of `heads` heads of 64 (|v| <= 2^27, |cs|, |sn| <= 2^14)
+  void (*rotate)(std::int64_t* v, std::size_t heads, const std::int64_t* cs, const std::int64_t* sn);
+  // out[c] = clamp(rsr(v[c], s), +-32767) for c < 64, 0 <= s < 64
+  void (*q16)(const std::int64_t* v, int s, std::int16_t* out);
+};
+
+constexpr int kSiluStep = 8;
+constexpr std::int64_t kSiluHalf = std::int64_t{16} << kUnit;
+constexpr std::int64_t kSiluLen = 2 * kSiluHalf / (1 << kSiluStep) + 1;  // 8193
+
+namespace scalar {
+inline void absmax(const std::int64_t* y, std::size_t nb, std::uint64_t* ymax) {
+  for (std::size_t b = 0; b < nb; ++b) {
+    std::uint64_t m = 0;
+    for (std::size_t i = b * kBlock; i < (b + 1) * kBlock; ++i) m = std::max(m, uabs(y[i]));
+    ymax[b] = m;
+  }
+}
+inline std::int64_t div127(const std::int64_t* y, std::size_t n, std::uint64_t Y, std::int8_t* q) {
+  const Rdiv127 div(Y);
+  std::int64_t T = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const int v = div(y[i]);
+    q[i] = static_cast<std::int8_t>(v);
+    T += v;
+  }
+  return T;
+}
+inline std::int64_t rms(const std::int64_t* x, const std::int64_t* g, std::size_t d, int s, std::int64_t* y) {
+  std::int64_t ss = 0;
+  for (std::size_t i = 0; i < d; ++i) {
+    const std::int64_t z = x[i] >> s;
+    ss += z * z;
+    y[i] = z * g[i];
+  }
+  return ss;
+}
+inline void add_clamp(std::int64_t* x, const std::int64_t* o, std::size_t d, std::int64_t lim) {
+  for (std::size_t i = 0; i < d; ++i) x[i] = clamp64(x[i] + o[i], lim);
+}
+inline void silu_mul(const std::int64_t* gp, std::size_t f, const std::int64_t* silu, std::int64_t* y) {
+  for (std::size_t i = 0; i < f; ++i) {
+    const std::int64_t g = gp[i];
+    std::int64_t sg;
+    if (g >= kSiluHalf) {
+      sg = g;
+    } else if (g < -kSiluHalf) {
+      sg = 0;
+    } else {
+      std::int64_t idx = (g >> kSiluStep) + (kSiluHalf >> kSiluStep);
+      idx = std::min<std::int64_t>(std::max<std::int64_t>(idx, 0), kSiluLen - 2);
+      const std::int64_t lo = silu[idx];
+      sg = lo + rsr((silu[idx + 1] - lo) * (g & ((1 << kSiluStep) - 1)), kSiluStep);
+    }
+    y[i] = sg * gp[f + i];
+  }
+}
+inline void rotate(std::int64_t* v, std::size_t heads, const std::int64_t* cs, const std::int64_t* sn) {
+  for (std::size_t h = 0; h < heads; ++h, v += kHd) {
+    for (std::size_t i = 0; i < kHd / 2; ++i) {
+      const std::int64_t a = v[i], b = v[i + kHd / 2];
+      v[i] = rsr(a * cs[i] - b * sn[i], kRopeBits);
+      v[i + kHd / 2] = rsr(b * cs[i] + a * sn[i], kRopeBits);
+    }
+  }
+}
+inline void q16(const std::int64_t* v, int s, std::int16_t* out) {
+  for (std::size_t c = 0; c < kHd; ++c) out[c] = static_cast<std::int16_t>(clamp64(rsr(v[c], s), 32767));
+}
+inline constexpr RowOps table{&absmax, &div127, &rms, &add_clamp, &silu_mul, &rotate, &q16};
+}  // namespace scalar
+
 // y[n] with per-block x_b = 127 D_b (> 0) and sh_b, into row r of `a`
-inline void quant_blocks(const std::int64_t* y, const std::uint64_t* x, const std::int64_t* sh, Act& a, std::size_t r,
-                         bool unsigned_copy) {
+inline void quant_blocks(const RowOps& R, const std::int64_t* y, const std::uint64_t* x, const std::int64_t* sh, Act& a,
+                         std::size_t r) {
   const std::size_t n = a.n, nb = a.nb;
   std::int8_t* xq = a.xq.data() + r * n;
   std::int32_t* A = a.A.data() + r * nb;
   std::int64_t* U = a.U.data() + r * nb;
   std::int32_t* Ts = a.T.data() + r * nb;
   std::uint64_t ymax[64];
+  R.absmax(y, nb, ymax);
   std::int64_t eA = 0;
   bool any = false;
   for (std::size_t b = 0; b < nb; ++b) {
-    std::uint64_t m = 0;
-    for (std::size_t i = b * kBlock; i < (b + 1) * kBlock; ++i) m = std::max(m, uabs(y[i]));
-    ymax[b] = m;
-    if (m) {
-      const std::int64_t e = top_exponent(m, x[b]) - sh[b];
+    if (ymax[b]) {
+      const std::int64_t e = top_exponent(ymax[b], x[b]) - sh[b];
       eA = any ? std::min(eA, e) : e;
       any = true;
     }
@@ -212,20 +299,10 @@ inline void quant_blocks(const std::int64_t* y, const std::uint64_t* x, const st
       U[b] = 0;
       Ts[b] = 0;
     } else {
-      const Rdiv127 div(ymax[b]);
-      std::int64_t T = 0;
-      for (std::size_t i = 0; i < kBlock; ++i) {
-        const int v = div(y[b * kBlock + i]);
-        q[i] = static_cast<std::int8_t>(v);
-        T += v;
-      }
+      const std::int64_t T = R.div127(y + b * kBlock, kBlock, ymax[b], q);
       A[b] = floor_pow(ymax[b], eA + sh[b], x[b]);
       U[b] = A[b] * T;
       Ts[b] = static_cast<std::int32_t>(T);
-    }
-    if (unsigned_copy) {
-      std::uint8_t* u = a.xu.data() + r * n + b * kBlock;
-      for (std::size_t i = 0; i < kBlock; ++i) u[i] = static_cast<std::uint8_t>(q[i] + 128);
     }
   }
 }
@@ -683,9 +760,115 @@ PYLLMCODEC_V512 void expl_row(const std::int64_t* L, std::size_t V, const std::i
 }
 
 inline constexpr Kernels table{&products, &scores, &expw, &wts, &values, &finish, &expl_row, "avx512-vnni"};
+
+// ---- the per-row work (RowOps) ----
+PYLLMCODEC_V512 void absmax(const std::int64_t* y, std::size_t nb, std::uint64_t* ymax) {
+  for (std::size_t b = 0; b < nb; ++b) {
+    const std::int64_t* p = y + b * kBlock;
+    const __m512i m = _mm512_max_epu64(
+        _mm512_max_epu64(_mm512_abs_epi64(_mm512_loadu_si512(p)), _mm512_abs_epi64(_mm512_loadu_si512(p + 8))),
+        _mm512_max_epu64(_mm512_abs_epi64(_mm512_loadu_si512(p + 16)), _mm512_abs_epi64(_mm512_loadu_si512(p + 24))));
+    ymax[b] = _mm512_reduce_max_epu64(m);
+  }
+}
+
+// Rdiv127 by an 8-step binary search on the quotient floor((254 y + 257 Y) / 2Y) in [1, 255]:
+// every candidate product is below 510 Y < 2^64, compared unsigned.
+PYLLMCODEC_V512 std::int64_t div127(const std::int64_t* y, std::size_t n, std::uint64_t Y, std::int8_t* q) {
+  __m512i step[8];
+  for (int k = 0; k < 8; ++k) step[k] = _mm512_set1_epi64(static_cast<std::int64_t>((2 * Y) << k));
+  const __m512i base = _mm512_set1_epi64(static_cast<std::int64_t>(257 * Y));
+  __m512i tsum = _mm512_setzero_si512();
+  for (std::size_t i = 0; i < n; i += 8) {
+    const __m512i v = _mm512_loadu_si512(y + i);
+    const __m512i num = _mm512_add_epi64(_mm512_sub_epi64(_mm512_slli_epi64(v, 8), _mm512_slli_epi64(v, 1)), base);
+    __m512i acc = _mm512_setzero_si512(), qv = _mm512_set1_epi64(-128);
+    for (int k = 7; k >= 0; --k) {
+      const __m512i t = _mm512_add_epi64(acc, step[k]);
+      const __mmask8 m = _mm512_cmple_epu64_mask(t, num);
+      acc = _mm512_mask_mov_epi64(acc, m, t);
+      qv = _mm512_mask_add_epi64(qv, m, qv, _mm512_set1_epi64(std::int64_t{1} << k));
+    }
+    tsum = _mm512_add_epi64(tsum, qv);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi64_epi8(qv));
+  }
+  return _mm512_reduce_add_epi64(tsum);
+}
+
+PYLLMCODEC_V512 std::int64_t rms(const std::int64_t* x, const std::int64_t* g, std::size_t d, int s, std::int64_t* y) {
+  const __m128i sh = _mm_cvtsi32_si128(s);
+  __m512i ss = _mm512_setzero_si512();
+  for (std::size_t i = 0; i < d; i += 8) {
+    const __m512i z = _mm512_sra_epi64(_mm512_loadu_si512(x + i), sh);
+    ss = _mm512_add_epi64(ss, _mm512_mullo_epi64(z, z));
+    _mm512_storeu_si512(y + i, _mm512_mullo_epi64(z, _mm512_loadu_si512(g + i)));
+  }
+  return _mm512_reduce_add_epi64(ss);
+}
+
+PYLLMCODEC_V512 void add_clamp(std::int64_t* x, const std::int64_t* o, std::size_t d, std::int64_t lim) {
+  const __m512i hi = _mm512_set1_epi64(lim), lo = _mm512_set1_epi64(-lim);
+  for (std::size_t i = 0; i < d; i += 8) {
+    const __m512i v = _mm512_add_epi64(_mm512_loadu_si512(x + i), _mm512_loadu_si512(o + i));
+    _mm512_storeu_si512(x + i, _mm512_min_epi64(_mm512_max_epi64(v, lo), hi));
+  }
+}
+
+PYLLMCODEC_V512 void silu_mul(const std::int64_t* gp, std::size_t f, const std::int64_t* silu, std::int64_t* y) {
+  const __m512i half = _mm512_set1_epi64(kSiluHalf), nhalf = _mm512_set1_epi64(-kSiluHalf),
+                off = _mm512_set1_epi64(kSiluHalf >> kSiluStep), zero = _mm512_setzero_si512(),
+                top = _mm512_set1_epi64(kSiluLen - 2), frac = _mm512_set1_epi64((1 << kSiluStep) - 1),
+                rnd = _mm512_set1_epi64(1 << (kSiluStep - 1));
+  for (std::size_t i = 0; i < f; i += 8) {
+    const __m512i g = _mm512_loadu_si512(gp + i);
+    const __m512i idx = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(_mm512_srai_epi64(g, kSiluStep), off), zero), top);
+    const __m512i lo = _mm512_i64gather_epi64(idx, silu, 8);
+    const __m512i hi = _mm512_i64gather_epi64(idx, silu + 1, 8);
+    const __m512i t = _mm512_mullo_epi64(_mm512_sub_epi64(hi, lo), _mm512_and_si512(g, frac));
+    __m512i sg = _mm512_add_epi64(lo, _mm512_srai_epi64(_mm512_add_epi64(t, rnd), kSiluStep));
+    sg = _mm512_mask_mov_epi64(sg, _mm512_cmpge_epi64_mask(g, half), g);
+    sg = _mm512_mask_mov_epi64(sg, _mm512_cmplt_epi64_mask(g, nhalf), zero);
+    _mm512_storeu_si512(y + i, _mm512_mullo_epi64(sg, _mm512_loadu_si512(gp + f + i)));
+  }
+}
+
+PYLLMCODEC_V512 void rotate(std::int64_t* v, std::size_t heads, const std::int64_t* cs, const std::int64_t* sn) {
+  const __m512i rnd = _mm512_set1_epi64(1 << (kRopeBits - 1));
+  for (std::size_t h = 0; h < heads; ++h, v += kHd) {
+    for (std::size_t i = 0; i < kHd / 2; i += 8) {
+      const __m512i a = _mm512_loadu_si512(v + i), b = _mm512_loadu_si512(v + kHd / 2 + i);
+      const __m512i c = _mm512_loadu_si512(cs + i), s = _mm512_loadu_si512(sn + i);
+      const __m512i r0 = _mm512_sub_epi64(_mm512_mullo_epi64(a, c), _mm512_mullo_epi64(b, s));
+      const __m512i r1 = _mm512_add_epi64(_mm512_mullo_epi64(b, c), _mm512_mullo_epi64(a, s));
+      _mm512_storeu_si512(v + i, _mm512_srai_epi64(_mm512_add_epi64(r0, rnd), kRopeBits));
+      _mm512_storeu_si512(v + kHd / 2 + i, _mm512_srai_epi64(_mm512_add_epi64(r1, rnd), kRopeBits));
+    }
+  }
+}
+
+PYLLMCODEC_V512 void q16(const std::int64_t* v, int s, std::int16_t* out) {
+  const __m512i hi = _mm512_set1_epi64(32767), lo = _mm512_set1_epi64(-32767);
+  const __m512i rnd = _mm512_set1_epi64(s > 0 ? std::int64_t{1} << (s - 1) : 0);
+  const __m128i sh = _mm_cvtsi32_si128(s);
+  for (std::size_t c = 0; c < kHd; c += 8) {
+    // s < 64 and |v| < 2^62: rsr is (v + 2^(s-1)) >> s without wrapping
+    const __m512i r = _mm512_sra_epi64(_mm512_add_epi64(_mm512_loadu_si512(v + c), rnd), sh);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm512_cvtepi64_epi16(_mm512_min_epi64(_mm512_max_epi64(r, lo), hi)));
+  }
+}
+
+inline constexpr RowOps rows{&absmax, &div127, &rms, &add_clamp, &silu_mul, &rotate, &q16};
 #undef PYLLMCODEC_V512
 }  // namespace avx512vnni
 #endif
+
+// The per-row copy: AVX-512 where the kernels are, else the scalar loops.
+inline const RowOps& row_ops() {
+#if PYLLMCODEC_DISPATCH
+  if (kernel_level() == KernelLevel::avx512vnni) return avx512vnni::rows;
+#endif
+  return scalar::table;
+}
 
 // The copy for this CPU's kernel_level() (quantizer.hpp), chosen once.
 inline const Kernels& kernels() {
@@ -906,41 +1089,30 @@ class Model {
   // ---- the step's pieces (per row) ----
 
   // RMSNorm of x (row r) straight into block quantization (row r of a)
-  void rms_quant(const std::int64_t* x, const std::vector<std::int64_t>& g, Act& a, std::size_t r,
+  void rms_quant(const RowOps& R, const std::int64_t* x, const std::vector<std::int64_t>& g, Act& a, std::size_t r,
                  std::int64_t* y) const {
-    std::uint64_t top = 0;
-    for (std::size_t i = 0; i < d; ++i) top = std::max(top, uabs(x[i]));
+    std::uint64_t bm[64];
+    R.absmax(x, d / kBlock, bm);
+    const std::uint64_t top = *std::max_element(bm, bm + d / kBlock);
     const int s = std::max(0, bitlen(top) - kSSBits);
-    std::int64_t ss = 0;  // < d 2^52 <= 2^63
-    for (std::size_t i = 0; i < d; ++i) {
-      const std::int64_t z = x[i] >> s;
-      ss += z * z;
-      y[i] = z * g[i];
-    }
+    const std::int64_t ss = R.rms(x, g.data(), d, s, y);  // < d 2^52 <= 2^63
     const std::int64_t ms = ss / static_cast<std::int64_t>(d) + np_shr(eps, 2 * s);
     const std::int64_t root = std::max<std::int64_t>(1, static_cast<std::int64_t>(isqrt(static_cast<std::uint64_t>(ms))));
     std::uint64_t xs[64];
     std::int64_t sh[64] = {};
     for (std::size_t b = 0; b < d / kBlock; ++b) xs[b] = 127 * static_cast<std::uint64_t>(root);
-    quant_blocks(y, xs, sh, a, r, false);
+    quant_blocks(R, y, xs, sh, a, r);
   }
 
   void attention_row(const Layer& ly, std::size_t li, State& st, std::size_t r, std::size_t t, Scratch& sc,
-                     const Kernels& K) const {
+                     const Kernels& K, const RowOps& R) const {
     (void)ly;
     const std::size_t G = H / KV, n = t + 1, sl = (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock, wl = (n + 1) / 2 * 2;
     const std::size_t ldq = layers[li].qkv.ld();
     std::int64_t* qkv = st.buf.data() + r * ldq;
     const std::int64_t* cs = rope_cos.data() + t * (kHd / 2);
     const std::int64_t* sn = rope_sin.data() + t * (kHd / 2);
-    auto rotate = [&](std::int64_t* v) {
-      for (std::size_t i = 0; i < kHd / 2; ++i) {
-        const std::int64_t a = v[i], b = v[i + kHd / 2];
-        v[i] = rsr(a * cs[i] - b * sn[i], kRopeBits);
-        v[i + kHd / 2] = rsr(b * cs[i] + a * sn[i], kRopeBits);
-      }
-    };
-    for (std::size_t h = 0; h < H + KV; ++h) rotate(qkv + h * kHd);  // q heads, then k heads
+    R.rotate(qkv, H + KV, cs, sn);  // q heads, then k heads
     // keys and values of this position into the cache
     for (std::size_t kv = 0; kv < KV; ++kv) {
       std::int8_t k8[kHd], v8[kHd];
@@ -948,14 +1120,14 @@ class Model {
       for (int which = 0; which < 2; ++which) {
         const std::int64_t* src = qkv + (H + which * KV + kv) * kHd;
         std::int8_t* dst = which ? v8 : k8;
-        std::uint64_t m = 0;
-        for (std::size_t c = 0; c < kHd; ++c) m = std::max(m, uabs(src[c]));
+        std::uint64_t mm[kHd / kBlock];
+        R.absmax(src, kHd / kBlock, mm);
+        const std::uint64_t m = std::max(mm[0], mm[1]);
         mx[which] = static_cast<std::int32_t>(m);
         if (m == 0) {
           std::memset(dst, 0, kHd);
         } else {
-          const Rdiv127 div(m);
-          for (std::size_t c = 0; c < kHd; ++c) dst[c] = static_cast<std::int8_t>(div(src[c]));
+          R.div127(src, kHd, m, dst);
         }
       }
       st.put(st.head(li, r, kv), t, k8, mx[0], v8, mx[1]);
@@ -970,10 +1142,11 @@ class Model {
       int sq[64];
       for (std::size_t g = 0; g < G; ++g) {
         const std::int64_t* qh = qkv + (kv * G + g) * kHd;
-        std::uint64_t m = 0;
-        for (std::size_t c = 0; c < kHd; ++c) m = std::max(m, uabs(qh[c]));
+        std::uint64_t mm[kHd / kBlock];
+        R.absmax(qh, kHd / kBlock, mm);
+        const std::uint64_t m = std::max(mm[0], mm[1]);
         sq[g] = std::max(0, bitlen(m) - kABits);
-        for (std::size_t c = 0; c < kHd; ++c) sc.q16[g * kHd + c] = static_cast<std::int16_t>(clamp64(rsr(qh[c], sq[g]), 32767));
+        R.q16(qh, sq[g], sc.q16.data() + g * kHd);
       }
       K.scores(sc.q16.data(), G, st.k(hh), n, sc.s.data(), sl);
       for (std::size_t g = 0; g < G; ++g) {
@@ -991,12 +1164,13 @@ class Model {
       K.values(sc.w.data(), G, wl, st.v(hh), n, sc.a.data());
       for (std::size_t g = 0; g < G; ++g) std::memcpy(y + (kv * G + g) * kHd, sc.a.data() + g * kHd, kHd * sizeof(std::int64_t));
     }
-    quant_blocks(y, xs, shs, st.act, r, false);
+    quant_blocks(R, y, xs, shs, st.act, r);
   }
 
   // One step; every thread of the team runs this with its id.
   void run(State& st, const std::int64_t* tokens, std::uint32_t* out, unsigned tid, unsigned T, Barrier& bar) const {
     const Kernels& K = kernels();
+    const RowOps& R = row_ops();
     const std::size_t B = st.batch(), t = st.position, nbd = d / kBlock;
     const std::size_t r0 = B * tid / T, r1 = B * (tid + 1) / T;
     Scratch& sc = st.scratch[tid];
@@ -1018,22 +1192,22 @@ class Model {
       const std::int8_t* q = eq.data() + tok * d;
       const std::int64_t* db = ed.data() + tok * nbd;
       for (std::size_t i = 0; i < d; ++i) x[i] = clamp64(rsr(std::int64_t{q[i]} * db[i / kBlock], ee[tok] - kUnit), kResClamp);
-      rms_quant(x, layers[0].g1, st.act, r, st.ybuf.data() + r * d);
+      rms_quant(R, x, layers[0].g1, st.act, r, st.ybuf.data() + r * d);
     }
     for (std::size_t li = 0; li < n_layer; ++li) {
       const Layer& ly = layers[li];
       bar.wait();
       cols(ly.qkv, st.act, st.buf.data(), kUnit, kUnit, kQKVClamp);
       bar.wait();
-      for (std::size_t r = r0; r < r1; ++r) attention_row(ly, li, st, r, t, sc, K);
+      for (std::size_t r = r0; r < r1; ++r) attention_row(ly, li, st, r, t, sc, K, R);
       bar.wait();
       cols(ly.o, st.act, st.buf.data(), kUnit, kUnit, kResClamp);
       bar.wait();
       for (std::size_t r = r0; r < r1; ++r) {
         std::int64_t* x = st.x.data() + r * d;
         const std::int64_t* o = st.buf.data() + r * ly.o.ld();
-        for (std::size_t i = 0; i < d; ++i) x[i] = clamp64(x[i] + o[i], kResClamp);
-        rms_quant(x, ly.g2, st.act, r, st.ybuf.data() + r * d);
+        R.add_clamp(x, o, d, kResClamp);
+        rms_quant(R, x, ly.g2, st.act, r, st.ybuf.data() + r * d);
       }
       bar.wait();
       cols(ly.gu, st.act, st.buf.data(), kUnit, kUnit, kQKVClamp);
@@ -1041,25 +1215,11 @@ class Model {
       for (std::size_t r = r0; r < r1; ++r) {
         const std::int64_t* gp = st.buf.data() + r * ly.gu.ld();
         std::int64_t* y = st.ybuf.data() + r * std::max(d, f);
-        for (std::size_t i = 0; i < f; ++i) {
-          const std::int64_t g = gp[i];
-          std::int64_t sg;
-          if (g >= kSiluHalf) {
-            sg = g;
-          } else if (g < -kSiluHalf) {
-            sg = 0;
-          } else {
-            std::int64_t idx = (g >> kSiluStep) + (kSiluHalf >> kSiluStep);
-            idx = std::min<std::int64_t>(std::max<std::int64_t>(idx, 0), kSiluLen - 2);
-            const std::int64_t lo = silu[idx];
-            sg = lo + rsr((silu[idx + 1] - lo) * (g & ((1 << kSiluStep) - 1)), kSiluStep);
-          }
-          y[i] = sg * gp[f + i];
-        }
+        R.silu_mul(gp, f, silu.data(), y);
         std::uint64_t xs[64];
         std::int64_t sh[64] = {};
         for (std::size_t b = 0; b < f / kBlock; ++b) xs[b] = 127;
-        quant_blocks(y, xs, sh, st.act_mlp, r, false);
+        quant_blocks(R, y, xs, sh, st.act_mlp, r);
       }
       bar.wait();
       cols(ly.down, st.act_mlp, st.buf.data(), 2 * kUnit, kUnit, kResClamp);
@@ -1068,8 +1228,8 @@ class Model {
       for (std::size_t r = r0; r < r1; ++r) {
         std::int64_t* x = st.x.data() + r * d;
         const std::int64_t* o = st.buf.data() + r * ly.down.ld();
-        for (std::size_t i = 0; i < d; ++i) x[i] = clamp64(x[i] + o[i], kResClamp);
-        rms_quant(x, last ? norm : layers[li + 1].g1, st.act, r, st.ybuf.data() + r * d);
+        R.add_clamp(x, o, d, kResClamp);
+        rms_quant(R, x, last ? norm : layers[li + 1].g1, st.act, r, st.ybuf.data() + r * d);
         if (last) {
           const std::uint8_t* src = reinterpret_cast<const std::uint8_t*>(st.act.xq.data()) + r * d;
           std::uint8_t* u = st.act.xu.data() + r * d;

@@ -8,11 +8,14 @@ pyllmcodec/nets/intllama.py (ref_step), bit for bit.
 * the kernel copies (PYLLMCODEC_KERNELS=generic / avx2, a child process:
   the choice is made once per process) give the default copy's rows;
 * the real SmolLM2-135M when its GGUF is installed (a few steps from BOS);
-* bad arrays, tokens, outputs and a full state are ValueErrors, never a crash.
+* bad arrays, tokens, outputs and a full state are ValueErrors, never a crash;
+* the block quantizer's exact rounding (the row ops' binary search and the
+  scalar reciprocal) against exact rationals, in every copy.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyllmcodec import _core
 from pyllmcodec.nets import intllama as il
@@ -218,3 +223,63 @@ def test_full_state_is_refused() -> None:
         s.position = 5
     s.position = 3  # moving back within the cache is allowed (benchmarks)
     m.step(s, [0, 1], out)
+
+
+# ---- the block quantizer's exact rounding, in each row-ops copy ----
+
+def _div127_want(y: list[int], Y: int) -> tuple[list[int], int]:
+    q = [(254 * v + Y) // (2 * Y) for v in y]  # round half up of 127 y / Y, exact rationals
+    return q, sum(q)
+
+
+def _div127_cases() -> list[tuple[list[int], int]]:
+    cases = []
+    for Y in (1, 2, 127, 128, 255, 1000003, 2**31 - 1, 2**44, 2**54 + 12345, 2**55 - 1):
+        edge = [-Y, Y, 0, 1 % (Y + 1), -(1 % (Y + 1)), Y // 2, -(Y // 2), Y - 1, -(Y - 1)]
+        # the values next to every rounding boundary 127 y / Y = k + 1/2
+        for k in (-127, -64, -1, 0, 63, 126):
+            b = ((2 * k + 1) * Y) // 254
+            edge += [v for v in (b - 1, b, b + 1) if -Y <= v <= Y]
+        edge += [0] * (-len(edge) % 8)
+        cases.append((edge, Y))
+    return cases
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 2**55 - 1).flatmap(
+    lambda Y: st.tuples(st.lists(st.integers(-Y, Y), min_size=1, max_size=40).map(lambda v: v + [0] * (-len(v) % 8)),
+                        st.just(Y))))
+def test_div127_is_exact(case: tuple[list[int], int]) -> None:
+    y, Y = case
+    q, T = _core.IntLlama._div127(np.array(y, np.int64), Y)
+    want, wT = _div127_want(y, Y)
+    assert q.tolist() == want and T == wT
+
+
+def test_div127_edges_in_every_copy() -> None:
+    """The vector copy's binary search and the scalar reciprocal agree with
+    exact rationals at the rounding boundaries, the ends, and Y near 2**55."""
+    code = ("import sys, json, numpy as np; from pyllmcodec import _core\n"
+            "out = []\n"
+            "for y, Y in json.loads(sys.stdin.read()):\n"
+            "    q, T = _core.IntLlama._div127(np.array(y, np.int64), Y); out.append([q.tolist(), T])\n"
+            "print(json.dumps(out))")
+    cases = _div127_cases()
+    for copy in ("generic", "avx2", None):
+        env = dict(os.environ)
+        if copy:
+            env["PYLLMCODEC_KERNELS"] = copy
+        res = subprocess.run([sys.executable, "-c", code], input=json.dumps(cases), env=env, capture_output=True,
+                             text=True, check=True)
+        for (y, Y), (q, T) in zip(cases, json.loads(res.stdout)):
+            want, wT = _div127_want(y, Y)
+            assert q == want and T == wT, f"{copy or 'default'} copy, Y = {Y}"
+
+
+def test_div127_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="multiple of 8"):
+        _core.IntLlama._div127(np.zeros(7, np.int64), 5)
+    with pytest.raises(ValueError, match="2\\*\\*55"):
+        _core.IntLlama._div127(np.zeros(8, np.int64), 2**55)
+    with pytest.raises(ValueError, match="exceed"):
+        _core.IntLlama._div127(np.array([6] + [0] * 7, np.int64), 5)
