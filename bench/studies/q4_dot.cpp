@@ -10,7 +10,9 @@
 // The AVX-512 VNNI kernel computes S with vpdpbusd (64 multiply-adds each),
 // A * S with vpmulld, then * W and U * M with vpmuldq into int64 lanes
 // (U = A * T < 2^27 fits the low 32 bits vpmuldq reads).  A scalar reference checks every
-// output.  Prints one line per shape: GMAC/s (main term's multiply-adds).
+// output.  Prints one line per shape: GMAC/s (main term's multiply-adds),
+// after the ceiling: independent vpdpbusd zmm chains with nothing else (on
+// Zen 4 one zmm vpdpbusd issues every second cycle: ~117 GMAC/s a core).
 //
 // Not part of the package: a measurement, built with -march=native.
 #include <immintrin.h>
@@ -141,8 +143,28 @@ static void kernel(const Mat& M, const Act& X, std::vector<int64_t>& P) {
     for (int r0 = 0; r0 + R <= X.rows; r0 += R) tile<R>(M, X, r0, ob, P);
 }
 
+// 12 independent chains of vpdpbusd zmm, nothing else: this core's ceiling for the products
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static double vnni_peak() {
+  __m512i a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_epi32(i);
+  __m512i w = _mm512_set1_epi32(0x01010101);
+  const __m512i x = _mm512_set1_epi32(0x02020202);
+  const long n = 240000000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long k = 0; k < n; k += 12) {
+    for (int i = 0; i < 12; ++i) a[i] = _mm512_dpbusd_epi32(a[i], w, x);
+    asm volatile("" : "+v"(w));  // keeps the loop from being folded
+  }
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  __m512i s = a[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_epi32(s, a[i]);
+  if (_mm512_reduce_add_epi32(s) == 42) std::printf(" ");
+  return n * 64.0 / dt / 1e9;
+}
+
 int main(int argc, char** argv) {
   const int rows = argc > 1 ? std::atoi(argv[1]) : 16;
+  std::printf("vpdpbusd zmm alone, one core: %.1f GMAC/s\n", vnni_peak());
   std::mt19937 g(1);
   const int shapes[][2] = {{576, 576}, {192, 576}, {1536, 576}, {576, 1536}, {49152, 576}};
   double total_macs = 0, total_s = 0;
