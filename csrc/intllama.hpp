@@ -270,6 +270,13 @@ inline void q16(const std::int64_t* v, int s, std::int16_t* out) {
 inline constexpr RowOps table{&absmax, &div127, &rms, &add_clamp, &silu_mul, &rotate, &q16};
 }  // namespace scalar
 
+// max |y| over nb blocks of 32 (nb <= 64)
+inline std::uint64_t max_abs(const RowOps& R, const std::int64_t* y, std::size_t nb) {
+  std::uint64_t bm[64];
+  R.absmax(y, nb, bm);
+  return *std::max_element(bm, bm + nb);
+}
+
 // y[n] with per-block x_b = 127 D_b (> 0) and sh_b, into row r of `a`
 inline void quant_blocks(const RowOps& R, const std::int64_t* y, const std::uint64_t* x, const std::int64_t* sh, Act& a,
                          std::size_t r) {
@@ -1091,9 +1098,7 @@ class Model {
   // RMSNorm of x (row r) straight into block quantization (row r of a)
   void rms_quant(const RowOps& R, const std::int64_t* x, const std::vector<std::int64_t>& g, Act& a, std::size_t r,
                  std::int64_t* y) const {
-    std::uint64_t bm[64];
-    R.absmax(x, d / kBlock, bm);
-    const std::uint64_t top = *std::max_element(bm, bm + d / kBlock);
+    const std::uint64_t top = max_abs(R, x, d / kBlock);
     const int s = std::max(0, bitlen(top) - kSSBits);
     const std::int64_t ss = R.rms(x, g.data(), d, s, y);  // < d 2^52 <= 2^63
     const std::int64_t ms = ss / static_cast<std::int64_t>(d) + np_shr(eps, 2 * s);
@@ -1120,9 +1125,7 @@ class Model {
       for (int which = 0; which < 2; ++which) {
         const std::int64_t* src = qkv + (H + which * KV + kv) * kHd;
         std::int8_t* dst = which ? v8 : k8;
-        std::uint64_t mm[kHd / kBlock];
-        R.absmax(src, kHd / kBlock, mm);
-        const std::uint64_t m = std::max(mm[0], mm[1]);
+        const std::uint64_t m = max_abs(R, src, kHd / kBlock);
         mx[which] = static_cast<std::int32_t>(m);
         if (m == 0) {
           std::memset(dst, 0, kHd);
@@ -1142,9 +1145,7 @@ class Model {
       int sq[64];
       for (std::size_t g = 0; g < G; ++g) {
         const std::int64_t* qh = qkv + (kv * G + g) * kHd;
-        std::uint64_t mm[kHd / kBlock];
-        R.absmax(qh, kHd / kBlock, mm);
-        const std::uint64_t m = std::max(mm[0], mm[1]);
+        const std::uint64_t m = max_abs(R, qh, kHd / kBlock);
         sq[g] = std::max(0, bitlen(m) - kABits);
         R.q16(qh, sq[g], sc.q16.data() + g * kHd);
       }
