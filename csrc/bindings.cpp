@@ -216,16 +216,18 @@ struct PyMixer {
   PyMixer(std::size_t n, std::size_t max_len, const plc::mix::Spec& s) : mx(n, max_len, s) {}
 };
 
-// push or feed: one symbol per row (rows[k], or k), the GIL released while appending.
-void mixer_append(PyMixer& x, const py::object& symbols, const py::object& rows,
-                  void (plc::mix::MatchMixer::*append)(const std::int64_t*, std::size_t, const std::int64_t*)) {
-  Busy busy(x.mu);
+// push or feed (MatchMixer, ContextMixer): one symbol per row (rows[k], or k), under the owner's
+// lock, the GIL released while appending.
+template <class Target>
+void append_symbols(std::mutex& mu, Target& target, const py::object& symbols, const py::object& rows,
+                    void (Target::*append)(const std::int64_t*, std::size_t, const std::int64_t*)) {
+  Busy busy(mu);
   auto sym = index_arg(symbols, "symbols");
   const std::size_t n = static_cast<std::size_t>(sym.size());
   Rows r = rows_arg(rows, n, "symbols");
   const std::int64_t* sp = sym.data();
   py::gil_scoped_release nogil;
-  (x.mx.*append)(sp, n, r.ptr);
+  (target.*append)(sp, n, r.ptr);
 }
 
 struct PyCm {
@@ -838,13 +840,7 @@ coding.)doc")
       .def(
           "feed",
           [](PyCm& x, const py::object& symbols, const py::object& rows) {
-            Busy busy(x.mu);
-            auto sym = index_arg(symbols, "symbols");
-            const std::size_t n = static_cast<std::size_t>(sym.size());
-            Rows r = rows_arg(rows, n, "symbols");
-            const std::int64_t* sp = sym.data();
-            py::gil_scoped_release nogil;
-            x.cm.feed(sp, n, r.ptr);
+            append_symbols(x.mu, x.cm, symbols, rows, &plc::cm::ContextMixer::feed);
           },
           "symbols"_a, "rows"_a = py::none(),
           "Read one byte per row without coding it (a dictionary before its chunk).");
@@ -914,13 +910,13 @@ overrides for quantize_int / encode_weights / decode_weights (match -1: none).)d
       .def(
           "push",
           [](PyMixer& x, const py::object& symbols, const py::object& rows) {
-            mixer_append(x, symbols, rows, &plc::mix::MatchMixer::push);
+            append_symbols(x.mu, x.mx, symbols, rows, &plc::mix::MatchMixer::push);
           },
           "symbols"_a, "rows"_a = py::none(), "Feed each row the symbol coded after its last mix.")
       .def(
           "feed",
           [](PyMixer& x, const py::object& symbols, const py::object& rows) {
-            mixer_append(x, symbols, rows, &plc::mix::MatchMixer::feed);
+            append_symbols(x.mu, x.mx, symbols, rows, &plc::mix::MatchMixer::feed);
           },
           "symbols"_a, "rows"_a = py::none(),
           "Append a symbol to each row without coding it (a dictionary before the chunk): no mix, nothing learned.");
