@@ -233,10 +233,13 @@ void append_symbols(std::mutex& mu, Target& target, const py::object& symbols, c
 struct PyCm {
   plc::cm::ContextMixer cm;
   std::mutex mu;
-  PyCm(const std::vector<std::int64_t>& g, const std::vector<int>& b) : cm(g, b) {}
+  PyCm(const std::vector<std::int64_t>& g, const std::vector<int>& b,
+       const std::vector<std::shared_ptr<plc::cm::State>>& s, int kind, std::size_t max_len)
+      : cm(g, b, s, kind, max_len) {}
 };
 
-std::unique_ptr<PyCm> make_cm(const py::object& groups, const py::object& table_bits) {
+std::unique_ptr<PyCm> make_cm(const py::object& groups, const py::object& table_bits, const py::object& states,
+                              int kind, std::size_t max_len) {
   auto g = index_arg(groups, "groups");
   auto b = index_arg(table_bits, "table_bits");
   std::vector<int> bits;
@@ -245,7 +248,22 @@ std::unique_ptr<PyCm> make_cm(const py::object& groups, const py::object& table_
     if (v < 10 || v > 22) throw py::value_error("table_bits[" + std::to_string(i) + "] must be in 10..22");
     bits.push_back(static_cast<int>(v));
   }
-  return std::make_unique<PyCm>(std::vector<std::int64_t>(g.data(), g.data() + g.size()), bits);
+  std::vector<std::shared_ptr<plc::cm::State>> st;
+  if (!states.is_none()) {
+    if (py::isinstance<py::str>(states) || py::isinstance<py::bytes>(states))
+      throw py::type_error("states must be a sequence of CmState or None, one per group");
+    for (py::handle h : states.cast<py::sequence>()) {
+      if (h.is_none()) {
+        st.push_back(nullptr);
+      } else if (py::isinstance<plc::cm::State>(h)) {
+        st.push_back(h.cast<std::shared_ptr<plc::cm::State>>());
+      } else {
+        throw py::type_error("states[" + std::to_string(st.size()) + "] must be a CmState or None, got " +
+                             std::string(py::str(py::type::of(h).attr("__name__"))));
+      }
+    }
+  }
+  return std::make_unique<PyCm>(std::vector<std::int64_t>(g.data(), g.data() + g.size()), bits, st, kind, max_len);
 }
 
 std::unique_ptr<PyMixer> make_mixer(std::size_t n_rows, std::size_t max_len, const py::object& prior, int min_len,
@@ -533,7 +551,8 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
   m.def(
       "cm_trace",
       [](const py::object& p_lm, const py::object& symbols, const py::object& offsets, bool shared, int table_bits,
-         int limit, int lr) {
+         int limit, int lr, std::int64_t wave, bool keep, int kind) {
+        if (wave < 0) throw py::value_error("wave must be >= 0 (0: all chunks in one wave)");
         Matrix p = matrix_arg<std::uint16_t>(p_lm, "p_lm", "uint16");
         if (p.cols != 8) throw py::value_error("p_lm must be [n, 8]: the model's P(bit = 1) per bit, MSB first");
         auto sym = index_arg(symbols, "symbols");
@@ -551,6 +570,7 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
         prm.table_bits = table_bits;
         prm.limit = limit;
         prm.lr = lr;
+        prm.kind = kind;
         prm.validate();
         const auto* pp = static_cast<const std::uint16_t*>(p.arr.data());
         const std::int64_t* sp = sym.data();
@@ -564,20 +584,26 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
         {
           py::gil_scoped_release nogil;
           const std::size_t n_chunks = off.size() - 1;
+          const std::size_t per = wave ? static_cast<std::size_t>(wave) : std::max<std::size_t>(n_chunks, 1);
           std::vector<plc::cm::RowCtx> ctx(n_chunks);
-          std::vector<plc::cm::Model> models;
-          models.reserve(shared ? 1 : n_chunks);
-          for (std::size_t c = 0; c < (shared ? 1 : n_chunks); ++c) models.emplace_back(prm);
-          std::int64_t longest = 0;
-          for (std::size_t c = 0; c < n_chunks; ++c) longest = std::max(longest, off[c + 1] - off[c]);
-          for (std::int64_t t = 0; t < longest; ++t) {  // step t: every chunk's byte t, in chunk order
-            for (std::size_t c = 0; c < n_chunks; ++c) {
-              const std::int64_t k = off[c] + t;
-              if (k >= off[c + 1]) continue;
-              plc::cm::Model& md = models[shared ? 0 : c];
-              for (int j = 0; j < 8; ++j) {
-                op[k * 8 + j] = static_cast<std::uint16_t>(md.predict(ctx[c], pp[k * 8 + j]));
-                md.update(ctx[c], static_cast<int>(sp[k] >> (7 - j)) & 1);
+          std::vector<std::unique_ptr<plc::cm::Model>> models(shared ? 1 : n_chunks);
+          for (std::size_t w0 = 0; w0 < n_chunks; w0 += per) {  // waves of `per` chunks, one after another
+            const std::size_t w1 = std::min(n_chunks, w0 + per);
+            for (std::size_t c = shared ? 0 : w0; c < (shared ? 1 : w1); ++c)
+              if (!models[c] || !keep) models[c] = std::make_unique<plc::cm::Model>(prm);
+            std::int64_t longest = 0;
+            for (std::size_t c = w0; c < w1; ++c) longest = std::max(longest, off[c + 1] - off[c]);
+            for (std::size_t c = w0; c < w1; ++c)
+              models[shared ? 0 : c]->attach(ctx[c], static_cast<std::size_t>(longest));
+            for (std::int64_t t = 0; t < longest; ++t) {  // step t: every chunk's byte t, in chunk order
+              for (std::size_t c = w0; c < w1; ++c) {
+                const std::int64_t k = off[c] + t;
+                if (k >= off[c + 1]) continue;
+                plc::cm::Model& md = *models[shared ? 0 : c];
+                for (int j = 0; j < 8; ++j) {
+                  op[k * 8 + j] = static_cast<std::uint16_t>(md.predict(ctx[c], pp[k * 8 + j]));
+                  md.update(ctx[c], static_cast<int>(sp[k] >> (7 - j)) & 1);
+                }
               }
             }
           }
@@ -585,14 +611,16 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
         return out;
       },
       "p_lm"_a, "symbols"_a, "offsets"_a = py::none(), "shared"_a = false, "table_bits"_a = 16, "limit"_a = 255,
-      "lr"_a = 8,
+      "lr"_a = 8, "wave"_a = 0, "keep"_a = false, "kind"_a = 1,
       R"doc(The context-mixing stage (csrc/cm.hpp) over chunks of bytes, as a wave codes them.
 
 p_lm: uint16 [n, 8], the model's P(bit = 1) (units 2**-16, 1..65535) for
 each byte's bits, MSB first, given the bits before it; symbols: the n bytes;
 offsets: the chunks' boundaries (None: one chunk).  Step t codes every
 chunk's byte t in chunk order, each chunk with its own state, or with one
-state for all (shared).  Returns uint16 [n, 8], the stage's P(bit = 1) for
+state for all (shared).  wave: chunks per wave (0: all in one), the waves
+run one after another, each with fresh states, or (keep) the shared state
+carried from wave to wave (the long mode).  Returns uint16 [n, 8], the stage's P(bit = 1) for
 each bit (what the coder codes with).  For tests and studies.)doc");
 
   // C++ errors -> Python.  CorruptData -> pyllmcodec.errors.CodecError;
@@ -782,10 +810,43 @@ freq = cdf[s+1] - cdf[s].  freq >= 1 and cum_low + freq <= 2**precision.)doc")
 
 A stream that coded no symbol is b"".  The encoder cannot be used afterwards.)doc");
 
+  py::class_<plc::cm::State, std::shared_ptr<plc::cm::State>>(m, "CmState",
+                                                              R"doc(A context-mixing group's learned state
+(counters, mixers, APMs) that outlives its wave: the long mode continues it
+in the archive's next wave (ContextMixer(..., states=)).  copy() is a deep
+copy.  Used by one call at a time (a second concurrent one raises
+ValueError).)doc")
+      .def(py::init([](int table_bits, int kind) {
+             if (table_bits < 10 || table_bits > 22) throw py::value_error("table_bits must be in 10..22");
+             plc::cm::Params p;
+             p.table_bits = table_bits;
+             p.kind = kind;
+             p.validate();
+             return std::make_shared<plc::cm::State>(p);
+           }),
+           "table_bits"_a, "kind"_a = 1, "A fresh state (the one a group starts a chain with).")
+      .def_property_readonly(
+          "kind", [](const plc::cm::State& x) { return x.model.params().kind; }, "1 (cm1) or 2 (cm2).")
+      .def_property_readonly(
+          "table_bits", [](const plc::cm::State& x) { return x.model.params().table_bits; },
+          "log2 of the counters per context.")
+      .def_property_readonly(
+          "nbytes", [](const plc::cm::State& x) { return x.model.params().row_bytes(); }, "Bytes the state holds.")
+      .def(
+          "copy",
+          [](const plc::cm::State& x) {
+            if (x.busy.load()) throw py::value_error("this context-mixing state is in use by another call");
+            py::gil_scoped_release nogil;
+            return std::make_shared<plc::cm::State>(x);
+          },
+          "A deep copy (the GIL released while copying).");
+
   py::class_<PyCm>(m, "ContextMixer", R"doc(The context-mixing stage of docs/FORMAT.md section 4f for one wave.
 
-ContextMixer(groups, table_bits): groups (int [n_rows]) gives each row's
-group, 0..G-1; table_bits (int [G], 10..22) each group's table size.  One
+ContextMixer(groups, table_bits, states=None): groups (int [n_rows]) gives each row's
+group, 0..G-1; table_bits (int [G], 10..22) each group's table size; states
+(optional: a CmState or None per group) the states to continue, each of
+table_bits[g] (the long mode; None: fresh).  One
 learned state (counters, mixers, APMs) per group, shared by its rows, and one
 byte history per row.  Per step,
 encode(enc, weights, symbols, rows, match, q) codes each row's byte as eight
@@ -794,8 +855,11 @@ decoder must give the same order: decode(dec, weights, rows, match, q)).
 Memory per group: about 36 * 2**table_bits bytes plus up to 0.3 MB (nbytes).  Not
 thread-safe (concurrent use raises RuntimeError); the GIL is released while
 coding.)doc")
-      .def(py::init(&make_cm), "groups"_a, "table_bits"_a,
+      .def(py::init(&make_cm), "groups"_a, "table_bits"_a, "states"_a = py::none(), "kind"_a = 1, "max_len"_a = 0,
            "A stage for len(groups) rows in len(table_bits) groups, 2**table_bits[g] counters per context.")
+      .def(
+          "state", [](PyCm& x, std::size_t g) { return x.cm.state(g); }, "g"_a,
+          "Group g's state (live: it goes on learning while this stage codes), to continue in a later wave.")
       .def_property_readonly(
           "n_rows", [](PyCm& x) { return x.cm.n_rows(); }, "Number of rows.")
       .def_property_readonly(

@@ -103,13 +103,45 @@
 //   slot & 1023 and p22 = slot >> 10, p22 += ((y << 22) - p22) * R[n] >> 16
 //   (R[n] = floor(131072 / (2n + 3)), int64, arithmetic shift), n = min(n +
 //   1, limit).  Then the row moves on by y (RowCtx above).
-//   Constants of kind "cm/1": limit 255, lr 8.
+//   Constants of both kinds: limit 255, lr 8.
 //
 // feed(b): a byte read without coding (a dictionary): its eight bits update
 //   the counters (not the mixers or the APMs) and move the row on.
+//
+// Kind cm2 (Params::kind 2; header kind "cm2", what full archives write
+// since the long mode): all of the above, plus a match model over the
+// group's bytes.  Everything cm1 computes is unchanged; cm2 adds:
+//   A ring of 2^(table_bits + 2) bytes and a table of 2^table_bits uint32
+//   places (0: empty) per group; 64 counters (as the others, 0x80000000).
+//   Places are absolute uint32 (mod 2^32), the ring index is place mod the
+//   ring's size.  When a ContextMixer is made, its rows 0..n-1 in order each
+//   take the group's next max_len places (the codec passes chunk_size plus
+//   the dictionary's length): a row's bytes go to base, base + 1, ...;
+//   the group's first place is 1 and places continue across waves in the
+//   long mode.
+//   Per row: pos (next place), mptr, mlen (0: no match), nb (bytes so far,
+//   capped at 32).  After each byte b of a row (coded or fed), match_byte:
+//     ring[pos] = b; pos += 1; nb = min(nb + 1, 32).
+//     If mlen > 0: if ring[mptr] == b, mlen = min(mlen + 1, 65535) and
+//     mptr += 1, else mlen = 0.
+//     If nb >= 8: h = H(hist, 12) >> (64 - table_bits) (the last 8 bytes);
+//     if mlen == 0 and T[h] != 0: cand = T[h], back = pos - cand (uint32);
+//     if 0 < back < ring size - 1: n = the number of k in 0.. with k < nb,
+//     k < 32 and ring[cand - 1 - k] == ring[pos - 1 - k] (stopping at the
+//     first difference); if n >= 8, mlen = n and mptr = cand.  Then T[h] =
+//     pos.
+//   predict: x[kIn] (after the bias) = 0 when mlen = 0 or the byte at
+//     ring[mptr] (with a leading 1, pb) disagrees with the bits so far
+//     (pb >> (8 - b) != c0, b bits known); else e = (pb >> (7 - b)) & 1,
+//     counter M[2 min(mlen, 31) + e], x[kIn] = stretch12(M >> 20), and
+//     mixer 1's weight set is s + 16 (mlen < 16) or s + 32 (mlen >= 16).
+//     The mixers run over kIn + 1 inputs.
+//   update: that counter, if any, learns y as the others do.
+// A State is a group's Model that outlives its wave (the long mode).
 // ---------------------------------------------------------------------------
 #pragma once
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -132,7 +164,11 @@ namespace cm {
 constexpr int kLim = 3071;
 constexpr int kCtx = 9;             // hashed contexts (RowCtx::rehash)
 constexpr int kIn = kCtx + 3;       // the model, order 0, the hashed contexts, the bias
+constexpr int kInMax = kIn + 1;     // cm2: the match model's input after the bias
+constexpr int kMinLen = 8;          // cm2: a match is looked up by the row's last 8 bytes
+constexpr int kMatchCheck = 32;     // cm2: a candidate is verified over up to 32 bytes back
 constexpr int kSets = 16;           // mixer weight sets, by the model's confidence
+constexpr int kSetsMax = 3 * kSets;  // cm2: x 3 match states (none, length < 16, 16+)
 constexpr int kApmKnots = 33;
 
 // K[i] = round(65536 / (1 + exp(-(i - 48) / 4))), clamped to 1..65535.
@@ -192,12 +228,14 @@ inline const std::int32_t* rate_table() {
 }
 
 struct Params {
+  int kind = 1;         // 1: cm1; 2: cm2 (cm1 plus the match model over the group's bytes)
   int table_bits = 16;  // 2^table_bits slots per hashed context, 10..22
   int limit = 255;      // the counters' count cap: the slowest rate 1/(limit + 1.5), 1..1023
   int lr = 8;           // the mixer's learning rate (x err x lr / 2^20), 1..128
 
   void validate() const {
     auto bad = [](const std::string& what) { throw InvalidInput("context-mixing spec: " + what); };
+    if (kind != 1 && kind != 2) bad("kind must be 1 (cm1) or 2 (cm2)");
     if (table_bits < 10 || table_bits > 22) bad("table_bits must be in 10..22");
     if (limit < 1 || limit > 1023) bad("limit must be in 1..1023");
     // above ~170 a saturated context's weight drifts without bound (int32)
@@ -207,8 +245,12 @@ struct Params {
   // The bytes one row holds.
   std::size_t row_bytes() const {
     const int ab = table_bits - 2 < 12 ? table_bits - 2 : 12;
-    return (std::size_t{kCtx} << table_bits) * 4 + 256 * 4 + (kSets + 256) * kIn * 4 +
-           (256 + (std::size_t{1} << ab)) * kApmKnots * 2;
+    return (std::size_t{kCtx} << table_bits) * 4 + 256 * 4 + (kSetsMax + 256) * kInMax * 4 +
+           (256 + (std::size_t{1} << ab)) * kApmKnots * 2 + (kind == 2 ? match_bytes() : 0);
+  }
+  // cm2's match model: a ring of 2^(table_bits + 2) bytes and 2^table_bits uint32 positions.
+  std::size_t match_bytes() const {
+    return (std::size_t{1} << (table_bits + 2)) + (std::size_t{4} << table_bits) + 64 * 4;
   }
 };
 
@@ -226,12 +268,15 @@ inline std::uint64_t hash_ctx(std::uint64_t x, std::uint64_t k) {
 // Where the memory lies never changes a result, only the speed.
 class CounterTable {
  public:
-  explicit CounterTable(std::size_t n) : raw_(static_cast<std::uint32_t*>(std::malloc((n + 16) * 4))) {
+  explicit CounterTable(std::size_t n, bool clear = true)
+      : n_(n), raw_(static_cast<std::uint32_t*>(std::malloc((n + 16) * 4))) {
     if (!raw_) throw std::bad_alloc();
     const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(raw_.get());
     data_ = raw_.get() + ((64 - a % 64) % 64) / 4;
-    std::memset(data_, 0, n * 4);
+    if (clear) std::memset(data_, 0, n * 4);
   }
+  CounterTable(const CounterTable& o) : CounterTable(o.n_, false) { std::memcpy(data_, o.data_, n_ * 4); }
+  CounterTable& operator=(const CounterTable&) = delete;
   std::uint32_t* slot(std::size_t i) { return data_ + i; }
   static std::uint32_t get(const std::uint32_t* s) { return *s ^ 0x80000000u; }
   static void put(std::uint32_t* s, std::uint32_t v) { *s = v ^ 0x80000000u; }
@@ -240,6 +285,7 @@ class CounterTable {
   struct Free {
     void operator()(std::uint32_t* p) const { std::free(p); }
   };
+  std::size_t n_;
   std::unique_ptr<std::uint32_t, Free> raw_;
   std::uint32_t* data_ = nullptr;
 };
@@ -254,6 +300,11 @@ struct RowCtx {
   std::array<std::uint64_t, kCtx> h{};
   std::uint64_t hist = 0, hist2 = 0, word = 0, word1 = 0;
   int c0 = 1;
+  // cm2: where the row's bytes go in its group's ring (absolute, mod 2^32),
+  // its first byte's place, and the match it follows (ptr: the predicted
+  // byte's place; len 0: none)
+  std::uint32_t pos = 0, base = 0, mptr = 0;
+  int mlen = 0, nbytes = 0;
 
   RowCtx() { rehash(); }
 
@@ -300,13 +351,18 @@ class Model {
         mask_((std::size_t{1} << p.table_bits) - 1),
         t_(std::size_t{kCtx} << p.table_bits),
         o0_(256, 0x80000000u),
-        w_(kSets * kIn, 0),
-        w2_(256 * kIn, 0),
+        w_(kSetsMax * kInMax, 0),
+        w2_(256 * kInMax, 0),
         apm_(256 * kApmKnots),
         apm2_bits_(p.table_bits - 2 < 12 ? p.table_bits - 2 : 12),
-        apm2_((std::size_t{1} << apm2_bits_) * kApmKnots) {
-    for (int s = 0; s < kSets; ++s) w_[s * kIn] = 65536;
-    for (int s = 0; s < 256; ++s) w2_[s * kIn] = 65536;
+        apm2_((std::size_t{1} << apm2_bits_) * kApmKnots),
+        n_in_(p.kind == 2 ? kInMax : kIn),
+        ring_mask_(p.kind == 2 ? (std::uint32_t{1} << (p.table_bits + 2)) - 1 : 0),
+        ring_(p.kind == 2 ? std::size_t{1} << (p.table_bits + 2) : 0, 0),
+        mtab_(p.kind == 2 ? std::size_t{1} << p.table_bits : 0, 0),
+        mcount_(64, 0x80000000u) {
+    for (int s = 0; s < kSetsMax; ++s) w_[s * kInMax] = 65536;
+    for (int s = 0; s < 256; ++s) w2_[s * kInMax] = 65536;
     for (int c = 0; c < 256; ++c)
       for (int j = 0; j < kApmKnots; ++j) apm_[c * kApmKnots + j] = static_cast<std::uint16_t>(squash(192 * j - 3072));
     for (std::size_t c = 0; c < (std::size_t{1} << apm2_bits_); ++c)
@@ -314,6 +370,13 @@ class Model {
   }
 
   const Params& params() const { return p_; }
+
+  // cm2: a row of at most n bytes joins the group: its bytes take the next
+  // n places of the ring (the rows of a wave in the order they are attached).
+  void attach(RowCtx& r, std::size_t n) {
+    r.pos = r.base = next_;
+    next_ += static_cast<std::uint32_t>(n);
+  }
 
   // P(bit = 1) for row context r's next bit, from the model's p_lm (1..65535).
   int predict(const RowCtx& r, int p_lm) {
@@ -328,12 +391,14 @@ class Model {
       x_[2 + i] = st12[CounterTable::get(slot_[i]) >> 20];
     }
     x_[kIn - 1] = 256;
+    if (p_.kind == 2) x_[kIn] = match_input(r);
     set_ = (x0 + 3072) * 16 / 6144;
     if (set_ > kSets - 1) set_ = kSets - 1;
-    const std::int32_t* w = &w_[set_ * kIn];
-    const std::int32_t* w2 = &w2_[c0_ * kIn];
+    if (p_.kind == 2 && mslot_ >= 0) set_ += kSets * (r.mlen < 16 ? 1 : 2);
+    const std::int32_t* w = &w_[set_ * kInMax];
+    const std::int32_t* w2 = &w2_[c0_ * kInMax];
     std::int64_t d1 = 0, d2 = 0;
-    for (int k = 0; k < kIn; ++k) {
+    for (int k = 0; k < n_in_; ++k) {
       d1 += std::int64_t{w[k]} * x_[k];
       d2 += std::int64_t{w2[k]} * x_[k];
     }
@@ -379,9 +444,9 @@ class Model {
   void update(RowCtx& r, int y) {
     const std::int64_t err = (std::int64_t{y} << 16) - pm1_;
     const std::int64_t err2 = (std::int64_t{y} << 16) - pm2_;
-    std::int32_t* w = &w_[set_ * kIn];
-    std::int32_t* w2 = &w2_[c0_ * kIn];
-    for (int k = 0; k < kIn; ++k) {
+    std::int32_t* w = &w_[set_ * kInMax];
+    std::int32_t* w2 = &w2_[c0_ * kInMax];
+    for (int k = 0; k < n_in_; ++k) {
       w[k] += static_cast<std::int32_t>((x_[k] * err * p_.lr + (1 << 19)) >> 20);
       w2[k] += static_cast<std::int32_t>((x_[k] * err2 * p_.lr + (1 << 19)) >> 20);
     }
@@ -391,7 +456,9 @@ class Model {
     b = static_cast<std::uint16_t>(b + (((y << 16) - int{b}) >> 6));
     o0_[c0_] = learned(o0_[c0_], y);
     for (int i = 0; i < kCtx; ++i) CounterTable::put(slot_[i], learned(CounterTable::get(slot_[i]), y));
+    if (mslot_ >= 0) mcount_[mslot_] = learned(mcount_[mslot_], y);
     r.next_bit(y);
+    if (p_.kind == 2 && r.c0 == 1) match_byte(r);
     // a finished byte: fetch the row's next first-nibble buckets now; the
     // other rows' turns come before its next bit
     if (r.c0 == 1)
@@ -409,6 +476,7 @@ class Model {
       }
       r.next_bit(y);
     }
+    if (p_.kind == 2) match_byte(r);
   }
 
  private:
@@ -423,6 +491,56 @@ class Model {
     const std::uint64_t z = (h ^ (std::uint64_t(key + 1) * kC1)) * kC2;
     return (std::size_t(i) << p_.table_bits) + ((std::size_t(z >> shift_) & mask_) & ~std::size_t{15}) +
            static_cast<std::size_t>(nib);
+  }
+
+  // cm2, before a bit: the match's input.  With a match whose predicted
+  // byte agrees with the bits so far, its expected bit e and the counter
+  // of (min(len, 31), e) give st = stretch12(counter >> 20), the input is
+  // st, and that counter learns the bit; otherwise 0 (nothing learns).
+  std::int64_t match_input(const RowCtx& r) {
+    mslot_ = -1;
+    if (r.mlen == 0) return 0;
+    const int b = 31 - __builtin_clz(static_cast<unsigned>(r.c0));  // bits known
+    const int pb = ring_[r.mptr & ring_mask_] | 256;
+    if ((pb >> (8 - b)) != r.c0) return 0;
+    const int e = (pb >> (7 - b)) & 1;
+    mslot_ = 2 * (r.mlen < 31 ? r.mlen : 31) + e;
+    return stretch12_table()[mcount_[mslot_] >> 20];
+  }
+
+  // cm2, after a byte (the row's newest, hist & 0xff): the contract's
+  // match_byte (top of this file).
+  void match_byte(RowCtx& r) {
+    const std::uint8_t byte = static_cast<std::uint8_t>(r.hist & 0xff);
+    ring_[r.pos & ring_mask_] = byte;
+    r.pos += 1;
+    r.nbytes += r.nbytes < kMatchCheck ? 1 : 0;
+    if (r.mlen > 0) {
+      if (ring_[r.mptr & ring_mask_] == byte) {
+        r.mlen += r.mlen < 65535 ? 1 : 0;
+        r.mptr += 1;
+      } else {
+        r.mlen = 0;
+      }
+    }
+    if (r.nbytes < kMinLen) return;
+    constexpr std::uint64_t kKeyMask = kMinLen >= 8 ? ~std::uint64_t{0} : (std::uint64_t{1} << (8 * kMinLen)) - 1;
+    const std::size_t h = static_cast<std::size_t>(hash_ctx(r.hist & kKeyMask, 12) >> shift_);
+    if (r.mlen == 0 && mtab_[h] != 0) {
+      const std::uint32_t cand = mtab_[h];  // the place after an earlier occurrence
+      const std::uint32_t back = r.pos - cand;  // mod 2^32
+      if (back > 0 && back < ring_mask_) {
+        int n = 0;
+        while (n < r.nbytes && n < kMatchCheck &&
+               ring_[(cand - 1 - n) & ring_mask_] == ring_[(r.pos - 1 - n) & ring_mask_])
+          ++n;
+        if (n >= kMinLen) {
+          r.mlen = n;
+          r.mptr = cand;
+        }
+      }
+    }
+    mtab_[h] = r.pos;
   }
 
   std::uint32_t learned(std::uint32_t s, int y) const {
@@ -443,8 +561,15 @@ class Model {
   int apm2_bits_;
   std::vector<std::uint16_t> apm2_;
   std::size_t a2_ = 0;
+  int n_in_;
+  std::uint32_t ring_mask_;
+  std::vector<std::uint8_t> ring_;
+  std::vector<std::uint32_t> mtab_;
+  std::vector<std::uint32_t> mcount_;
+  std::uint32_t next_ = 1;  // the next row's first place (0 marks an empty table entry)
+  int mslot_ = -1;
   std::array<std::uint32_t*, kCtx> slot_{};
-  std::array<std::int64_t, kIn> x_{};
+  std::array<std::int64_t, kInMax> x_{};
   int c0_ = 1, set_ = 0, pm_ = 32768, pm1_ = 32768, pm2_ = 32768, apm_j_ = 0, apm_f_ = 0;
 };
 
@@ -462,6 +587,19 @@ inline int lm_bit(const std::uint32_t* cdf, int lo, int hi) {
 }
 
 
+// A group's learned state as an object that outlives its wave: the long
+// mode (docs/FORMAT.md section 4f, header key cm.long) continues an
+// archive's state in its next wave.  A copy is a deep copy (the encoder
+// keeps one to code a wave again).  `busy` refuses concurrent use by two
+// calls (a state may sit in several ContextMixers).
+struct State {
+  explicit State(const Params& p) : model(p) {}
+  State(const State& o) : model(o.model) {}
+  State& operator=(const State&) = delete;
+  Model model;
+  std::atomic<bool> busy{false};
+};
+
 // The stage for a wave: one Model per group of rows, one RowCtx per row.
 // encode / decode code one byte per row given (rows[k], or k), in k order:
 // row k's eight bits are predicted, coded and learned before row k+1's.
@@ -470,7 +608,11 @@ class ContextMixer {
   // groups[r]: the state row r learns with and from (0..G-1); bits[g]:
   // group g's table_bits.  The rows of one archive in a wave form one group,
   // so that each archive decodes alone (docs/FORMAT.md section 4f).
-  ContextMixer(const std::vector<std::int64_t>& groups, const std::vector<int>& bits)
+  // states (optional, one per group, null: fresh): the states to continue
+  // (each with table_bits bits[g]), shared with the caller.
+  // kind: 1 or 2 (Params::kind); max_len: the most bytes a row holds (cm2's ring places per row).
+  ContextMixer(const std::vector<std::int64_t>& groups, const std::vector<int>& bits,
+               const std::vector<std::shared_ptr<State>>& states = {}, int kind = 1, std::size_t max_len = 0)
       : ctx_(groups.size()), group_(groups.size()), checker_(groups.size(), "context-mixing row") {
     if (groups.empty()) throw InvalidInput("a context mixer needs at least one row");
     if (bits.empty()) throw InvalidInput("a context mixer needs at least one group");
@@ -481,23 +623,45 @@ class ContextMixer {
       group_[r] = static_cast<std::size_t>(groups[r]);
     }
     Params p;
+    p.kind = kind;
     for (int b : bits) {
       p.table_bits = b;
       p.validate();
     }
+    if (max_len > (std::size_t{1} << 24)) throw InvalidInput("max_len must be at most 2^24 bytes");
+    if (!states.empty() && states.size() != bits.size())
+      throw InvalidInput("states: " + std::to_string(states.size()) + " given for " + std::to_string(bits.size()) +
+                         " groups");
     models_.reserve(bits.size());
-    for (int b : bits) {
-      p.table_bits = b;
-      models_.emplace_back(p);
+    for (std::size_t g = 0; g < bits.size(); ++g) {
+      if (g < states.size() && states[g]) {
+        if (states[g]->model.params().kind != kind)
+          throw InvalidInput("states[" + std::to_string(g) + "] is of kind " +
+                             std::to_string(states[g]->model.params().kind) + ", not " + std::to_string(kind));
+        if (states[g]->model.params().table_bits != bits[g])
+          throw InvalidInput("states[" + std::to_string(g) + "] has table_bits " +
+                             std::to_string(states[g]->model.params().table_bits) + ", group " + std::to_string(g) +
+                             " needs " + std::to_string(bits[g]));
+        for (std::size_t h = 0; h < g; ++h)
+          if (models_[h] == states[g]) throw InvalidInput("states[" + std::to_string(g) + "] is given twice");
+        models_.push_back(states[g]);
+      } else {
+        p.table_bits = bits[g];
+        models_.push_back(std::make_shared<State>(p));
+      }
     }
+    for (std::size_t r = 0; r < ctx_.size(); ++r) models_[group_[r]]->model.attach(ctx_[r], max_len);
   }
+
+  // Group g's state (to continue in a later wave).
+  std::shared_ptr<State> state(std::size_t g) const { return models_.at(g); }
 
   std::size_t n_rows() const { return ctx_.size(); }
   std::size_t n_groups() const { return models_.size(); }
-  int table_bits(std::size_t g) const { return models_.at(g).params().table_bits; }
+  int table_bits(std::size_t g) const { return models_.at(g)->model.params().table_bits; }
   std::size_t nbytes() const {
     std::size_t n = ctx_.size() * (sizeof(RowCtx) + sizeof(std::size_t));
-    for (const Model& m : models_) n += m.params().row_bytes();
+    for (const auto& m : models_) n += m->model.params().row_bytes();
     return n;
   }
 
@@ -508,12 +672,13 @@ class ContextMixer {
               const std::int64_t* rows, const std::int64_t* match, const std::uint32_t* q) {
     prepare(w, m, V, rows, match, q, enc.precision());
     enc.check_rows(rows, m);
-    for (const Model& md : models_) md.warm();
+    const Claim claim(models_);
+    for (const auto& md : models_) md->model.warm();
     for (std::size_t k = 0; k < m; ++k) detail::check_symbol(symbols[k], V, k);
     for (std::size_t k = 0; k < m; ++k) {
       const std::size_t i = detail::stream_of(rows, k);
       RowCtx& r = ctx_[i];
-      Model& model_ = models_[group_[i]];
+      Model& model_ = models_[group_[i]]->model;
       rc::EncoderStream& st = enc.stream(rows, k);
       const std::uint32_t* cdf = &cdf_[k * 257];
       const int s = static_cast<int>(symbols[k]);
@@ -536,11 +701,12 @@ class ContextMixer {
               const std::int64_t* rows, const std::int64_t* match, const std::uint32_t* q) {
     prepare(w, m, V, rows, match, q, dec.precision());
     dec.check_rows(rows, m);
-    for (const Model& md : models_) md.warm();
+    const Claim claim(models_);
+    for (const auto& md : models_) md->model.warm();
     for (std::size_t k = 0; k < m; ++k) {
       const std::size_t i = detail::stream_of(rows, k);
       RowCtx& r = ctx_[i];
-      Model& model_ = models_[group_[i]];
+      Model& model_ = models_[group_[i]]->model;
       rc::DecoderStream& st = dec.stream(rows, k);
       const std::uint32_t* cdf = &cdf_[k * 257];
       int lo = 0, hi = 256;
@@ -558,9 +724,10 @@ class ContextMixer {
   void feed(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows) {
     checker_.check(rows, m);
     for (std::size_t k = 0; k < m; ++k) detail::check_symbol(symbols[k], 256, k);
+    const Claim claim(models_);
     for (std::size_t k = 0; k < m; ++k) {
       const std::size_t i = detail::stream_of(rows, k);
-      models_[group_[i]].feed(ctx_[i], static_cast<int>(symbols[k]));
+      models_[group_[i]]->model.feed(ctx_[i], static_cast<int>(symbols[k]));
     }
   }
 
@@ -579,7 +746,32 @@ class ContextMixer {
     }
   }
 
-  std::vector<Model> models_;
+  // Marks every state busy for one call (InvalidInput if another call holds one).
+  class Claim {
+   public:
+    explicit Claim(const std::vector<std::shared_ptr<State>>& s) : s_(s) {
+      for (; n_ < s_.size(); ++n_) {
+        bool idle = false;
+        if (!s_[n_]->busy.compare_exchange_strong(idle, true)) {
+          release();
+          throw InvalidInput("a context-mixing state is in use by another call (states are not thread-safe)");
+        }
+      }
+    }
+    ~Claim() { release(); }
+    Claim(const Claim&) = delete;
+    Claim& operator=(const Claim&) = delete;
+
+   private:
+    void release() {
+      for (std::size_t i = 0; i < n_; ++i) s_[i]->busy.store(false);
+      n_ = 0;
+    }
+    const std::vector<std::shared_ptr<State>>& s_;
+    std::size_t n_ = 0;
+  };
+
+  std::vector<std::shared_ptr<State>> models_;
   std::vector<RowCtx> ctx_;
   std::vector<std::size_t> group_;
   detail::RowChecker checker_;

@@ -1,6 +1,6 @@
 """Type stubs for the native module pyllmcodec._core (see pyllmcodec.core)."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -115,8 +115,20 @@ class MatchMixer:
     def push(self, symbols: _IntArray, rows: _IntArray | None = None) -> None: ...
     def feed(self, symbols: _IntArray, rows: _IntArray | None = None) -> None: ...
 
+class CmState:
+    def __init__(self, table_bits: int, kind: int = 1) -> None: ...
+    @property
+    def table_bits(self) -> int: ...
+    @property
+    def kind(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    def copy(self) -> CmState: ...
+
 class ContextMixer:
-    def __init__(self, groups: _IntArray, table_bits: _IntArray) -> None: ...
+    def __init__(self, groups: _IntArray, table_bits: _IntArray,
+                 states: Sequence[CmState | None] | None = None, kind: int = 1, max_len: int = 0) -> None: ...
+    def state(self, g: int) -> CmState: ...
     @property
     def n_rows(self) -> int: ...
     @property
@@ -150,6 +162,9 @@ def cm_trace(
     table_bits: int = 16,
     limit: int = 255,
     lr: int = 8,
+    wave: int = 0,
+    keep: bool = False,
+    kind: int = 1,
 ) -> npt.NDArray[np.uint16]: ...
 
 class IntLMState:
