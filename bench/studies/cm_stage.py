@@ -32,6 +32,7 @@ FILES = {
     "lcet10": "canterbury/lcet10.txt",
     "plrabn12": "canterbury/plrabn12.txt",
     "linux-doc-1MiB": "linux-doc/linux-doc-6.1-10MiB.txt",
+    "linux-doc-10MiB": "linux-doc/linux-doc-6.1-10MiB.txt",
 }
 
 
@@ -83,8 +84,8 @@ def record(data: bytes) -> list[tuple[np.ndarray, np.ndarray]]:
     waves: list[Any] = []
     real = core.BatchEncoder
     core.BatchEncoder = lambda batch, **kw: _Recorder(real(batch, **kw), batch, core, waves)  # type: ignore[misc]
-    try:
-        pyllmcodec.compress(data)
+    try:  # the stage's own chunking, coded without it (the recorder stands in for its coder)
+        pyllmcodec.compress(data, cm=False, chunk_size=pyllmcodec.Compressor().chunk_size_for(len(data)))
     finally:
         core.BatchEncoder = real  # type: ignore[misc]
     out = []
@@ -101,8 +102,8 @@ def cached(name: str, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
     f = d / f"{name}-{limit}.npz"
     if f.exists():
         z = np.load(f)
-        offs = z["offsets"]
-        return [(z["p"][a:b], z["s"][a:b]) for a, b in zip(offs[:-1], offs[1:])]
+        offs, p, s = z["offsets"], z["p"], z["s"]  # each z[...] reads the file again: once
+        return [(p[a:b], s[a:b]) for a, b in zip(offs[:-1], offs[1:])]
     corpora = Path(os.environ.get("PYLLMCODEC_CORPUS_DIR", Path.home() / ".cache/pyllmcodec/corpora"))
     data = (corpora / FILES.get(name, name)).read_bytes()
     data = data[:limit] if limit else data
@@ -121,8 +122,10 @@ def cost(p1: np.ndarray, sym: np.ndarray) -> float:
 
 def run(chunks: list[tuple[np.ndarray, np.ndarray]], mode: str, **kw: int) -> tuple[float, float, int]:
     """(model bits, stage bits, bytes); ``mode``: ``independent`` (a state
-    per chunk), ``shared`` (one state for the wave's chunks, which take turns
-    byte by byte) or ``sequential`` (one state, chunk after chunk)."""
+    per chunk), ``shared`` (one state for all chunks, which take turns
+    byte by byte), ``waves`` (the codec: a fresh shared state per wave of 32
+    chunks), ``long`` (one shared state carried from wave to wave) or
+    ``sequential`` (one state, chunk after chunk)."""
     from pyllmcodec import _core as core
 
     n = sum(len(s) for _, s in chunks)
@@ -132,7 +135,9 @@ def run(chunks: list[tuple[np.ndarray, np.ndarray]], mode: str, **kw: int) -> tu
     offs = np.cumsum([0] + [len(s) for _, s in chunks])
     if mode == "sequential":
         offs = np.array([0, n])
-    stage = cost(core.cm_trace(P, S, offs, shared=mode == "shared", **kw), S)
+    if mode in ("waves", "long"):
+        kw = {"wave": 32, "keep": mode == "long", **kw}
+    stage = cost(core.cm_trace(P, S, offs, shared=mode in ("shared", "waves", "long"), **kw), S)
     return model, stage, n
 
 
@@ -167,18 +172,21 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", default="alice29,linux-doc-1MiB")
     ap.add_argument("--limit", type=int, default=1048576, help="the first N bytes of each file (0: all)")
-    ap.add_argument("--mode", default="independent", help="independent, shared or sequential (comma-separated)")
+    ap.add_argument("--mode", default="independent", help="independent, shared, waves, long or sequential (comma-separated)")
     ap.add_argument("--sweep", default="", help="NAME=v1,v2,... : one row per value of a cm_trace parameter")
+    ap.add_argument("--set", default="table_bits=22",
+                    help="NAME=v,NAME=v,... : cm_trace parameters every row uses (default: table_bits=22, the codec's)")
     ap.add_argument("--archives", action="store_true",
                     help="whole archives per file instead: zpaq -m5, the default model without and with the stage")
     a = ap.parse_args(argv)
     if a.archives:
         archives(a.files.split(","), a.limit)
         return 0
-    runs: list[dict[str, int]] = [{}]
+    fixed = {k: int(v) for k, v in (kv.split("=") for kv in a.set.split(",") if kv)}
+    runs: list[dict[str, int]] = [dict(fixed)]
     if a.sweep:
         name, vals = a.sweep.split("=")
-        runs = [{name: int(v)} for v in vals.split(",")]
+        runs = [{**fixed, name: int(v)} for v in vals.split(",")]
     print("| file | bytes | setting | model | stage | change |\n|---|---:|---|---:|---:|---:|")
     for name in a.files.split(","):
         chunks = cached(name, a.limit)
