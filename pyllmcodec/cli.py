@@ -190,6 +190,10 @@ def _parser() -> argparse.ArgumentParser:
     pc.add_argument("--no-cm", dest="cm", action="store_const", const=False, default=None,
                     help="do not code through the context-mixing stage (default: use it where the model can, "
                     "the exact byte-level models; docs/FORMAT.md section 4f)")
+    pc.add_argument("--long", nargs="?", type=int, const=True, default=False, metavar="WAVES",
+                    help="the context-mixing stage's long mode, as zstd's --long: each wave learns from the "
+                    "archive's earlier waves too (smaller on inputs of several waves; random access then "
+                    "decodes from the start of a group of WAVES waves, default 16; docs/FORMAT.md section 4f)")
     pc.add_argument("--verify", action="store_true", help="decode every wave after coding it and compare")
     pc.add_argument("--no-eol", dest="eol", action="store_false",
                     help="code CR LF line endings as they are (default: model-code CR LF text as LF, "
@@ -623,7 +627,7 @@ def _cmd_compress(args: Any) -> int:
             args.model or DEFAULT_MODEL, device=args.device, backend=args.backend, threads=args.threads,
             chunk_size=args.chunk_size, batch_size=args.batch_size, verify=args.verify, eol=args.eol,
             prime=args.prime, mixer=args.mixer, context=args.context, max_memory=args.max_memory,
-            level=args.level, dictionary=_read_dictionary(args), cm=args.cm,
+            level=args.level, dictionary=_read_dictionary(args), cm=args.cm, long=args.long,
         )
     except ValueError as exc:
         raise _Fail(str(exc), EXIT_USAGE) from None

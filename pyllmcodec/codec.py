@@ -29,7 +29,7 @@ import threading
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeAlias, Union, cast, overload
 
 import numpy as np
@@ -78,7 +78,7 @@ from .geometry import Geometry, Plan, cut, is_int
 from .io import ArchiveFile, CompressObj, DecompressObj, Readable, bytes_view, file_bytes
 from .methods import METHODS, choose, model_inputs, unpack
 from .models import cached_model_names, load_model, shipped_model_name
-from .scheduler import Progress, plan_waves, wave_bytes
+from .scheduler import CmChain, Progress, cm_bytes, plan_waves, wave_bytes
 from .session import Session, bind_frame, check_codable, check_model, model_id, session_for
 
 if TYPE_CHECKING:  # a bytes-like object: bytes, bytearray, memoryview, array, mmap, numpy arrays
@@ -274,6 +274,13 @@ class Compressor(_LazyInit):
     (default) uses it where the model can run it (the exact byte-level
     models on the CPU), ``False`` never, ``True`` requires it.  With it a
     wave's chunks decode together: random access reads whole waves.
+    ``long``: the stage's long mode, as zstd's ``--long`` (docs/FORMAT.md
+    section 4f): a wave learns from the archive's earlier waves too (its
+    state carries from wave to wave), smaller on inputs of several waves
+    (64 MiB+ of waves of 2 MiB); ``True`` carries it across groups of 16 waves, an
+    int ``n`` (2..) across groups of ``n``; random access then decodes from the
+    start of the chunk's group, and decoding keeps one state per archive.
+    Full archives only (not ``frame="compact"``).
     ``max_memory``: the memory a wave may take (default 4 GiB, the
     decoder's default too, so that the default decoder reads what this
     writes); a ``batch_size`` whose waves could need more is refused here.
@@ -306,6 +313,7 @@ class Compressor(_LazyInit):
         dictionary: Buffer | Dictionary | None = None,
         frame: Frame = "full",
         cm: bool | None = None,
+        long: bool | int = False,
     ) -> None:
         #: the arguments, for pickling (a process pool, Ray): a registered name reloads there
         self._args = _arguments(locals())
@@ -317,14 +325,18 @@ class Compressor(_LazyInit):
         #: the options resolved against the model (pyllmcodec.geometry)
         self.plan = Plan.resolve(self.model, chunk_size=chunk_size, batch_size=batch_size, precision=precision,
                                  prime=prime, context=context, mixer=mixer, level=level,
-                                 dictionary=as_dictionary(dictionary), cm=cm)
+                                 dictionary=as_dictionary(dictionary), cm=cm, long=long)
+        if self.plan.cm_long and frame != "full":
+            raise ValueError("long needs full archives (frame='full'): a compact frame is one wave's record")
         if fallback not in ("deflate", "stored"):
             raise ValueError("fallback must be 'deflate' or 'stored'")
         self.max_memory = _check_limit("max_memory", max_memory)
         longest = self.plan.chunk_size_for(1 << 62 if self.plan.auto_chunk else None)
         longest = min(longest, MAX_BYTE_CHUNK_SIZE)
-        need = wave_bytes(self.model, self.plan.batch_size, longest, self.plan.context,
-                          cm_table_bits(longest * self.plan.batch_size) if self.plan.cm else 0)
+        bits = cm_table_bits(longest * self.plan.batch_size) if self.plan.cm else 0
+        # the long mode keeps a state beside the wave's working copy
+        need = (wave_bytes(self.model, self.plan.batch_size, longest, self.plan.context, bits)
+                + (cm_bytes(bits, 0) if self.plan.cm_long else 0))
         if self.max_memory is not None and need > self.max_memory:
             raise ValueError(
                 f"batch_size={self.plan.batch_size} makes waves of up to {need / 2**20:.0f} MiB with model "
@@ -396,8 +408,11 @@ class Compressor(_LazyInit):
     # ---------------------------------------------------------- the wave coder (pyllmcodec.io.WaveCoder)
 
     def geometry_for(self, size: int | None) -> Geometry:
-        """The geometry of an archive of ``size`` input bytes (None: unknown)."""
-        return self.plan.for_size(size)
+        """The geometry of an archive of ``size`` input bytes (None: unknown);
+        a compact frame codes through the stage's first kind, cm1 (frames do
+        not record the kind: docs/FORMAT.md section 11a)."""
+        g = self.plan.for_size(size)
+        return replace(g, cm_kind=1) if self.frame == "compact" else g
 
     def session(self, geometry: Geometry) -> Session:
         """The model session at ``geometry`` (its probe digests cached while the model lives)."""
@@ -461,7 +476,8 @@ class Compressor(_LazyInit):
 
     def code_wave(self, chunks: Sequence[memoryview], geometry: Geometry,
                   progress: Progress | None = None,
-                  owners: Sequence[int] | None = None) -> list[tuple[ChunkEntry, Any]]:
+                  owners: Sequence[int] | None = None, chain: CmChain | None = None,
+                  at: dict[int, int] | None = None) -> list[tuple[ChunkEntry, Any]]:
         """Code one wave (chunk k at row k): the model codes what it can
         (:func:`pyllmcodec.methods.model_inputs`), then each chunk keeps its
         smallest form (:func:`pyllmcodec.methods.choose`).  Through the
@@ -469,7 +485,11 @@ class Compressor(_LazyInit):
         one) learn from each other, so the decoder must run exactly the rows
         that keep the model's form: a chunk that falls back to another form
         is dropped and the wave coded again without it (rare on text: a
-        wave of random bytes drops every row at once)."""
+        wave of random bytes drops every row at once).  In the long mode
+        ``chain`` holds each owner's state and ``at[owner]`` is the block of
+        that archive this wave writes: the wave continues copies of the
+        states (a dropped row codes the wave again from the same ones) and
+        the chain takes the wave's end states."""
         batch = len(chunks)
         raws = [bytes(c) for c in chunks]
         inputs = model_inputs(raws, eol_methods=self.eol, tokenizer=self.model.tokenizer,
@@ -481,8 +501,18 @@ class Compressor(_LazyInit):
         if progress is not None and n_sym:  # report input bytes: symbols scaled (tokens, stripped CRs)
             progress = _scaled_progress(progress, sum(len(r) for r in raws) / n_sym)
         raw_lens = [len(r) for r in raws]
+        keys = sorted(set(owners or [0]))
+        if chain is not None and (at is None or not set(keys) <= set(at)):
+            raise ValueError("the long mode's chain needs at[owner], each owner's block index")
+        end: dict[int, Any] | None = None
         while True:
-            coded = runner.encode_wave(batch, range(batch), symbols, progress, groups=owners, raw_lens=raw_lens)
+            start = None
+            if chain is not None:
+                assert at is not None
+                start = {o: st.copy() for o in keys if (st := chain.begin(o, at[o])) is not None}
+                end = {}
+            coded = runner.encode_wave(batch, range(batch), symbols, progress, groups=owners, raw_lens=raw_lens,
+                                       cm_start=start, cm_end=end)
             out: list[tuple[ChunkEntry, Any]] = []
             for row, (raw, (m, _), p) in enumerate(zip(chunks, inputs, coded)):
                 method, best = choose(raw, m, None if not len(symbols[row]) else p, self.fallback)
@@ -493,19 +523,25 @@ class Compressor(_LazyInit):
             for k in dropped:
                 symbols[k] = empty
             progress = None  # the rows were reported once
-        if self.verify:
-            self._verify_wave(batch, chunks, out, geometry, owners)
+        if self.verify:  # from the states the wave started with (the originals: the chain moves on below)
+            self._verify_wave(batch, chunks, out, geometry, owners,
+                              None if chain is None or at is None else
+                              {o: st for o in keys if (st := chain.begin(o, at[o])) is not None})
+        if chain is not None and at is not None and end is not None:
+            for o, st in end.items():
+                chain.end(o, at[o], st)
         return out
 
     def _verify_wave(self, batch: int, chunks: Sequence[memoryview], coded: list[tuple[ChunkEntry, Any]],
-                     geometry: Geometry, owners: Sequence[int] | None = None) -> None:
+                     geometry: Geometry, owners: Sequence[int] | None = None,
+                     cm_start: dict[int, Any] | None = None) -> None:
         model_rows = [(e, p) for e, p in coded if METHODS[e.method].model]
         if model_rows:
             got = self.session(geometry).decode_rows(batch, [e.row for e, _ in model_rows],
                                                      [e.method for e, _ in model_rows],
                                                      [e.raw_len for e, _ in model_rows], [p for _, p in model_rows],
                                                      groups=None if owners is None else
-                                                     [owners[e.row] for e, _ in model_rows])
+                                                     [owners[e.row] for e, _ in model_rows], cm_start=cm_start)
             for (e, _), data in zip(model_rows, got):
                 if data != bytes(chunks[e.row]):
                     raise CodecError(
@@ -542,15 +578,22 @@ class Compressor(_LazyInit):
             geometry = self.geometry_for(sum(len(v) for v in views))
         else:
             geometry = self._headerless_geometry(params)
+        if geometry.cm_long and (params is not None or self.frame != "full"):
+            raise ValueError("long needs full archives: not headerless or compact frames")
         owned: list[tuple[int, memoryview]] = []
         for i, v in enumerate(views):
             owned.extend((i, c) for c in self.cut(v, geometry))
         waves = plan_waves(len(owned), geometry.batch_size)
         probe_batch = waves[0][1] if waves else 1
         blocks: list[list[tuple[int, list[ChunkEntry], list[Any]]]] = [[] for _ in views]
+        chain = CmChain(geometry.cm_long) if geometry.cm_long else None
         for start, batch in waves:
             wave = owned[start : start + batch]
-            coded = self.code_wave([c for _, c in wave], geometry, owners=[o for o, _ in wave])
+            coded = self.code_wave([c for _, c in wave], geometry, owners=[o for o, _ in wave], chain=chain,
+                                   at={o: len(blocks[o]) for o, _ in wave})
+            if chain is not None:  # the archives that ended in this wave (all but its last) let go of their states
+                for o in {o for o, _ in wave} - {wave[-1][0]}:
+                    chain.drop(o)
             k = 0
             while k < batch:  # one block per archive present in this wave
                 owner = wave[k][0]
@@ -593,7 +636,7 @@ class Compressor(_LazyInit):
                 "frame must be written with the model, options and numerics its params name; make them with "
                 "frame_params() of a Compressor with the same options"
             )
-        return self.geometry_for(None)
+        return replace(self.geometry_for(None), cm_kind=1)  # frames code through cm1
 
     def compressobj(self, size: int | None = None) -> CompressObj:
         """An incremental compressor (``compress(data) -> bytes``,
@@ -643,6 +686,10 @@ class _Job:
     raw_lens: list[int] = field(default_factory=list)
     payloads: list[Any] = field(default_factory=list)
     targets: list[tuple[int, int]] = field(default_factory=list)  # (archive, chunk)
+    #: the long mode: the states the archives' blocks continue, and where their end states go
+    cm_start: dict[int, Any] = field(default_factory=dict)
+    cm_end: dict[int, Any] = field(default_factory=dict)
+    cm_at: dict[int, int] = field(default_factory=dict)  # archive -> its block in this job
 
     def add(self, e: ChunkEntry, payload: Any, target: tuple[int, int]) -> None:
         self.rows.append(e.row)
@@ -653,7 +700,8 @@ class _Job:
 
     def run(self, progress: Progress | None = None) -> list[bytes]:
         return self.session.decode_rows(self.batch, self.rows, self.methods, self.raw_lens, self.payloads, progress,
-                                        groups=[a for a, _ in self.targets])
+                                        groups=[a for a, _ in self.targets], cm_start=self.cm_start,
+                                        cm_end=self.cm_end)
 
 
 def _crc_message(index: int, start: int | None) -> str:
@@ -805,16 +853,32 @@ class Decompressor(_LazyInit):
     # ---------------------------------------------------------- the block decoder (pyllmcodec.io.BlockDecoder)
 
     def decode_block(self, header: Header, block: Block, payloads: Sequence[Any],
-                     progress: Progress | None = None) -> list[bytes]:
+                     progress: Progress | None = None, *, chain: CmChain | None = None,
+                     index: int | None = None) -> list[bytes]:
         """The chunks of one block of an archive with ``header`` (its payloads
-        given), each checked against its CRC-32: the streaming reader's step."""
+        given), each checked against its CRC-32: the streaming reader's step.
+        An archive in the context-mixing stage's long mode (header key
+        ``cm.long``) decodes its blocks in order: ``chain`` (a
+        :class:`~pyllmcodec.scheduler.CmChain` of the header's period, one
+        per archive) carries the state and ``index`` is the block's place in
+        the archive; start at a group's first block (a multiple of the period)."""
         model_k = [k for k, e in enumerate(block.entries) if METHODS[e.method].model]
         decoded: dict[int, bytes] = {}
+        period = header.cm_long
+        if period and (chain is None or index is None or chain.period != period):
+            raise ValueError(f"this archive is in the long mode (cm.long = {period}): its blocks decode in order, "
+                             f"with chain=CmChain({period}) and each block's index=")
         if model_k:
             job = self._job(header, block)
+            if chain is not None and index is not None and period:
+                st = chain.begin(0, index)
+                if st is not None:
+                    job.cm_start[0] = st
             for k in model_k:
                 job.add(block.entries[k], payloads[k], (0, k))
             decoded = dict(zip(model_k, job.run(progress)))
+            if chain is not None and index is not None and period:
+                chain.end(0, index, job.cm_end[0])
         out = []
         for k, e in enumerate(block.entries):
             index = block.first_chunk + k
@@ -879,13 +943,29 @@ class Decompressor(_LazyInit):
                     raise ChecksumError(f"record {owners[a]}: {exc}") from None
                 raise
 
+        chains: dict[int, CmChain] = {}  # the long mode's states, per archive
+
         def run(job: _Job) -> None:
             for (a, c), chunk in zip(job.targets, job.run()):
                 place(a, c, chunk)
+            for a, bi in job.cm_at.items():
+                if a in job.cm_end:
+                    chains[a].end(a, bi, job.cm_end[a])
+
+        def flush(a: int) -> None:
+            """Run the open jobs holding archive ``a``'s blocks (the long mode: its next block continues them)."""
+            for lst in open_jobs.values():
+                for j in [j for j in lst if a in j.cm_at]:
+                    lst.remove(j)
+                    run(j)
+                    jobs.remove(j)
 
         for a, ix in enumerate(indexes):
             sess: Session | None = None
-            for block in ix.blocks:
+            period = ix.header.cm_long
+            if period:
+                chains[a] = CmChain(period)
+            for bi, block in enumerate(ix.blocks):
                 model_k = [k for k, e in enumerate(block.entries) if METHODS[e.method].model]
                 for k, e in enumerate(block.entries):
                     if not METHODS[e.method].model:
@@ -904,6 +984,8 @@ class Decompressor(_LazyInit):
                         if fp is not None:
                             by_params[fp] = sess
                 rows = {block.entries[k].row for k in model_k}
+                if period:
+                    flush(a)
                 jkey = (id(sess), block.batch)
                 # through the context-mixing stage an archive's rows learn from each other: two of its
                 # waves never share a job (other archives' waves may: each archive is its own group)
@@ -916,10 +998,18 @@ class Decompressor(_LazyInit):
                     jobs.append(job)
                 for k in model_k:
                     job.add(block.entries[k], ix.payload(block, k), (a, block.first_chunk + k))
+                if period:
+                    job.cm_at[a] = bi
+                    st = chains[a].begin(a, bi)
+                    if st is not None:
+                        job.cm_start[a] = st
                 if len(job.rows) == job.batch:  # full: run it now, free its payload refs
                     open_jobs[jkey].remove(job)
                     run(job)
                     jobs.remove(job)
+            if period:  # its last block decoded, the archive lets go of its state
+                flush(a)
+                del chains[a]
         for job in jobs:
             run(job)
         for a, (ix, out) in enumerate(zip(indexes, outs)):
@@ -945,6 +1035,18 @@ class Decompressor(_LazyInit):
         if not 0 <= start <= stop <= ix.n_chunks:
             raise IndexError(f"chunk range {start}..{stop} outside 0..{ix.n_chunks}")
         pieces: dict[int, bytes] = {}
+        period = ix.header.cm_long
+        if period and start < stop:  # the long mode: decode from the first block of the chunks' group on
+            chain = CmChain(period)
+            b0, b1 = ix.locate(start)[0], ix.locate(stop - 1)[0]
+            for b in range(b0 - b0 % period, b1 + 1):
+                block = ix.blocks[b]
+                chunks = self.decode_block(ix.header, block, [ix.payload(block, k) for k in range(len(block.entries))],
+                                           chain=chain, index=b)
+                for k, chunk in enumerate(chunks):
+                    if start <= block.first_chunk + k < stop:
+                        pieces[block.first_chunk + k] = chunk
+            return b"".join(pieces[c] for c in range(start, stop))
         i = start
         while i < stop:
             bi, k0 = ix.locate(i)
@@ -1029,6 +1131,7 @@ def compress(
     prime: int | None = None,
     mixer: bool | None = None,
     cm: bool | None = None,
+    long: bool | int = False,
     context: int | None = None,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     level: int | None = None,
@@ -1045,7 +1148,8 @@ def compress(
     return Compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
-        mixer=mixer, cm=cm, context=context, max_memory=max_memory, level=level, dictionary=dictionary, frame=frame,
+        mixer=mixer, cm=cm, long=long, context=context, max_memory=max_memory, level=level, dictionary=dictionary,
+        frame=frame,
     ).compress(data)
 
 
@@ -1065,6 +1169,7 @@ def compress_batch(
     prime: int | None = None,
     mixer: bool | None = None,
     cm: bool | None = None,
+    long: bool | int = False,
     context: int | None = None,
     max_memory: int | None = DEFAULT_MAX_MEMORY,
     level: int | None = None,
@@ -1076,7 +1181,8 @@ def compress_batch(
     return Compressor(
         model, device=device, backend=backend, threads=threads, chunk_size=chunk_size,
         batch_size=batch_size, precision=precision, fallback=fallback, verify=verify, eol=eol, prime=prime,
-        mixer=mixer, cm=cm, context=context, max_memory=max_memory, level=level, dictionary=dictionary, frame=frame,
+        mixer=mixer, cm=cm, long=long, context=context, max_memory=max_memory, level=level, dictionary=dictionary,
+        frame=frame,
     ).compress_batch(buffers)
 
 

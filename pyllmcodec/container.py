@@ -37,7 +37,8 @@ from itertools import accumulate
 from typing import Any, NamedTuple, Protocol
 
 from .constants import (
-    CM_KIND,
+    CM_KINDS,
+    CM_MAX_LONG,
     CM_MAX_TABLE_BITS,
     CM_MIN_TABLE_BITS,
     ENTRY_FULL_CHUNK,
@@ -174,6 +175,19 @@ class Header:
         d = self.meta.get("dictionary")
         return None if d is None else str(d["sha256"])
 
+    @property
+    def cm_kind(self) -> int:
+        """The context-mixing stage's kind (FORMAT.md section 4f): 1 (cm1), 2 (cm2), 0 when none."""
+        cm = self.meta.get("cm")
+        return 0 if cm is None else CM_KINDS[str(cm["kind"])]
+
+    @property
+    def cm_long(self) -> int:
+        """The context-mixing stage's long mode: blocks per group whose state
+        carries from block to block (FORMAT.md section 4f), 0 when off."""
+        cm = self.meta.get("cm")
+        return 0 if cm is None else int(cm.get("long", 0))
+
     # typed views of the validated metadata
     @property
     def model_name(self) -> str:
@@ -301,7 +315,7 @@ def _get_uvarint(buf: bytes | memoryview, pos: int, end: int, what: str) -> tupl
 def cm_table_bits(wave_bytes: int) -> int:
     """The context-mixing stage's table_bits a writer picks for waves of at
     most ``wave_bytes`` bytes: ``bit_length(wave_bytes) + 4``, clamped to
-    12..22 (at least one bucket of 16 counters per coded byte, and 144 MiB
+    12..22 (at least one bucket of 16 counters per coded byte, and 176 MiB
     at 22; bench/studies/cm_stage.py: alice29 1.899 at 20, 1.877 at 22).
     The header records this for the archive's largest wave; each archive's
     rows in a wave get :func:`cm_table_bits` of their own bytes, at most that."""
@@ -338,7 +352,7 @@ def build_meta(
     longer than the context, where it is required; ``mixer`` (``{"kind",
     "digest"}``) when the chunks go through the match model; ``context`` (the
     segments' length) when it is shorter than the model's context and chunks
-    are longer than it; ``cm`` (``{"kind", "table_bits"}``) when the chunks
+    are longer than it; ``cm`` (``{"kind", "table_bits"[, "long"]}``) when the chunks
     go through the context-mixing stage."""
     meta = {
         "model": {
@@ -372,7 +386,8 @@ def build_meta(
     if dictionary is not None:
         meta["dictionary"] = {"sha256": str(dictionary["sha256"]), "size": int(dictionary["size"])}
     if cm is not None:
-        meta["cm"] = {"kind": str(cm["kind"]), "table_bits": int(cm["table_bits"])}
+        meta["cm"] = {"kind": str(cm["kind"]), "table_bits": int(cm["table_bits"]),
+                      **({"long": int(cm["long"])} if cm.get("long") else {})}
     return meta
 
 
@@ -512,12 +527,14 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
         need(is_hex(mixer["digest"], 16), "mixer.digest (16 hex digits)")
     cm = meta.get("cm")
     if cm is not None:  # the context-mixing stage (FORMAT.md section 4f)
-        need(isinstance(cm, dict) and set(cm) == {"kind", "table_bits"}, "cm (must be {kind, table_bits})")
-        need(cm["kind"] == CM_KIND,
-             f"cm.kind {str(cm['kind'])[:32]!r} is not {CM_KIND!r}, the only context-mixing stage this "
+        need(isinstance(cm, dict) and set(cm) in ({"kind", "table_bits"}, {"kind", "table_bits", "long"}),
+             "cm (must be {kind, table_bits} or {kind, table_bits, long})")
+        need(isinstance(cm["kind"], str) and cm["kind"] in CM_KINDS,
+             f"cm.kind {str(cm['kind'])[:32]!r} is not one of {sorted(CM_KINDS)}, the context-mixing stages this "
              "pyllmcodec runs (upgrade pyllmcodec)")
         need(is_int(cm["table_bits"], CM_MIN_TABLE_BITS, CM_MAX_TABLE_BITS),
              f"cm.table_bits ({CM_MIN_TABLE_BITS}..{CM_MAX_TABLE_BITS})")
+        need("long" not in cm or is_int(cm["long"], 2, CM_MAX_LONG), f"cm.long (2..{CM_MAX_LONG})")
         need(meta.get("tokenizer") is None, "cm (byte-level archives only)")
     dic = meta.get("dictionary")
     if dic is not None:  # every chunk primed with these bytes (FORMAT.md section 4d)

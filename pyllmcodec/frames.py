@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .constants import (
-    CM_KIND,
     FRAME_ID_LEN,
     FRAME_MAGIC,
     MAGIC,
@@ -290,7 +289,7 @@ class FrameParams:
         if self.dictionary is not None:
             meta["dictionary"] = {"sha256": self.dictionary.hex(), "size": self.dictionary_size}
         if self.cm:
-            meta["cm"] = {"kind": CM_KIND, "table_bits": cm_table_bits(self.chunk_size * self.batch_size)}
+            meta["cm"] = {"kind": "cm1", "table_bits": cm_table_bits(self.chunk_size * self.batch_size)}  # frames: cm1
         return Header(version=2, meta=meta, size=size, frame=self)
 
 

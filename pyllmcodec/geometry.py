@@ -31,7 +31,8 @@ from typing import Any
 from . import core
 from .backends.base import StepModel
 from .constants import (
-    CM_KIND,
+    CM_LONG_PERIOD,
+    CM_MAX_LONG,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PRIME,
@@ -123,6 +124,11 @@ class Geometry:
     dictionary: Dictionary | None = None
     #: the context-mixing stage's table_bits (docs/FORMAT.md section 4f); 0: no stage
     cm_bits: int = 0
+    #: the long mode's period (header key ``cm.long``): an archive's stage
+    #: state carries across groups of this many blocks; 0: every wave fresh
+    cm_long: int = 0
+    #: the stage's kind (``CM_KINDS``: 1 cm1, 2 cm2); full archives write 2, frames 1
+    cm_kind: int = 2
 
     @property
     def session_key(self) -> tuple[Any, ...]:
@@ -131,7 +137,8 @@ class Geometry:
         digest = None if self.mixer is None else self.mixer.digest
         return (self.precision, self.pad, self.prime, self.context, digest,
                 self.chunk_size if self.mixer is not None else 0,
-                None if self.dictionary is None else self.dictionary.sha256, self.cm_bits)
+                None if self.dictionary is None else self.dictionary.sha256, self.cm_bits, self.cm_long,
+                self.cm_kind if self.cm_bits else 0)
 
     def header_fields(self, max_context: int) -> dict[str, Any]:
         """The header keys of this geometry (container.build_meta's arguments):
@@ -146,7 +153,8 @@ class Geometry:
             "mixer": None if self.mixer is None else {"kind": self.mixer.kind, "digest": self.mixer.digest},
             "dictionary": None if self.dictionary is None else {"sha256": self.dictionary.sha256,
                                                                  "size": len(self.dictionary)},
-            "cm": {"kind": CM_KIND, "table_bits": self.cm_bits} if self.cm_bits else None,
+            "cm": None if not self.cm_bits else {"kind": f"cm{self.cm_kind}", "table_bits": self.cm_bits,
+                                                 **({"long": self.cm_long} if self.cm_long else {})},
         }
 
     @classmethod
@@ -160,7 +168,8 @@ class Geometry:
         return cls(chunk_size=header.chunk_size, batch_size=header.batch_size, precision=header.precision,
                    pad=header.pad_token, context=header.context, prime=header.prime,
                    mixer=header_mixer(header, model), dictionary=dictionary if want is not None else None,
-                   cm_bits=header_cm(header, model))
+                   cm_bits=header_cm(header, model), cm_long=header.cm_long,
+                   cm_kind=header.cm_kind or 2)
 
 
 def is_int(x: Any) -> bool:
@@ -201,12 +210,14 @@ class Plan:
     primed: int = 0
     #: code through the context-mixing stage (docs/FORMAT.md section 4f)
     cm: bool = False
+    #: the stage's long mode: its period in blocks (0: off)
+    cm_long: int = 0
 
     @classmethod
     def resolve(cls, model: StepModel, *, chunk_size: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                 precision: int | None = None, prime: int | None = None, context: int | None = None,
                 mixer: bool | None = None, level: int | None = None, dictionary: Dictionary | None = None,
-                cm: bool | None = None) -> Plan:
+                cm: bool | None = None, long: bool | int = False) -> Plan:
         tokens = model.tokenizer is not None
         model_ctx = int(model.max_context)
         if level is not None and (not is_int(level) or not 1 <= level <= 9):
@@ -268,10 +279,18 @@ class Plan:
         if cm and not model_runs_cm(model):
             raise ValueError(f"model {model.name!r} cannot run the context-mixing stage (it needs integer rows over "
                              "bytes, quantized on the host: the exact models on the CPU); pass cm=None or False")
+        runs_cm = model_runs_cm(model) if cm is None else bool(cm)
+        if long is True:
+            long = CM_LONG_PERIOD
+        if long is not False and (not is_int(long) or not 2 <= long <= CM_MAX_LONG):
+            raise ValueError(f"long must be True, False or an int in 2..{CM_MAX_LONG} (waves per group)")
+        if long and not runs_cm:
+            raise ValueError("long needs the context-mixing stage (its state is what carries from wave to wave): "
+                             "an exact byte-level model on the CPU, with cm=None or True")
         return cls(chunk_size=int(chunk_size), batch_size=batch_size, precision=int(precision), pad=int(model.bos),
                    context=ctx, prime=resolved_prime, mixer=None if mixer is False else spec,
                    auto_chunk=auto_chunk, max_context=model_ctx, dictionary=dictionary, primed=primed,
-                   cm=model_runs_cm(model) if cm is None else bool(cm))
+                   cm=runs_cm, cm_long=int(long))
 
     def chunk_size_for(self, size: int | None) -> int:
         """The chunk size for an input of ``size`` bytes (None: unknown): with
@@ -303,7 +322,7 @@ class Plan:
                         context=self.context if segmented else self.max_context,
                         prime=self.prime if segmented else 0, mixer=self.mixer, dictionary=self.dictionary,
                         cm_bits=cm_table_bits(c * self.batch_size if size is None else min(size, c * self.batch_size))
-                        if self.cm else 0)
+                        if self.cm else 0, cm_long=self.cm_long if self.cm else 0)
 
 
 #: no piece of a split cell is shorter than this (a shorter piece that is still

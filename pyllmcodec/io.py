@@ -43,7 +43,7 @@ from .container import (
 from .errors import ChecksumError, OutputLimitError
 from .frames import FrameReader, frame_length, is_frame, open_index, open_reader
 from .geometry import Geometry
-from .scheduler import Progress, plan_waves
+from .scheduler import CmChain, Progress, plan_waves
 
 __all__ = ["ArchiveFile", "BlockDecoder", "CompressObj", "DecompressObj", "StreamDecoder", "StreamEncoder",
            "WaveCoder", "bytes_view", "file_bytes"]
@@ -100,8 +100,9 @@ class WaveCoder(Protocol):
         """The archive header's metadata."""
 
     def code_wave(self, chunks: Sequence[memoryview], geometry: Geometry,
-                  progress: Progress | None = None) -> list[tuple[ChunkEntry, Any]]:
-        """Code one wave; one (entry, payload) per chunk."""
+                  progress: Progress | None = None, owners: Sequence[int] | None = None,
+                  chain: CmChain | None = None, at: dict[int, int] | None = None) -> list[tuple[ChunkEntry, Any]]:
+        """Code one wave; one (entry, payload) per chunk (``chain``, ``at``: the long mode's states)."""
 
 
 class BlockDecoder(Protocol):
@@ -109,8 +110,11 @@ class BlockDecoder(Protocol):
     (:class:`pyllmcodec.codec.Decompressor` has it)."""
 
     def decode_block(self, header: Header, block: Block, payloads: Sequence[Any],
-                     progress: Progress | None = None) -> list[bytes]:
-        """The chunks of one block, each checked against its entry's CRC-32."""
+                     progress: Progress | None = None, *, chain: CmChain | None = None,
+                     index: int | None = None) -> list[bytes]:
+        """The chunks of one block, each checked against its entry's CRC-32
+        (the long mode: ``chain``, the archive's states, and ``index``, the
+        block's place in the archive)."""
 
 
 class StreamEncoder:
@@ -133,6 +137,9 @@ class StreamEncoder:
         self._wave_bytes = coder.batch_size * self.geometry.chunk_size
         #: cut chunks not yet coded (fewer than a wave, plus one cell's pieces)
         self._pending: list[memoryview] = []
+        #: the long mode's states and the blocks written so far
+        self._chain = CmChain(self.geometry.cm_long) if self.geometry.cm_long else None
+        self._blocks = 0
         self.bytes_in = 0
         self.finished = False
 
@@ -161,8 +168,10 @@ class StreamEncoder:
         if self._writer is None:
             self._writer = ArchiveWriter(self._write, self._coder.header_meta(self.geometry, max(len(chunks), 1)))
         if chunks:
-            coded = self._coder.code_wave(chunks, self.geometry, self.progress)
+            coded = self._coder.code_wave(chunks, self.geometry, self.progress, chain=self._chain,
+                                          at={0: self._blocks})
             self._writer.write_block(len(chunks), [e for e, _ in coded], [p for _, p in coded])
+            self._blocks += 1
 
     def flush(self) -> None:
         """Code everything written so far (the held cells, cut into chunks, in
@@ -240,6 +249,8 @@ class DecompressObj:
         self._reader: ArchiveReader | None = None
         self._blocks: Iterator[tuple[Block, list[bytes]]] | None = None
         self._n_chunks = 0
+        self._n_blocks = 0
+        self._chain: CmChain | None = None  # the long mode's state
         self._produced = 0
         self._sha = hashlib.sha256()
         self.eof = False
@@ -315,6 +326,8 @@ class DecompressObj:
             if self._reader is None:
                 self._reader = ArchiveReader(self)
                 self._blocks = self._reader.blocks()
+                period = self._reader.header.cm_long
+                self._chain = CmChain(period) if period else None
                 continue
             assert self._blocks is not None
             try:
@@ -330,9 +343,11 @@ class DecompressObj:
             self._produced += sum(e.raw_len for e in block.entries)
             if self._limit is not None and self._produced > self._limit:
                 raise OutputLimitError(f"the archive decodes to more than max_output_size={self._limit} bytes")
-            for chunk in self._decoder.decode_block(self._reader.header, block, payloads):
+            for chunk in self._decoder.decode_block(self._reader.header, block, payloads, chain=self._chain,
+                                                    index=self._n_blocks):
                 self._sha.update(chunk)
                 out.append(chunk)
+            self._n_blocks += 1
         del self._buf[: self._taken]  # what the parser has read is done with
         self._released -= self._taken
         self._taken = 0
@@ -358,11 +373,14 @@ class StreamDecoder:
         produced = 0
         while reader is not None:  # concatenated archives decode one after the other, as gzip members
             sha = hashlib.sha256()
-            for block, payloads in reader.blocks():
+            period = reader.header.cm_long
+            chain = CmChain(period) if period else None  # the long mode's state
+            for bi, (block, payloads) in enumerate(reader.blocks()):
                 produced += sum(e.raw_len for e in block.entries)
                 if self._limit is not None and produced > self._limit:
                     raise OutputLimitError(f"the archive decodes to more than max_output_size={self._limit} bytes")
-                for chunk in self._decoder.decode_block(reader.header, block, payloads, self._progress):
+                for chunk in self._decoder.decode_block(reader.header, block, payloads, self._progress, chain=chain,
+                                                        index=bi):
                     sha.update(chunk)
                     yield chunk
             assert reader.footer is not None
@@ -511,11 +529,16 @@ class ArchiveFile(io.BufferedIOBase):
     def _indexed_chunks(self, ix: ChunkIndex, first: int) -> Iterator[bytes]:
         """The chunks from ``first`` on, a block at a time, through the index."""
         bi, k0 = ix.locate(first)
-        for block in ix.blocks[bi:]:
+        period = ix.header.cm_long
+        chain = CmChain(period) if period else None  # the long mode: from the first block of the group on
+        b0 = bi - bi % period if period else bi
+        for b in range(b0, len(ix.blocks)):
+            block = ix.blocks[b]
             payloads = [ix.payload(block, k) for k in range(len(block.entries))]
-            chunks = self._decompressor.decode_block(ix.header, block, payloads)
-            yield from chunks[k0:]
-            k0 = 0
+            chunks = self._decompressor.decode_block(ix.header, block, payloads, chain=chain, index=b)
+            if b >= bi:
+                yield from chunks[k0:]
+                k0 = 0
 
     def tell(self) -> int:
         """Position in the uncompressed data."""

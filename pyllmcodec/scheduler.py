@@ -86,7 +86,7 @@ active-row sets -- is built before the loop.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,7 +96,7 @@ from .backends.base import StepModel, TwoPhaseStepModel
 from .constants import PROBE_BYTES
 from .container import cm_table_bits
 from .errors import MemoryLimitError
-from .geometry import Geometry
+from .geometry import Geometry, is_int
 
 __all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segment_windows", "segments", "wave_bytes"]
 
@@ -211,11 +211,42 @@ def cm_groups(batch: int, rows: Sequence[int], groups: Sequence[int] | None, raw
     return of_row, bits
 
 
+class CmChain:
+    """The long mode's states (header key ``cm.long``, docs/FORMAT.md section
+    4f): each archive's context-mixing state carried from one of its blocks
+    to the next, within groups of ``period`` blocks (block ``j`` of an
+    archive continues the state its last model-coded block before ``j`` in
+    group ``j // period`` left, or starts fresh).  Keys are the owners the
+    waves' ``groups`` name (an archive of a batch; 0 alone).  The encoder,
+    the decoders and random access (which starts at a group's first block)
+    hold one each."""
+
+    def __init__(self, period: int) -> None:
+        if not is_int(period) or period < 1:
+            raise ValueError("the long mode's period must be an int >= 1")
+        self.period = int(period)
+        self._states: dict[int, tuple[int, Any]] = {}
+
+    def begin(self, owner: int, block: int) -> Any:
+        """The state ``owner``'s block ``block`` continues (a ``core.CmState``), or None: fresh."""
+        got = self._states.get(owner)
+        return got[1] if got is not None and got[0] == block // self.period else None
+
+    def end(self, owner: int, block: int, state: Any) -> None:
+        """Record the state ``owner``'s block ``block`` left."""
+        self._states[owner] = (block // self.period, state)
+
+    def drop(self, owner: int) -> None:
+        """Forget ``owner``'s state (its archive has ended)."""
+        self._states.pop(owner, None)
+
+
 def cm_bytes(table_bits: int, batch: int) -> int:
     """The memory of a context-mixing stage (csrc/cm.hpp): 9 tables of
-    2^table_bits uint32 counters, the mixers and APMs (0.3 MB), and per row
-    a history and a 257-entry table."""
-    return 36 * (1 << table_bits) + 310_000 + 1200 * batch if table_bits else 0
+    2^table_bits uint32 counters, cm2's match model (a ring of 4 * 2^table_bits
+    bytes and 2^table_bits uint32 places), the mixers and APMs (0.3 MB), and
+    per row a history and a 257-entry table."""
+    return 44 * (1 << table_bits) + 330_000 + 1200 * batch if table_bits else 0
 
 
 def wave_bytes(model: StepModel, batch: int, longest: int, context: int, cm_bits: int = 0) -> int:
@@ -428,16 +459,36 @@ class WaveRunner:
             )
 
     def _steps(self, batch: int, max_len: int, rows: Sequence[int] = (), groups: Sequence[int] | None = None,
-               raw_lens: Sequence[int] = ()) -> _HostSteps | _IntSteps | _DeviceSteps:
+               raw_lens: Sequence[int] = (), cm_start: Mapping[int, Any] | None = None,
+               cm_end: dict[int, Any] | None = None) -> _HostSteps | _IntSteps | _DeviceSteps:
         """The coding step of one wave: a fresh match model (one state per
-        row, kept across the row's segments) on the host path, and a fresh
-        context-mixing stage when the header asks (:func:`cm_groups`)."""
+        row, kept across the row's segments) on the host path, and a
+        context-mixing stage when the header asks (:func:`cm_groups`), each
+        group's state fresh or, in the long mode, ``cm_start[owner]``
+        continued (it learns in place); ``cm_end`` gets every owner's state."""
         if self._device_model is not None:
             return _DeviceSteps(self._device_model, self.precision, batch)
         mx = None if self.mixer is None else self.mixer.new(batch, max_len, self.geometry.chunk_size)
         if self.cm_bits:
             g, bits = cm_groups(batch, rows, groups, raw_lens, self.cm_bits)
-            return _CmSteps(self.model, mx, core.ContextMixer(g, bits))
+            owners = list(dict.fromkeys([0] * len(rows) if groups is None else [int(o) for o in groups]))
+            states = [None if cm_start is None else cm_start.get(o) for o in owners]
+            for i, st in enumerate(states):
+                if st is not None:  # a continued state keeps its tables
+                    if st.table_bits > self.cm_bits:
+                        raise ValueError(f"a continued context-mixing state has table_bits {st.table_bits}, "
+                                         f"over the header's {self.cm_bits}")
+                    bits[i] = st.table_bits
+            for st in states:
+                if st is not None and st.kind != self.geometry.cm_kind:
+                    raise ValueError(f"a continued context-mixing state is of kind cm{st.kind}, the header's "
+                                     f"cm{self.geometry.cm_kind}")
+            # cm2's ring gives each row chunk_size + D places (what encoder and decoder both know)
+            cm = core.ContextMixer(g, bits, states if any(st is not None for st in states) else None,
+                                   kind=self.geometry.cm_kind, max_len=self.geometry.chunk_size + len(self.primed))
+            if cm_end is not None:
+                cm_end.update((o, cm.state(i)) for i, o in enumerate(owners))
+            return _CmSteps(self.model, mx, cm)
         return (_IntSteps if self.model.integer_rows else _HostSteps)(self.model, mx)
 
     def _plan(self, length: int) -> list[tuple[int, int]]:
@@ -451,7 +502,8 @@ class WaveRunner:
 
     def encode_wave(self, batch: int, rows: Sequence[int], chunks: Sequence[bytes | memoryview | np.ndarray],
                     progress: Progress | None = None, *, groups: Sequence[int] | None = None,
-                    raw_lens: Sequence[int] | None = None) -> list[bytes]:
+                    raw_lens: Sequence[int] | None = None, cm_start: Mapping[int, Any] | None = None,
+                    cm_end: dict[int, Any] | None = None) -> list[bytes]:
         """Model-code ``chunks`` (chunk ``k`` at row ``rows[k]``; bytes, or
         token arrays for a token-level model) as one wave of batch size
         ``batch``; returns one coded payload per chunk.  ``progress(n)`` is
@@ -459,7 +511,8 @@ class WaveRunner:
         Through the context-mixing stage: ``groups`` (each chunk's archive,
         None: one) and ``raw_lens`` (each chunk's bytes; default: its
         symbols) give the stage's groups (:func:`cm_groups`); chunks with no
-        symbols take no part."""
+        symbols take no part; ``cm_start`` / ``cm_end``: the long mode's
+        states (:meth:`_steps`)."""
         lens = [len(c) for c in chunks] if raw_lens is None else list(raw_lens)
         coded_k = [k for k, c in enumerate(chunks) if len(c)]
         D = len(self.primed)
@@ -470,7 +523,8 @@ class WaveRunner:
         C = self.context
         enc = self.core.BatchEncoder(batch, precision=self.precision)
         coder = self._steps(batch, longest, [rows[k] for k in coded_k],
-                            None if groups is None else [groups[k] for k in coded_k], [lens[k] for k in coded_k])
+                            None if groups is None else [groups[k] for k in coded_k], [lens[k] for k in coded_k],
+                            cm_start, cm_end)
         step = self.model.step
         for s, k in self._plan(longest):
             present = [(int(r), c[s - k : s - k + C]) for r, c in zip(rows, chunks) if len(c) > s]
@@ -516,6 +570,8 @@ class WaveRunner:
         extra: Sequence[int] | None = None,
         progress: Progress | None = None,
         groups: Sequence[int] | None = None,
+        cm_start: Mapping[int, Any] | None = None,
+        cm_end: dict[int, Any] | None = None,
     ) -> list[np.ndarray]:
         """Decode the chunks at ``rows`` (payloads aligned) of one wave of
         batch size ``batch``; all other rows are fed the pad token.  Returns
@@ -528,7 +584,8 @@ class WaveRunner:
         ValueError when a row overshoots that or runs past what it can code
         (corrupt data).  ``progress(n)``: as in :meth:`encode_wave`.
         ``groups``: each chunk's archive, for the context-mixing stage
-        (:func:`cm_groups`, with ``lengths`` as the chunks' bytes)."""
+        (:func:`cm_groups`, with ``lengths`` as the chunks' bytes);
+        ``cm_start`` / ``cm_end``: the long mode's states (:meth:`_steps`)."""
         D = len(self.primed)  # rows start with the dictionary's symbols: symbol D is a chunk's first
         self._check_memory(batch, int(max(lengths, default=0)) + D)
         streams: list[bytes] = [b""] * batch
@@ -554,7 +611,7 @@ class WaveRunner:
         dec = self.core.BatchDecoder(streams, precision=self.precision)
         out = np.zeros((longest, batch), dtype=np.uint8 if self.vocab_size <= 256 else np.int64)
         out[:D] = self.primed[:, None]
-        coder = self._steps(batch, longest, rows, groups, lengths)  # lengths: the chunks' bytes (raw_len)
+        coder = self._steps(batch, longest, rows, groups, lengths, cm_start, cm_end)  # lengths: raw_len
         step = self.model.step
         steps = np.zeros(batch, dtype=np.int64)
         tok = np.full(batch, self.pad, dtype=np.int64)

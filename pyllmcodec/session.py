@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import core
@@ -73,18 +73,21 @@ class Session:
 
     def decode_rows(self, batch: int, rows: Sequence[int], methods: Sequence[int], raw_lens: Sequence[int],
                     payloads: Sequence[Any], progress: Progress | None = None,
-                    groups: Sequence[int] | None = None) -> list[bytes]:
+                    groups: Sequence[int] | None = None, cm_start: Mapping[int, Any] | None = None,
+                    cm_end: dict[int, Any] | None = None) -> list[bytes]:
         """Decode the model-coded chunks at ``rows`` of one wave of ``batch``
         rows into bytes: each row ends by its method's rule
         (:func:`pyllmcodec.methods.stop_rule`) and is finished by it.
         ChecksumError when a row cannot end so (corrupt data).  ``groups``:
         each chunk's archive where a wave holds several (the context-mixing
-        stage keeps one state per archive)."""
+        stage keeps one state per archive); ``cm_start`` / ``cm_end``: its
+        long mode's states (:meth:`pyllmcodec.scheduler.WaveRunner.decode_wave`)."""
         tk = self.model.tokenizer
         weights, newlines, extra = stop_rule(methods, tk, int(self.model.vocab_size))
         try:
             got = self.runner.decode_wave(batch, rows, raw_lens, payloads, weights=weights, newlines=newlines,
-                                          extra=extra, progress=progress, groups=groups)
+                                          extra=extra, progress=progress, groups=groups, cm_start=cm_start,
+                                          cm_end=cm_end)
         except ValueError as exc:
             raise ChecksumError(f"{exc}: the archive is corrupt (or was decoded with different numerics)") from None
         except MemoryError:

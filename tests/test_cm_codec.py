@@ -6,6 +6,7 @@ tested against its reference in tests/test_cm_core.py."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def test_on_by_default_where_the_model_can_run_it_and_smaller():
     with_cm = _comp().compress(TEXT)
     without = _comp(cm=False).compress(TEXT)
     h = parse_header(with_cm)
-    assert h.meta["cm"] == {"kind": "cm1", "table_bits": cm_table_bits(256 * 4)}
+    assert h.meta["cm"] == {"kind": "cm2", "table_bits": cm_table_bits(256 * 4)}
     assert with_cm[9] & HEADER_FLAG_CM and not without[9] & HEADER_FLAG_CM
     assert "cm" not in parse_header(without).meta
     assert len(with_cm) < 0.85 * len(without)  # the text repeats: the stage learns it
@@ -147,7 +148,8 @@ def _rewrite(blob: bytes, change: dict, flip: int = 0) -> bytes:
 
 
 @pytest.mark.parametrize("change,flip,msg", [
-    ({"cm": {"kind": "cm2", "table_bits": 16}}, 0, "cm.kind 'cm2'.*upgrade"),
+    ({"cm": {"kind": "cm3", "table_bits": 16}}, 0, "cm.kind 'cm3'.*upgrade"),
+    ({"cm": {"kind": ["cm2"], "table_bits": 16}}, 0, r"cm.kind .*cm2.* is not one of"),
     ({"cm": {"kind": "cm1", "table_bits": 9}}, 0, r"cm.table_bits \(10..22\)"),
     ({"cm": {"kind": "cm1", "table_bits": 23}}, 0, r"cm.table_bits \(10..22\)"),
     ({"cm": {"kind": "cm1", "table_bits": "16"}}, 0, r"cm.table_bits"),
@@ -182,18 +184,41 @@ def test_an_archive_with_the_stage_needs_a_model_that_runs_it():
 
 GOLDEN = Path(__file__).parent / "data" / "golden-cm.llmz"
 GOLDEN_TEXT = Path(__file__).parent / "data" / "golden-cm.txt"
+#: the same text through cm2 in the long mode (3 waves of up to 32 x 48 bytes, groups of 2)
+GOLDEN2 = Path(__file__).parent / "data" / "golden-cm2-long.llmz"
+GOLDEN2_OPTS = {"chunk_size": 48, "batch_size": 32, "long": 2}
 
 
-def test_golden_archive_pins_the_stage():
+def test_golden_archive_pins_the_stage(monkeypatch):
     """tests/data/golden-cm.llmz: 4,000 bytes of FORMAT.md through the default
-    model and the stage.  This writer reproduces its blocks and footer byte
-    for byte, and its header but for the writer's version (any change to
+    model and the stage's first kind, cm1 (what full archives wrote before
+    cm2).  This writer, made to write cm1, reproduces its blocks and footer
+    byte for byte, and its header but for the writer's version (any change to
     csrc/cm.hpp's numbers changes the format, so it must fail here); it
     decodes here, and tools/aarch64_check.sh decodes it on an emulated ARM."""
     arc, text = GOLDEN.read_bytes(), GOLDEN_TEXT.read_bytes()
     assert parse_header(arc).meta["cm"]["kind"] == "cm1"
     assert pyllmcodec.decompress(arc) == text
+    real = Compressor.geometry_for
+    monkeypatch.setattr(Compressor, "geometry_for", lambda self, size: dataclasses.replace(real(self, size), cm_kind=1))
     new = pyllmcodec.compress(text)
     h, hn = parse_header(arc), parse_header(new)
     assert new[hn.size:] == arc[h.size:]
     assert {**hn.meta, "writer": ""} == {**h.meta, "writer": ""}
+
+
+def test_golden_cm2_long_archive_pins_the_stage():
+    """tests/data/golden-cm2-long.llmz: the same text through cm2 (its match
+    model over the group's ring) in the long mode, written by
+    ``pyllmcodec.compress(text, **GOLDEN2_OPTS)``: reproduced byte for byte
+    but for the writer's version, decoded here and on an emulated ARM."""
+    arc, text = GOLDEN2.read_bytes(), GOLDEN_TEXT.read_bytes()
+    assert parse_header(arc).meta["cm"] == {"kind": "cm2", "table_bits": 15, "long": 2}
+    assert pyllmcodec.info(arc)["n_blocks"] == 3
+    assert pyllmcodec.decompress(arc) == text
+    new = pyllmcodec.compress(text, **GOLDEN2_OPTS)
+    h, hn = parse_header(arc), parse_header(new)
+    assert new[hn.size:] == arc[h.size:]
+    assert {**hn.meta, "writer": ""} == {**h.meta, "writer": ""}
+    # cm2 pays on this text beside cm1 (the text repeats little: the match model finds what does)
+    assert len(arc) < len(pyllmcodec.compress(text, chunk_size=48, batch_size=32, cm=False))
