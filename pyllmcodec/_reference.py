@@ -391,6 +391,8 @@ CM_LIM = 3071
 CM_CTX = 9  # hashed contexts
 CM_IN = CM_CTX + 3  # the model, order 0, the hashed contexts, the bias
 CM_SETS = 16
+CM_MIN_LEN = 8  # cm2: a match is looked up by the row's last 8 bytes
+CM_MATCH_CHECK = 32  # cm2: a candidate is verified over up to 32 bytes back
 CM_APM_KNOTS = 33
 CM_C1 = 0xFF51AFD7ED558CCD
 CM_C2 = 0xC4CEB9FE1A85EC53
@@ -470,6 +472,8 @@ class CmRowCtx:
         self.h = [0] * CM_CTX
         self.hist = self.hist2 = self.word = self.word1 = 0
         self.c0 = 1
+        # cm2: the row's next place in its group's ring, and its match (mlen 0: none)
+        self.pos = self.mptr = self.mlen = self.nbytes = 0
         self.rehash()
 
     def next_bit(self, y: int) -> None:
@@ -509,22 +513,33 @@ class CmModel:
     (signed overflow is undefined in the C++, so no answer would be right).
     """
 
-    def __init__(self, table_bits: int, limit: int = 255, lr: int = 8) -> None:
+    def __init__(self, table_bits: int, limit: int = 255, lr: int = 8, kind: int = 1) -> None:
+        if kind not in (1, 2):
+            raise ValueError("context-mixing spec: kind must be 1 (cm1) or 2 (cm2)")
         if not 10 <= table_bits <= 22:
             raise ValueError("context-mixing spec: table_bits must be in 10..22")
         if not 1 <= limit <= 1023:
             raise ValueError("context-mixing spec: limit must be in 1..1023")
         if not 1 <= lr <= 128:
             raise ValueError("context-mixing spec: lr must be in 1..128")
-        self.table_bits, self.limit, self.lr = table_bits, limit, lr
+        self.table_bits, self.limit, self.lr, self.kind = table_bits, limit, lr, kind
+        # cm2's match model: the ring (sparse: an unwritten place holds 0), its
+        # table of places (absent: 0), the counters by (length, expected bit)
+        self.ring_size = 1 << (table_bits + 2)
+        self.ring: dict[int, int] = {}
+        self.mtab: dict[int, int] = {}
+        self.mcount = [_CM_SLOT0] * 64
+        self.next_place = 1
+        self.mslot = -1
         self.t: dict[int, int] = {}  # (i << table_bits) + slot -> counter
         self.o0 = [_CM_SLOT0] * 256
-        self.w = [0] * (CM_SETS * CM_IN)
-        self.w2 = [0] * (256 * CM_IN)
-        for s in range(CM_SETS):
-            self.w[s * CM_IN] = 65536
+        self.n_x = nx = CM_IN + 1 if kind == 2 else CM_IN  # cm2: the match model's input after the bias
+        self.w = [0] * (3 * CM_SETS * nx)  # cm2: 3 x the sets, by match length (cm1 uses the first 16)
+        self.w2 = [0] * (256 * nx)
+        for s in range(3 * CM_SETS):
+            self.w[s * nx] = 65536
         for s in range(256):
-            self.w2[s * CM_IN] = 65536
+            self.w2[s * nx] = 65536
         self.apm_init = [cm_squash(192 * j - 3072) for j in range(CM_APM_KNOTS)]
         self.apm = self.apm_init * 256
         # APM 2: 2^apm2_bits contexts, c0 | last byte << 8, hashed
@@ -532,7 +547,7 @@ class CmModel:
         self.apm2: dict[int, int] = {}  # context * 33 + j -> knot
         self.rate = [131072 // (2 * n + 3) for n in range(1024)]
         # the last predict's state, for update
-        self.x = [0] * CM_IN
+        self.x = [0] * self.n_x
         self.slots = [0] * CM_CTX
         self.c0 = 1
         self.set = 0
@@ -549,6 +564,54 @@ class CmModel:
         z = ((h ^ (((key + 1) * CM_C1) & _M64)) * CM_C2) & _M64
         return (i << self.table_bits) + ((z >> (64 - self.table_bits)) & ~15) + nib
 
+    def attach(self, ctx: CmRowCtx, n: int) -> None:
+        """cm2: a row of at most ``n`` bytes takes the group's next ``n`` places."""
+        ctx.pos = self.next_place
+        self.next_place = (self.next_place + n) & _M32
+
+    def _ring(self, place: int) -> int:
+        return self.ring.get(place % self.ring_size, 0)
+
+    def match_input(self, ctx: CmRowCtx) -> int:
+        """cm2: the match's input before a bit (0 without a match that agrees)."""
+        self.mslot = -1
+        if ctx.mlen == 0:
+            return 0
+        b = ctx.c0.bit_length() - 1
+        pb = self._ring(ctx.mptr) | 256
+        if pb >> (8 - b) != ctx.c0:
+            return 0
+        e = (pb >> (7 - b)) & 1
+        self.mslot = 2 * min(ctx.mlen, 31) + e
+        return cm_stretch12(self.mcount[self.mslot] >> 20)
+
+    def match_byte(self, ctx: CmRowCtx) -> None:
+        """cm2: after a byte of the row (its newest, hist & 0xff)."""
+        byte = ctx.hist & 0xFF
+        self.ring[ctx.pos % self.ring_size] = byte
+        ctx.pos = (ctx.pos + 1) & _M32
+        ctx.nbytes = min(ctx.nbytes + 1, CM_MATCH_CHECK)
+        if ctx.mlen > 0:
+            if self._ring(ctx.mptr) == byte:
+                ctx.mlen = min(ctx.mlen + 1, 65535)
+                ctx.mptr = (ctx.mptr + 1) & _M32
+            else:
+                ctx.mlen = 0
+        if ctx.nbytes < CM_MIN_LEN:
+            return
+        h = _cm_hash(ctx.hist, 12) >> (64 - self.table_bits)
+        cand = self.mtab.get(h, 0)
+        if ctx.mlen == 0 and cand:
+            back = (ctx.pos - cand) & _M32
+            if 0 < back < self.ring_size - 1:
+                n = 0
+                while (n < min(ctx.nbytes, CM_MATCH_CHECK)
+                       and self._ring(cand - 1 - n) == self._ring(ctx.pos - 1 - n)):
+                    n += 1
+                if n >= CM_MIN_LEN:
+                    ctx.mlen, ctx.mptr = n, cand
+        self.mtab[h] = ctx.pos
+
     def _apm2(self, k: int) -> int:
         return self.apm2.get(k, self.apm_init[k % CM_APM_KNOTS])
 
@@ -563,10 +626,15 @@ class CmModel:
             self.slots[i] = k = self.index(i, ctx.h[i], c0)
             x[2 + i] = cm_stretch12(self.t.get(k, _CM_SLOT0) >> 20)
         x[CM_IN - 1] = 256
+        if self.kind == 2:
+            x[CM_IN] = self.match_input(ctx)
         assert x0 + 3072 >= 0
         self.set = min(CM_SETS - 1, (x0 + 3072) * 16 // 6144)
-        w1 = self.w[self.set * CM_IN : (self.set + 1) * CM_IN]
-        w2 = self.w2[c0 * CM_IN : (c0 + 1) * CM_IN]
+        if self.mslot >= 0:
+            self.set += CM_SETS * (1 if ctx.mlen < 16 else 2)
+        nx = self.n_x
+        w1 = self.w[self.set * nx : (self.set + 1) * nx]
+        w2 = self.w2[c0 * nx : (c0 + 1) * nx]
         d1 = max(-CM_LIM, min(CM_LIM, sum(a * b for a, b in zip(w1, x)) >> 16))
         d2 = max(-CM_LIM, min(CM_LIM, sum(a * b for a, b in zip(w2, x)) >> 16))
         self.pm1, self.pm2 = cm_squash(d1), cm_squash(d2)
@@ -594,8 +662,8 @@ class CmModel:
     def update(self, ctx: CmRowCtx, y: int) -> None:
         """Learns bit y of the last predict, and moves ctx on by it."""
         err1, err2 = (y << 16) - self.pm1, (y << 16) - self.pm2
-        b1, b2 = self.set * CM_IN, self.c0 * CM_IN
-        for k in range(CM_IN):
+        b1, b2 = self.set * self.n_x, self.c0 * self.n_x
+        for k in range(self.n_x):
             xk = self.x[k]
             for w, base, err in ((self.w, b1, err1), (self.w2, b2, err2)):
                 v = w[base + k] + ((xk * err * self.lr + (1 << 19)) >> 20)
@@ -612,7 +680,11 @@ class CmModel:
         self.o0[self.c0] = self._learn(self.o0[self.c0], y)
         for k in self.slots:
             self.t[k] = self._learn(self.t.get(k, _CM_SLOT0), y)
+        if self.mslot >= 0:
+            self.mcount[self.mslot] = self._learn(self.mcount[self.mslot], y)
         ctx.next_bit(y)
+        if self.kind == 2 and ctx.c0 == 1:
+            self.match_byte(ctx)
 
     def feed(self, ctx: CmRowCtx, b: int) -> None:
         """A byte read without coding (a dictionary): counters and ctx only."""
@@ -623,6 +695,8 @@ class CmModel:
                 k = self.index(i, ctx.h[i], ctx.c0)
                 self.t[k] = self._learn(self.t.get(k, _CM_SLOT0), y)
             ctx.next_bit(y)
+        if self.kind == 2:
+            self.match_byte(ctx)
 
 
 def cm_lm_bit(cdf: Sequence[int], lo: int, hi: int) -> int:
@@ -635,10 +709,13 @@ def cm_lm_bit(cdf: Sequence[int], lo: int, hi: int) -> int:
 
 
 def cm_trace_ref(p_lm_rows: Sequence[Sequence[int]], symbols: Sequence[int], offsets: Sequence[int] | None = None,
-                 shared: bool = False, table_bits: int = 16, limit: int = 255, lr: int = 8) -> list[list[int]]:
+                 shared: bool = False, table_bits: int = 16, limit: int = 255, lr: int = 8, wave: int = 0,
+                 keep: bool = False, kind: int = 1) -> list[list[int]]:
     """Reference of ``_core.cm_trace``: the stage's P(bit = 1) for each bit of
     each byte (a list of 8 per byte), step t coding every chunk's byte t in
-    chunk order, with one state per chunk or one for all (shared)."""
+    chunk order, with one state per chunk or one for all (shared); in waves
+    of ``wave`` chunks (0: one), each with fresh states or (keep) the shared
+    one carried on; ``kind`` 1 (cm1) or 2 (cm2)."""
     p = [[int(v) for v in r] for r in p_lm_rows]
     s = [int(v) for v in symbols]
     n = len(p)
@@ -651,23 +728,36 @@ def cm_trace_ref(p_lm_rows: Sequence[Sequence[int]], symbols: Sequence[int], off
         raise ValueError("offsets must run from 0 to n")
     if any(off[i] < off[i - 1] for i in range(1, len(off))):
         raise ValueError("offsets must not decrease")
-    CmModel(table_bits, limit, lr)  # validates the parameters
+    CmModel(table_bits, limit, lr, kind)  # validates the parameters
+    if wave < 0:
+        raise ValueError("wave must be >= 0 (0: all chunks in one wave)")
     if any(not 0 <= v <= 255 for v in s):
         raise ValueError("symbols must be bytes (0..255)")
     if any(not 1 <= v <= 65535 for r in p for v in r):
         raise ValueError("p_lm entries must be in 1..65535")
     n_chunks = len(off) - 1
-    models = [CmModel(table_bits, limit, lr) for _ in range(1 if shared else n_chunks)]
+    per = wave or max(n_chunks, 1)
+    models: list[CmModel | None] = [None] * (1 if shared else n_chunks)
     ctx = [CmRowCtx() for _ in range(n_chunks)]
     out: list[list[int]] = [[] for _ in range(n)]
-    longest = max((off[c + 1] - off[c] for c in range(n_chunks)), default=0)
-    for t in range(longest):
-        for c in range(n_chunks):
-            k = off[c] + t
-            if k >= off[c + 1]:
-                continue
+    for w0 in range(0, n_chunks, per):
+        w1 = min(n_chunks, w0 + per)
+        for c in (range(1) if shared else range(w0, w1)):
+            if models[c] is None or not keep:
+                models[c] = CmModel(table_bits, limit, lr, kind)
+        longest = max((off[c + 1] - off[c] for c in range(w0, w1)), default=0)
+        for c in range(w0, w1):
             md = models[0 if shared else c]
-            for j in range(8):
-                out[k].append(md.predict(ctx[c], p[k][j]))
-                md.update(ctx[c], (s[k] >> (7 - j)) & 1)
+            assert md is not None
+            md.attach(ctx[c], longest)
+        for t in range(longest):
+            for c in range(w0, w1):
+                k = off[c] + t
+                if k >= off[c + 1]:
+                    continue
+                md = models[0 if shared else c]
+                assert md is not None
+                for j in range(8):
+                    out[k].append(md.predict(ctx[c], p[k][j]))
+                    md.update(ctx[c], (s[k] >> (7 - j)) & 1)
     return out
