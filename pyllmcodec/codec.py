@@ -276,8 +276,8 @@ class Compressor(_LazyInit):
     wave's chunks decode together: random access reads whole waves.
     ``long``: the stage's long mode, as zstd's ``--long`` (docs/FORMAT.md
     section 4f): a wave learns from the archive's earlier waves too (its
-    state carries from wave to wave), smaller on inputs of several waves
-    (64 MiB+ of waves of 2 MiB); ``True`` carries it across groups of 16 waves, an
+    state carries from wave to wave), smaller on inputs of more than one
+    wave (2 MiB at the defaults); ``True`` carries it across groups of 16 waves, an
     int ``n`` (2..) across groups of ``n``; random access then decodes from the
     start of the chunk's group, and decoding keeps one state per archive.
     Full archives only (not ``frame="compact"``).
