@@ -245,7 +245,7 @@ std::unique_ptr<PyCm> make_cm(const py::object& groups, const py::object& table_
   std::vector<int> bits;
   for (py::ssize_t i = 0; i < b.size(); ++i) {
     const std::int64_t v = b.data()[i];
-    if (v < 10 || v > 22) throw py::value_error("table_bits[" + std::to_string(i) + "] must be in 10..22");
+    if (v < 10 || v > 24) throw py::value_error("table_bits[" + std::to_string(i) + "] must be in 10..24");
     bits.push_back(static_cast<int>(v));
   }
   std::vector<std::shared_ptr<plc::cm::State>> st;
@@ -817,7 +817,7 @@ in the archive's next wave (ContextMixer(..., states=)).  copy() is a deep
 copy.  Used by one call at a time (a second concurrent one raises
 ValueError).)doc")
       .def(py::init([](int table_bits, int kind) {
-             if (table_bits < 10 || table_bits > 22) throw py::value_error("table_bits must be in 10..22");
+             if (table_bits < 10 || table_bits > 24) throw py::value_error("table_bits must be in 10..24");
              plc::cm::Params p;
              p.table_bits = table_bits;
              p.kind = kind;
@@ -826,7 +826,7 @@ ValueError).)doc")
            }),
            "table_bits"_a, "kind"_a = 1, "A fresh state (the one a group starts a chain with).")
       .def_property_readonly(
-          "kind", [](const plc::cm::State& x) { return x.model.params().kind; }, "1 (cm1) or 2 (cm2).")
+          "kind", [](const plc::cm::State& x) { return x.model.params().kind; }, "1 (cm1), 2 (cm2) or 3 (cm3).")
       .def_property_readonly(
           "table_bits", [](const plc::cm::State& x) { return x.model.params().table_bits; },
           "log2 of the counters per context.")
@@ -844,7 +844,7 @@ ValueError).)doc")
   py::class_<PyCm>(m, "ContextMixer", R"doc(The context-mixing stage of docs/FORMAT.md section 4f for one wave.
 
 ContextMixer(groups, table_bits, states=None): groups (int [n_rows]) gives each row's
-group, 0..G-1; table_bits (int [G], 10..22) each group's table size; states
+group, 0..G-1; table_bits (int [G], 10..24) each group's table size; states
 (optional: a CmState or None per group) the states to continue, each of
 table_bits[g] (the long mode; None: fresh).  One
 learned state (counters, mixers, APMs) per group, shared by its rows, and one

@@ -137,6 +137,42 @@
 //     mixer 1's weight set is s + 16 (mlen < 16) or s + 32 (mlen >= 16).
 //     The mixers run over kIn + 1 inputs.
 //   update: that counter, if any, learns y as the others do.
+//
+// Kind cm3 (Params::kind 3; header kind "cm3", what full archives write since
+// the release after cm2's): cm2's match model and mixers 1 and 2 as they
+// are; the hashed counters, their inputs and the final mix change:
+//   Checked buckets.  At a nibble's first bit (c0 = 1, or 16..31) each
+//     context i finds its bucket for the nibble: z as in cm1's slot (key 0
+//     or c0), A = (i << table_bits) + ((z >> (64 - table_bits)) & ~15), B =
+//     A ^ 16, check = (z mod 2^32) | 1.  Slot 0 of a bucket (unused by cm1)
+//     holds its check as is.  If A's check equals check: A; else if B's: B
+//     (both "found"); else the victim is B if the count (low 10 bits) of
+//     B's slot 1 is below A's, else A: its check is set and its 15 counters
+//     are set to the initial 0x80000000.  The row keeps the nibble's buckets;
+//     a bit's counter is bucket + nib.  At c0 = 1 and 16..31 predict also
+//     counts the found buckets (found, 0..9); feed finds buckets alike
+//     without counting.  (Rows share the group's tables: a bucket a row
+//     holds may be taken by another row's miss meanwhile; both sides see it.)
+//   Maps.  Per context i, 16 x 64 uint16 probabilities, map[(i * 16 + nq)
+//     * 64 + j] initially squash(96 j - 3024), where n is the counter's
+//     count, nq = n for n < 8, else 8, 9, 10, 11 for n < 16, 32, 64, 128,
+//     and 12 above; j = (x[2 + i] + 3072) / 96.  x[kIn + 1 + i] =
+//     stretch(map) (after the match input: 22 inputs in all).  Update:
+//     map += ((y << 16) - map) >> 7 (arithmetic shift).
+//   Mixer 3.  (kCtx + 1) * 8 sets of inputs (initially 65536 on x[0]); set
+//     = found * 8 + b (bits known).  d3 as d1, pm3 = squash(d3), trained as
+//     the others with err = (y << 16) - pm3.  dot = clamp(((d1 + d2 + d3) *
+//     21846) >> 16, -3071, 3071) (int64, arithmetic shift) replaces (d1 +
+//     d2) >> 1; the APMs and the final p are as in cm1.
+//   table_bits may be up to 24 (the codec gives 23..24 to cm3 in the long
+//   mode only, docs/FORMAT.md section 4f).
+//   Measured (bench/studies/cm_stage.py, the model's recorded bits, ideal
+//   bits/byte, cm2 -> cm3): linux-doc 1 MiB 1.4577 -> 1.4381, alice29 1.8750
+//   -> 1.8490; linux-doc 10 MiB in the long mode 1.4394 -> 1.4096 at 22
+//   bits, 1.3949 at 24.  Each part added in turn, linux-doc 1 MiB / alice29: the
+//   checks -0.0098 / -0.0085, mixer 3 -0.0049 / -0.0072, the maps -0.0049 /
+//   -0.0103.
+//
 // A State is a group's Model that outlives its wave (the long mode).
 // ---------------------------------------------------------------------------
 #pragma once
@@ -164,12 +200,14 @@ namespace cm {
 constexpr int kLim = 3071;
 constexpr int kCtx = 9;             // hashed contexts (RowCtx::rehash)
 constexpr int kIn = kCtx + 3;       // the model, order 0, the hashed contexts, the bias
-constexpr int kInMax = kIn + 1;     // cm2: the match model's input after the bias
+constexpr int kInMax = kIn + 1 + kCtx;  // cm2: the match model's input after the bias; cm3: the maps' after it
 constexpr int kMinLen = 8;          // cm2: a match is looked up by the row's last 8 bytes
 constexpr int kMatchCheck = 32;     // cm2: a candidate is verified over up to 32 bytes back
 constexpr int kSets = 16;           // mixer weight sets, by the model's confidence
 constexpr int kSetsMax = 3 * kSets;  // cm2: x 3 match states (none, length < 16, 16+)
 constexpr int kApmKnots = 33;
+constexpr int kSets3 = (kCtx + 1) * 8;  // cm3: mixer 3's weight sets, by contexts found x bits known
+constexpr int kMapRate = 7;             // cm3: the counter maps learn at rate 2^-7
 
 // K[i] = round(65536 / (1 + exp(-(i - 48) / 4))), clamped to 1..65535.
 constexpr std::array<std::uint16_t, 97> kSquashKnots = {
@@ -228,15 +266,15 @@ inline const std::int32_t* rate_table() {
 }
 
 struct Params {
-  int kind = 1;         // 1: cm1; 2: cm2 (cm1 plus the match model over the group's bytes)
-  int table_bits = 16;  // 2^table_bits slots per hashed context, 10..22
+  int kind = 1;         // 1: cm1; 2: cm2 (cm1 plus the match model); 3: cm3 (cm2 plus checked buckets, maps, mixer 3)
+  int table_bits = 16;  // 2^table_bits slots per hashed context, 10..24
   int limit = 255;      // the counters' count cap: the slowest rate 1/(limit + 1.5), 1..1023
   int lr = 8;           // the mixer's learning rate (x err x lr / 2^20), 1..128
 
   void validate() const {
     auto bad = [](const std::string& what) { throw InvalidInput("context-mixing spec: " + what); };
-    if (kind != 1 && kind != 2) bad("kind must be 1 (cm1) or 2 (cm2)");
-    if (table_bits < 10 || table_bits > 22) bad("table_bits must be in 10..22");
+    if (kind < 1 || kind > 3) bad("kind must be 1 (cm1), 2 (cm2) or 3 (cm3)");
+    if (table_bits < 10 || table_bits > 24) bad("table_bits must be in 10..24");
     if (limit < 1 || limit > 1023) bad("limit must be in 1..1023");
     // above ~170 a saturated context's weight drifts without bound (int32)
     if (lr < 1 || lr > 128) bad("lr must be in 1..128");
@@ -246,7 +284,8 @@ struct Params {
   std::size_t row_bytes() const {
     const int ab = table_bits - 2 < 12 ? table_bits - 2 : 12;
     return (std::size_t{kCtx} << table_bits) * 4 + 256 * 4 + (kSetsMax + 256) * kInMax * 4 +
-           (256 + (std::size_t{1} << ab)) * kApmKnots * 2 + (kind == 2 ? match_bytes() : 0);
+           (256 + (std::size_t{1} << ab)) * kApmKnots * 2 + (kind >= 2 ? match_bytes() : 0) +
+           (kind == 3 ? kSets3 * kInMax * 4 + kCtx * 16 * 64 * 2 : 0);
   }
   // cm2's match model: a ring of 2^(table_bits + 2) bytes and 2^table_bits uint32 positions.
   std::size_t match_bytes() const {
@@ -298,6 +337,10 @@ inline bool is_letter(std::uint32_t b) { return (b | 32u) - 'a' < 26u; }
 // these); what it predicts with lives in a Model, its own or a shared one.
 struct RowCtx {
   std::array<std::uint64_t, kCtx> h{};
+  // cm3: each context's bucket for the current nibble (found at its first
+  // bit) and how many of them were found rather than taken
+  std::array<std::size_t, kCtx> bucket{};
+  int found = 0;
   std::uint64_t hist = 0, hist2 = 0, word = 0, word1 = 0;
   int c0 = 1;
   // cm2: where the row's bytes go in its group's ring (absolute, mod 2^32),
@@ -356,11 +399,15 @@ class Model {
         apm_(256 * kApmKnots),
         apm2_bits_(p.table_bits - 2 < 12 ? p.table_bits - 2 : 12),
         apm2_((std::size_t{1} << apm2_bits_) * kApmKnots),
-        n_in_(p.kind == 2 ? kInMax : kIn),
-        ring_mask_(p.kind == 2 ? (std::uint32_t{1} << (p.table_bits + 2)) - 1 : 0),
-        ring_(p.kind == 2 ? std::size_t{1} << (p.table_bits + 2) : 0, 0),
-        mtab_(p.kind == 2 ? std::size_t{1} << p.table_bits : 0, 0),
-        mcount_(64, 0x80000000u) {
+        n_in_(p.kind == 3 ? kInMax : p.kind == 2 ? kIn + 1 : kIn),
+        ring_mask_(p.kind >= 2 ? (std::uint32_t{1} << (p.table_bits + 2)) - 1 : 0),
+        ring_(p.kind >= 2 ? std::size_t{1} << (p.table_bits + 2) : 0, 0),
+        mtab_(p.kind >= 2 ? std::size_t{1} << p.table_bits : 0, 0),
+        mcount_(64, 0x80000000u),
+        w3_(p.kind == 3 ? kSets3 * kInMax : 0, 0),
+        map_(p.kind == 3 ? kCtx * 16 * 64 : 0) {
+    for (std::size_t s = 0; s < w3_.size(); s += kInMax) w3_[s] = 65536;
+    for (std::size_t k = 0; k < map_.size(); ++k) map_[k] = static_cast<std::uint16_t>(squash(96 * int(k % 64) - 3024));
     for (int s = 0; s < kSetsMax; ++s) w_[s * kInMax] = 65536;
     for (int s = 0; s < 256; ++s) w2_[s * kInMax] = 65536;
     for (int c = 0; c < 256; ++c)
@@ -379,22 +426,32 @@ class Model {
   }
 
   // P(bit = 1) for row context r's next bit, from the model's p_lm (1..65535).
-  int predict(const RowCtx& r, int p_lm) {
+  int predict(RowCtx& r, int p_lm) {
     const int x0 = stretch(p_lm);
     c0_ = r.c0;
     x_[0] = x0;
     const std::int16_t* st12 = stretch12_table();
     x_[1] = st12[o0_[c0_] >> 20];
-    for (int i = 0; i < kCtx; ++i) {
-      slot_[i] = t_.slot(index(i, r.h[i], c0_));
-
-      x_[2 + i] = st12[CounterTable::get(slot_[i]) >> 20];
+    if (p_.kind == 3) {
+      if (c0_ == 1 || (c0_ >= 16 && c0_ < 32)) find_all(r, true);
+      for (int i = 0; i < kCtx; ++i) slot_[i] = t_.slot(r.bucket[i] + nibble(c0_));
+    } else {
+      for (int i = 0; i < kCtx; ++i) slot_[i] = t_.slot(index(i, r.h[i], c0_));
     }
+    for (int i = 0; i < kCtx; ++i) x_[2 + i] = st12[CounterTable::get(slot_[i]) >> 20];
     x_[kIn - 1] = 256;
-    if (p_.kind == 2) x_[kIn] = match_input(r);
+    if (p_.kind >= 2) x_[kIn] = match_input(r);
+    if (p_.kind == 3) {
+      for (int i = 0; i < kCtx; ++i) {
+        const int n = static_cast<int>(CounterTable::get(slot_[i]) & 1023u);
+        const int nq = n < 8 ? n : n < 16 ? 8 : n < 32 ? 9 : n < 64 ? 10 : n < 128 ? 11 : 12;
+        map_k_[i] = (i * 16 + nq) * 64 + static_cast<int>((x_[2 + i] + 3072) / 96);
+        x_[kIn + 1 + i] = stretch(map_[map_k_[i]]);
+      }
+    }
     set_ = (x0 + 3072) * 16 / 6144;
     if (set_ > kSets - 1) set_ = kSets - 1;
-    if (p_.kind == 2 && mslot_ >= 0) set_ += kSets * (r.mlen < 16 ? 1 : 2);
+    if (p_.kind >= 2 && mslot_ >= 0) set_ += kSets * (r.mlen < 16 ? 1 : 2);
     const std::int32_t* w = &w_[set_ * kInMax];
     const std::int32_t* w2 = &w2_[c0_ * kInMax];
     std::int64_t d1 = 0, d2 = 0;
@@ -406,7 +463,16 @@ class Model {
     d2 = clamp_st(d2 >> 16);
     pm1_ = squash(static_cast<int>(d1));
     pm2_ = squash(static_cast<int>(d2));
-    const std::int64_t dot = (d1 + d2) >> 1;
+    std::int64_t dot = (d1 + d2) >> 1;
+    if (p_.kind == 3) {
+      set3_ = r.found * 8 + (31 - __builtin_clz(static_cast<unsigned>(c0_)));
+      const std::int32_t* w3 = &w3_[set3_ * kInMax];
+      std::int64_t d3 = 0;
+      for (int k = 0; k < n_in_; ++k) d3 += std::int64_t{w3[k]} * x_[k];
+      d3 = clamp_st(d3 >> 16);
+      pm3_ = squash(static_cast<int>(d3));
+      dot = clamp_st(((d1 + d2 + d3) * 21846) >> 16);
+    }
     pm_ = squash(static_cast<int>(dot));
     const int pos = static_cast<int>(dot) + 3072;
     apm_j_ = pos / 192;
@@ -442,6 +508,15 @@ class Model {
 
   // Learns bit y of the last predict, and moves r on by it.
   void update(RowCtx& r, int y) {
+    if (p_.kind == 3) {
+      const std::int64_t err3 = (std::int64_t{y} << 16) - pm3_;
+      std::int32_t* w3 = &w3_[set3_ * kInMax];
+      for (int k = 0; k < n_in_; ++k) w3[k] += static_cast<std::int32_t>((x_[k] * err3 * p_.lr + (1 << 19)) >> 20);
+      for (int i = 0; i < kCtx; ++i) {
+        std::uint16_t& m = map_[map_k_[i]];
+        m = static_cast<std::uint16_t>(m + (((y << 16) - int{m}) >> kMapRate));
+      }
+    }
     const std::int64_t err = (std::int64_t{y} << 16) - pm1_;
     const std::int64_t err2 = (std::int64_t{y} << 16) - pm2_;
     std::int32_t* w = &w_[set_ * kInMax];
@@ -458,11 +533,15 @@ class Model {
     for (int i = 0; i < kCtx; ++i) CounterTable::put(slot_[i], learned(CounterTable::get(slot_[i]), y));
     if (mslot_ >= 0) mcount_[mslot_] = learned(mcount_[mslot_], y);
     r.next_bit(y);
-    if (p_.kind == 2 && r.c0 == 1) match_byte(r);
+    if (p_.kind >= 2 && r.c0 == 1) match_byte(r);
     // a finished byte: fetch the row's next first-nibble buckets now; the
     // other rows' turns come before its next bit
     if (r.c0 == 1)
-      for (int i = 0; i < kCtx; ++i) __builtin_prefetch(t_.slot(index(i, r.h[i], 1)));
+      for (int i = 0; i < kCtx; ++i) {
+        const std::size_t a = index(i, r.h[i], 1) - 1;
+        __builtin_prefetch(t_.slot(a));
+        if (p_.kind == 3) __builtin_prefetch(t_.slot(a ^ 16));
+      }
   }
 
   // A byte read without coding (a dictionary): counters and r only.
@@ -470,13 +549,14 @@ class Model {
     for (int j = 7; j >= 0; --j) {
       const int y = (b >> j) & 1;
       o0_[r.c0] = learned(o0_[r.c0], y);
+      if (p_.kind == 3 && (r.c0 == 1 || (r.c0 >= 16 && r.c0 < 32))) find_all(r, false);
       for (int i = 0; i < kCtx; ++i) {
-        std::uint32_t* s = t_.slot(index(i, r.h[i], r.c0));
+        std::uint32_t* s = p_.kind == 3 ? t_.slot(r.bucket[i] + nibble(r.c0)) : t_.slot(index(i, r.h[i], r.c0));
         CounterTable::put(s, learned(CounterTable::get(s), y));
       }
       r.next_bit(y);
     }
-    if (p_.kind == 2) match_byte(r);
+    if (p_.kind >= 2) match_byte(r);
   }
 
  private:
@@ -491,6 +571,38 @@ class Model {
     const std::uint64_t z = (h ^ (std::uint64_t(key + 1) * kC1)) * kC2;
     return (std::size_t(i) << p_.table_bits) + ((std::size_t(z >> shift_) & mask_) & ~std::size_t{15}) +
            static_cast<std::size_t>(nib);
+  }
+
+  // The slot within a bucket: the nibble's bits so far behind a leading 1 (1..15).
+  static int nibble(int c0) {
+    const int b = 31 - __builtin_clz(static_cast<unsigned>(c0));
+    return b < 4 ? c0 : ((c0 & ((1 << (b - 4)) - 1)) | (1 << (b - 4)));
+  }
+
+  // cm3, at a nibble's first bit (c0 1 or 16..31): each context's bucket
+  // (the contract's find); count: whether r.found counts the hits.
+  void find_all(RowCtx& r, bool count) {
+    if (count) r.found = 0;
+    const int key = r.c0 == 1 ? 0 : r.c0;
+    for (int i = 0; i < kCtx; ++i) {
+      const std::uint64_t z = (r.h[i] ^ (std::uint64_t(key + 1) * kC1)) * kC2;
+      const std::size_t a = (std::size_t(i) << p_.table_bits) + ((std::size_t(z >> shift_) & mask_) & ~std::size_t{15});
+      const std::size_t b = a ^ 16;
+      const std::uint32_t check = static_cast<std::uint32_t>(z) | 1u;  // slot 0 of a bucket, stored as is
+      std::uint32_t* pa = t_.slot(a);
+      std::uint32_t* pb = t_.slot(b);
+      if (*pa == check || *pb == check) {
+        r.bucket[i] = *pa == check ? a : b;
+        r.found += count ? 1 : 0;
+        continue;
+      }
+      const std::uint32_t na = CounterTable::get(pa + 1) & 1023u, nb = CounterTable::get(pb + 1) & 1023u;
+      const bool take_b = nb < na;
+      std::uint32_t* v = take_b ? pb : pa;
+      *v = check;
+      std::memset(v + 1, 0, 15 * 4);  // 15 fresh counters (stored XOR 0x80000000)
+      r.bucket[i] = take_b ? b : a;
+    }
   }
 
   // cm2, before a bit: the match's input.  With a match whose predicted
@@ -570,6 +682,10 @@ class Model {
   int mslot_ = -1;
   std::array<std::uint32_t*, kCtx> slot_{};
   std::array<std::int64_t, kInMax> x_{};
+  std::vector<std::int32_t> w3_;
+  std::vector<std::uint16_t> map_;
+  std::array<int, kCtx> map_k_{};
+  int set3_ = 0, pm3_ = 32768;
   int c0_ = 1, set_ = 0, pm_ = 32768, pm1_ = 32768, pm2_ = 32768, apm_j_ = 0, apm_f_ = 0;
 };
 

@@ -394,6 +394,8 @@ CM_SETS = 16
 CM_MIN_LEN = 8  # cm2: a match is looked up by the row's last 8 bytes
 CM_MATCH_CHECK = 32  # cm2: a candidate is verified over up to 32 bytes back
 CM_APM_KNOTS = 33
+CM_SETS3 = (CM_CTX + 1) * 8  # cm3: mixer 3's sets, by contexts found x bits known
+CM_MAP_RATE = 7  # cm3: the counter maps learn at rate 2^-7
 CM_C1 = 0xFF51AFD7ED558CCD
 CM_C2 = 0xC4CEB9FE1A85EC53
 CM_C3 = 0x9E3779B97F4A7C15
@@ -474,6 +476,9 @@ class CmRowCtx:
         self.c0 = 1
         # cm2: the row's next place in its group's ring, and its match (mlen 0: none)
         self.pos = self.mptr = self.mlen = self.nbytes = 0
+        # cm3: each context's bucket for the current nibble, and how many were found
+        self.bucket = [0] * CM_CTX
+        self.found = 0
         self.rehash()
 
     def next_bit(self, y: int) -> None:
@@ -514,10 +519,10 @@ class CmModel:
     """
 
     def __init__(self, table_bits: int, limit: int = 255, lr: int = 8, kind: int = 1) -> None:
-        if kind not in (1, 2):
-            raise ValueError("context-mixing spec: kind must be 1 (cm1) or 2 (cm2)")
-        if not 10 <= table_bits <= 22:
-            raise ValueError("context-mixing spec: table_bits must be in 10..22")
+        if kind not in (1, 2, 3):
+            raise ValueError("context-mixing spec: kind must be 1 (cm1), 2 (cm2) or 3 (cm3)")
+        if not 10 <= table_bits <= 24:
+            raise ValueError("context-mixing spec: table_bits must be in 10..24")
         if not 1 <= limit <= 1023:
             raise ValueError("context-mixing spec: limit must be in 1..1023")
         if not 1 <= lr <= 128:
@@ -533,7 +538,17 @@ class CmModel:
         self.mslot = -1
         self.t: dict[int, int] = {}  # (i << table_bits) + slot -> counter
         self.o0 = [_CM_SLOT0] * 256
-        self.n_x = nx = CM_IN + 1 if kind == 2 else CM_IN  # cm2: the match model's input after the bias
+        # cm2: the match model's input after the bias; cm3: the maps' after it
+        self.n_x = nx = {1: CM_IN, 2: CM_IN + 1, 3: CM_IN + 1 + CM_CTX}[kind]
+        # cm3: bucket checks (bucket start -> check; absent: 0), mixer 3, the maps
+        self.check: dict[int, int] = {}
+        self.w3 = [0] * (CM_SETS3 * nx)
+        for s in range(CM_SETS3):
+            self.w3[s * nx] = 65536
+        self.maps = [cm_squash(96 * (k % 64) - 3024) for k in range(CM_CTX * 16 * 64)] if kind == 3 else []
+        self.map_k = [0] * CM_CTX
+        self.set3 = 0
+        self.pm3 = 32768
         self.w = [0] * (3 * CM_SETS * nx)  # cm2: 3 x the sets, by match length (cm1 uses the first 16)
         self.w2 = [0] * (256 * nx)
         for s in range(3 * CM_SETS):
@@ -563,6 +578,36 @@ class CmModel:
         nib = c0 if b < 4 else (c0 & ((1 << (b - 4)) - 1)) | (1 << (b - 4))  # 1..15
         z = ((h ^ (((key + 1) * CM_C1) & _M64)) * CM_C2) & _M64
         return (i << self.table_bits) + ((z >> (64 - self.table_bits)) & ~15) + nib
+
+    def find_all(self, ctx: CmRowCtx, count: bool) -> None:
+        """cm3, at a nibble's first bit: each context's bucket, one of two
+        lines by a 32-bit check; a miss clears the line whose first counter
+        saw fewer visits (the first of the two on a tie)."""
+        if count:
+            ctx.found = 0
+        key = 0 if ctx.c0 == 1 else ctx.c0
+        tb = self.table_bits
+        for i in range(CM_CTX):
+            z = ((ctx.h[i] ^ (((key + 1) * CM_C1) & _M64)) * CM_C2) & _M64
+            a = (i << tb) + ((z >> (64 - tb)) & ~15)
+            b = a ^ 16
+            check = (z & _M32) | 1
+            if self.check.get(a, 0) == check or self.check.get(b, 0) == check:
+                ctx.bucket[i] = a if self.check.get(a, 0) == check else b
+                ctx.found += 1 if count else 0
+                continue
+            na = self.t.get(a + 1, _CM_SLOT0) & 1023
+            nb = self.t.get(b + 1, _CM_SLOT0) & 1023
+            v = b if nb < na else a
+            self.check[v] = check
+            for k in range(1, 16):
+                self.t.pop(v + k, None)
+            ctx.bucket[i] = v
+
+    @staticmethod
+    def nibble(c0: int) -> int:
+        b = c0.bit_length() - 1
+        return c0 if b < 4 else (c0 & ((1 << (b - 4)) - 1)) | (1 << (b - 4))
 
     def attach(self, ctx: CmRowCtx, n: int) -> None:
         """cm2: a row of at most ``n`` bytes takes the group's next ``n`` places."""
@@ -622,12 +667,21 @@ class CmModel:
         x = self.x
         x[0] = x0
         x[1] = cm_stretch12(self.o0[c0] >> 20)
+        if self.kind == 3 and (c0 == 1 or 16 <= c0 < 32):
+            self.find_all(ctx, True)
         for i in range(CM_CTX):
-            self.slots[i] = k = self.index(i, ctx.h[i], c0)
+            self.slots[i] = k = (ctx.bucket[i] + self.nibble(c0) if self.kind == 3
+                                 else self.index(i, ctx.h[i], c0))
             x[2 + i] = cm_stretch12(self.t.get(k, _CM_SLOT0) >> 20)
         x[CM_IN - 1] = 256
-        if self.kind == 2:
+        if self.kind >= 2:
             x[CM_IN] = self.match_input(ctx)
+        if self.kind == 3:
+            for i in range(CM_CTX):
+                n = self.t.get(self.slots[i], _CM_SLOT0) & 1023
+                nq = n if n < 8 else min(12, 8 + (n >> 3).bit_length() - 1)
+                self.map_k[i] = k = (i * 16 + nq) * 64 + (x[2 + i] + 3072) // 96
+                x[CM_IN + 1 + i] = cm_stretch(self.maps[k])
         assert x0 + 3072 >= 0
         self.set = min(CM_SETS - 1, (x0 + 3072) * 16 // 6144)
         if self.mslot >= 0:
@@ -639,6 +693,12 @@ class CmModel:
         d2 = max(-CM_LIM, min(CM_LIM, sum(a * b for a, b in zip(w2, x)) >> 16))
         self.pm1, self.pm2 = cm_squash(d1), cm_squash(d2)
         dot = (d1 + d2) >> 1
+        if self.kind == 3:
+            self.set3 = ctx.found * 8 + c0.bit_length() - 1
+            w3 = self.w3[self.set3 * nx : (self.set3 + 1) * nx]
+            d3 = max(-CM_LIM, min(CM_LIM, sum(a * b for a, b in zip(w3, x)) >> 16))
+            self.pm3 = cm_squash(d3)
+            dot = max(-CM_LIM, min(CM_LIM, ((d1 + d2 + d3) * 21846) >> 16))
         self.pm = cm_squash(dot)
         pos = dot + 3072
         assert pos >= 0
@@ -663,9 +723,15 @@ class CmModel:
         """Learns bit y of the last predict, and moves ctx on by it."""
         err1, err2 = (y << 16) - self.pm1, (y << 16) - self.pm2
         b1, b2 = self.set * self.n_x, self.c0 * self.n_x
+        mixers = [(self.w, b1, err1), (self.w2, b2, err2)]
+        if self.kind == 3:
+            mixers.insert(0, (self.w3, self.set3 * self.n_x, (y << 16) - self.pm3))
+            for k in self.map_k:
+                m = self.maps[k]
+                self.maps[k] = m + (((y << 16) - m) >> CM_MAP_RATE)
         for k in range(self.n_x):
             xk = self.x[k]
-            for w, base, err in ((self.w, b1, err1), (self.w2, b2, err2)):
+            for w, base, err in mixers:
                 v = w[base + k] + ((xk * err * self.lr + (1 << 19)) >> 20)
                 if not _I32_MIN <= v <= _I32_MAX:
                     raise OverflowError("a mixer weight left the int32 range (undefined in the C++)")
@@ -683,7 +749,7 @@ class CmModel:
         if self.mslot >= 0:
             self.mcount[self.mslot] = self._learn(self.mcount[self.mslot], y)
         ctx.next_bit(y)
-        if self.kind == 2 and ctx.c0 == 1:
+        if self.kind >= 2 and ctx.c0 == 1:
             self.match_byte(ctx)
 
     def feed(self, ctx: CmRowCtx, b: int) -> None:
@@ -691,11 +757,13 @@ class CmModel:
         for j in range(7, -1, -1):
             y = (b >> j) & 1
             self.o0[ctx.c0] = self._learn(self.o0[ctx.c0], y)
+            if self.kind == 3 and (ctx.c0 == 1 or 16 <= ctx.c0 < 32):
+                self.find_all(ctx, False)
             for i in range(CM_CTX):
-                k = self.index(i, ctx.h[i], ctx.c0)
+                k = ctx.bucket[i] + self.nibble(ctx.c0) if self.kind == 3 else self.index(i, ctx.h[i], ctx.c0)
                 self.t[k] = self._learn(self.t.get(k, _CM_SLOT0), y)
             ctx.next_bit(y)
-        if self.kind == 2:
+        if self.kind >= 2:
             self.match_byte(ctx)
 
 
@@ -715,7 +783,7 @@ def cm_trace_ref(p_lm_rows: Sequence[Sequence[int]], symbols: Sequence[int], off
     each byte (a list of 8 per byte), step t coding every chunk's byte t in
     chunk order, with one state per chunk or one for all (shared); in waves
     of ``wave`` chunks (0: one), each with fresh states or (keep) the shared
-    one carried on; ``kind`` 1 (cm1) or 2 (cm2)."""
+    one carried on; ``kind`` 1 (cm1), 2 (cm2) or 3 (cm3)."""
     p = [[int(v) for v in r] for r in p_lm_rows]
     s = [int(v) for v in symbols]
     n = len(p)
