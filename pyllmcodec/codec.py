@@ -59,7 +59,6 @@ from .container import (
     ChunkIndex,
     Header,
     build_meta,
-    cm_table_bits,
     header_len_from_prefix,
     parse_header,
 )
@@ -280,6 +279,9 @@ class Compressor(_LazyInit):
     wave (2 MiB at the defaults); ``True`` carries it across groups of 16 waves, an
     int ``n`` (2..) across groups of ``n``; random access then decodes from the
     start of the chunk's group, and decoding keeps one state per archive.
+    Its tables are sized for a period of waves: up to 704 MiB per state
+    (2^24 counters per context) for inputs of 1 MiB or more, which the
+    writer holds twice (the state and the wave's working copy).
     Full archives only (not ``frame="compact"``).
     ``max_memory``: the memory a wave may take (default 4 GiB, the
     decoder's default too, so that the default decoder reads what this
@@ -333,7 +335,7 @@ class Compressor(_LazyInit):
         self.max_memory = _check_limit("max_memory", max_memory)
         longest = self.plan.chunk_size_for(1 << 62 if self.plan.auto_chunk else None)
         longest = min(longest, MAX_BYTE_CHUNK_SIZE)
-        bits = cm_table_bits(longest * self.plan.batch_size) if self.plan.cm else 0
+        bits = self.plan.for_size(1 << 62).cm_bits if self.plan.cm else 0
         # the long mode keeps a state beside the wave's working copy
         need = (wave_bytes(self.model, self.plan.batch_size, longest, self.plan.context, bits)
                 + (cm_bytes(bits, 0) if self.plan.cm_long else 0))

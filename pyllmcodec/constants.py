@@ -12,6 +12,7 @@ __all__ = [
     "CM_KINDS",
     "CM_LONG_PERIOD",
     "CM_MAX_LONG",
+    "CM_MAX_LONG_TABLE_BITS",
     "CM_MAX_TABLE_BITS",
     "CM_MIN_TABLE_BITS",
     "DEFAULT_BATCH_SIZE",
@@ -142,17 +143,21 @@ MIXER_KIND = "match1"
 #: The context-mixing stage archives may be coded through (header key ``cm``,
 #: FORMAT.md section 4f; the algorithm, with its constants, is csrc/cm.hpp).
 #: A later algorithm gets a new name, so a reader refuses kinds it does not run.
-CM_KIND = "cm2"
+CM_KIND = "cm3"
 #: Every kind a reader runs, by name -> csrc/cm.hpp's Params::kind: ``cm1``
-#: (the first stage; compact and headerless frames still write it) and
-#: ``cm2`` (cm1 plus a match model over the group's bytes and a weight set by
-#: match length; what full archives write)
-CM_KINDS = {"cm1": 1, "cm2": 2}
+#: (the first stage; compact and headerless frames still write it), ``cm2``
+#: (cm1 plus a match model over the group's bytes and a weight set by match
+#: length) and ``cm3`` (cm2 with checked buckets, counter maps and a third
+#: mixer; what full archives write)
+CM_KINDS = {"cm1": 1, "cm2": 2, "cm3": 3}
 #: The stage's counters per context are 2^table_bits; the header records
 #: table_bits, bounded so that a hostile header cannot ask for more than
-#: 11 * 4 * 2^22 bytes (176 MiB; cm1 144 MiB) plus at most 0.3 MB.
+#: 11 * 4 * 2^22 bytes (176 MiB; cm1 144 MiB) plus at most 0.4 MB.
 CM_MIN_TABLE_BITS = 10
 CM_MAX_TABLE_BITS = 22
+#: cm3 in the long mode may record up to this (a state learns from up to a
+#: period of waves): 11 * 4 * 2^24 bytes, 704 MiB per state
+CM_MAX_LONG_TABLE_BITS = 24
 #: the long mode (header key ``cm.long``, FORMAT.md section 4f): an archive's
 #: context-mixing state carries from block to block within groups of this
 #: many blocks by default (32 MiB of input at 32 rows x 64 KiB); a reader

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple, Protocol
 from .constants import (
     CM_KINDS,
     CM_MAX_LONG,
+    CM_MAX_LONG_TABLE_BITS,
     CM_MAX_TABLE_BITS,
     CM_MIN_TABLE_BITS,
     ENTRY_FULL_CHUNK,
@@ -177,7 +178,7 @@ class Header:
 
     @property
     def cm_kind(self) -> int:
-        """The context-mixing stage's kind (FORMAT.md section 4f): 1 (cm1), 2 (cm2), 0 when none."""
+        """The context-mixing stage's kind (FORMAT.md section 4f): 1 (cm1), 2 (cm2), 3 (cm3), 0 when none."""
         cm = self.meta.get("cm")
         return 0 if cm is None else CM_KINDS[str(cm["kind"])]
 
@@ -312,14 +313,16 @@ def _get_uvarint(buf: bytes | memoryview, pos: int, end: int, what: str) -> tupl
 # ---------------------------------------------------------------- header
 
 
-def cm_table_bits(wave_bytes: int) -> int:
+def cm_table_bits(wave_bytes: int, most: int = CM_MAX_TABLE_BITS) -> int:
     """The context-mixing stage's table_bits a writer picks for waves of at
     most ``wave_bytes`` bytes: ``bit_length(wave_bytes) + 4``, clamped to
-    12..22 (at least one bucket of 16 counters per coded byte, and 176 MiB
-    at 22; bench/studies/cm_stage.py: alice29 1.899 at 20, 1.877 at 22).
+    12..``most`` (at least one bucket of 16 counters per coded byte, and 176
+    MiB at 22; bench/studies/cm_stage.py: alice29 1.899 at 20, 1.877 at 22).
     The header records this for the archive's largest wave; each archive's
-    rows in a wave get :func:`cm_table_bits` of their own bytes, at most that."""
-    return max(12, min(CM_MAX_TABLE_BITS, int(wave_bytes).bit_length() + 4))
+    rows in a wave get :func:`cm_table_bits` of their own bytes, at most that.
+    cm3's long mode counts the bytes of a period of waves, up to
+    ``CM_MAX_LONG_TABLE_BITS`` (linux-doc 10 MiB: 1.4096 at 22, 1.3949 at 24)."""
+    return max(12, min(most, int(wave_bytes).bit_length() + 4))
 
 
 def build_meta(
@@ -532,8 +535,10 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
         need(isinstance(cm["kind"], str) and cm["kind"] in CM_KINDS,
              f"cm.kind {str(cm['kind'])[:32]!r} is not one of {sorted(CM_KINDS)}, the context-mixing stages this "
              "pyllmcodec runs (upgrade pyllmcodec)")
-        need(is_int(cm["table_bits"], CM_MIN_TABLE_BITS, CM_MAX_TABLE_BITS),
-             f"cm.table_bits ({CM_MIN_TABLE_BITS}..{CM_MAX_TABLE_BITS})")
+        most = CM_MAX_LONG_TABLE_BITS if cm["kind"] == "cm3" and "long" in cm else CM_MAX_TABLE_BITS
+        need(is_int(cm["table_bits"], CM_MIN_TABLE_BITS, most),
+             f"cm.table_bits ({CM_MIN_TABLE_BITS}..{CM_MAX_TABLE_BITS}; cm3 in the long mode "
+             f"..{CM_MAX_LONG_TABLE_BITS})")
         need("long" not in cm or is_int(cm["long"], 2, CM_MAX_LONG), f"cm.long (2..{CM_MAX_LONG})")
         need(meta.get("tokenizer") is None, "cm (byte-level archives only)")
     dic = meta.get("dictionary")

@@ -33,6 +33,8 @@ from .backends.base import StepModel
 from .constants import (
     CM_LONG_PERIOD,
     CM_MAX_LONG,
+    CM_MAX_LONG_TABLE_BITS,
+    CM_MAX_TABLE_BITS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PRIME,
@@ -127,8 +129,8 @@ class Geometry:
     #: the long mode's period (header key ``cm.long``): an archive's stage
     #: state carries across groups of this many blocks; 0: every wave fresh
     cm_long: int = 0
-    #: the stage's kind (``CM_KINDS``: 1 cm1, 2 cm2); full archives write 2, frames 1
-    cm_kind: int = 2
+    #: the stage's kind (``CM_KINDS``: 1 cm1, 2 cm2, 3 cm3); full archives write 3, frames 1
+    cm_kind: int = 3
 
     @property
     def session_key(self) -> tuple[Any, ...]:
@@ -169,7 +171,7 @@ class Geometry:
                    pad=header.pad_token, context=header.context, prime=header.prime,
                    mixer=header_mixer(header, model), dictionary=dictionary if want is not None else None,
                    cm_bits=header_cm(header, model), cm_long=header.cm_long,
-                   cm_kind=header.cm_kind or 2)
+                   cm_kind=header.cm_kind or 3)
 
 
 def is_int(x: Any) -> bool:
@@ -318,11 +320,15 @@ class Plan:
         """The canonical geometry of an archive of ``size`` input bytes."""
         c = self.chunk_size_for(size)
         segmented = c + self.primed > self.context
+        wave = c * self.batch_size
+        # cm3's long mode: a state learns from up to a period of waves
+        reach = wave * self.cm_long if self.cm_long else wave
+        bits = (cm_table_bits(reach if size is None else min(size, reach),
+                              CM_MAX_LONG_TABLE_BITS if self.cm_long else CM_MAX_TABLE_BITS) if self.cm else 0)
         return Geometry(chunk_size=c, batch_size=self.batch_size, precision=self.precision, pad=self.pad,
                         context=self.context if segmented else self.max_context,
                         prime=self.prime if segmented else 0, mixer=self.mixer, dictionary=self.dictionary,
-                        cm_bits=cm_table_bits(c * self.batch_size if size is None else min(size, c * self.batch_size))
-                        if self.cm else 0, cm_long=self.cm_long if self.cm else 0)
+                        cm_bits=bits, cm_long=self.cm_long if self.cm else 0)
 
 
 #: no piece of a split cell is shorter than this (a shorter piece that is still

@@ -93,7 +93,7 @@ import numpy as np
 
 from . import core
 from .backends.base import StepModel, TwoPhaseStepModel
-from .constants import PROBE_BYTES
+from .constants import CM_MAX_LONG_TABLE_BITS, CM_MAX_TABLE_BITS, PROBE_BYTES
 from .container import cm_table_bits
 from .errors import MemoryLimitError
 from .geometry import Geometry, is_int
@@ -189,12 +189,15 @@ PROGRESS_STEPS = 32
 
 
 def cm_groups(batch: int, rows: Sequence[int], groups: Sequence[int] | None, raw_lens: Sequence[int],
-              cap: int) -> tuple[np.ndarray, list[int]]:
+              cap: int, reach: int = 0) -> tuple[np.ndarray, list[int]]:
     """The context-mixing stage's groups for a wave (docs/FORMAT.md section
     4f): the chunks at ``rows`` of one archive (``groups[k]``, its owner;
     None: one archive) share one state, so that each archive decodes alone;
     a group's table_bits are :func:`pyllmcodec.container.cm_table_bits` of
-    its chunks' ``raw_lens``, at most the header's ``cap``.  Returns (the
+    its chunks' ``raw_lens``, at most the header's ``cap``; cm3's long mode
+    (``reach``: its period) counts ``reach`` times those bytes, up to
+    ``CM_MAX_LONG_TABLE_BITS`` (a fresh state learns from up to a period of
+    waves; a continued one keeps its tables).  Returns (the
     group of every row, absent rows in group 0; the groups' table_bits) --
     the encoder and the decoder derive them from the same entries."""
     owners = [0] * len(rows) if groups is None else [int(g) for g in groups]
@@ -207,7 +210,8 @@ def cm_groups(batch: int, rows: Sequence[int], groups: Sequence[int] | None, raw
             size.append(0)
         size[g] += int(n)
         of_row[int(r)] = g
-    bits = [min(cap, cm_table_bits(n)) for n in size] or [min(cap, cm_table_bits(0))]
+    most = CM_MAX_LONG_TABLE_BITS if reach else CM_MAX_TABLE_BITS
+    bits = [min(cap, cm_table_bits(n * max(reach, 1), most)) for n in size] or [min(cap, cm_table_bits(0))]
     return of_row, bits
 
 
@@ -243,10 +247,10 @@ class CmChain:
 
 def cm_bytes(table_bits: int, batch: int) -> int:
     """The memory of a context-mixing stage (csrc/cm.hpp): 9 tables of
-    2^table_bits uint32 counters, cm2's match model (a ring of 4 * 2^table_bits
-    bytes and 2^table_bits uint32 places), the mixers and APMs (0.3 MB), and
-    per row a history and a 257-entry table."""
-    return 44 * (1 << table_bits) + 330_000 + 1200 * batch if table_bits else 0
+    2^table_bits uint32 counters, the match model (a ring of 4 * 2^table_bits
+    bytes and 2^table_bits uint32 places), the mixers, maps and APMs (0.4 MB),
+    and per row a history and a 257-entry table."""
+    return 44 * (1 << table_bits) + 400_000 + 1300 * batch if table_bits else 0
 
 
 def wave_bytes(model: StepModel, batch: int, longest: int, context: int, cm_bits: int = 0) -> int:
@@ -470,7 +474,8 @@ class WaveRunner:
             return _DeviceSteps(self._device_model, self.precision, batch)
         mx = None if self.mixer is None else self.mixer.new(batch, max_len, self.geometry.chunk_size)
         if self.cm_bits:
-            g, bits = cm_groups(batch, rows, groups, raw_lens, self.cm_bits)
+            reach = self.geometry.cm_long if self.geometry.cm_kind >= 3 else 0
+            g, bits = cm_groups(batch, rows, groups, raw_lens, self.cm_bits, reach)
             owners = list(dict.fromkeys([0] * len(rows) if groups is None else [int(o) for o in groups]))
             states = [None if cm_start is None else cm_start.get(o) for o in owners]
             for i, st in enumerate(states):

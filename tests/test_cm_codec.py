@@ -39,7 +39,7 @@ def test_on_by_default_where_the_model_can_run_it_and_smaller():
     with_cm = _comp().compress(TEXT)
     without = _comp(cm=False).compress(TEXT)
     h = parse_header(with_cm)
-    assert h.meta["cm"] == {"kind": "cm2", "table_bits": cm_table_bits(256 * 4)}
+    assert h.meta["cm"] == {"kind": "cm3", "table_bits": cm_table_bits(256 * 4)}
     assert with_cm[9] & HEADER_FLAG_CM and not without[9] & HEADER_FLAG_CM
     assert "cm" not in parse_header(without).meta
     assert len(with_cm) < 0.85 * len(without)  # the text repeats: the stage learns it
@@ -148,10 +148,13 @@ def _rewrite(blob: bytes, change: dict, flip: int = 0) -> bytes:
 
 
 @pytest.mark.parametrize("change,flip,msg", [
-    ({"cm": {"kind": "cm3", "table_bits": 16}}, 0, "cm.kind 'cm3'.*upgrade"),
+    ({"cm": {"kind": "cm4", "table_bits": 16}}, 0, "cm.kind 'cm4'.*upgrade"),
     ({"cm": {"kind": ["cm2"], "table_bits": 16}}, 0, r"cm.kind .*cm2.* is not one of"),
-    ({"cm": {"kind": "cm1", "table_bits": 9}}, 0, r"cm.table_bits \(10..22\)"),
-    ({"cm": {"kind": "cm1", "table_bits": 23}}, 0, r"cm.table_bits \(10..22\)"),
+    ({"cm": {"kind": "cm1", "table_bits": 9}}, 0, r"cm.table_bits \(10..22"),
+    ({"cm": {"kind": "cm1", "table_bits": 23}}, 0, r"cm.table_bits \(10..22"),
+    ({"cm": {"kind": "cm3", "table_bits": 23}}, 0, r"cm.table_bits \(10..22; cm3 in the long mode ..24\)"),
+    ({"cm": {"kind": "cm2", "table_bits": 23, "long": 2}}, 0, r"cm.table_bits \(10..22"),
+    ({"cm": {"kind": "cm3", "table_bits": 25, "long": 2}}, 0, r"cm.table_bits \(10..22; cm3 in the long mode ..24\)"),
     ({"cm": {"kind": "cm1", "table_bits": "16"}}, 0, r"cm.table_bits"),
     ({"cm": {"kind": "cm1", "table_bits": True}}, 0, r"cm.table_bits"),
     ({"cm": {"kind": "cm1"}}, 0, r"cm \(must be"),
@@ -186,6 +189,8 @@ GOLDEN = Path(__file__).parent / "data" / "golden-cm.llmz"
 GOLDEN_TEXT = Path(__file__).parent / "data" / "golden-cm.txt"
 #: the same text through cm2 in the long mode (3 waves of up to 32 x 48 bytes, groups of 2)
 GOLDEN2 = Path(__file__).parent / "data" / "golden-cm2-long.llmz"
+#: ... and through cm3, what full archives write since 0.5
+GOLDEN3 = Path(__file__).parent / "data" / "golden-cm3-long.llmz"
 GOLDEN2_OPTS = {"chunk_size": 48, "batch_size": 32, "long": 2}
 
 
@@ -207,18 +212,40 @@ def test_golden_archive_pins_the_stage(monkeypatch):
     assert {**hn.meta, "writer": ""} == {**h.meta, "writer": ""}
 
 
-def test_golden_cm2_long_archive_pins_the_stage():
+def test_golden_cm2_long_archive_pins_the_stage(monkeypatch):
     """tests/data/golden-cm2-long.llmz: the same text through cm2 (its match
     model over the group's ring) in the long mode, written by
-    ``pyllmcodec.compress(text, **GOLDEN2_OPTS)``: reproduced byte for byte
-    but for the writer's version, decoded here and on an emulated ARM."""
+    ``pyllmcodec.compress(text, **GOLDEN2_OPTS)`` before cm3: reproduced byte
+    for byte (but for the writer's version) by this writer made to write cm2
+    at cm2's table size, and decoded here."""
     arc, text = GOLDEN2.read_bytes(), GOLDEN_TEXT.read_bytes()
     assert parse_header(arc).meta["cm"] == {"kind": "cm2", "table_bits": 15, "long": 2}
     assert pyllmcodec.info(arc)["n_blocks"] == 3
     assert pyllmcodec.decompress(arc) == text
+    real = Compressor.geometry_for
+    monkeypatch.setattr(Compressor, "geometry_for",
+                        lambda self, size: dataclasses.replace(real(self, size), cm_kind=2, cm_bits=15))
     new = pyllmcodec.compress(text, **GOLDEN2_OPTS)
     h, hn = parse_header(arc), parse_header(new)
     assert new[hn.size:] == arc[h.size:]
     assert {**hn.meta, "writer": ""} == {**h.meta, "writer": ""}
     # cm2 pays on this text beside cm1 (the text repeats little: the match model finds what does)
     assert len(arc) < len(pyllmcodec.compress(text, chunk_size=48, batch_size=32, cm=False))
+
+
+def test_golden_cm3_long_archive_pins_the_stage():
+    """tests/data/golden-cm3-long.llmz: the same text through cm3 (checked
+    buckets, counter maps, mixer 3) in the long mode, whose fresh states take
+    the table size of a period of waves, written by
+    ``pyllmcodec.compress(text, **GOLDEN2_OPTS)``: reproduced byte for byte
+    but for the writer's version, decoded here and on an emulated ARM
+    (tools/aarch64_check.sh)."""
+    arc, text = GOLDEN3.read_bytes(), GOLDEN_TEXT.read_bytes()
+    assert parse_header(arc).meta["cm"] == {"kind": "cm3", "table_bits": 16, "long": 2}
+    assert pyllmcodec.info(arc)["n_blocks"] == 3
+    assert pyllmcodec.decompress(arc) == text
+    new = pyllmcodec.compress(text, **GOLDEN2_OPTS)
+    h, hn = parse_header(arc), parse_header(new)
+    assert new[hn.size:] == arc[h.size:]
+    assert {**hn.meta, "writer": ""} == {**h.meta, "writer": ""}
+    assert len(arc) < len(GOLDEN2.read_bytes())

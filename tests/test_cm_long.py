@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 import pyllmcodec
 from pyllmcodec import Compressor, Decompressor, core
-from pyllmcodec.container import ArchiveIndex, parse_header
+from pyllmcodec.constants import CM_MAX_LONG_TABLE_BITS
+from pyllmcodec.container import ArchiveIndex, cm_table_bits, parse_header
 from pyllmcodec.errors import FormatError
-from pyllmcodec.scheduler import CmChain
+from pyllmcodec.scheduler import CmChain, cm_groups
 
 RND = bytes(np.random.default_rng(11).integers(0, 256, 2000, dtype=np.uint8))
 #: several waves of 4 rows x 128 bytes, repeating across waves (what the long mode learns)
@@ -189,8 +190,12 @@ def test_a_period_the_writer_did_not_use_fails_a_check():
 def test_states_copy_and_refuse_misuse():
     s = core.CmState(12)
     assert s.table_bits == 12 and s.nbytes > 36 << 12
-    with pytest.raises(ValueError, match="table_bits"):
-        core.CmState(23)
+    with pytest.raises(ValueError, match=r"table_bits must be in 10\.\.24"):
+        core.CmState(25)
+    with pytest.raises(ValueError, match=r"kind must be 1 \(cm1\), 2 \(cm2\) or 3 \(cm3\)"):
+        core.CmState(12, kind=4)
+    with pytest.raises(ValueError, match="is of kind 3, not 2"):
+        core.ContextMixer(np.zeros(2, dtype=np.int64), np.array([12]), [core.CmState(12, kind=3)], kind=2)
     cm = core.ContextMixer(np.zeros(2, dtype=np.int64), np.array([12]), [s])
     assert cm.state(0) is not None
     with pytest.raises(IndexError):
@@ -236,3 +241,23 @@ def test_cli_long(tmp_path, monkeypatch):
     for name in ("a.txt.llmz", "b.llmz"):
         assert main(["decompress", "-c", name]) == EXIT_OK
         assert pyllmcodec.decompress((tmp_path / name).read_bytes(), model=get_int_model()) == DATA
+
+
+def test_cm3_long_tables_are_sized_by_a_period_of_waves():
+    """cm3 in the long mode: a fresh state learns from up to a period of
+    waves, so its tables are sized by the period's bytes (up to 2^24 slots,
+    the header's cap bounding them); cm2 and the waves mode keep a wave's."""
+    assert cm_table_bits(1 << 30, CM_MAX_LONG_TABLE_BITS) == 24 and cm_table_bits(1 << 30) == 22
+    g, bits = cm_groups(4, [0, 1, 2], [7, 7, 9], [1000, 1000, 10], cap=24, reach=16)
+    assert g.tolist() == [0, 0, 1, 0] and bits == [cm_table_bits(2000 * 16), cm_table_bits(10 * 16)]
+    assert cm_groups(4, [0, 1], None, [1000, 1000], cap=24)[1] == [cm_table_bits(2000)]
+    assert cm_groups(4, [0, 1], None, [1 << 16] * 2, cap=23, reach=16)[1] == [23]
+    # the writer's header: the bytes of a period of waves, at most the input's
+    text = TEXT[:4000]
+    long2 = parse_header(pyllmcodec.compress(text, chunk_size=48, batch_size=32, long=2)).meta["cm"]
+    waves = parse_header(pyllmcodec.compress(text, chunk_size=48, batch_size=32)).meta["cm"]
+    assert long2 == {"kind": "cm3", "table_bits": cm_table_bits(2 * 48 * 32), "long": 2}
+    assert waves == {"kind": "cm3", "table_bits": cm_table_bits(48 * 32)}
+    plan = pyllmcodec.Compressor(long=True).plan
+    assert plan.for_size(10 << 20).cm_bits == 24 and plan.for_size(None).cm_bits == 24
+    assert plan.for_size(5000).cm_bits == cm_table_bits(5000)
