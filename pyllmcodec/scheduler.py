@@ -189,15 +189,19 @@ PROGRESS_STEPS = 32
 
 
 def cm_groups(batch: int, rows: Sequence[int], groups: Sequence[int] | None, raw_lens: Sequence[int],
-              cap: int, reach: int = 0) -> tuple[np.ndarray, list[int]]:
+              cap: int, reach: int = 0, wave_size: int = 0) -> tuple[np.ndarray, list[int]]:
     """The context-mixing stage's groups for a wave (docs/FORMAT.md section
     4f): the chunks at ``rows`` of one archive (``groups[k]``, its owner;
     None: one archive) share one state, so that each archive decodes alone;
     a group's table_bits are :func:`pyllmcodec.container.cm_table_bits` of
     its chunks' ``raw_lens``, at most the header's ``cap``; cm3's long mode
     (``reach``: its period) counts ``reach`` times those bytes, up to
-    ``CM_MAX_LONG_TABLE_BITS`` (a fresh state learns from up to a period of
-    waves; a continued one keeps its tables).  Returns (the
+    ``CM_MAX_LONG_TABLE_BITS``, for a group of more than half the wave's
+    ``wave_size`` (B x chunk_size) bytes: a fresh state learns from up to a
+    period of waves (a continued one keeps its tables); archives sharing a
+    wave of ``compress_batch`` keep a wave's size but for at most one, so
+    that B small archives do not take B large tables, and each archive
+    still decodes alone (the rule reads its own rows only).  Returns (the
     group of every row, absent rows in group 0; the groups' table_bits) --
     the encoder and the decoder derive them from the same entries."""
     owners = [0] * len(rows) if groups is None else [int(g) for g in groups]
@@ -210,8 +214,8 @@ def cm_groups(batch: int, rows: Sequence[int], groups: Sequence[int] | None, raw
             size.append(0)
         size[g] += int(n)
         of_row[int(r)] = g
-    most = CM_MAX_LONG_TABLE_BITS if reach else CM_MAX_TABLE_BITS
-    bits = [min(cap, cm_table_bits(n * max(reach, 1), most)) for n in size] or [min(cap, cm_table_bits(0))]
+    bits = [min(cap, cm_table_bits(n * reach, CM_MAX_LONG_TABLE_BITS) if reach and 2 * n > wave_size
+                else cm_table_bits(n)) for n in size] or [min(cap, cm_table_bits(0))]
     return of_row, bits
 
 
@@ -475,7 +479,8 @@ class WaveRunner:
         mx = None if self.mixer is None else self.mixer.new(batch, max_len, self.geometry.chunk_size)
         if self.cm_bits:
             reach = self.geometry.cm_long if self.geometry.cm_kind >= 3 else 0
-            g, bits = cm_groups(batch, rows, groups, raw_lens, self.cm_bits, reach)
+            g, bits = cm_groups(batch, rows, groups, raw_lens, self.cm_bits, reach,
+                                self.geometry.batch_size * self.geometry.chunk_size)
             owners = list(dict.fromkeys([0] * len(rows) if groups is None else [int(o) for o in groups]))
             states = [None if cm_start is None else cm_start.get(o) for o in owners]
             for i, st in enumerate(states):

@@ -248,10 +248,16 @@ def test_cm3_long_tables_are_sized_by_a_period_of_waves():
     waves, so its tables are sized by the period's bytes (up to 2^24 slots,
     the header's cap bounding them); cm2 and the waves mode keep a wave's."""
     assert cm_table_bits(1 << 30, CM_MAX_LONG_TABLE_BITS) == 24 and cm_table_bits(1 << 30) == 22
-    g, bits = cm_groups(4, [0, 1, 2], [7, 7, 9], [1000, 1000, 10], cap=24, reach=16)
-    assert g.tolist() == [0, 0, 1, 0] and bits == [cm_table_bits(2000 * 16), cm_table_bits(10 * 16)]
-    assert cm_groups(4, [0, 1], None, [1000, 1000], cap=24)[1] == [cm_table_bits(2000)]
-    assert cm_groups(4, [0, 1], None, [1 << 16] * 2, cap=23, reach=16)[1] == [23]
+    assert cm_groups(4, [0, 1, 2], None, [1000, 1000, 10], cap=24, reach=16, wave_size=4000)[1] == [
+        cm_table_bits(2010 * 16, CM_MAX_LONG_TABLE_BITS)]
+    # archives sharing a wave (compress_batch): only a group of more than half the wave is sized for
+    # the period, so that B small archives do not take B large tables
+    g, bits = cm_groups(4, [0, 1, 2], [7, 7, 9], [1000, 1000, 10], cap=24, reach=16, wave_size=4000)
+    assert g.tolist() == [0, 0, 1, 0] and bits == [cm_table_bits(2000), cm_table_bits(10)]
+    g, bits = cm_groups(4, [0, 1, 2], [7, 7, 9], [1000, 1000, 10], cap=24, reach=16, wave_size=3000)
+    assert bits == [cm_table_bits(2000 * 16, CM_MAX_LONG_TABLE_BITS), cm_table_bits(10)]
+    assert cm_groups(4, [0, 1], None, [1000, 1000], cap=24, wave_size=3000)[1] == [cm_table_bits(2000)]
+    assert cm_groups(4, [0, 1], None, [1 << 16] * 2, cap=23, reach=16, wave_size=1 << 17)[1] == [23]
     # the writer's header: the bytes of a period of waves, at most the input's
     text = TEXT[:4000]
     long2 = parse_header(pyllmcodec.compress(text, chunk_size=48, batch_size=32, long=2)).meta["cm"]
