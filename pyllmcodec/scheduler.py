@@ -93,7 +93,7 @@ import numpy as np
 
 from . import core
 from .backends.base import StepModel, TwoPhaseStepModel
-from .constants import CM_MAX_LONG_TABLE_BITS, CM_MAX_TABLE_BITS, PROBE_BYTES
+from .constants import CM_MAX_LONG_TABLE_BITS, PROBE_BYTES
 from .container import cm_table_bits
 from .errors import MemoryLimitError
 from .geometry import Geometry, is_int
