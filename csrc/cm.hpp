@@ -567,10 +567,14 @@ class Model {
   std::size_t index(int i, std::uint64_t h, int c0) const {
     const int b = 31 - __builtin_clz(static_cast<unsigned>(c0));  // bits known, 0..7
     const int key = b < 4 ? 0 : (c0 >> (b - 4));                   // 0, or 16..31: the first nibble
-    const int nib = b < 4 ? c0 : ((c0 & ((1 << (b - 4)) - 1)) | (1 << (b - 4)));
-    const std::uint64_t z = (h ^ (std::uint64_t(key + 1) * kC1)) * kC2;
-    return (std::size_t(i) << p_.table_bits) + ((std::size_t(z >> shift_) & mask_) & ~std::size_t{15}) +
-           static_cast<std::size_t>(nib);
+    return line(i, hashed(h, key)) + static_cast<std::size_t>(nibble(c0));
+  }
+
+  // z: context hash h mixed with the nibble's key (0, or the first nibble behind its 1).
+  static std::uint64_t hashed(std::uint64_t h, int key) { return (h ^ (std::uint64_t(key + 1) * kC1)) * kC2; }
+  // The first slot of context i's line (16 slots, 64 bytes) for z.
+  std::size_t line(int i, std::uint64_t z) const {
+    return (std::size_t(i) << p_.table_bits) + ((std::size_t(z >> shift_) & mask_) & ~std::size_t{15});
   }
 
   // The slot within a bucket: the nibble's bits so far behind a leading 1 (1..15).
@@ -585,8 +589,8 @@ class Model {
     if (count) r.found = 0;
     const int key = r.c0 == 1 ? 0 : r.c0;
     for (int i = 0; i < kCtx; ++i) {
-      const std::uint64_t z = (r.h[i] ^ (std::uint64_t(key + 1) * kC1)) * kC2;
-      const std::size_t a = (std::size_t(i) << p_.table_bits) + ((std::size_t(z >> shift_) & mask_) & ~std::size_t{15});
+      const std::uint64_t z = hashed(r.h[i], key);
+      const std::size_t a = line(i, z);
       const std::size_t b = a ^ 16;
       const std::uint32_t check = static_cast<std::uint32_t>(z) | 1u;  // slot 0 of a bucket, stored as is
       std::uint32_t* pa = t_.slot(a);
