@@ -575,9 +575,13 @@ class CmModel:
         nibble), the slot in it by the nibble's bits so far behind a 1."""
         b = c0.bit_length() - 1  # bits known, 0..7
         key = 0 if b < 4 else c0 >> (b - 4)  # 0, or the first nibble behind its 1 (16..31)
-        nib = c0 if b < 4 else (c0 & ((1 << (b - 4)) - 1)) | (1 << (b - 4))  # 1..15
+        return self.line(i, h, key)[0] + self.nibble(c0)
+
+    def line(self, i: int, h: int, key: int) -> tuple[int, int]:
+        """(the first slot of context i's line of 16 for hash h and nibble
+        key (0, or the first nibble behind its 1), the mixed hash z)."""
         z = ((h ^ (((key + 1) * CM_C1) & _M64)) * CM_C2) & _M64
-        return (i << self.table_bits) + ((z >> (64 - self.table_bits)) & ~15) + nib
+        return (i << self.table_bits) + ((z >> (64 - self.table_bits)) & ~15), z
 
     def find_all(self, ctx: CmRowCtx, count: bool) -> None:
         """cm3, at a nibble's first bit: each context's bucket, one of two
@@ -586,10 +590,8 @@ class CmModel:
         if count:
             ctx.found = 0
         key = 0 if ctx.c0 == 1 else ctx.c0
-        tb = self.table_bits
         for i in range(CM_CTX):
-            z = ((ctx.h[i] ^ (((key + 1) * CM_C1) & _M64)) * CM_C2) & _M64
-            a = (i << tb) + ((z >> (64 - tb)) & ~15)
+            a, z = self.line(i, ctx.h[i], key)
             b = a ^ 16
             check = (z & _M32) | 1
             if self.check.get(a, 0) == check or self.check.get(b, 0) == check:
@@ -606,6 +608,7 @@ class CmModel:
 
     @staticmethod
     def nibble(c0: int) -> int:
+        """The slot within a line: the nibble's bits so far behind a 1 (1..15)."""
         b = c0.bit_length() - 1
         return c0 if b < 4 else (c0 & ((1 << (b - 4)) - 1)) | (1 << (b - 4))
 
