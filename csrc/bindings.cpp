@@ -230,16 +230,32 @@ void append_symbols(std::mutex& mu, Target& target, const py::object& symbols, c
   (target.*append)(sp, n, r.ptr);
 }
 
+// cm3's priors (the mixers' initial weights, cm.hpp Params::priors) from an
+// integer array, or null for None; the size and range are Params::validate's.
+std::shared_ptr<const std::vector<std::int32_t>> priors_arg(const py::object& priors) {
+  if (priors.is_none()) return nullptr;
+  auto a = index_arg(priors, "priors");
+  auto v = std::make_shared<std::vector<std::int32_t>>(static_cast<std::size_t>(a.size()));
+  for (py::ssize_t k = 0; k < a.size(); ++k) {
+    const std::int64_t x = a.data()[k];
+    if (x < -plc::cm::kPriorMax || x > plc::cm::kPriorMax)
+      throw py::value_error("priors[" + std::to_string(k) + "] = " + std::to_string(x) + " is outside -2^24..2^24");
+    (*v)[static_cast<std::size_t>(k)] = static_cast<std::int32_t>(x);
+  }
+  return v;
+}
+
 struct PyCm {
   plc::cm::ContextMixer cm;
   std::mutex mu;
   PyCm(const std::vector<std::int64_t>& g, const std::vector<int>& b,
-       const std::vector<std::shared_ptr<plc::cm::State>>& s, int kind, std::size_t max_len)
-      : cm(g, b, s, kind, max_len) {}
+       const std::vector<std::shared_ptr<plc::cm::State>>& s, int kind, std::size_t max_len,
+       std::shared_ptr<const std::vector<std::int32_t>> priors)
+      : cm(g, b, s, kind, max_len, std::move(priors)) {}
 };
 
 std::unique_ptr<PyCm> make_cm(const py::object& groups, const py::object& table_bits, const py::object& states,
-                              int kind, std::size_t max_len) {
+                              int kind, std::size_t max_len, const py::object& priors) {
   auto g = index_arg(groups, "groups");
   auto b = index_arg(table_bits, "table_bits");
   std::vector<int> bits;
@@ -263,7 +279,8 @@ std::unique_ptr<PyCm> make_cm(const py::object& groups, const py::object& table_
       }
     }
   }
-  return std::make_unique<PyCm>(std::vector<std::int64_t>(g.data(), g.data() + g.size()), bits, st, kind, max_len);
+  return std::make_unique<PyCm>(std::vector<std::int64_t>(g.data(), g.data() + g.size()), bits, st, kind, max_len,
+                                priors_arg(priors));
 }
 
 std::unique_ptr<PyMixer> make_mixer(std::size_t n_rows, std::size_t max_len, const py::object& prior, int min_len,
@@ -551,7 +568,7 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
   m.def(
       "cm_trace",
       [](const py::object& p_lm, const py::object& symbols, const py::object& offsets, bool shared, int table_bits,
-         int limit, int lr, std::int64_t wave, bool keep, int kind) {
+         int limit, int lr, std::int64_t wave, bool keep, int kind, const py::object& priors, bool weights) {
         if (wave < 0) throw py::value_error("wave must be >= 0 (0: all chunks in one wave)");
         Matrix p = matrix_arg<std::uint16_t>(p_lm, "p_lm", "uint16");
         if (p.cols != 8) throw py::value_error("p_lm must be [n, 8]: the model's P(bit = 1) per bit, MSB first");
@@ -571,6 +588,7 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
         prm.limit = limit;
         prm.lr = lr;
         prm.kind = kind;
+        prm.priors = priors_arg(priors);
         prm.validate();
         const auto* pp = static_cast<const std::uint16_t*>(p.arr.data());
         const std::int64_t* sp = sym.data();
@@ -581,6 +599,7 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
         }
         py::array_t<std::uint16_t> out({static_cast<py::ssize_t>(p.rows), py::ssize_t{8}});
         std::uint16_t* op = out.mutable_data();
+        std::vector<std::int32_t> last;  // weights=True: the weights of the state that coded the last chunk
         {
           py::gil_scoped_release nogil;
           const std::size_t n_chunks = off.size() - 1;
@@ -607,11 +626,16 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
               }
             }
           }
+          if (weights && prm.kind == 3 && !models.empty() && models.back()) last = models.back()->weights();
         }
-        return out;
+        if (!weights) return py::object(out);
+        if (prm.kind != 3) throw py::value_error("weights=True needs kind 3 (cm3)");
+        py::array_t<std::int32_t> w(static_cast<py::ssize_t>(last.size()));
+        std::copy(last.begin(), last.end(), w.mutable_data());
+        return py::object(py::make_tuple(out, w));
       },
       "p_lm"_a, "symbols"_a, "offsets"_a = py::none(), "shared"_a = false, "table_bits"_a = 16, "limit"_a = 255,
-      "lr"_a = 8, "wave"_a = 0, "keep"_a = false, "kind"_a = 1,
+      "lr"_a = 8, "wave"_a = 0, "keep"_a = false, "kind"_a = 1, "priors"_a = py::none(), "weights"_a = false,
       R"doc(The context-mixing stage (csrc/cm.hpp) over chunks of bytes, as a wave codes them.
 
 p_lm: uint16 [n, 8], the model's P(bit = 1) (units 2**-16, 1..65535) for
@@ -620,8 +644,13 @@ offsets: the chunks' boundaries (None: one chunk).  Step t codes every
 chunk's byte t in chunk order, each chunk with its own state, or with one
 state for all (shared).  wave: chunks per wave (0: all in one), the waves
 run one after another, each with fresh states, or (keep) the shared state
-carried from wave to wave (the long mode).  Returns uint16 [n, 8], the stage's P(bit = 1) for
-each bit (what the coder codes with).  For tests and studies.)doc");
+carried from wave to wave (the long mode).  priors (kind 3): the fresh
+states' initial mixer weights (int [CM3_PRIOR_WEIGHTS], csrc/cm.hpp Params::priors).
+Returns uint16 [n, 8], the stage's P(bit = 1) for each bit (what the coder
+codes with), and with weights=True (kind 3) also the mixers' final weights
+(int32 [CM3_PRIOR_WEIGHTS], the priors' layout) of the state that coded the
+last chunk.  For tests, studies and fitting priors.)doc");
+  m.attr("CM3_PRIOR_WEIGHTS") = py::int_(plc::cm::kPriorWeights);
 
   // C++ errors -> Python.  CorruptData -> pyllmcodec.errors.CodecError;
   // InvalidInput (std::invalid_argument) -> ValueError via pybind11's default.
@@ -856,7 +885,9 @@ Memory per group: about 36 * 2**table_bits bytes plus up to 0.3 MB (nbytes).  No
 thread-safe (concurrent use raises RuntimeError); the GIL is released while
 coding.)doc")
       .def(py::init(&make_cm), "groups"_a, "table_bits"_a, "states"_a = py::none(), "kind"_a = 1, "max_len"_a = 0,
-           "A stage for len(groups) rows in len(table_bits) groups, 2**table_bits[g] counters per context.")
+           "priors"_a = py::none(),
+           "A stage for len(groups) rows in len(table_bits) groups, 2**table_bits[g] counters per context; "
+           "priors (kind 3): the fresh states' initial mixer weights.")
       .def(
           "state", [](PyCm& x, std::size_t g) { return x.cm.state(g); }, "g"_a,
           "Group g's state (live: it goes on learning while this stage codes), to continue in a later wave.")

@@ -208,6 +208,10 @@ constexpr int kSetsMax = 3 * kSets;  // cm2: x 3 match states (none, length < 16
 constexpr int kApmKnots = 33;
 constexpr int kSets3 = (kCtx + 1) * 8;  // cm3: mixer 3's weight sets, by contexts found x bits known
 constexpr int kMapRate = 7;             // cm3: the counter maps learn at rate 2^-7
+// cm3 priors: mixer 1's, 2's and 3's initial weights in that order (each
+// [sets][kInMax], row-major), fitted offline and shipped in a bundle
+constexpr std::size_t kPriorWeights = std::size_t{kSetsMax + 256 + kSets3} * kInMax;
+constexpr std::int32_t kPriorMax = std::int32_t{1} << 24;  // |a prior weight| <= 2^24 (256.0)
 
 // K[i] = round(65536 / (1 + exp(-(i - 48) / 4))), clamped to 1..65535.
 constexpr std::array<std::uint16_t, 97> kSquashKnots = {
@@ -270,6 +274,9 @@ struct Params {
   int table_bits = 16;  // 2^table_bits slots per hashed context, 10..24
   int limit = 255;      // the counters' count cap: the slowest rate 1/(limit + 1.5), 1..1023
   int lr = 8;           // the mixer's learning rate (x err x lr / 2^20), 1..128
+  // cm3 only: the mixers' initial weights (kPriorWeights, shared and never
+  // written), or null: 65536 on the model's input and 0 elsewhere
+  std::shared_ptr<const std::vector<std::int32_t>> priors;
 
   void validate() const {
     auto bad = [](const std::string& what) { throw InvalidInput("context-mixing spec: " + what); };
@@ -278,6 +285,16 @@ struct Params {
     if (limit < 1 || limit > 1023) bad("limit must be in 1..1023");
     // above ~170 a saturated context's weight drifts without bound (int32)
     if (lr < 1 || lr > 128) bad("lr must be in 1..128");
+    if (priors) {
+      if (kind != 3) bad("priors are mixer weights of kind 3 (cm3)");
+      if (priors->size() != kPriorWeights)
+        bad("priors must be " + std::to_string(kPriorWeights) + " weights, got " + std::to_string(priors->size()));
+      for (std::size_t k = 0; k < priors->size(); ++k) {
+        const std::int32_t v = (*priors)[k];
+        if (v < -kPriorMax || v > kPriorMax) bad("priors[" + std::to_string(k) + "] = " + std::to_string(v) +
+                                                 " is outside -2^24..2^24");
+      }
+    }
   }
 
   // The bytes one row holds.
@@ -414,6 +431,21 @@ class Model {
       for (int j = 0; j < kApmKnots; ++j) apm_[c * kApmKnots + j] = static_cast<std::uint16_t>(squash(192 * j - 3072));
     for (std::size_t c = 0; c < (std::size_t{1} << apm2_bits_); ++c)
       for (int j = 0; j < kApmKnots; ++j) apm2_[c * kApmKnots + j] = apm_[j];
+    if (p_.priors) {  // cm3 (validated): the fitted weights replace the three mixers' initial ones
+      const std::int32_t* q = p_.priors->data();
+      std::memcpy(w_.data(), q, w_.size() * 4);
+      std::memcpy(w2_.data(), q + w_.size(), w2_.size() * 4);
+      std::memcpy(w3_.data(), q + w_.size() + w2_.size(), w3_.size() * 4);
+    }
+  }
+
+  // The three mixers' weights in the priors' layout (kind 3): what a state
+  // has learned, from which training/fit_cm_priors.py takes a bundle's priors.
+  std::vector<std::int32_t> weights() const {
+    std::vector<std::int32_t> v(w_);
+    v.insert(v.end(), w2_.begin(), w2_.end());
+    v.insert(v.end(), w3_.begin(), w3_.end());
+    return v;
   }
 
   const Params& params() const { return p_; }
@@ -730,9 +762,11 @@ class ContextMixer {
   // so that each archive decodes alone (docs/FORMAT.md section 4f).
   // states (optional, one per group, null: fresh): the states to continue
   // (each with table_bits bits[g]), shared with the caller.
-  // kind: 1 or 2 (Params::kind); max_len: the most bytes a row holds (cm2's ring places per row).
+  // kind: 1, 2 or 3 (Params::kind); max_len: the most bytes a row holds (cm2's ring places per row);
+  // priors (cm3, optional): the fresh states' initial mixer weights (Params::priors).
   ContextMixer(const std::vector<std::int64_t>& groups, const std::vector<int>& bits,
-               const std::vector<std::shared_ptr<State>>& states = {}, int kind = 1, std::size_t max_len = 0)
+               const std::vector<std::shared_ptr<State>>& states = {}, int kind = 1, std::size_t max_len = 0,
+               std::shared_ptr<const std::vector<std::int32_t>> priors = nullptr)
       : ctx_(groups.size()), group_(groups.size()), checker_(groups.size(), "context-mixing row") {
     if (groups.empty()) throw InvalidInput("a context mixer needs at least one row");
     if (bits.empty()) throw InvalidInput("a context mixer needs at least one group");
@@ -744,6 +778,7 @@ class ContextMixer {
     }
     Params p;
     p.kind = kind;
+    p.priors = std::move(priors);
     for (int b : bits) {
       p.table_bits = b;
       p.validate();

@@ -1,7 +1,7 @@
 """Type stubs for the native module pyllmcodec._core (see pyllmcodec.core)."""
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -127,7 +127,8 @@ class CmState:
 
 class ContextMixer:
     def __init__(self, groups: _IntArray, table_bits: _IntArray,
-                 states: Sequence[CmState | None] | None = None, kind: int = 1, max_len: int = 0) -> None: ...
+                 states: Sequence[CmState | None] | None = None, kind: int = 1, max_len: int = 0,
+                 priors: _IntArray | None = None) -> None: ...
     def state(self, g: int) -> CmState: ...
     @property
     def n_rows(self) -> int: ...
@@ -154,6 +155,9 @@ class ContextMixer:
     ) -> npt.NDArray[np.int64]: ...
     def feed(self, symbols: _IntArray, rows: _IntArray | None = None) -> None: ...
 
+CM3_PRIOR_WEIGHTS: int
+
+@overload
 def cm_trace(
     p_lm: npt.NDArray[np.uint16],
     symbols: _IntArray,
@@ -165,7 +169,25 @@ def cm_trace(
     wave: int = 0,
     keep: bool = False,
     kind: int = 1,
+    priors: _IntArray | None = None,
+    weights: Literal[False] = False,
 ) -> npt.NDArray[np.uint16]: ...
+@overload
+def cm_trace(
+    p_lm: npt.NDArray[np.uint16],
+    symbols: _IntArray,
+    offsets: _IntArray | None = None,
+    shared: bool = False,
+    table_bits: int = 16,
+    limit: int = 255,
+    lr: int = 8,
+    wave: int = 0,
+    keep: bool = False,
+    kind: int = 1,
+    priors: _IntArray | None = None,
+    *,
+    weights: Literal[True],
+) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.int32]]: ...
 
 class IntLMState:
     position: int

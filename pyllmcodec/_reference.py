@@ -9,6 +9,7 @@ scalars where the contract says float32), and must give bit-identical tables and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -518,7 +519,8 @@ class CmModel:
     (signed overflow is undefined in the C++, so no answer would be right).
     """
 
-    def __init__(self, table_bits: int, limit: int = 255, lr: int = 8, kind: int = 1) -> None:
+    def __init__(self, table_bits: int, limit: int = 255, lr: int = 8, kind: int = 1,
+                 priors: Sequence[int] | None = None) -> None:
         if kind not in (1, 2, 3):
             raise ValueError("context-mixing spec: kind must be 1 (cm1), 2 (cm2) or 3 (cm3)")
         if not 10 <= table_bits <= 24:
@@ -555,6 +557,17 @@ class CmModel:
             self.w[s * nx] = 65536
         for s in range(256):
             self.w2[s * nx] = 65536
+        if priors is not None:  # cm3: the three mixers' initial weights, in that order
+            if kind != 3:
+                raise ValueError("context-mixing spec: priors are mixer weights of kind 3 (cm3)")
+            q = [int(v) for v in priors]
+            if len(q) != len(self.w) + len(self.w2) + len(self.w3):
+                raise ValueError(f"context-mixing spec: priors must be {len(self.w) + len(self.w2) + len(self.w3)} "
+                                 f"weights, got {len(q)}")
+            if any(not -(1 << 24) <= v <= 1 << 24 for v in q):
+                raise ValueError("context-mixing spec: priors outside -2^24..2^24")
+            n1, n2 = len(self.w), len(self.w) + len(self.w2)
+            self.w, self.w2, self.w3 = q[:n1], q[n1:n2], q[n2:]
         self.apm_init = [cm_squash(192 * j - 3072) for j in range(CM_APM_KNOTS)]
         self.apm = self.apm_init * 256
         # APM 2: 2^apm2_bits contexts, c0 | last byte << 8, hashed
@@ -781,12 +794,16 @@ def cm_lm_bit(cdf: Sequence[int], lo: int, hi: int) -> int:
 
 def cm_trace_ref(p_lm_rows: Sequence[Sequence[int]], symbols: Sequence[int], offsets: Sequence[int] | None = None,
                  shared: bool = False, table_bits: int = 16, limit: int = 255, lr: int = 8, wave: int = 0,
-                 keep: bool = False, kind: int = 1) -> list[list[int]]:
+                 keep: bool = False, kind: int = 1, priors: Sequence[int] | None = None,
+                 weights: bool = False) -> Any:
     """Reference of ``_core.cm_trace``: the stage's P(bit = 1) for each bit of
     each byte (a list of 8 per byte), step t coding every chunk's byte t in
     chunk order, with one state per chunk or one for all (shared); in waves
     of ``wave`` chunks (0: one), each with fresh states or (keep) the shared
-    one carried on; ``kind`` 1 (cm1), 2 (cm2) or 3 (cm3)."""
+    one carried on; ``kind`` 1 (cm1), 2 (cm2) or 3 (cm3); ``priors`` (cm3)
+    the fresh states' initial mixer weights.  With ``weights`` (cm3) returns
+    (the probabilities, the mixers' final weights of the state that coded the
+    last chunk)."""
     p = [[int(v) for v in r] for r in p_lm_rows]
     s = [int(v) for v in symbols]
     n = len(p)
@@ -799,7 +816,7 @@ def cm_trace_ref(p_lm_rows: Sequence[Sequence[int]], symbols: Sequence[int], off
         raise ValueError("offsets must run from 0 to n")
     if any(off[i] < off[i - 1] for i in range(1, len(off))):
         raise ValueError("offsets must not decrease")
-    CmModel(table_bits, limit, lr, kind)  # validates the parameters
+    CmModel(table_bits, limit, lr, kind, priors)  # validates the parameters
     if wave < 0:
         raise ValueError("wave must be >= 0 (0: all chunks in one wave)")
     if any(not 0 <= v <= 255 for v in s):
@@ -815,7 +832,7 @@ def cm_trace_ref(p_lm_rows: Sequence[Sequence[int]], symbols: Sequence[int], off
         w1 = min(n_chunks, w0 + per)
         for c in (range(1) if shared else range(w0, w1)):
             if models[c] is None or not keep:
-                models[c] = CmModel(table_bits, limit, lr, kind)
+                models[c] = CmModel(table_bits, limit, lr, kind, priors)
         longest = max((off[c + 1] - off[c] for c in range(w0, w1)), default=0)
         for c in range(w0, w1):
             md = models[0 if shared else c]
@@ -831,4 +848,9 @@ def cm_trace_ref(p_lm_rows: Sequence[Sequence[int]], symbols: Sequence[int], off
                 for j in range(8):
                     out[k].append(md.predict(ctx[c], p[k][j]))
                     md.update(ctx[c], (s[k] >> (7 - j)) & 1)
-    return out
+    if not weights:
+        return out
+    if kind != 3:
+        raise ValueError("weights=True needs kind 3 (cm3)")
+    last = models[-1]
+    return out, ([] if last is None else last.w + last.w2 + last.w3)

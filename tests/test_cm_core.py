@@ -116,7 +116,23 @@ def trace_cases(draw):
     spec = dict(shared=draw(st.booleans()), table_bits=draw(st.integers(10, 12)),
                 limit=draw(st.sampled_from([1, 2, 255])), lr=draw(st.sampled_from([1, 8, 128])),
                 kind=draw(st.sampled_from([1, 2, 3])), wave=draw(st.integers(0, 3)), keep=draw(st.booleans()))
+    if spec["kind"] == 3:  # cm3's priors: none, the shipped bundle's, or any in range
+        pri = draw(st.sampled_from([None, "shipped", "random"]))
+        if pri == "shipped":
+            spec["priors"] = _shipped_priors()
+        elif pri == "random":
+            spec["priors"] = np.random.default_rng(seed).integers(-(1 << 24), (1 << 24) + 1, _core.CM3_PRIOR_WEIGHTS)
     return lens, kind, pk, seed, spec
+
+
+def _shipped_priors():
+    """The default bundle's cm3 priors (its manifest's codec.cm)."""
+    import json
+
+    import pyllmcodec.models
+
+    mf = Path(pyllmcodec.models.__file__).parent / "default-exact" / "manifest.json"
+    return np.array(json.loads(mf.read_text())["codec"]["cm"]["weights"], dtype=np.int64)
 
 
 def _trace_inputs(lens, kind, pk, seed):
@@ -681,3 +697,79 @@ def test_a_refused_call_codes_nothing():
                 cm.feed([1, 2, 256])
         out.append(cm.decode(dec, st_["w"]))
     assert np.array_equal(np.stack(out, axis=1), data)
+
+
+# ------------------------------------------------------------ priors (cm3's fitted initial weights)
+
+
+def test_priors_start_the_mixers_and_a_trace_gives_its_weights():
+    """A fresh cm3 state's three mixers start from the priors (csrc/cm.hpp
+    Params::priors); cm_trace(weights=True) gives a state's final weights in
+    the priors' layout, as the reference does, and they continue where the
+    state stopped: a state fed its own weights codes the next text as if
+    fitted there (training/fit_cm_priors.py)."""
+    data = np.frombuffer(TEXT * 2, dtype=np.uint8).astype(np.int64)
+    n = len(data)
+    rng = np.random.default_rng(3)
+    p = rng.integers(20000, 45000, size=(n, 8)).astype(np.uint16)
+    offsets = [0, n // 2, n]
+    spec = dict(shared=True, table_bits=11, kind=3)
+    out, w = _core.cm_trace(p, data, offsets, weights=True, **spec)
+    rout, rw = ref.cm_trace_ref(p, data, offsets, weights=True, **spec)
+    assert out.tolist() == rout and w.dtype == np.int32 and w.tolist() == rw
+    assert len(w) == _core.CM3_PRIOR_WEIGHTS == (48 + 256 + 80) * 22
+    assert not np.array_equal(w, _core.cm_trace(p[:1], data[:1], weights=True, **spec)[1])  # it learned
+    # from the priors: the first prediction changes, and C++ and the reference agree
+    fresh = _core.cm_trace(p, data, offsets, **spec)
+    warm = _core.cm_trace(p, data, offsets, priors=w, **spec)
+    assert warm[0, 0] != fresh[0, 0]
+    assert warm.tolist() == ref.cm_trace_ref(p, data, offsets, priors=w, **spec)
+    # the fresh weights are the model alone: priors equal to them change nothing
+    alone = np.zeros(_core.CM3_PRIOR_WEIGHTS, dtype=np.int64)
+    alone[::22] = 65536
+    assert np.array_equal(_core.cm_trace(p, data, offsets, priors=alone, **spec), fresh)
+    # what a state learned on text of a kind pays on more of it (the first bits/byte)
+    y = np.array([_bits(int(b)) for b in data[n // 2:]])
+
+    def cost(q):  # the second half's ideal bits
+        q = q[n // 2:].astype(np.int64)
+        return float(-np.log2(np.where(y == 1, q, 65536 - q) / 65536).sum())
+
+    _, w1 = _core.cm_trace(p[:n // 2], data[:n // 2], weights=True, **spec)
+    second = (p[n // 2:], data[n // 2:])
+    assert cost(np.concatenate([p[:n // 2], _core.cm_trace(*second, priors=w1, **spec)])) < cost(
+        np.concatenate([p[:n // 2], _core.cm_trace(*second, **spec)]))
+
+
+def test_refusals_of_priors():
+    p = np.full((4, 8), 100, dtype=np.uint16)
+    s = np.arange(4)
+    w = np.zeros(_core.CM3_PRIOR_WEIGHTS, dtype=np.int64)
+    for kind in (1, 2):
+        with pytest.raises(ValueError, match=r"priors are mixer weights of kind 3 \(cm3\)"):
+            _core.cm_trace(p, s, kind=kind, priors=w)
+        with pytest.raises(ValueError, match=r"priors are mixer weights of kind 3"):
+            ref.cm_trace_ref(p, s, kind=kind, priors=w)
+        with pytest.raises(ValueError, match=r"priors are mixer weights of kind 3"):
+            _core.ContextMixer([0], [10], kind=kind, priors=w)
+        with pytest.raises(ValueError, match=r"weights=True needs kind 3"):
+            _core.cm_trace(p, s, kind=kind, weights=True)
+    for bad, msg in ((w[:-1], r"priors must be 8448 weights, got 8447"),
+                     (np.concatenate([w, [0]]), r"priors must be 8448 weights, got 8449"),
+                     (np.where(np.arange(len(w)) == 7, (1 << 24) + 1, w), r"priors\[7\] = 16777217 is outside"),
+                     (np.where(np.arange(len(w)) == 9, -(1 << 24) - 1, w), r"priors\[9\] = -16777217 is outside"),
+                     (np.where(np.arange(len(w)) == 5, 1 << 40, w), r"priors\[5\] = 1099511627776 is outside")):
+        with pytest.raises(ValueError, match=msg):
+            _core.cm_trace(p, s, kind=3, priors=bad)
+        with pytest.raises(ValueError, match=msg):
+            _core.ContextMixer([0, 0], [10], kind=3, priors=bad)
+        with pytest.raises(ValueError, match="priors"):
+            ref.cm_trace_ref(p, s, kind=3, priors=bad)
+    with pytest.raises(TypeError, match="priors must be an integer array"):
+        _core.cm_trace(p, s, kind=3, priors=w.astype(np.float64))
+    with pytest.raises(ValueError, match="priors must be 1-D"):
+        _core.ContextMixer([0], [10], kind=3, priors=w.reshape(2, -1))
+    # in range, the extremes are taken
+    edge = np.where(np.arange(len(w)) % 2 == 0, 1 << 24, -(1 << 24))
+    assert _core.cm_trace(p, s, kind=3, priors=edge, table_bits=10).tolist() == ref.cm_trace_ref(
+        p, s, kind=3, priors=edge, table_bits=10)
