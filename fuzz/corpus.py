@@ -64,6 +64,8 @@ def seeds() -> list[tuple[str, bytes]]:
     add("cm", (TEXT[:100] * 2) + rnd[:40] + crlf[:80], on="test-bigram-int", chunk_size=40, batch_size=3)
     # its long mode (header key `cm.long`): the state carried across groups of 2 waves
     add("cm-long", (TEXT[:100] * 3) + rnd[:40], on="test-bigram-int", chunk_size=40, batch_size=2, long=2)
+    # from a bundle's priors (header key `cm.priors`): the mixers' fitted initial weights
+    add("cm-priors", (TEXT[:100] * 2) + rnd[:40], on="test-bigram-int-priors", chunk_size=40, batch_size=3)
     add("compact-cm", TEXT[:150], on="test-bigram-int", chunk_size=48, batch_size=3, fallback="stored",
         frame="compact")
     a, b = Compressor(model, chunk_size=32, batch_size=4, fallback="stored").compress_batch([TEXT[:40], TEXT[40:130]])

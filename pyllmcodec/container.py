@@ -390,7 +390,8 @@ def build_meta(
         meta["dictionary"] = {"sha256": str(dictionary["sha256"]), "size": int(dictionary["size"])}
     if cm is not None:
         meta["cm"] = {"kind": str(cm["kind"]), "table_bits": int(cm["table_bits"]),
-                      **({"long": int(cm["long"])} if cm.get("long") else {})}
+                      **({"long": int(cm["long"])} if cm.get("long") else {}),
+                      **({"priors": str(cm["priors"])} if cm.get("priors") else {})}
     return meta
 
 
@@ -530,8 +531,8 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
         need(is_hex(mixer["digest"], 16), "mixer.digest (16 hex digits)")
     cm = meta.get("cm")
     if cm is not None:  # the context-mixing stage (FORMAT.md section 4f)
-        need(isinstance(cm, dict) and set(cm) in ({"kind", "table_bits"}, {"kind", "table_bits", "long"}),
-             "cm (must be {kind, table_bits} or {kind, table_bits, long})")
+        need(isinstance(cm, dict) and {"kind", "table_bits"} <= set(cm) <= {"kind", "table_bits", "long", "priors"},
+             "cm (must be {kind, table_bits[, long][, priors]})")
         need(isinstance(cm["kind"], str) and cm["kind"] in CM_KINDS,
              f"cm.kind {str(cm['kind'])[:32]!r} is not one of {sorted(CM_KINDS)}, the context-mixing stages this "
              "pyllmcodec runs (upgrade pyllmcodec)")
@@ -540,6 +541,8 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
              f"cm.table_bits ({CM_MIN_TABLE_BITS}..{CM_MAX_TABLE_BITS}; cm3 in the long mode "
              f"..{CM_MAX_LONG_TABLE_BITS})")
         need("long" not in cm or is_int(cm["long"], 2, CM_MAX_LONG), f"cm.long (2..{CM_MAX_LONG})")
+        need("priors" not in cm or (cm["kind"] == "cm3" and is_hex(cm["priors"], 16)),
+             "cm.priors (16 hex digits, cm3 only)")
         need(meta.get("tokenizer") is None, "cm (byte-level archives only)")
     dic = meta.get("dictionary")
     if dic is not None:  # every chunk primed with these bytes (FORMAT.md section 4d)

@@ -30,6 +30,7 @@ from typing import Any
 
 from . import core
 from .backends.base import StepModel
+from .cmpriors import CmPriors
 from .constants import (
     CM_LONG_PERIOD,
     CM_MAX_LONG,
@@ -51,7 +52,8 @@ from .errors import ModelError
 from .mixer import MixerSpec
 from .tokenizer import Tokenizer
 
-__all__ = ["MIN_SPLIT_PIECE", "Geometry", "Plan", "cut", "header_cm", "header_mixer", "is_int", "model_mixer",
+__all__ = ["MIN_SPLIT_PIECE", "Geometry", "Plan", "cut", "header_cm", "header_cm_priors", "header_mixer", "is_int",
+           "model_mixer",
            "model_runs_cm", "split_point"]
 
 
@@ -80,6 +82,23 @@ def header_cm(header: Header, model: StepModel) -> int:
                          "run here (it needs integer rows over bytes quantized on the host: decode with the "
                          "exact model on device='cpu')")
     return int(want["table_bits"])
+
+
+def header_cm_priors(header: Header, model: StepModel) -> CmPriors | None:
+    """The stage's priors ``header`` asks for (``cm.priors``), from ``model``'s
+    bundle; ModelError when the bundle ships none or others."""
+    want = (header.meta.get("cm") or {}).get("priors")
+    if want is None:
+        return None
+    mine = model.default_cm_priors
+    if mine is None or mine.digest != want:
+        have = "none" if mine is None else f"digest {mine.digest}"
+        raise ModelError(
+            f"archive was coded with the context-mixing priors {want} of model {header.model_name!r}; the model "
+            f"here ships {have} (another release of the bundle with the same weights?): install the "
+            "pyllmcodec release that wrote the archive, or load its bundle with model="
+        )
+    return mine
 
 
 def header_mixer(header: Header, model: StepModel) -> MixerSpec | None:
@@ -131,6 +150,13 @@ class Geometry:
     cm_long: int = 0
     #: the stage's kind (``CM_KINDS``: 1 cm1, 2 cm2, 3 cm3); full archives write 3, frames 1
     cm_kind: int = 3
+    #: cm3's priors (the mixers' initial weights, header key ``cm.priors``), or None
+    cm_priors: CmPriors | None = None
+
+    @property
+    def cm_prior_weights(self) -> CmPriors | None:
+        """The priors the stage runs with: ``cm_priors`` where the stage is cm3, else None."""
+        return self.cm_priors if self.cm_bits and self.cm_kind == 3 else None
 
     @property
     def session_key(self) -> tuple[Any, ...]:
@@ -140,7 +166,8 @@ class Geometry:
         return (self.precision, self.pad, self.prime, self.context, digest,
                 self.chunk_size if self.mixer is not None else 0,
                 None if self.dictionary is None else self.dictionary.sha256, self.cm_bits, self.cm_long,
-                self.cm_kind if self.cm_bits else 0)
+                self.cm_kind if self.cm_bits else 0,
+                None if self.cm_prior_weights is None else self.cm_prior_weights.digest)
 
     def header_fields(self, max_context: int) -> dict[str, Any]:
         """The header keys of this geometry (container.build_meta's arguments):
@@ -155,8 +182,10 @@ class Geometry:
             "mixer": None if self.mixer is None else {"kind": self.mixer.kind, "digest": self.mixer.digest},
             "dictionary": None if self.dictionary is None else {"sha256": self.dictionary.sha256,
                                                                  "size": len(self.dictionary)},
-            "cm": None if not self.cm_bits else {"kind": f"cm{self.cm_kind}", "table_bits": self.cm_bits,
-                                                 **({"long": self.cm_long} if self.cm_long else {})},
+            "cm": None if not self.cm_bits else {
+                "kind": f"cm{self.cm_kind}", "table_bits": self.cm_bits,
+                **({"long": self.cm_long} if self.cm_long else {}),
+                **({"priors": self.cm_prior_weights.digest} if self.cm_prior_weights is not None else {})},
         }
 
     @classmethod
@@ -171,7 +200,7 @@ class Geometry:
                    pad=header.pad_token, context=header.context, prime=header.prime,
                    mixer=header_mixer(header, model), dictionary=dictionary if want is not None else None,
                    cm_bits=header_cm(header, model), cm_long=header.cm_long,
-                   cm_kind=header.cm_kind or 3)
+                   cm_kind=header.cm_kind or 3, cm_priors=header_cm_priors(header, model))
 
 
 def is_int(x: Any) -> bool:
@@ -214,6 +243,8 @@ class Plan:
     cm: bool = False
     #: the stage's long mode: its period in blocks (0: off)
     cm_long: int = 0
+    #: the stage's priors (cm3), the model's, or None
+    cm_priors: CmPriors | None = None
 
     @classmethod
     def resolve(cls, model: StepModel, *, chunk_size: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -292,7 +323,7 @@ class Plan:
         return cls(chunk_size=int(chunk_size), batch_size=batch_size, precision=int(precision), pad=int(model.bos),
                    context=ctx, prime=resolved_prime, mixer=None if mixer is False else spec,
                    auto_chunk=auto_chunk, max_context=model_ctx, dictionary=dictionary, primed=primed,
-                   cm=runs_cm, cm_long=int(long))
+                   cm=runs_cm, cm_long=int(long), cm_priors=model.default_cm_priors if runs_cm else None)
 
     def chunk_size_for(self, size: int | None) -> int:
         """The chunk size for an input of ``size`` bytes (None: unknown): with
@@ -328,7 +359,7 @@ class Plan:
         return Geometry(chunk_size=c, batch_size=self.batch_size, precision=self.precision, pad=self.pad,
                         context=self.context if segmented else self.max_context,
                         prime=self.prime if segmented else 0, mixer=self.mixer, dictionary=self.dictionary,
-                        cm_bits=bits, cm_long=self.cm_long if self.cm else 0)
+                        cm_bits=bits, cm_long=self.cm_long if self.cm else 0, cm_priors=self.cm_priors)
 
 
 #: no piece of a split cell is shorter than this (a shorter piece that is still

@@ -223,6 +223,26 @@ def get_int_model() -> IntBigramModel:
     return _INT[0]
 
 
+_INT_PRIORS: list[IntBigramModel] = []
+
+
+def get_int_priors_model() -> IntBigramModel:
+    """The integer bigram model shipping cm3 priors (a bundle's codec.cm,
+    docs/FORMAT.md section 4f): its archives record cm.priors; registered as
+    "test-bigram-int-priors"."""
+    if not _INT_PRIORS:
+        from pyllmcodec import _core
+        from pyllmcodec.cmpriors import CmPriors
+
+        m = IntBigramModel()
+        m.name = "test-bigram-int-priors"
+        w = np.random.default_rng(11).integers(-4000, 4000, int(_core.CM3_PRIOR_WEIGHTS))
+        w[::22] += 65536  # near the model alone, leaning on the counters a little
+        m.default_cm_priors = CmPriors.from_array(w)
+        _INT_PRIORS.append(m)
+    return _INT_PRIORS[0]
+
+
 def register() -> None:
     from pyllmcodec.models import register_model
 
@@ -230,6 +250,7 @@ def register() -> None:
     register_model("test-bigram-ctx32", lambda **_: get_short_model(), replace=True)
     register_model("test-bigram-mixer", lambda **_: get_mixer_model(), replace=True)
     register_model("test-bigram-int", lambda **_: get_int_model(), replace=True)
+    register_model("test-bigram-int-priors", lambda **_: get_int_priors_model(), replace=True)
     register_model("test-tokens", lambda **_: get_token_model(), replace=True)  # built on first use
 
 

@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pyllmcodec
-from pyllmcodec import Compressor, Decompressor
+from pyllmcodec import Compressor, Decompressor, _core
 from pyllmcodec.container import HEADER_FLAG_CM, cm_table_bits, parse_header
 from pyllmcodec.errors import FormatError, MemoryLimitError, ModelError
+from pyllmcodec.models import load_model
 from pyllmcodec.scheduler import WaveRunner, cm_groups
 
 RND = bytes(np.random.default_rng(7).integers(0, 256, 3000, dtype=np.uint8))
@@ -160,6 +161,11 @@ def _rewrite(blob: bytes, change: dict, flip: int = 0) -> bytes:
     ({"cm": {"kind": "cm1"}}, 0, r"cm \(must be"),
     ({"cm": {"kind": "cm1", "table_bits": 16, "x": 1}}, 0, r"cm \(must be"),
     ({"cm": [1]}, 0, r"cm \(must be"),
+    ({"cm": {"kind": "cm3", "table_bits": 16, "priors": "0123"}}, 0, r"cm.priors \(16 hex digits, cm3 only\)"),
+    ({"cm": {"kind": "cm3", "table_bits": 16, "priors": 12}}, 0, r"cm.priors \(16 hex digits"),
+    ({"cm": {"kind": "cm3", "table_bits": 16, "priors": "0123456789abcdeG"}}, 0, r"cm.priors \(16 hex"),
+    ({"cm": {"kind": "cm2", "table_bits": 16, "priors": "0123456789abcdef"}}, 0, r"cm.priors \(16 hex digits, cm3"),
+    ({"cm": {"kind": "cm1", "table_bits": 16, "priors": "0123456789abcdef"}}, 0, r"cm.priors \(16 hex digits, cm3"),
     ({"cm": None}, 0, "flag and the metadata key 'cm' disagree"),
     ({}, HEADER_FLAG_CM, "flag and the metadata key 'cm' disagree"),
 ])
@@ -167,6 +173,62 @@ def test_hostile_headers_are_refused(change, flip, msg):
     blob = _comp().compress(TEXT[:1000])
     with pytest.raises(FormatError, match=msg):
         _dec().decompress(_rewrite(blob, change, flip))
+
+
+def test_priors_are_the_models_and_the_archive_names_them():
+    """A model that ships cm3 priors (a bundle's codec.cm) codes with them and
+    the header records their digest (cm.priors); a decoder whose model ships
+    none or others refuses the archive before decoding (ModelError), and one
+    with the same decodes it.  Frames (cm1) and cm=False carry none."""
+    from pyllmcodec.cmpriors import CmPriors
+
+    rng = np.random.default_rng(5)
+    w = np.zeros(_core.CM3_PRIOR_WEIGHTS, dtype=np.int64)
+    w[::22] = 65536
+    mine, other = copy.copy(get_int_model()), copy.copy(get_int_model())
+    mine.default_cm_priors = CmPriors.from_array(w + rng.integers(-3000, 3000, len(w)))
+    other.default_cm_priors = CmPriors.from_array(w + rng.integers(-3000, 3000, len(w)))
+    assert mine.default_cm_priors.digest != other.default_cm_priors.digest
+    text = TEXT[:1500]
+    blob = Compressor(mine, chunk_size=256, batch_size=4).compress(text)
+    plain = _comp().compress(text)
+    assert parse_header(blob).meta["cm"] == {"kind": "cm3", "table_bits": cm_table_bits(1024),
+                                             "priors": mine.default_cm_priors.digest}
+    assert "priors" not in parse_header(plain).meta["cm"]
+    assert blob[parse_header(blob).size:] != plain[parse_header(plain).size:]  # the priors code
+    assert Decompressor(mine).decompress(blob) == text
+    for model, have in ((get_int_model(), "ships none"), (other, f"ships digest {other.default_cm_priors.digest}")):
+        with pytest.raises(ModelError, match=f"context-mixing priors {mine.default_cm_priors.digest} .*{have}"):
+            Decompressor(model).decompress(blob)
+    # an archive without priors decodes with a model that has them (fresh mixers, as written)
+    assert Decompressor(mine).decompress(plain) == text
+    # no stage, no priors; a compact frame codes through cm1, which has none
+    assert "cm" not in parse_header(Compressor(mine, chunk_size=256, cm=False).compress(text)).meta
+    frame = Compressor(mine, chunk_size=256, batch_size=4, frame="compact").compress(text)
+    assert Decompressor(mine).decompress(frame) == text
+
+
+def test_bundle_priors_are_validated():
+    """A bundle manifest's codec.cm must be {kind: "cm3", weights: [8448 ints in -2^24..2^24]}."""
+    from pyllmcodec.cmpriors import CmPriors
+
+    good = {"kind": "cm3", "weights": [0] * _core.CM3_PRIOR_WEIGHTS}
+    assert CmPriors.from_json(good).to_json() == good
+    assert CmPriors.from_json(good).digest == CmPriors.from_json(dict(good)).digest
+    assert CmPriors.from_array(np.array(good["weights"])).array.dtype == np.int32
+    for bad, msg in (({"kind": "cm2", "weights": good["weights"]}, "priors for 'cm3' only"),
+                     ({"weights": good["weights"]}, r"\{kind, weights\}"),
+                     ({**good, "x": 1}, r"\{kind, weights\}"),
+                     ({"kind": "cm3", "weights": "abc"}, "must be a list"),
+                     ({"kind": "cm3", "weights": [0] * 10}, "must be 8448 weights, got 10"),
+                     ({"kind": "cm3", "weights": [0] * 8447 + [1 << 24 | 1]}, "weight 8447 must be an int"),
+                     ({"kind": "cm3", "weights": [0] * 8447 + [True]}, "weight 8447 must be an int"),
+                     ({"kind": "cm3", "weights": [0] * 8447 + [1.0]}, "weight 8447 must be an int"),
+                     ([1], r"\{kind, weights\}")):
+        with pytest.raises(ValueError, match=msg):
+            CmPriors.from_json(bad)
+    with pytest.raises(ValueError, match="1-D integer array"):
+        CmPriors.from_array(np.zeros(4))
 
 
 def test_a_smaller_table_in_the_header_decodes_to_an_error_not_to_other_bytes():
@@ -191,6 +253,8 @@ GOLDEN_TEXT = Path(__file__).parent / "data" / "golden-cm.txt"
 GOLDEN2 = Path(__file__).parent / "data" / "golden-cm2-long.llmz"
 #: ... and through cm3, what full archives write since 0.5
 GOLDEN3 = Path(__file__).parent / "data" / "golden-cm3-long.llmz"
+#: ... and through cm3 from the default bundle's priors (header cm.priors), what full archives write now
+GOLDEN3P = Path(__file__).parent / "data" / "golden-cm3-long-priors.llmz"
 GOLDEN2_OPTS = {"chunk_size": 48, "batch_size": 32, "long": 2}
 
 
@@ -233,19 +297,43 @@ def test_golden_cm2_long_archive_pins_the_stage(monkeypatch):
     assert len(arc) < len(pyllmcodec.compress(text, chunk_size=48, batch_size=32, cm=False))
 
 
-def test_golden_cm3_long_archive_pins_the_stage():
+def test_golden_cm3_long_archive_pins_the_stage(monkeypatch):
     """tests/data/golden-cm3-long.llmz: the same text through cm3 (checked
     buckets, counter maps, mixer 3) in the long mode, whose fresh states take
     the table size of a period of waves, written by
-    ``pyllmcodec.compress(text, **GOLDEN2_OPTS)``: reproduced byte for byte
-    but for the writer's version, decoded here and on an emulated ARM
-    (tools/aarch64_check.sh)."""
+    ``pyllmcodec.compress(text, **GOLDEN2_OPTS)`` before the bundle shipped
+    priors: reproduced byte for byte (but for the writer's version) by this
+    writer made to write no priors, and decoded here."""
     arc, text = GOLDEN3.read_bytes(), GOLDEN_TEXT.read_bytes()
     assert parse_header(arc).meta["cm"] == {"kind": "cm3", "table_bits": 16, "long": 2}
+    assert pyllmcodec.info(arc)["n_blocks"] == 3
+    assert pyllmcodec.decompress(arc) == text
+    real = Compressor.geometry_for
+    monkeypatch.setattr(Compressor, "geometry_for",
+                        lambda self, size: dataclasses.replace(real(self, size), cm_priors=None))
+    new = pyllmcodec.compress(text, **GOLDEN2_OPTS)
+    h, hn = parse_header(arc), parse_header(new)
+    assert new[hn.size:] == arc[h.size:]
+    assert {**hn.meta, "writer": ""} == {**h.meta, "writer": ""}
+    assert len(arc) < len(GOLDEN2.read_bytes())
+
+
+def test_golden_cm3_priors_archive_pins_the_stage():
+    """tests/data/golden-cm3-long-priors.llmz: the same text through cm3 in
+    the long mode, its fresh states' mixers starting from the default
+    bundle's priors (docs/FORMAT.md section 4f, header cm.priors), written
+    by ``pyllmcodec.compress(text, **GOLDEN2_OPTS)``: reproduced byte for
+    byte but for the writer's version, decoded here and on an emulated ARM
+    (tools/aarch64_check.sh)."""
+    arc, text = GOLDEN3P.read_bytes(), GOLDEN_TEXT.read_bytes()
+    pri = load_model("default-exact").default_cm_priors
+    assert pri is not None
+    assert parse_header(arc).meta["cm"] == {"kind": "cm3", "table_bits": 16, "long": 2, "priors": pri.digest}
     assert pyllmcodec.info(arc)["n_blocks"] == 3
     assert pyllmcodec.decompress(arc) == text
     new = pyllmcodec.compress(text, **GOLDEN2_OPTS)
     h, hn = parse_header(arc), parse_header(new)
     assert new[hn.size:] == arc[h.size:]
     assert {**hn.meta, "writer": ""} == {**h.meta, "writer": ""}
-    assert len(arc) < len(GOLDEN2.read_bytes())
+    # the priors pay on this text (4,000 bytes: without them the mixers are still learning what to trust)
+    assert len(arc) < len(GOLDEN3.read_bytes())

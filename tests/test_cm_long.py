@@ -262,8 +262,9 @@ def test_cm3_long_tables_are_sized_by_a_period_of_waves():
     text = TEXT[:4000]
     long2 = parse_header(pyllmcodec.compress(text, chunk_size=48, batch_size=32, long=2)).meta["cm"]
     waves = parse_header(pyllmcodec.compress(text, chunk_size=48, batch_size=32)).meta["cm"]
-    assert long2 == {"kind": "cm3", "table_bits": cm_table_bits(2 * 48 * 32), "long": 2}
-    assert waves == {"kind": "cm3", "table_bits": cm_table_bits(48 * 32)}
+    pri = {"priors": pyllmcodec.Compressor().plan.cm_priors.digest}  # the default bundle's (section 4f)
+    assert long2 == {"kind": "cm3", "table_bits": cm_table_bits(2 * 48 * 32), "long": 2, **pri}
+    assert waves == {"kind": "cm3", "table_bits": cm_table_bits(48 * 32), **pri}
     plan = pyllmcodec.Compressor(long=True).plan
     assert plan.for_size(10 << 20).cm_bits == 24 and plan.for_size(None).cm_bits == 24
     assert plan.for_size(5000).cm_bits == cm_table_bits(5000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,8 +157,8 @@ def test_torch_export_path_matches(tmp_path):
     """A ByteLM built in PyTorch, exported through the real export path, runs in
     ONNX Runtime with the same probabilities as the PyTorch forward."""
     torch = pytest.importorskip("torch")
-    from pyllmcodec.nets.bytelm import ByteLM, ByteLMConfig
     from pyllmcodec.export.bytelm import export_bundle
+    from pyllmcodec.nets.bytelm import ByteLM, ByteLMConfig
 
     torch.manual_seed(0)
     cfg = ByteLMConfig(n_layer=1, d_model=32, n_head=2, n_kv_head=1, d_mlp=64, ctx=32)
@@ -319,3 +320,21 @@ def test_the_model_cache_bound_is_real():
     finally:
         set_cache_size(old)
         clear_cache()
+
+
+def test_a_bundle_with_bad_cm_priors_is_refused(tmp_path):
+    """A manifest's codec.cm (the context-mixing priors, docs/FORMAT.md
+    section 4f) that is not {kind: "cm3", weights: [8448 ints]} makes
+    loading the bundle fail with a ModelError that names it."""
+    import pyllmcodec.models
+    from pyllmcodec.models.bundle import write_manifest
+
+    src = Path(pyllmcodec.models.__file__).parent / "default-exact"
+    dst = tmp_path / "default-exact"
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    assert open_bundle(load_bundle(dst), device="cpu").default_cm_priors is not None
+    m["codec"]["cm"]["weights"] = m["codec"]["cm"]["weights"][:-1]
+    write_manifest(dst, m)
+    with pytest.raises(ModelError, match=r"bad codec.cm in its manifest: cm priors must be 8448 weights"):
+        open_bundle(load_bundle(dst), device="cpu")

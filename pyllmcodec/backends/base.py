@@ -23,8 +23,9 @@ Every attribute the codec reads is declared here.  Besides the five
 identity fields and three methods, :class:`StepModel` has:
 
 * the codec's defaults for this model (``default_chunk_size``,
-  ``default_prime``, ``default_context``, ``default_mixer``: None for no
-  preference; a bundle's manifest ``codec`` sets them);
+  ``default_prime``, ``default_context``, ``default_mixer``,
+  ``default_cm_priors``: None for no preference; a bundle's manifest
+  ``codec`` sets them);
 * ``tokenizer``: None for a byte-level model; a token-level model's
   :class:`Tokenizer` (see :mod:`pyllmcodec.tokenizer`), and then ``bos`` is a
   vocabulary id and ``max_context`` counts tokens;
@@ -50,6 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..cmpriors import CmPriors
 from ..errors import ModelError
 from ..mixer import MixerSpec
 from ..tokenizer import Tokenizer, load_bundle_tokenizer
@@ -84,6 +86,8 @@ class StepModel(Protocol):
     default_context: int | None
     #: the match model the model ships (docs/FORMAT.md section 4c), or None
     default_mixer: MixerSpec | None
+    #: the context-mixing stage's priors the model ships (docs/FORMAT.md section 4f), or None
+    default_cm_priors: CmPriors | None
     #: a token-level model's tokenizer; None for a byte-level model
     tokenizer: Tokenizer | None
     #: quantize on the model's device (then it is a TwoPhaseStepModel)
@@ -144,6 +148,7 @@ class StepModelBase:
     default_prime: int | None = None
     default_context: int | None = None
     default_mixer: MixerSpec | None = None
+    default_cm_priors: CmPriors | None = None
     tokenizer: Tokenizer | None = None
     device_quantize: bool = False
     integer_rows: bool = False
@@ -181,6 +186,11 @@ class BundleModel(StepModelBase):
                 self.default_mixer = MixerSpec.from_json(codec["mixer"])
             except ValueError as exc:
                 raise ModelError(f"bundle {bundle.name!r}: bad codec.mixer in its manifest: {exc}") from None
+        if codec.get("cm") is not None:
+            try:
+                self.default_cm_priors = CmPriors.from_json(codec["cm"])
+            except ValueError as exc:
+                raise ModelError(f"bundle {bundle.name!r}: bad codec.cm in its manifest: {exc}") from None
 
     def state_bytes(self, batch_size: int) -> int:
         return int(batch_size) * self.row_state_bytes

@@ -21,7 +21,8 @@ A bundle holds ONNX graph(s), an optional tokenizer, and ``manifest.json``:
   },
   "files": {"step.onnx": "<sha256>", "forward.onnx": "<sha256>", "weights.bin": "<sha256>"},
   "training": {...data manifest, steps, metrics...},
-  "codec": {"chunk_size": 8192, "prime": 64, "mixer": {"kind": "match1", ...}}
+  "codec": {"chunk_size": 8192, "prime": 64, "mixer": {"kind": "match1", ...},
+            "cm": {"kind": "cm3", "weights": [...]}}
 }
 ```
 
@@ -29,9 +30,12 @@ A bundle holds ONNX graph(s), an optional tokenizer, and ``manifest.json``:
 model: the chunk size ``Compressor`` uses when none is given, and the prime of
 segments for chunks longer than the context (docs/FORMAT.md), and the match
 model fitted for it (``mixer``: ``pyllmcodec.mixer.MixerSpec``, FORMAT.md
-section 4c).  Archives record the chunk size and prime they were written
-with, so decoding never reads those; they record the match model's digest,
-which the decoder's bundle must match.
+section 4c), and the context-mixing stage's priors fitted for it (``cm``:
+``pyllmcodec.cmpriors.CmPriors``, FORMAT.md section 4f).  Archives record
+the chunk size and prime they were written with, so decoding never reads
+those; they record the match model's and the priors' digests, which the
+decoder's bundle must match.  ``codec`` is not in ``files``: fitting a match
+model or priors anew leaves the bundle's identity as it was.
 
 Large initializers live once in ``weights.bin`` (ONNX external data) and both
 graphs point at the same offsets, so a second graph costs a few KB.  The
