@@ -76,8 +76,9 @@ class _Recorder:
         return getattr(self._enc, name)
 
 
-def record(data: bytes) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Every model-coded chunk's (p_lm [n, 8] uint16, bytes [n]) in file order."""
+def record(data: bytes, model: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every model-coded chunk's (p_lm [n, 8] uint16, bytes [n]) in file order
+    (``model``: a name or bundle directory; None: the default)."""
     import pyllmcodec
     from pyllmcodec import core
 
@@ -85,7 +86,8 @@ def record(data: bytes) -> list[tuple[np.ndarray, np.ndarray]]:
     real = core.BatchEncoder
     core.BatchEncoder = lambda batch, **kw: _Recorder(real(batch, **kw), batch, core, waves)  # type: ignore[misc]
     try:  # the stage's own chunking, coded without it (the recorder stands in for its coder)
-        pyllmcodec.compress(data, cm=False, chunk_size=pyllmcodec.Compressor().chunk_size_for(len(data)))
+        kw = {} if model is None else {"model": model}
+        pyllmcodec.compress(data, cm=False, chunk_size=pyllmcodec.Compressor(**kw).chunk_size_for(len(data)), **kw)
     finally:
         core.BatchEncoder = real  # type: ignore[misc]
     out = []
