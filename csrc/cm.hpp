@@ -465,14 +465,14 @@ class Model {
     const std::int16_t* st12 = stretch12_table();
     x_[1] = st12[o0_[c0_] >> 20];
     if (p_.kind == 3) {
-      if (c0_ == 1 || (c0_ >= 16 && c0_ < 32)) find_all(r, true);
+      if (nibble_start(c0_)) find_all(r, true);
       for (int i = 0; i < kCtx; ++i) slot_[i] = t_.slot(r.bucket[i] + nibble(c0_));
     } else {
       for (int i = 0; i < kCtx; ++i) slot_[i] = t_.slot(index(i, r.h[i], c0_));
     }
     for (int i = 0; i < kCtx; ++i) x_[2 + i] = st12[CounterTable::get(slot_[i]) >> 20];
     x_[kIn - 1] = 256;
-    if (p_.kind >= 2) x_[kIn] = match_input(r);
+    if (p_.kind >= 2) x_[kIn] = static_cast<std::int32_t>(match_input(r));
     if (p_.kind == 3) {
       for (int i = 0; i < kCtx; ++i) {
         const int n = static_cast<int>(CounterTable::get(slot_[i]) & 1023u);
@@ -486,10 +486,23 @@ class Model {
     if (p_.kind >= 2 && mslot_ >= 0) set_ += kSets * (r.mlen < 16 ? 1 : 2);
     const std::int32_t* w = &w_[set_ * kInMax];
     const std::int32_t* w2 = &w2_[c0_ * kInMax];
-    std::int64_t d1 = 0, d2 = 0;
-    for (int k = 0; k < n_in_; ++k) {
-      d1 += std::int64_t{w[k]} * x_[k];
-      d2 += std::int64_t{w2[k]} * x_[k];
+    // The dot products (int64 sums of int64 products: any order gives the
+    // same sums); cm3's three in one pass over x with a fixed trip count.
+    std::int64_t d1 = 0, d2 = 0, d3 = 0;
+    if (p_.kind == 3) {  // n_in_ == kInMax
+      set3_ = r.found * 8 + (31 - __builtin_clz(static_cast<unsigned>(c0_)));
+      const std::int32_t* w3 = &w3_[set3_ * kInMax];
+      for (int k = 0; k < kInMax; ++k) {
+        const std::int64_t x = x_[k];
+        d1 += w[k] * x;
+        d2 += w2[k] * x;
+        d3 += w3[k] * x;
+      }
+    } else {
+      for (int k = 0; k < n_in_; ++k) {
+        d1 += std::int64_t{w[k]} * x_[k];
+        d2 += std::int64_t{w2[k]} * x_[k];
+      }
     }
     d1 = clamp_st(d1 >> 16);
     d2 = clamp_st(d2 >> 16);
@@ -497,10 +510,6 @@ class Model {
     pm2_ = squash(static_cast<int>(d2));
     std::int64_t dot = (d1 + d2) >> 1;
     if (p_.kind == 3) {
-      set3_ = r.found * 8 + (31 - __builtin_clz(static_cast<unsigned>(c0_)));
-      const std::int32_t* w3 = &w3_[set3_ * kInMax];
-      std::int64_t d3 = 0;
-      for (int k = 0; k < n_in_; ++k) d3 += std::int64_t{w3[k]} * x_[k];
       d3 = clamp_st(d3 >> 16);
       pm3_ = squash(static_cast<int>(d3));
       dot = clamp_st(((d1 + d2 + d3) * 21846) >> 16);
@@ -540,22 +549,30 @@ class Model {
 
   // Learns bit y of the last predict, and moves r on by it.
   void update(RowCtx& r, int y) {
-    if (p_.kind == 3) {
-      const std::int64_t err3 = (std::int64_t{y} << 16) - pm3_;
+    const std::int64_t err = ((std::int64_t{y} << 16) - pm1_) * p_.lr;
+    const std::int64_t err2 = ((std::int64_t{y} << 16) - pm2_) * p_.lr;
+    std::int32_t* w = &w_[set_ * kInMax];
+    std::int32_t* w2 = &w2_[c0_ * kInMax];
+    // w += (x err lr + 2^19) >> 20 per mixer (the three weight rows are
+    // distinct arrays: one pass gives the same weights as three)
+    if (p_.kind == 3) {  // n_in_ == kInMax
+      const std::int64_t err3 = ((std::int64_t{y} << 16) - pm3_) * p_.lr;
       std::int32_t* w3 = &w3_[set3_ * kInMax];
-      for (int k = 0; k < n_in_; ++k) w3[k] += static_cast<std::int32_t>((x_[k] * err3 * p_.lr + (1 << 19)) >> 20);
+      for (int k = 0; k < kInMax; ++k) {
+        const std::int64_t x = x_[k];
+        w[k] += static_cast<std::int32_t>((x * err + (1 << 19)) >> 20);
+        w2[k] += static_cast<std::int32_t>((x * err2 + (1 << 19)) >> 20);
+        w3[k] += static_cast<std::int32_t>((x * err3 + (1 << 19)) >> 20);
+      }
       for (int i = 0; i < kCtx; ++i) {
         std::uint16_t& m = map_[map_k_[i]];
         m = static_cast<std::uint16_t>(m + (((y << 16) - int{m}) >> kMapRate));
       }
-    }
-    const std::int64_t err = (std::int64_t{y} << 16) - pm1_;
-    const std::int64_t err2 = (std::int64_t{y} << 16) - pm2_;
-    std::int32_t* w = &w_[set_ * kInMax];
-    std::int32_t* w2 = &w2_[c0_ * kInMax];
-    for (int k = 0; k < n_in_; ++k) {
-      w[k] += static_cast<std::int32_t>((x_[k] * err * p_.lr + (1 << 19)) >> 20);
-      w2[k] += static_cast<std::int32_t>((x_[k] * err2 * p_.lr + (1 << 19)) >> 20);
+    } else {
+      for (int k = 0; k < n_in_; ++k) {
+        w[k] += static_cast<std::int32_t>((x_[k] * err + (1 << 19)) >> 20);
+        w2[k] += static_cast<std::int32_t>((x_[k] * err2 + (1 << 19)) >> 20);
+      }
     }
     std::uint16_t& a = apm_[c0_ * kApmKnots + apm_j_ + (apm_f_ >= 96 ? 1 : 0)];
     a = static_cast<std::uint16_t>(a + (((y << 16) - int{a}) >> 6));
@@ -570,7 +587,7 @@ class Model {
     // other rows' turns come before its next bit
     if (r.c0 == 1)
       for (int i = 0; i < kCtx; ++i) {
-        const std::size_t a = index(i, r.h[i], 1) - 1;
+        const std::size_t a = line(i, hashed(r.h[i], 0));
         __builtin_prefetch(t_.slot(a));
         if (p_.kind == 3) __builtin_prefetch(t_.slot(a ^ 16));
       }
@@ -581,7 +598,7 @@ class Model {
     for (int j = 7; j >= 0; --j) {
       const int y = (b >> j) & 1;
       o0_[r.c0] = learned(o0_[r.c0], y);
-      if (p_.kind == 3 && (r.c0 == 1 || (r.c0 >= 16 && r.c0 < 32))) find_all(r, false);
+      if (p_.kind == 3 && nibble_start(r.c0)) find_all(r, false);
       for (int i = 0; i < kCtx; ++i) {
         std::uint32_t* s = p_.kind == 3 ? t_.slot(r.bucket[i] + nibble(r.c0)) : t_.slot(index(i, r.h[i], r.c0));
         CounterTable::put(s, learned(CounterTable::get(s), y));
@@ -608,6 +625,9 @@ class Model {
   std::size_t line(int i, std::uint64_t z) const {
     return (std::size_t(i) << p_.table_bits) + ((std::size_t(z >> shift_) & mask_) & ~std::size_t{15});
   }
+
+  // cm3: a nibble's first bit (c0 1, or 16..31), where find_all looks up the buckets.
+  static bool nibble_start(int c0) { return c0 == 1 || (c0 >= 16 && c0 < 32); }
 
   // The slot within a bucket: the nibble's bits so far behind a leading 1 (1..15).
   static int nibble(int c0) {
@@ -717,7 +737,7 @@ class Model {
   std::uint32_t next_ = 1;  // the next row's first place (0 marks an empty table entry)
   int mslot_ = -1;
   std::array<std::uint32_t*, kCtx> slot_{};
-  std::array<std::int64_t, kInMax> x_{};
+  std::array<std::int32_t, kInMax> x_{};  // each |x| <= 3072 (the products and sums are int64)
   std::vector<std::int32_t> w3_;
   std::vector<std::uint16_t> map_;
   std::array<int, kCtx> map_k_{};
