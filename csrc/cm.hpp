@@ -545,6 +545,8 @@ class Model {
     touch(apm_.data(), apm_.size() * 2);
     touch(stretch12_table(), 4096 * 2);
     touch(rate_table(), 1024 * 4);
+    touch(w3_.data(), w3_.size() * 4);
+    touch(map_.data(), map_.size() * 2);
   }
 
   // Learns bit y of the last predict, and moves r on by it.
