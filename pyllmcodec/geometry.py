@@ -53,8 +53,7 @@ from .mixer import MixerSpec
 from .tokenizer import Tokenizer
 
 __all__ = ["MIN_SPLIT_PIECE", "Geometry", "Plan", "cut", "header_cm", "header_cm_priors", "header_mixer", "is_int",
-           "model_mixer",
-           "model_runs_cm", "split_point"]
+           "model_mixer", "model_runs_cm", "split_point"]
 
 
 def model_mixer(model: StepModel) -> MixerSpec | None:
@@ -84,21 +83,26 @@ def header_cm(header: Header, model: StepModel) -> int:
     return int(want["table_bits"])
 
 
+def _check_shipped(what: str, want: str, mine: MixerSpec | CmPriors | None, header: Header) -> None:
+    """ModelError unless ``mine`` (what the model's bundle ships of ``what``)
+    has the digest ``want`` the archive was coded with."""
+    if mine is None or mine.digest != want:
+        have = "none" if mine is None else f"digest {mine.digest}"
+        raise ModelError(
+            f"archive was coded with the {what} {want} of model {header.model_name!r}; the model here ships "
+            f"{have} (another release of the bundle with the same weights?): install the pyllmcodec release "
+            "that wrote the archive, or load its bundle with model="
+        )
+
+
 def header_cm_priors(header: Header, model: StepModel) -> CmPriors | None:
     """The stage's priors ``header`` asks for (``cm.priors``), from ``model``'s
     bundle; ModelError when the bundle ships none or others."""
     want = (header.meta.get("cm") or {}).get("priors")
     if want is None:
         return None
-    mine = model.default_cm_priors
-    if mine is None or mine.digest != want:
-        have = "none" if mine is None else f"digest {mine.digest}"
-        raise ModelError(
-            f"archive was coded with the context-mixing priors {want} of model {header.model_name!r}; the model "
-            f"here ships {have} (another release of the bundle with the same weights?): install the "
-            "pyllmcodec release that wrote the archive, or load its bundle with model="
-        )
-    return mine
+    _check_shipped("context-mixing priors", str(want), model.default_cm_priors, header)
+    return model.default_cm_priors
 
 
 def header_mixer(header: Header, model: StepModel) -> MixerSpec | None:
@@ -112,13 +116,7 @@ def header_mixer(header: Header, model: StepModel) -> MixerSpec | None:
     if mine is None and model.device_quantize:
         raise ModelError("archive was coded through the match model, which runs with host quantization only; "
                          "decode with device='cpu' (CLI: --device cpu)")
-    if mine is None or mine.digest != want["digest"]:
-        have = "none" if mine is None else f"digest {mine.digest}"
-        raise ModelError(
-            f"archive was coded with the match model {want['digest']} of model {header.model_name!r}; the model "
-            f"here ships {have} (another release of the bundle with the same weights?): install the "
-            "pyllmcodec release that wrote the archive, or load its bundle with model="
-        )
+    _check_shipped("match model", str(want["digest"]), mine, header)
     return mine
 
 
@@ -154,7 +152,7 @@ class Geometry:
     cm_priors: CmPriors | None = None
 
     @property
-    def cm_prior_weights(self) -> CmPriors | None:
+    def cm_priors_in_use(self) -> CmPriors | None:
         """The priors the stage runs with: ``cm_priors`` where the stage is cm3, else None."""
         return self.cm_priors if self.cm_bits and self.cm_kind == 3 else None
 
@@ -167,7 +165,7 @@ class Geometry:
                 self.chunk_size if self.mixer is not None else 0,
                 None if self.dictionary is None else self.dictionary.sha256, self.cm_bits, self.cm_long,
                 self.cm_kind if self.cm_bits else 0,
-                None if self.cm_prior_weights is None else self.cm_prior_weights.digest)
+                None if self.cm_priors_in_use is None else self.cm_priors_in_use.digest)
 
     def header_fields(self, max_context: int) -> dict[str, Any]:
         """The header keys of this geometry (container.build_meta's arguments):
@@ -185,7 +183,7 @@ class Geometry:
             "cm": None if not self.cm_bits else {
                 "kind": f"cm{self.cm_kind}", "table_bits": self.cm_bits,
                 **({"long": self.cm_long} if self.cm_long else {}),
-                **({"priors": self.cm_prior_weights.digest} if self.cm_prior_weights is not None else {})},
+                **({"priors": self.cm_priors_in_use.digest} if self.cm_priors_in_use is not None else {})},
         }
 
     @classmethod

@@ -494,7 +494,7 @@ class WaveRunner:
                     raise ValueError(f"a continued context-mixing state is of kind cm{st.kind}, the header's "
                                      f"cm{self.geometry.cm_kind}")
             # cm2's ring gives each row chunk_size + D places (what encoder and decoder both know)
-            pri = self.geometry.cm_prior_weights
+            pri = self.geometry.cm_priors_in_use
             cm = core.ContextMixer(g, bits, states if any(st is not None for st in states) else None,
                                    kind=self.geometry.cm_kind, max_len=self.geometry.chunk_size + len(self.primed),
                                    priors=None if pri is None else pri.array)
