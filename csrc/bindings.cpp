@@ -590,6 +590,7 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
         prm.kind = kind;
         prm.priors = priors_arg(priors);
         prm.validate();
+        if (weights && kind != 3) throw py::value_error("weights=True needs kind 3 (cm3)");
         const auto* pp = static_cast<const std::uint16_t*>(p.arr.data());
         const std::int64_t* sp = sym.data();
         for (std::size_t k = 0; k < p.rows; ++k) {
@@ -626,10 +627,9 @@ Use it through :mod:`pyllmcodec.core`, which documents the contract.)doc";
               }
             }
           }
-          if (weights && prm.kind == 3 && !models.empty() && models.back()) last = models.back()->weights();
+          if (weights && !models.empty() && models.back()) last = models.back()->weights();
         }
         if (!weights) return py::object(out);
-        if (prm.kind != 3) throw py::value_error("weights=True needs kind 3 (cm3)");
         py::array_t<std::int32_t> w(static_cast<py::ssize_t>(last.size()));
         std::copy(last.begin(), last.end(), w.mutable_data());
         return py::object(py::make_tuple(out, w));

@@ -817,6 +817,8 @@ def cm_trace_ref(p_lm_rows: Sequence[Sequence[int]], symbols: Sequence[int], off
     if any(off[i] < off[i - 1] for i in range(1, len(off))):
         raise ValueError("offsets must not decrease")
     CmModel(table_bits, limit, lr, kind, priors)  # validates the parameters
+    if weights and kind != 3:
+        raise ValueError("weights=True needs kind 3 (cm3)")
     if wave < 0:
         raise ValueError("wave must be >= 0 (0: all chunks in one wave)")
     if any(not 0 <= v <= 255 for v in s):
@@ -850,7 +852,5 @@ def cm_trace_ref(p_lm_rows: Sequence[Sequence[int]], symbols: Sequence[int], off
                     md.update(ctx[c], (s[k] >> (7 - j)) & 1)
     if not weights:
         return out
-    if kind != 3:
-        raise ValueError("weights=True needs kind 3 (cm3)")
     last = models[-1]
     return out, ([] if last is None else last.w + last.w2 + last.w3)
