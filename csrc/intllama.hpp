@@ -869,6 +869,324 @@ inline constexpr RowOps rows{&absmax, &div127, &rms, &add_clamp, &silu_mul, &rot
 }  // namespace avx512vnni
 #endif
 
+#if PYLLMCODEC_DISPATCH
+// ---------------------------------------------------------------------------
+// AVX2 kernels (no VNNI): the same integers as the loops above.
+//   Q4_1 products: vpmaddubsw (unsigned q x signed xq, pairs into int16:
+//     |2 * 15 * 127| = 3810) summed over a block's 8 quads in int16
+//     (8 * 3810 = 30480 < 2^15: never saturates, never wraps), then vpmaddwd
+//     by ones into int32 S; the block combine as in the AVX-512 copy (vpmulld,
+//     vpmuldq on even and odd lanes).  A 256-bit register holds half of an
+//     output block's lanes (kLane: outputs 0..3 / 8..11, then 4..7 / 12..15).
+//   Q8_0 (the head): q signed, so |q| (vpabsb: -128 reads as unsigned 128) x
+//     xq sign-adjusted by q (vpsignb; |xq| <= 127, so -xq fits): pairs
+//     |2 * 128 * 127| = 32512 < 2^15, into int32 at once.  S = sum q xq, the
+//     same integer as the reference's (xq + 128) q - 128 sum q.
+//   attention: vpmaddwd on int16 pairs (the int8 cache widened with
+//     vpmovsxbw; |q16| <= 32767, |k8|, |v8| <= 127: no pair reaches 2^31).
+// ---------------------------------------------------------------------------
+namespace avx2k {
+#define PYLLMCODEC_V256 __attribute__((target("avx2,fma,bmi,bmi2,popcnt")))
+
+inline std::int32_t load4(const void* p) {
+  std::int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// even int32 lanes times a (int64 lanes), odd int32 lanes times a
+PYLLMCODEC_V256 inline void widen_mul(__m256i s, __m256i a_even, __m256i a_odd, __m256i& lo, __m256i& hi) {
+  lo = _mm256_add_epi64(lo, _mm256_mul_epi32(s, a_even));
+  hi = _mm256_add_epi64(hi, _mm256_mul_epi32(_mm256_srli_epi64(s, 32), a_odd));
+}
+
+// R rows x one output block: per quad, each row's activations (one broadcast) meet both halves of the weights
+template <int R>
+PYLLMCODEC_V256 inline void q4_tile(const QMat& W, const Act& x, std::size_t r0, std::size_t ob, std::int64_t* P) {
+  const std::size_t in = W.in, nb = W.nb, ld = W.ld();
+  __m256i lo[R][2], hi[R][2];
+  for (int r = 0; r < R; ++r)
+    for (int h = 0; h < 2; ++h) lo[r][h] = hi[r][h] = _mm256_setzero_si256();
+  const std::uint8_t* qb = W.q.data() + ob * (in / 4) * 64;
+  const std::int32_t* dp = W.d32.data() + ob * nb * 16;
+  const std::int32_t* mp = W.m32.data() + ob * nb * 16;
+  const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+  for (std::size_t b = 0; b < nb; ++b) {
+    const std::uint8_t* qq = qb + b * 8 * 64;
+    __m256i s16[R][2];
+    for (int r = 0; r < R; ++r) s16[r][0] = s16[r][1] = _mm256_setzero_si256();
+    for (int k = 0; k < 8; ++k) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qq + k * 64));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qq + k * 64 + 32));
+      for (int r = 0; r < R; ++r) {
+        const __m256i xb = _mm256_set1_epi32(load4(x.xq.data() + (r0 + r) * in + b * kBlock + 4 * k));
+        s16[r][0] = _mm256_add_epi16(s16[r][0], _mm256_maddubs_epi16(w0, xb));
+        s16[r][1] = _mm256_add_epi16(s16[r][1], _mm256_maddubs_epi16(w1, xb));
+      }
+    }
+    // d and m fit int16 (|d|, |m| < 2^14), so does each half of S (the int16 sums above) and T (|T| <= 32 * 127):
+    // d S = vpmaddwd(s16, (d, d)) and m T = vpmaddwd((m, 0), T), both below 2^30
+    for (int h = 0; h < 2; ++h) {
+      const __m256i dv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dp + b * 16 + 8 * h));
+      const __m256i mv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mp + b * 16 + 8 * h));
+      const __m256i dd = _mm256_or_si256(_mm256_and_si256(dv, low16), _mm256_slli_epi32(dv, 16));
+      const __m256i m0 = _mm256_and_si256(mv, low16);
+      for (int r = 0; r < R; ++r) {
+        // d S + m T (< 2^31), then times A in int64 lanes
+        const __m256i dm = _mm256_add_epi32(_mm256_madd_epi16(s16[r][h], dd),
+                                            _mm256_madd_epi16(m0, _mm256_set1_epi32(x.T[(r0 + r) * nb + b])));
+        const __m256i a = _mm256_set1_epi64x(x.A[(r0 + r) * nb + b]);
+        widen_mul(dm, a, a, lo[r][h], hi[r][h]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int h = 0; h < 2; ++h) {
+      std::int64_t* p = P + (r0 + r) * ld + ob * 16 + h * 4;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), lo[r][h]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 8), hi[r][h]);
+    }
+  }
+}
+
+// the head: S = sum |q| (xq sign q) per quad pair, A d (< 2^29) in int64 lanes, times S
+template <int R>
+PYLLMCODEC_V256 inline void q8_tile(const QMat& W, const Act& x, std::size_t r0, std::size_t ob, int half,
+                                    std::int64_t* P) {
+  const std::size_t in = W.in, nb = W.nb, ld = W.ld();
+  __m256i lo[R], hi[R];
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_si256();
+  const std::uint8_t* qb = W.q.data() + ob * (in / 4) * 64 + half * 32;
+  const std::int64_t* dp = W.d.data() + ob * nb * 16 + half * 4;
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (std::size_t b = 0; b < nb; ++b) {
+    const std::uint8_t* qq = qb + b * 8 * 64;
+    __m256i s32[R];
+    for (int r = 0; r < R; ++r) s32[r] = _mm256_setzero_si256();
+    for (int k = 0; k < 8; ++k) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qq + k * 64));
+      const __m256i aw = _mm256_abs_epi8(w);
+      for (int r = 0; r < R; ++r) {
+        const std::int8_t* xr = x.xq.data() + (r0 + r) * in + b * kBlock;
+        const __m256i xs = _mm256_sign_epi8(_mm256_set1_epi32(load4(xr + 4 * k)), w);
+        s32[r] = _mm256_add_epi32(s32[r], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones));
+      }
+    }
+    // even lanes: outputs half * 4 + 0..3, odd lanes: 8 + half * 4 + 0..3
+    const __m256i de = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dp + b * 16));
+    const __m256i dd = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dp + b * 16 + 8));
+    for (int r = 0; r < R; ++r) {
+      const __m256i a = _mm256_set1_epi64x(x.A[(r0 + r) * nb + b]);
+      widen_mul(s32[r], _mm256_mul_epi32(a, de), _mm256_mul_epi32(a, dd), lo[r], hi[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    std::int64_t* p = P + (r0 + r) * ld + ob * 16 + half * 4;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), lo[r]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 8), hi[r]);
+  }
+}
+
+PYLLMCODEC_V256 inline void q4_tile_rows(const QMat& W, const Act& x, std::size_t r0, std::size_t r1, std::size_t ob0,
+                                         std::size_t ob1, std::int64_t* P) {
+  for (std::size_t ob = ob0; ob < ob1; ++ob) {
+    std::size_t r = r0;
+    for (; r + 4 <= r1; r += 4) q4_tile<4>(W, x, r, ob, P);
+    switch (r1 - r) {
+      case 3: q4_tile<3>(W, x, r, ob, P); break;
+      case 2: q4_tile<2>(W, x, r, ob, P); break;
+      case 1: q4_tile<1>(W, x, r, ob, P); break;
+      default: break;
+    }
+  }
+}
+
+PYLLMCODEC_V256 inline void q8_tile_rows(const QMat& W, const Act& x, std::size_t r0, std::size_t r1, std::size_t ob0,
+                                         std::size_t ob1, std::int64_t* P) {
+  for (std::size_t ob = ob0; ob < ob1; ++ob) {
+    for (int half = 0; half < 2; ++half) {
+      std::size_t r = r0;
+      for (; r + 2 <= r1; r += 2) q8_tile<2>(W, x, r, ob, half, P);
+      if (r < r1) q8_tile<1>(W, x, r, ob, half, P);
+    }
+  }
+}
+
+PYLLMCODEC_V256 void products(const QMat& W, const Act& x, std::size_t r0, std::size_t r1, std::size_t ob0,
+                              std::size_t ob1, std::int64_t* P) {
+  if (W.signed_q) {
+    q8_tile_rows(W, x, r0, r1, ob0, ob1, P);
+  } else {
+    q4_tile_rows(W, x, r0, r1, ob0, ob1, P);
+  }
+}
+
+// G heads (<= 4) per key load: per channel pair, positions 0..7 and 8..15 of the block
+template <int G>
+PYLLMCODEC_V256 void scores_g(const std::int16_t* q, const std::int8_t* kc, std::size_t n, std::int32_t* s,
+                              std::size_t sl) {
+  for (std::size_t b = 0; b * kKeyBlock < n; ++b) {
+    const std::int8_t* kb = kc + b * kKeyBytes;
+    __m256i a0[G], a1[G];
+    for (int g = 0; g < G; ++g) a0[g] = a1[g] = _mm256_setzero_si256();
+    for (std::size_t p = 0; p < kHd / 2; ++p) {
+      const __m256i k0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kb + p * 32)));
+      const __m256i k1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kb + p * 32 + 16)));
+      for (int g = 0; g < G; ++g) {
+        const __m256i qq = _mm256_set1_epi32(load4(q + g * kHd + 2 * p));
+        a0[g] = _mm256_add_epi32(a0[g], _mm256_madd_epi16(qq, k0));
+        a1[g] = _mm256_add_epi32(a1[g], _mm256_madd_epi16(qq, k1));
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(s + g * sl + b * kKeyBlock), a0[g]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(s + g * sl + b * kKeyBlock + 8), a1[g]);
+    }
+  }
+}
+
+PYLLMCODEC_V256 void scores(const std::int16_t* q, std::size_t G, const std::int8_t* kc, std::size_t n,
+                            std::int32_t* s, std::size_t sl) {
+  for (std::size_t g = 0; g < G; g += 4) {
+    switch (std::min<std::size_t>(4, G - g)) {
+      case 1: scores_g<1>(q + g * kHd, kc, n, s + g * sl, sl); break;
+      case 2: scores_g<2>(q + g * kHd, kc, n, s + g * sl, sl); break;
+      case 3: scores_g<3>(q + g * kHd, kc, n, s + g * sl, sl); break;
+      default: scores_g<4>(q + g * kHd, kc, n, s + g * sl, sl); break;
+    }
+  }
+}
+
+// G heads (<= 3) over one half (32 channels, one cache line a pair) of the values
+template <int G>
+PYLLMCODEC_V256 void values_half(const std::int16_t* w, std::size_t wl, const std::int8_t* vc, std::size_t i0,
+                                 std::size_t i1, int half, std::int64_t* a) {
+  __m256i acc[G][4];
+  for (int g = 0; g < G; ++g)
+    for (int c = 0; c < 4; ++c) acc[g][c] = _mm256_setzero_si256();
+  for (std::size_t i = i0; i < i1; ++i) {
+    const std::int8_t* vp = vc + i * 2 * kHd + half * 64;
+    __m256i e[G];
+    for (int g = 0; g < G; ++g) e[g] = _mm256_set1_epi32(load4(w + g * wl + 2 * i));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vp + c * 16)));
+      for (int g = 0; g < G; ++g) acc[g][c] = _mm256_add_epi32(acc[g][c], _mm256_madd_epi16(e[g], v));
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    for (int c = 0; c < 4; ++c) {
+      std::int64_t* ag = a + g * kHd + half * 32 + c * 8;
+      const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc[g][c]));
+      const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc[g][c], 1));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ag),
+                          _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ag)), lo));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ag + 4),
+                          _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ag + 4)), hi));
+    }
+  }
+}
+
+PYLLMCODEC_V256 void values(const std::int16_t* w, std::size_t G, std::size_t wl, const std::int8_t* vc, std::size_t n,
+                            std::int64_t* a) {
+  const std::size_t pairs = (n + 1) / 2;
+  for (std::size_t c = 0; c < G * kHd; ++c) a[c] = 0;
+  for (std::size_t i0 = 0; i0 < pairs; i0 += kValBlock / 2) {
+    const std::size_t i1 = std::min(pairs, i0 + kValBlock / 2);
+    for (int half = 0; half < 2; ++half) {
+      for (std::size_t g = 0; g < G; g += 3) {
+        switch (std::min<std::size_t>(3, G - g)) {
+          case 1: values_half<1>(w + g * wl, wl, vc, i0, i1, half, a + g * kHd); break;
+          case 2: values_half<2>(w + g * wl, wl, vc, i0, i1, half, a + g * kHd); break;
+          default: values_half<3>(w + g * wl, wl, vc, i0, i1, half, a + g * kHd); break;
+        }
+      }
+    }
+  }
+}
+
+PYLLMCODEC_V256 inline __m256i max64(__m256i a, __m256i b) { return _mm256_blendv_epi8(b, a, _mm256_cmpgt_epi64(a, b)); }
+PYLLMCODEC_V256 inline __m256i min64(__m256i a, __m256i b) { return _mm256_blendv_epi8(a, b, _mm256_cmpgt_epi64(a, b)); }
+PYLLMCODEC_V256 inline std::int64_t hmax64(__m256i v) {
+  alignas(32) std::int64_t t[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
+  return std::max(std::max(t[0], t[1]), std::max(t[2], t[3]));
+}
+
+// the generic loop's integers: here mx - g[j] >= 0 and < 2^63 (|s kmax| < 2^57), so signed compares serve
+PYLLMCODEC_V256 std::int64_t expw(const std::int32_t* s, const std::int32_t* kmax, const std::int32_t* vmax,
+                                  std::size_t n, int k, const std::int32_t* expa, std::size_t na, std::int64_t* g,
+                                  std::int64_t* zout) {
+  const std::size_t n4 = n / 4 * 4;
+  __m256i vmx = _mm256_set1_epi64x(INT64_MIN);
+  for (std::size_t j = 0; j < n4; j += 4) {
+    const __m256i sv = _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + j)));
+    const __m256i kv = _mm256_cvtepi32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kmax + j)));
+    const __m256i p = _mm256_mul_epi32(sv, kv);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(g + j), p);
+    vmx = max64(vmx, p);
+  }
+  std::int64_t mx = hmax64(vmx);
+  for (std::size_t j = n4; j < n; ++j) {
+    g[j] = std::int64_t{s[j]} * kmax[j];
+    mx = g[j] > mx ? g[j] : mx;
+  }
+  const std::uint64_t capu = 127 * static_cast<std::uint64_t>(na);
+  const __m256i vmxb = _mm256_set1_epi64x(mx);
+  const __m256i cap = _mm256_set1_epi64x(static_cast<std::int64_t>(capu));
+  const __m256i last = _mm256_set1_epi64x(static_cast<std::int64_t>(na - 1));
+  const __m256i magic = _mm256_set1_epi64x(528417);
+  const __m128i sh = _mm_cvtsi32_si128(k);
+  __m256i z = _mm256_setzero_si256(), gmv = _mm256_setzero_si256();
+  for (std::size_t j = 0; j < n4; j += 4) {
+    const __m256i d = _mm256_sub_epi64(vmxb, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + j)));
+    const __m256i y = min64(_mm256_srl_epi64(d, sh), cap);
+    const __m256i idx = min64(_mm256_srli_epi64(_mm256_mul_epu32(y, magic), 26), last);
+    const __m256i e = _mm256_cvtepu32_epi64(_mm256_i64gather_epi32(reinterpret_cast<const int*>(expa), idx, 4));
+    const __m256i vm = _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vmax + j)));
+    const __m256i gv = _mm256_mul_epu32(e, vm);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(g + j), gv);
+    z = _mm256_add_epi64(z, e);
+    gmv = max64(gmv, gv);
+  }
+  alignas(32) std::int64_t t[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), z);
+  std::int64_t zs = t[0] + t[1] + t[2] + t[3], gm = hmax64(gmv);
+  for (std::size_t j = n4; j < n; ++j) {
+    std::uint64_t y = static_cast<std::uint64_t>(mx - g[j]) >> k;
+    y = y < capu ? y : capu;
+    std::uint64_t i = (y * 528417u) >> 26;
+    i = i < na - 1 ? i : na - 1;
+    zs += expa[i];
+    g[j] = std::int64_t{expa[i]} * vmax[j];
+    gm = g[j] > gm ? g[j] : gm;
+  }
+  *zout = zs;
+  return gm;
+}
+
+PYLLMCODEC_V256 void finish(std::int64_t* p, const std::int64_t* e, std::size_t n, std::int64_t base, std::int64_t C,
+                            std::int64_t emin, std::int64_t emax) {
+  std::size_t n4 = n / 4 * 4;
+  if (base + emin < 1 || base + emax > 63) n4 = 0;  // shifts left or past 63: numpy's corners, one by one
+  // 1 <= s <= 63 and |P| < 2^52: clamp(P, 2^62) is P, and rsr is the floor of (P + 2^(s-1)) / 2^s, here
+  // (v + 2^63) >> s - 2^(63 - s) in unsigned lanes (exact: 2^s divides 2^63)
+  const __m256i bv = _mm256_set1_epi64x(base - 1), one = _mm256_set1_epi64x(1), hi = _mm256_set1_epi64x(C),
+                lo = _mm256_set1_epi64x(-C), sign = _mm256_set1_epi64x(INT64_MIN);
+  for (std::size_t o = 0; o < n4; o += 4) {
+    const __m256i s1 = _mm256_add_epi64(bv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e + o)));  // s - 1
+    const __m256i s = _mm256_add_epi64(s1, one);
+    const __m256i v = _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + o)), _mm256_sllv_epi64(one, s1));
+    const __m256i r = _mm256_sub_epi64(_mm256_srlv_epi64(_mm256_xor_si256(v, sign), s), _mm256_srlv_epi64(sign, s));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + o), min64(max64(r, lo), hi));
+  }
+  for (std::size_t o = n4; o < n; ++o) p[o] = lin_out(p[o], base + e[o], C);
+}
+
+inline constexpr Kernels table{&products, &scores, &expw, &avx2::wts, &values, &finish, &avx2::expl_row, "avx2"};
+#undef PYLLMCODEC_V256
+}  // namespace avx2k
+#endif
+
 // The per-row copy: AVX-512 where the kernels are, else the scalar loops.
 inline const RowOps& row_ops() {
 #if PYLLMCODEC_DISPATCH
@@ -882,7 +1200,7 @@ inline const Kernels& kernels() {
   switch (kernel_level()) {
 #if PYLLMCODEC_DISPATCH  // (which also compiles the AVX-512 copy: PYLLMCODEC_LLAMA_HAVE_AVX512)
     case KernelLevel::avx512vnni: return avx512vnni::table;
-    case KernelLevel::avx2: return avx2::table;
+    case KernelLevel::avx2: return avx2k::table;
 #endif
     default: return generic::table;
   }

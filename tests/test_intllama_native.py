@@ -80,6 +80,19 @@ def test_random_models_match_reference(shape: tuple, B: int, threads: int) -> No
     _run_both(arrays, B, threads, tokens, jumps={4: ctx // 2, 8: ctx - 2})  # the last two fill the state
 
 
+def test_head_weights_at_the_int8_ends() -> None:
+    """The tied head's Q8_0 weights may be -128 (the AVX2 copy takes |q| as
+    an unsigned byte and moves q's sign onto the activations) or 127."""
+    arrays = _arrays(SHAPES[2])
+    q = arrays["embed.q"]
+    rng = np.random.default_rng(11)
+    q[rng.random(q.shape) < 0.2] = -128
+    q[rng.random(q.shape) < 0.1] = 127
+    q[5] = -128  # a whole row at the end
+    tokens = _tokens(6, 5, SHAPES[2][4], seed=11)
+    _run_both(arrays, 5, 2, tokens)
+
+
 def test_every_position_up_to_ctx() -> None:
     arrays = _arrays((6, 3, 1, 64, 80, 300, 27))  # past 256 positions: the value sums' int32 blocks
     tokens = _tokens(300, 2, 80, seed=6)
@@ -92,6 +105,7 @@ def test_kernel_copies_give_identical_rows(tmp_path: Path, copy: str) -> None:
     """The baseline (and AVX2) kernel copies compute the default copy's
     integers (a child process: the choice is made once)."""
     arrays = _arrays((7, 3, 1, 160, 150, 64, 27))
+    arrays["embed.q"][np.random.default_rng(7).random(arrays["embed.q"].shape) < 0.1] = -128  # the head's end
     np.savez(tmp_path / "m.npz", **arrays)
     tokens = _tokens(6, 5, 150, seed=7)
     np.save(tmp_path / "tok.npy", tokens)
