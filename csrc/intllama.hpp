@@ -1183,14 +1183,151 @@ PYLLMCODEC_V256 void finish(std::int64_t* p, const std::int64_t* e, std::size_t 
 }
 
 inline constexpr Kernels table{&products, &scores, &expw, &avx2::wts, &values, &finish, &avx2::expl_row, "avx2"};
+
+// ---- the per-row work (RowOps): AVX2 has no 64-bit arithmetic shift, abs, unsigned compare or
+// multiply, so: v >> s = ((v + 2^63) >> s) - (2^63 >> s) in unsigned lanes (exact: 2^s divides 2^63);
+// unsigned a > b = signed (a ^ 2^63) > (b ^ 2^63); and products only where both factors fit int32
+// (vpmuldq), which the RowOps contracts above guarantee.
+PYLLMCODEC_V256 inline __m256i sra64(__m256i v, __m128i s) {
+  const __m256i sign = _mm256_set1_epi64x(INT64_MIN);
+  return _mm256_sub_epi64(_mm256_srl_epi64(_mm256_xor_si256(v, sign), s), _mm256_srl_epi64(sign, s));
+}
+PYLLMCODEC_V256 inline __m256i gtu64(__m256i a, __m256i b) {
+  const __m256i sign = _mm256_set1_epi64x(INT64_MIN);
+  return _mm256_cmpgt_epi64(_mm256_xor_si256(a, sign), _mm256_xor_si256(b, sign));
+}
+PYLLMCODEC_V256 inline __m256i clamp64v(__m256i v, __m256i lo, __m256i hi) { return min64(max64(v, lo), hi); }
+PYLLMCODEC_V256 inline std::int64_t hsum64(__m256i v) {
+  alignas(32) std::int64_t t[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
+  return t[0] + t[1] + t[2] + t[3];
+}
+
+PYLLMCODEC_V256 void absmax(const std::int64_t* y, std::size_t nb, std::uint64_t* ymax) {
+  const __m256i zero = _mm256_setzero_si256();
+  for (std::size_t b = 0; b < nb; ++b) {
+    __m256i m = zero;
+    for (std::size_t i = 0; i < kBlock; i += 4) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + b * kBlock + i));
+      const __m256i neg = _mm256_cmpgt_epi64(zero, v);
+      const __m256i a = _mm256_sub_epi64(_mm256_xor_si256(v, neg), neg);  // |v|, INT64_MIN as 2^63
+      m = _mm256_blendv_epi8(m, a, gtu64(a, m));
+    }
+    alignas(32) std::uint64_t t[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(t), m);
+    ymax[b] = std::max(std::max(t[0], t[1]), std::max(t[2], t[3]));
+  }
+}
+
+// Rdiv127 by the AVX-512 copy's binary search (every candidate below 510 Y < 2^64, compared unsigned)
+PYLLMCODEC_V256 std::int64_t div127(const std::int64_t* y, std::size_t n, std::uint64_t Y, std::int8_t* q) {
+  __m256i step[8], bit[8];
+  for (int k = 0; k < 8; ++k) {
+    step[k] = _mm256_set1_epi64x(static_cast<std::int64_t>((2 * Y) << k));
+    bit[k] = _mm256_set1_epi64x(std::int64_t{1} << k);
+  }
+  const __m256i base = _mm256_set1_epi64x(static_cast<std::int64_t>(257 * Y));
+  __m256i tsum = _mm256_setzero_si256();
+  for (std::size_t i = 0; i < n; i += 4) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + i));
+    const __m256i num = _mm256_add_epi64(_mm256_sub_epi64(_mm256_slli_epi64(v, 8), _mm256_slli_epi64(v, 1)), base);
+    __m256i acc = _mm256_setzero_si256(), qv = _mm256_set1_epi64x(-128);
+    for (int k = 7; k >= 0; --k) {
+      const __m256i t = _mm256_add_epi64(acc, step[k]);
+      const __m256i over = gtu64(t, num);  // the candidate passes num: keep acc
+      acc = _mm256_blendv_epi8(t, acc, over);
+      qv = _mm256_add_epi64(qv, _mm256_andnot_si256(over, bit[k]));
+    }
+    tsum = _mm256_add_epi64(tsum, qv);
+    alignas(32) std::int64_t t[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(t), qv);
+    for (int l = 0; l < 4; ++l) q[i + l] = static_cast<std::int8_t>(t[l]);
+  }
+  return hsum64(tsum);
+}
+
+PYLLMCODEC_V256 std::int64_t rms(const std::int64_t* x, const std::int64_t* g, std::size_t d, int s, std::int64_t* y) {
+  const __m128i sh = _mm_cvtsi32_si128(s);
+  __m256i ss = _mm256_setzero_si256();
+  for (std::size_t i = 0; i < d; i += 4) {
+    const __m256i z = sra64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), sh);  // |z| < 2^26
+    ss = _mm256_add_epi64(ss, _mm256_mul_epi32(z, z));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i),
+                        _mm256_mul_epi32(z, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + i))));  // |g| < 2^20
+  }
+  return hsum64(ss);
+}
+
+PYLLMCODEC_V256 void add_clamp(std::int64_t* x, const std::int64_t* o, std::size_t d, std::int64_t lim) {
+  const __m256i hi = _mm256_set1_epi64x(lim), lo = _mm256_set1_epi64x(-lim);
+  for (std::size_t i = 0; i < d; i += 4) {
+    const __m256i v = _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)),
+                                       _mm256_loadu_si256(reinterpret_cast<const __m256i*>(o + i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x + i), clamp64v(v, lo, hi));
+  }
+}
+
+PYLLMCODEC_V256 void silu_mul(const std::int64_t* gp, std::size_t f, const std::int64_t* silu, std::int64_t* y) {
+  const __m256i half1 = _mm256_set1_epi64x(kSiluHalf - 1), nhalf = _mm256_set1_epi64x(-kSiluHalf),
+                off = _mm256_set1_epi64x(kSiluHalf >> kSiluStep), zero = _mm256_setzero_si256(),
+                top = _mm256_set1_epi64x(kSiluLen - 2), frac = _mm256_set1_epi64x((1 << kSiluStep) - 1),
+                rnd = _mm256_set1_epi64x(1 << (kSiluStep - 1));
+  const __m128i st = _mm_cvtsi32_si128(kSiluStep);
+  for (std::size_t i = 0; i < f; i += 4) {
+    const __m256i g = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gp + i));  // |g| <= 2^27
+    const __m256i idx = clamp64v(_mm256_add_epi64(sra64(g, st), off), zero, top);
+    const __m256i lo = _mm256_i64gather_epi64(reinterpret_cast<const long long*>(silu), idx, 8);
+    const __m256i hi = _mm256_i64gather_epi64(reinterpret_cast<const long long*>(silu + 1), idx, 8);
+    const __m256i t = _mm256_mul_epi32(_mm256_sub_epi64(hi, lo), _mm256_and_si256(g, frac));  // both fit int32
+    __m256i sg = _mm256_add_epi64(lo, sra64(_mm256_add_epi64(t, rnd), st));
+    sg = _mm256_blendv_epi8(sg, g, _mm256_cmpgt_epi64(g, half1));     // g >= half: g
+    sg = _mm256_blendv_epi8(sg, zero, _mm256_cmpgt_epi64(nhalf, g));  // g < -half: 0
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i),
+                        _mm256_mul_epi32(sg, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gp + f + i))));
+  }
+}
+
+PYLLMCODEC_V256 void rotate(std::int64_t* v, std::size_t heads, const std::int64_t* cs, const std::int64_t* sn) {
+  const __m256i rnd = _mm256_set1_epi64x(1 << (kRopeBits - 1));
+  const __m128i st = _mm_cvtsi32_si128(kRopeBits);
+  for (std::size_t h = 0; h < heads; ++h, v += kHd) {
+    for (std::size_t i = 0; i < kHd / 2; i += 4) {
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i));
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + kHd / 2 + i));
+      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cs + i));
+      const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sn + i));
+      // |v| <= 2^27, |cs|, |sn| <= 2^14: every factor fits int32
+      const __m256i r0 = _mm256_sub_epi64(_mm256_mul_epi32(a, c), _mm256_mul_epi32(b, s));
+      const __m256i r1 = _mm256_add_epi64(_mm256_mul_epi32(b, c), _mm256_mul_epi32(a, s));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(v + i), sra64(_mm256_add_epi64(r0, rnd), st));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(v + kHd / 2 + i), sra64(_mm256_add_epi64(r1, rnd), st));
+    }
+  }
+}
+
+PYLLMCODEC_V256 void q16(const std::int64_t* v, int s, std::int16_t* out) {
+  const __m256i hi = _mm256_set1_epi64x(32767), lo = _mm256_set1_epi64x(-32767);
+  const __m256i rnd = _mm256_set1_epi64x(s > 0 ? std::int64_t{1} << (s - 1) : 0);
+  const __m128i sh = _mm_cvtsi32_si128(s);
+  for (std::size_t c = 0; c < kHd; c += 4) {
+    // s < 64 and |v| < 2^62: rsr is (v + 2^(s-1)) >> s without wrapping
+    const __m256i r = clamp64v(sra64(_mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + c)), rnd), sh), lo, hi);
+    alignas(32) std::int64_t t[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(t), r);
+    for (int l = 0; l < 4; ++l) out[c + l] = static_cast<std::int16_t>(t[l]);
+  }
+}
+
+inline constexpr RowOps rows{&absmax, &div127, &rms, &add_clamp, &silu_mul, &rotate, &q16};
 #undef PYLLMCODEC_V256
 }  // namespace avx2k
 #endif
 
-// The per-row copy: AVX-512 where the kernels are, else the scalar loops.
+// The per-row copy: the AVX-512 or AVX2 one where those kernels are, else the scalar loops.
 inline const RowOps& row_ops() {
 #if PYLLMCODEC_DISPATCH
   if (kernel_level() == KernelLevel::avx512vnni) return avx512vnni::rows;
+  if (kernel_level() == KernelLevel::avx2) return avx2k::rows;
 #endif
   return scalar::table;
 }
