@@ -501,12 +501,205 @@ inline constexpr Kernels table{&linear, &avx512::requant, &weights, &scores, &va
 }  // namespace avx512vnni
 #endif
 
+#if PYLLMCODEC_DISPATCH
+// AVX2 (no VNNI): vpmaddwd on int16 pairs into int32 lanes (it wraps only for
+// -32768 * -32768 twice, which the bounds above rule out), in the same cache
+// and weight layouts as the AVX-512 copy; a 256-bit register holds 8 lanes,
+// so a block of 16 outputs or positions takes two.  Same results.
+namespace avx2k {
+#define PYLLMCODEC_V256 __attribute__((target("avx2,fma,bmi,bmi2,popcnt")))
+
+inline std::int32_t pair_at(const std::int16_t* p) {
+  std::int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+PYLLMCODEC_V256 inline __m256i load(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+PYLLMCODEC_V256 inline void store(void* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+
+// NR rows x one block of 16 outputs (two halves) from the packed weights; each weight load serves NR rows
+template <int NR>
+PYLLMCODEC_V256 inline void linear_tile(const std::int16_t* x, std::size_t in, const std::int16_t* wp, std::size_t ob,
+                                        std::size_t out, std::int32_t* acc) {
+  const std::size_t pairs = in / 2;
+  const std::int16_t* wb = wp + ob * pairs * 32;
+  __m256i a[NR][2];
+  for (int r = 0; r < NR; ++r) a[r][0] = a[r][1] = _mm256_setzero_si256();
+  for (std::size_t p = 0; p < pairs; ++p) {
+    const __m256i w0 = load(wb + p * 32), w1 = load(wb + p * 32 + 16);
+    for (int r = 0; r < NR; ++r) {
+      const __m256i xb = _mm256_set1_epi32(pair_at(x + r * in + 2 * p));
+      a[r][0] = _mm256_add_epi32(a[r][0], _mm256_madd_epi16(xb, w0));
+      a[r][1] = _mm256_add_epi32(a[r][1], _mm256_madd_epi16(xb, w1));
+    }
+  }
+  const std::size_t o = ob * 16;
+  if (out - o >= 16) {
+    for (int r = 0; r < NR; ++r) {
+      store(acc + r * out + o, a[r][0]);
+      store(acc + r * out + o + 8, a[r][1]);
+    }
+  } else {
+    alignas(32) std::int32_t tmp[16];
+    for (int r = 0; r < NR; ++r) {
+      store(tmp, a[r][0]);
+      store(tmp + 8, a[r][1]);
+      std::memcpy(acc + r * out + o, tmp, (out - o) * sizeof(std::int32_t));
+    }
+  }
+}
+
+template <int NR>
+PYLLMCODEC_V256 void linear_rows(const std::int16_t* x, std::size_t in, const std::int16_t* wp, std::size_t out,
+                                 std::int32_t* acc) {
+  const std::size_t nob = (out + 15) / 16;
+  for (std::size_t ob = 0; ob < nob; ++ob) linear_tile<NR>(x, in, wp, ob, out, acc);
+}
+
+PYLLMCODEC_V256 void linear(const std::int16_t* x, std::size_t rows, const Linear& l, std::int32_t* acc) {
+  if (l.wp.empty()) return avx2::linear(x, rows, l, acc);  // odd `in`: the plain loops
+  const std::size_t in = l.in, out = l.out;
+  const std::int16_t* wp = l.wp.data();
+  std::size_t r = 0;
+  for (; r + 6 <= rows; r += 6) linear_rows<6>(x + r * in, in, wp, out, acc + r * out);
+  switch (rows - r) {
+    case 5: linear_rows<5>(x + r * in, in, wp, out, acc + r * out); break;
+    case 4: linear_rows<4>(x + r * in, in, wp, out, acc + r * out); break;
+    case 3: linear_rows<3>(x + r * in, in, wp, out, acc + r * out); break;
+    case 2: linear_rows<2>(x + r * in, in, wp, out, acc + r * out); break;
+    case 1: linear_rows<1>(x + r * in, in, wp, out, acc + r * out); break;
+    default: break;
+  }
+}
+
+// one key block (16 positions: two halves of 8) x G heads: each key load serves every head
+template <int G>
+PYLLMCODEC_V256 void scores_g(const std::int16_t* q, const std::int16_t* kc, std::size_t n, std::int32_t* s,
+                              std::size_t sl) {
+  for (std::size_t b = 0; b * kLanes < n; ++b) {
+    const std::int16_t* kb = kc + b * kLanes * kHdp;
+    __m256i a0[G], a1[G];
+    for (int g = 0; g < G; ++g) a0[g] = a1[g] = _mm256_setzero_si256();
+    for (std::size_t p = 0; p < kHdp / 2; ++p) {
+      const __m256i k0 = load(kb + p * 2 * kLanes), k1 = load(kb + p * 2 * kLanes + 16);
+      for (int g = 0; g < G; ++g) {
+        const __m256i qq = _mm256_set1_epi32(pair_at(q + g * kHdp + 2 * p));
+        a0[g] = _mm256_add_epi32(a0[g], _mm256_madd_epi16(qq, k0));
+        a1[g] = _mm256_add_epi32(a1[g], _mm256_madd_epi16(qq, k1));
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      store(s + g * sl + b * kLanes, a0[g]);
+      store(s + g * sl + b * kLanes + 8, a1[g]);
+    }
+  }
+}
+
+PYLLMCODEC_V256 void scores(const std::int16_t* q, std::size_t H, const std::int16_t* kc, std::size_t n,
+                            std::int32_t* s) {
+  const std::size_t sl = score_len(n);
+  for (std::size_t h = 0; h < H; h += 4) {
+    const std::int16_t* qh = q + h * kHdp;
+    std::int32_t* sh = s + h * sl;
+    switch (std::min<std::size_t>(4, H - h)) {
+      case 1: scores_g<1>(qh, kc, n, sh, sl); break;
+      case 2: scores_g<2>(qh, kc, n, sh, sl); break;
+      case 3: scores_g<3>(qh, kc, n, sh, sl); break;
+      default: scores_g<4>(qh, kc, n, sh, sl); break;
+    }
+  }
+}
+
+// G heads (<= 3) x one half of the channels (32: four registers of 8) over pairs [i0, i1)
+template <int G>
+PYLLMCODEC_V256 void values_half(const std::int16_t* e, std::size_t wl, const std::int16_t* vc, std::size_t i0,
+                                 std::size_t i1, int half, std::int64_t* a) {
+  __m256i acc[G][4];
+  for (int g = 0; g < G; ++g)
+    for (int c = 0; c < 4; ++c) acc[g][c] = _mm256_setzero_si256();
+  for (std::size_t i = i0; i < i1; ++i) {
+    const std::int16_t* vp = vc + i * 2 * kHdp + half * 64;
+    __m256i eb[G];
+    for (int g = 0; g < G; ++g) eb[g] = _mm256_set1_epi32(pair_at(e + g * wl + 2 * i));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = load(vp + c * 16);
+      for (int g = 0; g < G; ++g) acc[g][c] = _mm256_add_epi32(acc[g][c], _mm256_madd_epi16(eb[g], v));
+    }
+  }
+  alignas(32) std::int32_t tmp[8];
+  for (int g = 0; g < G; ++g) {
+    for (int c = 0; c < 4; ++c) {
+      store(tmp, acc[g][c]);
+      std::int64_t* ag = a + g * kHdp + half * 32 + c * 8;
+      for (int l = 0; l < 8; ++l) ag[l] += tmp[l];
+    }
+  }
+}
+
+PYLLMCODEC_V256 void values(const std::int16_t* e, std::size_t H, const std::int16_t* vc, std::size_t n,
+                            std::int64_t* a) {
+  const std::size_t wl = weight_len(n), pairs = wl / 2;
+  for (std::size_t i0 = 0; i0 < pairs; i0 += kBlock / 2) {
+    const std::size_t i1 = std::min(pairs, i0 + kBlock / 2);
+    for (int half = 0; half < 2; ++half) {
+      for (std::size_t h = 0; h < H; h += 3) {
+        const std::int16_t* eh = e + h * wl;
+        std::int64_t* ah = a + h * kHdp;
+        switch (std::min<std::size_t>(3, H - h)) {
+          case 1: values_half<1>(eh, wl, vc, i0, i1, half, ah); break;
+          case 2: values_half<2>(eh, wl, vc, i0, i1, half, ah); break;
+          default: values_half<3>(eh, wl, vc, i0, i1, half, ah); break;
+        }
+      }
+    }
+  }
+}
+
+// softmax weights, 8 positions at a time (as the AVX-512 copy: mx - s fits 32 unsigned bits)
+PYLLMCODEC_V256 std::int64_t weights(const std::int32_t* s, std::size_t n, int shift, const std::int32_t* expa,
+                                     std::size_t na, std::int16_t* e) {
+  const std::size_t full = n / 8 * 8;
+  std::int32_t m = s[0];
+  __m256i vmx = _mm256_set1_epi32(INT32_MIN);
+  for (std::size_t j = 0; j < full; j += 8) vmx = _mm256_max_epi32(vmx, load(s + j));
+  alignas(32) std::int32_t t[8];
+  store(t, vmx);
+  for (int l = 0; l < 8; ++l) m = std::max(m, t[l]);
+  for (std::size_t j = full; j < n; ++j) m = std::max(m, s[j]);
+  const __m256i mx = _mm256_set1_epi32(m);
+  const __m256i last = _mm256_set1_epi32(static_cast<std::int32_t>(na - 1));
+  const __m128i sh = _mm_cvtsi32_si128(shift);
+  __m256i z = _mm256_setzero_si256();  // int32 lanes: n * 2^14 < 2^24
+  for (std::size_t j = 0; j < full; j += 8) {
+    const __m256i idx = _mm256_min_epu32(_mm256_srl_epi32(_mm256_sub_epi32(mx, load(s + j)), sh), last);
+    const __m256i v = _mm256_i32gather_epi32(expa, idx, 4);
+    const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(v, v), 0x08);  // v <= 2^14: no saturation
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(e + j), _mm256_castsi256_si128(p));
+    z = _mm256_add_epi32(z, v);
+  }
+  store(t, z);
+  std::int64_t zs = 0;
+  for (int l = 0; l < 8; ++l) zs += t[l];
+  for (std::size_t j = full; j < n; ++j) {
+    const std::uint64_t idx = static_cast<std::uint64_t>(std::int64_t{m} - s[j]) >> shift;
+    const std::int32_t v = expa[idx < na ? idx : na - 1];
+    e[j] = static_cast<std::int16_t>(v);
+    zs += v;
+  }
+  return zs;
+}
+
+inline constexpr Kernels table{&linear, &avx2::requant, &weights, &scores, &values, "avx2"};
+#undef PYLLMCODEC_V256
+}  // namespace avx2k
+#endif
+
 // The copy for this CPU's kernel_level() (quantizer.hpp), chosen once.
 inline const Kernels& kernels() {
   switch (kernel_level()) {
 #if PYLLMCODEC_DISPATCH
     case KernelLevel::avx512vnni: return avx512vnni::table;
-    case KernelLevel::avx2: return avx2::table;
+    case KernelLevel::avx2: return avx2k::table;
 #endif
     default: return generic::table;
   }
