@@ -1155,6 +1155,25 @@ result does not depend on it, nor on the CPU.)doc")
       .def_property_readonly("vocab_size", [](const PyExact& x) { return x.model.vocab; })
       .def_property_readonly("n_layer", [](const PyExact& x) { return x.model.layers.size(); })
       .def_property_readonly("kernels", [](const PyExact&) { return std::string(plc::exact::kernels().name); })
+      .def_static(
+          "_rdiv",
+          [](const py::object& a, std::int64_t b) {
+            auto v = index_arg(a, "a");
+            if (b < 1 || b >= (std::int64_t{1} << 61)) throw py::value_error("b must be in [1, 2**61)");
+            const std::size_t n = static_cast<std::size_t>(v.size());
+            const std::int64_t* ap = v.data();
+            py::array_t<std::int64_t> q(static_cast<py::ssize_t>(n));
+            const plc::exact::RDiv by(b);
+            for (std::size_t i = 0; i < n; ++i) {
+              if (ap[i] <= -(std::int64_t{1} << 61) || ap[i] >= (std::int64_t{1} << 61)) {
+                throw py::value_error("a must be in (-2**61, 2**61)");
+              }
+              q.mutable_data()[i] = by(ap[i]);
+            }
+            return q;
+          },
+          "a"_a, "b"_a,
+          "The step's rounding division, for tests: floor((2 a + b) / 2b) through the reciprocal the step uses.")
       .def(
           "new_state",
           [](const PyExact& x, std::size_t batch) {

@@ -84,6 +84,42 @@ inline std::int64_t floor_div(std::int64_t a, std::int64_t b) {
 // floor((2a + b) / 2b) for b > 0: a / b rounded half up
 inline std::int64_t rdiv(std::int64_t a, std::int64_t b) { return floor_div(2 * a + b, 2 * b); }
 
+// floor(num / den) for a fixed den > 0, exactly, by a reciprocal instead of a
+// division per value: recip = floor((2^64 - 1) / den), so mulhi(|num|, recip)
+// is floor(|num| / den) or one less (|num| < 2^64: the estimate's error
+// |num| (1 + e) / (den 2^64), e < den, is below 1); one correction; then the
+// floor of a negative quotient is minus the ceiling of |num| / den.
+class FloorDiv {
+ public:
+  explicit FloorDiv(std::int64_t den) : den_(static_cast<std::uint64_t>(den)), recip_(~std::uint64_t{0} / den_) {}
+  std::int64_t operator()(std::int64_t num) const {
+    const bool neg = num < 0;
+    const std::uint64_t u = neg ? 0 - static_cast<std::uint64_t>(num) : static_cast<std::uint64_t>(num);
+    std::uint64_t q = static_cast<std::uint64_t>((static_cast<unsigned __int128>(u) * recip_) >> 64);
+    std::uint64_t r = u - q * den_;
+    if (r >= den_) {
+      ++q;
+      r -= den_;
+    }
+    // mod 2^64: INT64_MIN / 1 comes back as INT64_MIN
+    return static_cast<std::int64_t>(neg ? 0 - q - (r != 0 ? 1 : 0) : q);
+  }
+
+ private:
+  std::uint64_t den_, recip_;
+};
+
+// rdiv(a, b) for many a and one b > 0
+class RDiv {
+ public:
+  explicit RDiv(std::int64_t b) : b_(b), div_(2 * b) {}
+  std::int64_t operator()(std::int64_t a) const { return div_(2 * a + b_); }
+
+ private:
+  std::int64_t b_;
+  FloorDiv div_;
+};
+
 inline std::int64_t isqrt(std::int64_t d) {  // 0 <= d < 2^62
   std::int64_t r = static_cast<std::int64_t>(std::sqrt(static_cast<double>(d)));
   while (r > 0 && r * r > d) --r;
@@ -862,9 +898,9 @@ class Model {
         const std::int64_t mean = floor_div(sum, static_cast<std::int64_t>(d));
         std::int64_t q = 0;
         for (std::size_t i = 0; i < d; ++i) q += (xr[i] - mean) * (xr[i] - mean);
-        const std::int64_t root = isqrt(q + ln_eps);
+        const RDiv by_root(isqrt(q + ln_eps));
         for (std::size_t i = 0; i < d; ++i) {
-          h[r * d + i] = static_cast<std::int16_t>(clamp64(rdiv((xr[i] - mean) * ln_k, root), -kAct, kAct));
+          h[r * d + i] = static_cast<std::int16_t>(clamp64(by_root((xr[i] - mean) * ln_k), -kAct, kAct));
         }
       }
     };
@@ -899,9 +935,9 @@ class Model {
         }
         K.values(e.data(), n_head, st.v(li, r0 + r), n, a.data());
         for (std::size_t hh = 0; hh < n_head; ++hh) {
+          const RDiv by_z(z[hh]);
           for (std::size_t c = 0; c < hd; ++c) {
-            att[r * d + hh * hd + c] =
-                static_cast<std::int16_t>(rdiv(a[hh * kHdp + c] * (std::int64_t{1} << kAttOutShift), z[hh]));
+            att[r * d + hh * hd + c] = static_cast<std::int16_t>(by_z(a[hh * kHdp + c] * (std::int64_t{1} << kAttOutShift)));
           }
         }
       }

@@ -508,3 +508,23 @@ def test_state_bytes_is_the_native_cache() -> None:
 
     m = load_model("default-exact", device="cpu")
     assert m.state_bytes(3) == m.native.new_state(3).nbytes + 3 * 4 * m.vocab_size
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.lists(st.integers(-(2**61) + 1, 2**61 - 1), min_size=1, max_size=30),
+       b=st.one_of(st.integers(1, 1 << 20), st.integers(1, 2**61 - 1)), near=st.integers(-3, 3))
+def test_rounding_division_is_exact(a: list[int], b: int, near: int) -> None:
+    """The step's rdiv (layer norm, attention output) goes through a
+    reciprocal: it is floor((2a + b) / 2b) exactly, at the rounding
+    boundaries (a = k b + b/2) and the ends too."""
+    edges = [k * b // 2 + near for k in (-5, -3, -1, 1, 3, 5)] + [2**61 - 1, -(2**61) + 1, 0]
+    xs = [x for x in a + edges if -(2**61) < x < 2**61]
+    got = _core.IntLM._rdiv(np.array(xs, np.int64), b)
+    assert [int(g) for g in got] == [(2 * x + b) // (2 * b) for x in xs]
+
+
+def test_rounding_division_refuses_its_domain() -> None:
+    with pytest.raises(ValueError, match="b must be"):
+        _core.IntLM._rdiv(np.zeros(2, np.int64), 0)
+    with pytest.raises(ValueError, match="a must be"):
+        _core.IntLM._rdiv(np.array([2**61], np.int64), 3)
