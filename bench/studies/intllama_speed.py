@@ -13,6 +13,12 @@ between cost the kernels the same as real keys and values); ``--full-fill``
 steps through every position (slow), ``--no-fill`` only moves the state
 (optimistic).  Set PYLLMCODEC_KERNELS=generic to
 time the baseline kernels.
+
+Measured at B=32, position 850, 2 threads: 44.5 ms a step (~720 tokens/s) on
+a 2-vCPU Zen 4 with the AVX-512 VNNI kernels (2026-12-04); on a 2-vCPU Zen 2
+(AVX2, no AVX-512) 104-109 ms (295-309 tokens/s) with the AVX2 kernels,
+1,048-1,102 ms with the auto-vectorised loops they replaced (2026-12-05;
+docs/SMOLLM2.md).
 """
 
 from __future__ import annotations
