@@ -295,11 +295,15 @@ def test_forked_child_can_step(small: dict) -> None:
 
 
 @pytest.mark.parametrize("copy", ["generic", "avx2"])
-def test_kernel_copies_give_identical_output(small: dict, tmp_path: Path, copy: str) -> None:
+@pytest.mark.parametrize("shape", ["small", "wide"])
+def test_kernel_copies_give_identical_output(small: dict, tmp_path: Path, copy: str, shape: str) -> None:
     """The baseline (and AVX2) kernel copies compute the same integers as the
-    copy this CPU picks (a child process: the choice is made once)."""
-    np.savez(tmp_path / "m.npz", **small)
-    tokens = _tokens(12, 3, 257, seed=8)
+    copy this CPU picks (a child process: the choice is made once).  "wide":
+    3 heads of 64, 8 rows (a tile of 6 and one of 2), 75 positions (two blocks
+    of the value sums, softmax rows that are not a multiple of 8)."""
+    arrays = small if shape == "small" else random_arrays(21, d_head=(3, 64), d_mlp=96, ctx=80)
+    np.savez(tmp_path / "m.npz", **arrays)
+    tokens = _tokens(12, 3, 257, seed=8) if shape == "small" else _tokens(75, 8, 257, seed=21)
     np.save(tmp_path / "tok.npy", tokens)
     code = (
         "import sys, numpy as np; from pyllmcodec import _core;"
@@ -315,7 +319,7 @@ def test_kernel_copies_give_identical_output(small: dict, tmp_path: Path, copy: 
     if copy == "avx2" and used != "avx2":
         pytest.skip("this CPU has no AVX2")
     assert used == copy
-    assert np.array_equal(np.load(tmp_path / "out.npy"), run_native(small, tokens))
+    assert np.array_equal(np.load(tmp_path / "out.npy"), run_native(arrays, tokens))
 
 
 # ---- bad input: ValueError, never a crash ----
