@@ -874,10 +874,11 @@ inline constexpr RowOps rows{&absmax, &div127, &rms, &add_clamp, &silu_mul, &rot
 // AVX2 kernels (no VNNI): the same integers as the loops above.
 //   Q4_1 products: vpmaddubsw (unsigned q x signed xq, pairs into int16:
 //     |2 * 15 * 127| = 3810) summed over a block's 8 quads in int16
-//     (8 * 3810 = 30480 < 2^15: never saturates, never wraps), then vpmaddwd
-//     by ones into int32 S; the block combine as in the AVX-512 copy (vpmulld,
-//     vpmuldq on even and odd lanes).  A 256-bit register holds half of an
-//     output block's lanes (kLane: outputs 0..3 / 8..11, then 4..7 / 12..15).
+//     (8 * 3810 = 30480 < 2^15: never saturates, never wraps); then d S + m T
+//     as two vpmaddwd (the int16 halves of S by (d, d), (m, 0) by T: all fit
+//     int16) and the product by A in int64 lanes (vpmuldq on even and odd
+//     lanes); tiles of 4 rows x 16 outputs.  A 256-bit register holds half of
+//     an output block's lanes (kLane: outputs 0..3 / 8..11, then 4..7 / 12..15).
 //   Q8_0 (the head): q signed, so |q| (vpabsb: -128 reads as unsigned 128) x
 //     xq sign-adjusted by q (vpsignb; |xq| <= 127, so -xq fits): pairs
 //     |2 * 128 * 127| = 32512 < 2^15, into int32 at once.  S = sum q xq, the
