@@ -81,9 +81,6 @@ inline std::int64_t floor_div(std::int64_t a, std::int64_t b) {
   if ((a % b) != 0 && a < 0) --q;
   return q;
 }
-// floor((2a + b) / 2b) for b > 0: a / b rounded half up
-inline std::int64_t rdiv(std::int64_t a, std::int64_t b) { return floor_div(2 * a + b, 2 * b); }
-
 // floor(num / den) for a fixed den > 0, exactly, by a reciprocal instead of a
 // division per value: recip = floor((2^64 - 1) / den), so mulhi(|num|, recip)
 // is floor(|num| / den) or one less (|num| < 2^64: the estimate's error
@@ -109,7 +106,7 @@ class FloorDiv {
   std::uint64_t den_, recip_;
 };
 
-// rdiv(a, b) for many a and one b > 0
+// rdiv(a) = floor((2a + b) / 2b), a / b rounded half up, for many a and one b > 0
 class RDiv {
  public:
   explicit RDiv(std::int64_t b) : b_(b), div_(2 * b) {}
@@ -271,17 +268,19 @@ PYLLMCODEC_EXACT_KERNELS(avx512, __attribute__((target("avx512f,avx512bw,avx512d
 #undef PYLLMCODEC_EXACT_KERNELS
 
 #if PYLLMCODEC_DISPATCH
+// two int16 (a pair) as one int32, for a broadcast to every lane
+inline std::int32_t pair_at(const std::int16_t* p) {
+  std::int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
 // AVX-512 VNNI attention: vpdpwssd (wrapping int16 pair multiply-adds into
 // int32 lanes; the bounds above rule out any wrap), every load shared by up
 // to four heads.  Same results as the loops above, in the same cache layout.
 namespace avx512vnni {
 #define PYLLMCODEC_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,bmi2")))
 
-inline std::int32_t pair_at(const std::int16_t* p) {
-  std::int32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 
 // One key block (16 positions) x G heads: each key load serves every head.
 // (Several blocks at once, for more independent chains, measured slower:
@@ -545,11 +544,6 @@ inline constexpr Kernels table{&linear, &avx512::requant, &weights, &scores, &va
 namespace avx2k {
 #define PYLLMCODEC_V256 __attribute__((target("avx2,fma,bmi,bmi2,popcnt")))
 
-inline std::int32_t pair_at(const std::int16_t* p) {
-  std::int32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 PYLLMCODEC_V256 inline __m256i load(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 PYLLMCODEC_V256 inline void store(void* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
 

@@ -504,6 +504,13 @@ PYLLMCODEC_LLAMA_KERNELS(avx2, __attribute__((target("avx2,fma,bmi,bmi2,popcnt")
 //     never the saturating forms; the softmax weights in int64 lanes.
 // ---------------------------------------------------------------------------
 #define PYLLMCODEC_LLAMA_HAVE_AVX512 1
+// four bytes as one int32, for a broadcast to every lane
+inline std::int32_t load4(const void* p) {
+  std::int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
 namespace avx512vnni {
 #define PYLLMCODEC_V512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,bmi2")))
 
@@ -512,11 +519,6 @@ namespace avx512vnni {
 #endif
 constexpr std::size_t kPrefetch = PYLLMCODEC_LLAMA_PREFETCH;  // bytes ahead in the cache streams (prefetch never faults)
 
-inline std::int32_t load4(const void* p) {
-  std::int32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 
 template <int R>
 PYLLMCODEC_V512 inline void q4_tile(const QMat& W, const Act& x, std::size_t r0, std::size_t ob, std::int64_t* P) {
@@ -889,11 +891,6 @@ inline constexpr RowOps rows{&absmax, &div127, &rms, &add_clamp, &silu_mul, &rot
 namespace avx2k {
 #define PYLLMCODEC_V256 __attribute__((target("avx2,fma,bmi,bmi2,popcnt")))
 
-inline std::int32_t load4(const void* p) {
-  std::int32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 
 // even int32 lanes times a (int64 lanes), odd int32 lanes times a
 PYLLMCODEC_V256 inline void widen_mul(__m256i s, __m256i a_even, __m256i a_odd, __m256i& lo, __m256i& hi) {
@@ -1107,6 +1104,11 @@ PYLLMCODEC_V256 void values(const std::int16_t* w, std::size_t G, std::size_t wl
 
 PYLLMCODEC_V256 inline __m256i max64(__m256i a, __m256i b) { return _mm256_blendv_epi8(b, a, _mm256_cmpgt_epi64(a, b)); }
 PYLLMCODEC_V256 inline __m256i min64(__m256i a, __m256i b) { return _mm256_blendv_epi8(a, b, _mm256_cmpgt_epi64(a, b)); }
+PYLLMCODEC_V256 inline std::int64_t hsum64(__m256i v) {
+  alignas(32) std::int64_t t[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
+  return t[0] + t[1] + t[2] + t[3];
+}
 PYLLMCODEC_V256 inline std::int64_t hmax64(__m256i v) {
   alignas(32) std::int64_t t[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
@@ -1149,9 +1151,7 @@ PYLLMCODEC_V256 std::int64_t expw(const std::int32_t* s, const std::int32_t* kma
     z = _mm256_add_epi64(z, e);
     gmv = max64(gmv, gv);
   }
-  alignas(32) std::int64_t t[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(t), z);
-  std::int64_t zs = t[0] + t[1] + t[2] + t[3], gm = hmax64(gmv);
+  std::int64_t zs = hsum64(z), gm = hmax64(gmv);
   for (std::size_t j = n4; j < n; ++j) {
     std::uint64_t y = static_cast<std::uint64_t>(mx - g[j]) >> k;
     y = y < capu ? y : capu;
@@ -1198,11 +1198,6 @@ PYLLMCODEC_V256 inline __m256i gtu64(__m256i a, __m256i b) {
   return _mm256_cmpgt_epi64(_mm256_xor_si256(a, sign), _mm256_xor_si256(b, sign));
 }
 PYLLMCODEC_V256 inline __m256i clamp64v(__m256i v, __m256i lo, __m256i hi) { return min64(max64(v, lo), hi); }
-PYLLMCODEC_V256 inline std::int64_t hsum64(__m256i v) {
-  alignas(32) std::int64_t t[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
-  return t[0] + t[1] + t[2] + t[3];
-}
 
 PYLLMCODEC_V256 void absmax(const std::int64_t* y, std::size_t nb, std::uint64_t* ymax) {
   const __m256i zero = _mm256_setzero_si256();
