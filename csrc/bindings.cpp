@@ -28,6 +28,7 @@
 #include "mixer.hpp"
 #include "quantizer.hpp"
 #include "range_coder.hpp"
+#include "wavematch.hpp"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -216,7 +217,13 @@ struct PyMixer {
   PyMixer(std::size_t n, std::size_t max_len, const plc::mix::Spec& s) : mx(n, max_len, s) {}
 };
 
-// push or feed (MatchMixer, ContextMixer): one symbol per row (rows[k], or k), under the owner's
+struct PyWaveMatch {
+  plc::wave::WaveMatch mx;
+  std::mutex mu;
+  PyWaveMatch(std::size_t n, std::size_t max_len, const plc::wave::Spec& s) : mx(n, max_len, s) {}
+};
+
+// push or feed (MatchMixer, WaveMatch, ContextMixer): one symbol per row (rows[k], or k), under the owner's
 // lock, the GIL released while appending.
 template <class Target>
 void append_symbols(std::mutex& mu, Target& target, const py::object& symbols, const py::object& rows,
@@ -1015,6 +1022,73 @@ overrides for quantize_int / encode_weights / decode_weights (match -1: none).)d
           },
           "symbols"_a, "rows"_a = py::none(),
           "Append a symbol to each row without coding it (a dictionary before the chunk): no mix, nothing learned.");
+
+  py::class_<PyWaveMatch>(m, "WaveMatch", R"doc(The wave match of docs/FORMAT.md section 4g: one state shared by a wave's rows.
+
+A token-level match over all the wave's rows, its guess's share learned by an
+adaptive map over the model's probability of the guess (csrc/wavematch.hpp).
+Per step: mix_int(weights, rows) gives each row's override, push(symbols,
+rows) feeds the coded symbols back; encoder and decoder make the same calls.
+Not thread-safe (concurrent use raises RuntimeError); the GIL is released.)doc")
+      .def(py::init([](std::size_t n_rows, std::size_t max_len, int min_len, int hash_bits, int rate, bool top1) {
+             plc::wave::Spec s;
+             s.min_len = min_len;
+             s.hash_bits = hash_bits;
+             s.rate = rate;
+             s.top1 = top1;
+             return std::make_unique<PyWaveMatch>(n_rows, max_len, s);
+           }),
+           "n_rows"_a, "max_len"_a, "min_len"_a = 4, "hash_bits"_a = 18, "rate"_a = 6, "top1"_a = false,
+           "A wave match for n_rows rows of at most max_len symbols each.")
+      .def_property_readonly(
+          "n_rows", [](PyWaveMatch& x) { return x.mx.n_rows(); }, "Number of rows.")
+      .def(
+          "length", [](PyWaveMatch& x, std::size_t r) { return x.mx.length(r); }, "row"_a,
+          "Symbols pushed into a row so far.")
+      .def(
+          "last_cells",
+          [](PyWaveMatch& x) {
+            const std::size_t n = x.mx.n_rows();
+            py::array_t<std::int64_t> cells(n), preds(n);
+            for (std::size_t r = 0; r < n; ++r) {
+              cells.mutable_data()[r] = x.mx.cell(r);
+              preds.mutable_data()[r] = x.mx.predicted(r);
+            }
+            return py::make_tuple(cells, preds);
+          },
+          "(map cell, guessed symbol) per row from its last mix; cell -1 where there was no override.")
+      .def(
+          "mix_int",
+          [](PyWaveMatch& x, const py::object& weights, const py::object& rows) {
+            Busy busy(x.mu);
+            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
+            Rows r = rows_arg(rows, w.rows, "weights");
+            py::array_t<std::int64_t> match(static_cast<py::ssize_t>(w.rows));
+            py::array_t<std::uint32_t> q(static_cast<py::ssize_t>(w.rows));
+            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
+            std::int64_t* mp = match.mutable_data();
+            std::uint32_t* qp = q.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              x.mx.mix_int(wp, w.rows, w.cols, r.ptr, mp, qp);
+            }
+            return py::make_tuple(match, q);
+          },
+          "weights"_a, "rows"_a = py::none(),
+          R"doc(The overrides (match int64 [n], q uint32 [n]) for uint32 weights [n, V]; match -1: none.)doc")
+      .def(
+          "push",
+          [](PyWaveMatch& x, const py::object& symbols, const py::object& rows) {
+            append_symbols(x.mu, x.mx, symbols, rows, &plc::wave::WaveMatch::push);
+          },
+          "symbols"_a, "rows"_a = py::none(), "Feed each row the symbol coded after its last mix.")
+      .def(
+          "feed",
+          [](PyWaveMatch& x, const py::object& symbols, const py::object& rows) {
+            append_symbols(x.mu, x.mx, symbols, rows, &plc::wave::WaveMatch::feed);
+          },
+          "symbols"_a, "rows"_a = py::none(),
+          "Append a symbol to each row without coding it (a dictionary before the chunk): nothing learned.");
 
   py::class_<PyDecoder>(m, "BatchDecoder", R"doc(Decodes the streams written by a BatchEncoder with the same precision.
 

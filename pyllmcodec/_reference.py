@@ -459,6 +459,86 @@ def cm_stretch12(q: int) -> int:
     return cm_stretch(16 * q + 8)
 
 
+class WaveMatchRef:
+    """The wave match (``csrc/wavematch.hpp``, FORMAT.md section 4g), step by
+    step as its contract states it: one state for ``n_rows`` rows."""
+
+    def __init__(self, n_rows: int, max_len: int, min_len: int = 4, hash_bits: int = 18, rate: int = 6,
+                 top1: bool = False) -> None:
+        self.n_rows, self.max_len, self.stride = n_rows, max_len, max_len + 1
+        self.min_len, self.hash_bits, self.rate, self.top1 = min_len, hash_bits, rate, top1
+        self.hist: list[list[int]] = [[] for _ in range(n_rows)]
+        self.table: dict[int, int] = {}
+        self.ptr = [0] * n_rows
+        self.len = [0] * n_rows
+        self.guess = [0] * n_rows
+        self.cell = [-1] * n_rows
+        self.apm = [cm_squash(192 * j - 3072) for _ in range(8) for j in range(33)]
+
+    @staticmethod
+    def len_bucket(n: int) -> int:
+        return n if n <= 4 else 5 if n < 8 else 6 if n < 16 else 7
+
+    def mix_int(self, w: Sequence[int], r: int) -> tuple[int, int]:
+        """Row ``r``'s override (match, q) for its integer row ``w``: (-1, 0) for none."""
+        w = [int(v) for v in w]
+        self.cell[r] = -1
+        b, g = -1, 0
+        if self.len[r] > 0:
+            src, i = divmod(self.ptr[r], self.stride)
+            if i < len(self.hist[src]):
+                g, b = self.hist[src][i], self.len_bucket(self.len[r])
+            else:
+                self.len[r] = 0
+        if b < 0 and self.top1:
+            g, b = max(range(len(w)), key=lambda x: (w[x], -x)), 0
+        if b < 0 or g >= len(w):
+            return -1, 0
+        S = sum(w)
+        if S == w[g]:
+            return -1, 0
+        p = min(65535, max(1, (w[g] << 16) // S))
+        u = cm_stretch(p) + 3072
+        j, f = divmod(u, 192)
+        h = (self.apm[b * 33 + j] * (192 - f) + self.apm[b * 33 + j + 1] * f) // 192
+        self.cell[r] = b * 33 + j + (1 if f >= 96 else 0)
+        self.guess[r] = g
+        return g, min(max(h, 32), 65504)
+
+    def push(self, s: int, r: int) -> None:
+        """Row ``r``'s coded symbol after its mix (``feed``: without one)."""
+        c = self.cell[r]
+        if c >= 0:
+            a = self.apm[c]
+            self.apm[c] = a + (((65536 if s == self.guess[r] else 0) - a) >> self.rate)
+            self.cell[r] = -1
+        self.feed(s, r)
+
+    def feed(self, s: int, r: int) -> None:
+        if self.len[r] > 0:
+            src, i = divmod(self.ptr[r], self.stride)
+            if self.hist[src][i] == s:
+                self.len[r] = min(self.len[r] + 1, 65535)
+                self.ptr[r] += 1
+            else:
+                self.len[r] = 0
+        h = self.hist[r]
+        h.append(int(s))
+        n, L = len(h), self.min_len
+        if n < L:
+            return
+        x = 0
+        for v in h[n - L:]:
+            x = ((x + v + 1) * 0x9E3779B1) & 0xFFFFFFFF
+        k = x >> (32 - self.hash_bits)
+        t = self.table.get(k, 0)
+        if self.len[r] == 0 and t:
+            src, i = divmod(t, self.stride)
+            if self.hist[src][i - L:i] == h[n - L:]:
+                self.ptr[r], self.len[r] = t, L
+        self.table[k] = r * self.stride + n
+
+
 def _cm_hash(x: int, k: int) -> int:
     x = ((x + k + 1) * CM_C3) & _M64
     return x ^ (x >> 29)

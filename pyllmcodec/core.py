@@ -43,6 +43,9 @@ step, ``mix(probs, rows)`` edits each row in place before coding and
 ``push(symbols, rows)`` feeds the coded symbols back; ``mix_int(weights,
 rows)`` is its integer twin for an exact model's rows: it returns the
 overrides ``(match, q)`` for ``encode_weights`` / ``decode_weights``.
+``WaveMatch`` (FORMAT.md section 4g, ``csrc/wavematch.hpp``) is the
+token-level tier's: one state shared by a wave's rows, integer rows only
+(``mix_int``, ``push``, ``feed``).
 
 Context mixing: ``ContextMixer`` is the stage of docs/FORMAT.md section 4f
 (adaptive context models of a wave's own bytes mixed with the model's
@@ -68,6 +71,7 @@ from pyllmcodec._core import (
     CmState,
     ContextMixer,
     MatchMixer,
+    WaveMatch,
     cm_trace,
     kernels,
     quantize,
@@ -84,6 +88,7 @@ __all__ = [
     "CmState",
     "ContextMixer",
     "MatchMixer",
+    "WaveMatch",
     "cm_trace",
     "kernels",
     "quantize",

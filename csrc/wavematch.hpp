@@ -1,0 +1,233 @@
+// wavematch.hpp -- the wave match ("wave1"): a token-level match model whose
+// state is shared by a wave's rows, with its guess's confidence learned by an
+// adaptive probability map over the model's own probability of the guess.
+//
+// Plain C++17; knows nothing of Python (csrc/bindings.cpp binds it).
+//
+// ---------------------------------------------------------------------------
+// READ ME FIRST: the contract (docs/FORMAT.md section 4g)
+// ---------------------------------------------------------------------------
+// The per-row match model (mixer.hpp, "match1") sees one chunk; a token-level
+// model sees that chunk in its context already, so what it lacks is the
+// rest of the wave: technical text repeats across chunks (identifiers,
+// paths, boilerplate).  Here the rows of a wave share one position table,
+// so a row can continue a match into another row's tokens, and one set of
+// confidences, learned from every row.  The confidence is conditioned on the
+// model's probability of the guess (an APM, as paq's SSE): where the model
+// already expects the guess the stage adds nothing, where it does not, the
+// stage learns how often the guess comes anyway.  It only ever overrides one
+// symbol's share of the integer quantizer's mass (quantizer_int.hpp), so the
+// cost against the model alone is bounded by what the map has learned.
+//
+// Integers only (the algorithm IS the format).  One state per wave, for
+// n_rows rows of at most max_len symbols, G(r, i) = r * (max_len + 1) + i:
+//   hist[r]      the symbols row r pushed so far (< max_len of them)
+//   table[2^hash_bits] uint32 (0: empty): G(r, n) of the last place a key ended
+//   per row: ptr, len (len = 0: no match), guess g, cell (-1: none)
+//   apm[8][33] uint16, apm[b][j] = squash(192 j - 3072) (the identity map)
+//
+// mix_int(row w[0..V)), per row in the order given (all of a call's rows see
+// the state before the call's pushes):
+//   1. If len > 0: (r', i) = (ptr / (max_len + 1), ptr % (max_len + 1)); if i < |hist[r']|
+//      the guess is g = hist[r'][i] with b = lbucket(len), else len = 0.
+//      lbucket(L) = 1, 2, 3, 4 for L = 1..4, 5 for 5..7, 6 for 8..15, 7 for 16+.
+//   2. Otherwise, with top1, g = the smallest x with the largest w[x], b = 0.
+//      No guess (or g >= V): no override (match -1, q 0).
+//   3. S = sum w (uint64); S == w[g]: no override.
+//      p16 = clamp(floor(65536 w[g] / S), 1, 65535); st = stretch(p16)
+//      (cm.hpp: in [-3071, 3071]); u = st + 3072; j = u / 192; f = u % 192;
+//      h = (apm[b][j] (192 - f) + apm[b][j+1] f) / 192;
+//      override (g, clamp(h, 32, 65504)): g gets that share of the mass in
+//      units of 2^-16; cell = (b, j + (f >= 96)).
+// push(symbol s), per row after its mix:
+//   1. If cell: a = apm[cell]; a += ((s == g) 65536 - a) >> rate (arithmetic shift).
+//   2. If len > 0 (the guess came from the match): s == g ? (len = min(len + 1,
+//      65535), ptr += 1) : len = 0.
+//   3. Append s to hist[r]; n = |hist[r]|.  If n >= min_len: h = 0, then
+//      h = (h + sym + 1) * 0x9E3779B1 (uint32) over the last min_len symbols;
+//      k = h >> (32 - hash_bits); t = table[k].  If len = 0 and t != 0 and the
+//      min_len symbols of row t / (max_len + 1) before place t % (max_len + 1) equal the
+//      last min_len of hist[r]: ptr = t, len = min_len.  Then table[k] = G(r, n).
+// feed(symbol s): push's steps 2-3 without a mix (a dictionary before a chunk).
+//
+// Memory: 4 (n_rows max_len + 2^hash_bits) bytes plus 528 for the map.
+// ---------------------------------------------------------------------------
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cm.hpp"  // squash, stretch
+#include "quantizer.hpp"
+#include "quantizer_int.hpp"
+#include "rows.hpp"
+
+namespace pyllmcodec {
+namespace wave {
+
+constexpr int kBuckets = 8;
+constexpr int kKnots = 33;
+constexpr std::uint32_t kMaxLen = 65535;
+
+struct Spec {
+  int min_len = 4;     // symbols hashed to find a match, 1..32
+  int hash_bits = 18;  // the wave's position table: 2^hash_bits entries, 10..24
+  int rate = 6;        // the map learns at 2^-rate, 1..15
+  bool top1 = false;   // guess the model's likeliest symbol where no match guesses (off in wave1)
+
+  void validate() const {
+    auto bad = [](const std::string& what) { throw InvalidInput("wave match spec: " + what); };
+    if (min_len < 1 || min_len > 32) bad("min_len must be in 1..32");
+    if (hash_bits < 10 || hash_bits > 24) bad("hash_bits must be in 10..24");
+    if (rate < 1 || rate > 15) bad("rate must be in 1..15");
+  }
+};
+
+inline int len_bucket(std::uint32_t len) { return len <= 4 ? int(len) : len < 8 ? 5 : len < 16 ? 6 : 7; }
+
+class WaveMatch {
+ public:
+  WaveMatch(std::size_t n_rows, std::size_t max_len, const Spec& spec)
+      : spec_((spec.validate(), spec)), max_len_(max_len), stride_(max_len + 1), rows_(n_rows),
+        checker_(n_rows, "mixer row") {
+    if (n_rows < 1) throw InvalidInput("a wave match needs at least one row");
+    if (max_len < 1 || n_rows > (std::size_t{1} << 32) / (max_len + 1))
+      throw InvalidInput("a wave match's n_rows x (max_len + 1) must be below 2^32");
+    table_.assign(std::size_t{1} << spec_.hash_bits, 0);
+    for (int b = 0; b < kBuckets; ++b)
+      for (int j = 0; j < kKnots; ++j) apm_[b * kKnots + j] = static_cast<std::uint16_t>(cm::squash(192 * j - 3072));
+  }
+
+  std::size_t n_rows() const { return rows_.size(); }
+  std::size_t max_len() const { return max_len_; }
+  const Spec& spec() const { return spec_; }
+  std::size_t length(std::size_t r) const { return rows_.at(r).hist.size(); }
+  int cell(std::size_t r) const { return rows_.at(r).cell; }
+  std::uint32_t predicted(std::size_t r) const { return rows_.at(r).guess; }
+
+  void mix_int(const std::uint32_t* w, std::size_t m, std::size_t V, const std::int64_t* rows, std::int64_t* match,
+               std::uint32_t* q) {
+    checker_.check(rows, m);
+    for (std::size_t k = 0; k < m; ++k)
+      if (rows_[detail::stream_of(rows, k)].pending)
+        throw InvalidInput("mixer row " + std::to_string(detail::stream_of(rows, k)) +
+                           " was mixed twice without a push in between");
+    for (std::size_t k = 0; k < m; ++k) mix_row(rows_[detail::stream_of(rows, k)], w + k * V, V, match + k, q + k);
+  }
+
+  void push(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows) { append(symbols, m, rows, true); }
+  void feed(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows) { append(symbols, m, rows, false); }
+
+ private:
+  struct Row {
+    std::vector<std::uint32_t> hist;
+    std::uint32_t ptr = 0, len = 0, guess = 0;
+    int cell = -1;
+    bool pending = false;
+  };
+
+  void append(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows, bool after_mix) {
+    checker_.check(rows, m);
+    for (std::size_t k = 0; k < m; ++k) {
+      const Row& r = rows_[detail::stream_of(rows, k)];
+      const std::string at = "mixer row " + std::to_string(detail::stream_of(rows, k));
+      if (after_mix && !r.pending) throw InvalidInput(at + " got a symbol without a mix first");
+      if (!after_mix && r.pending) throw InvalidInput(at + " was fed between a mix and its push");
+      if (symbols[k] < 0 || symbols[k] > 0x7fffffff) throw InvalidInput(at + ": symbol out of range");
+      if (r.hist.size() >= max_len_)
+        throw InvalidInput(at + " is full (max_len " + std::to_string(max_len_) + " symbols)");
+    }
+    for (std::size_t k = 0; k < m; ++k) {
+      const std::size_t ri = detail::stream_of(rows, k);
+      push_row(ri, rows_[ri], static_cast<std::uint32_t>(symbols[k]));
+    }
+  }
+
+  void mix_row(Row& r, const std::uint32_t* w, std::size_t V, std::int64_t* match, std::uint32_t* q) {
+    r.pending = true;
+    r.cell = -1;
+    *match = -1;
+    *q = 0;
+    int b = -1;
+    std::uint32_t g = 0;
+    if (r.len > 0) {
+      const std::vector<std::uint32_t>& src = rows_[r.ptr / stride_].hist;
+      const std::size_t i = r.ptr % stride_;
+      if (i < src.size()) {
+        g = src[i];
+        b = len_bucket(r.len);
+      } else {
+        r.len = 0;
+      }
+    }
+    if (b < 0 && spec_.top1) {
+      std::uint32_t best = w[0];
+      g = 0;
+      for (std::size_t x = 1; x < V; ++x)
+        if (w[x] > best) best = w[x], g = static_cast<std::uint32_t>(x);
+      b = 0;
+    }
+    if (b < 0 || g >= V) return;
+    const std::uint64_t S = quant::int_row_sum(w, V);
+    const std::uint64_t wg = w[g];
+    if (S == wg) return;  // nothing else to take mass from (or an all-zero row)
+    const std::uint64_t p = std::min<std::uint64_t>(65535, std::max<std::uint64_t>(1, (wg << 16) / S));
+    const int u = cm::stretch(static_cast<int>(p)) + 3072;
+    const int j = u / 192, f = u % 192;
+    const std::uint16_t* a = &apm_[b * kKnots + j];
+    const int h = (int{a[0]} * (192 - f) + int{a[1]} * f) / 192;
+    *q = static_cast<std::uint32_t>(std::min(std::max(h, 32), 65504));
+    *match = g;
+    r.cell = b * kKnots + j + (f >= 96 ? 1 : 0);
+    r.guess = g;
+  }
+
+  void push_row(std::size_t ri, Row& r, std::uint32_t s) {
+    r.pending = false;
+    if (r.cell >= 0) {
+      std::uint16_t& a = apm_[r.cell];
+      const int y = s == r.guess ? 65536 : 0;
+      a = static_cast<std::uint16_t>(a + ((y - int{a}) >> spec_.rate));
+      r.cell = -1;
+    }
+    if (r.len > 0) {
+      if (rows_[r.ptr / stride_].hist[r.ptr % stride_] == s) {
+        if (r.len < kMaxLen) ++r.len;
+        ++r.ptr;
+      } else {
+        r.len = 0;
+      }
+    }
+    r.hist.push_back(s);
+    const std::size_t n = r.hist.size();
+    const std::size_t L = static_cast<std::size_t>(spec_.min_len);
+    if (n < L) return;
+    const std::uint32_t* tail = r.hist.data() + (n - L);
+    std::uint32_t h = 0;
+    for (std::size_t t = 0; t < L; ++t) h = (h + tail[t] + 1u) * 0x9E3779B1u;
+    std::uint32_t& slot = table_[h >> (32 - spec_.hash_bits)];
+    if (r.len == 0 && slot != 0) {
+      const std::vector<std::uint32_t>& src = rows_[slot / stride_].hist;
+      const std::size_t i = slot % stride_;  // >= L: a key ended there
+      if (std::equal(tail, tail + L, src.data() + (i - L))) {
+        r.ptr = slot;
+        r.len = static_cast<std::uint32_t>(L);
+      }
+    }
+    slot = static_cast<std::uint32_t>(ri * stride_ + n);
+  }
+
+  Spec spec_;
+  std::size_t max_len_, stride_;
+  std::vector<Row> rows_;
+  std::vector<std::uint32_t> table_;
+  std::array<std::uint16_t, kBuckets * kKnots> apm_{};
+  detail::RowChecker checker_;
+};
+
+}  // namespace wave
+}  // namespace pyllmcodec
