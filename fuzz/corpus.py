@@ -100,6 +100,9 @@ def seeds() -> list[tuple[str, bytes]]:
     add("tokens-split", bytes(range(32, 127)) * 2 + TEXT[:90], chunk_size=128, batch_size=2)
     add("tokens-eol", crlf + crlf.replace(b"\r\n", b" \r\n"), chunk_size=64, batch_size=3, fallback="stored")
     add("tokens-invalid-utf8", b"caf\xc3 \xff\xfe the hat " * 5, chunk_size=48, batch_size=2)
+    # through the wave match (header key `mixer`, kind wave1): repeats across the wave's rows
+    add("tokens-wave", TEXT[:90] * 3 + crlf[:60], on="test-tokens-wave", chunk_size=64, batch_size=3)
+    add("compact-tokens-wave", TEXT[:90] * 2, on="test-tokens-wave", chunk_size=64, batch_size=3, frame="compact")
     return out
 
 

@@ -483,7 +483,7 @@ class Compressor(_LazyInit):
         """Code one wave (chunk k at row k): the model codes what it can
         (:func:`pyllmcodec.methods.model_inputs`), then each chunk keeps its
         smallest form (:func:`pyllmcodec.methods.choose`).  Through the
-        context-mixing stage the rows of one archive (``owners[k]``, None:
+        context-mixing stage or the wave match the rows of one archive (``owners[k]``, None:
         one) learn from each other, so the decoder must run exactly the rows
         that keep the model's form: a chunk that falls back to another form
         is dropped and the wave coded again without it (rare on text: a
@@ -520,7 +520,7 @@ class Compressor(_LazyInit):
                 method, best = choose(raw, m, None if not len(symbols[row]) else p, self.fallback)
                 out.append((ChunkEntry(row, len(raw), len(best), method, zlib.crc32(raw)), best))
             dropped = [k for k, (e, _) in enumerate(out) if len(symbols[k]) and not METHODS[e.method].model]
-            if not geometry.cm_bits or not dropped:
+            if not geometry.rows_share_state or not dropped:
                 break
             for k in dropped:
                 symbols[k] = empty
@@ -989,9 +989,10 @@ class Decompressor(_LazyInit):
                 if period:
                     flush(a)
                 jkey = (id(sess), block.batch)
-                # through the context-mixing stage an archive's rows learn from each other: two of its
-                # waves never share a job (other archives' waves may: each archive is its own group)
-                cm = sess.geometry.cm_bits > 0
+                # through the context-mixing stage or the wave match an archive's rows learn from each
+                # other: two of its waves never share a job (other archives' waves may: each archive is
+                # its own group)
+                cm = sess.geometry.rows_share_state
                 job = next((j for j in open_jobs.get(jkey, []) if rows.isdisjoint(j.rows)
                             and not (cm and any(t[0] == a for t in j.targets))), None)
                 if job is None:
@@ -1054,8 +1055,8 @@ class Decompressor(_LazyInit):
             bi, k0 = ix.locate(i)
             block = ix.blocks[bi]
             ks = list(range(k0, min(len(block.entries), k0 + stop - i)))
-            # through the context-mixing stage a wave's model-coded chunks decode together
-            run_k = range(len(block.entries)) if "cm" in ix.header.meta else ks
+            # through the context-mixing stage or the wave match a wave's model-coded chunks decode together
+            run_k = range(len(block.entries)) if ix.header.rows_share_state else ks
             model_k = [k for k in run_k if METHODS[block.entries[k].method].model]
             for k in ks:
                 e, index = block.entries[k], block.first_chunk + k

@@ -46,6 +46,7 @@ __all__ = [
     "METHOD_STORED",
     "MIN_PRECISION",
     "MIXER_KIND",
+    "MIXER_KINDS",
     "MODEL_METHODS",
     "PROBE_BYTES",
     "PROBE_VERSION",
@@ -53,6 +54,7 @@ __all__ = [
     "TAG_BLOCK_COMPACT",
     "TAG_FOOTER",
     "TRAILER_MAGIC",
+    "WAVE_MIXER_KIND",
 ]
 
 #: First 8 bytes of every archive.  PNG-style: the high-bit byte catches 7-bit
@@ -139,6 +141,11 @@ DEFAULT_PRIME = 128
 #: FORMAT.md section 4c; the algorithm is csrc/mixer.hpp).  A later algorithm
 #: gets a new name, so a reader refuses kinds it does not run.
 MIXER_KIND = "match1"
+#: The token-level tier's match model (the same header key, FORMAT.md section
+#: 4g; csrc/wavematch.hpp): one state shared by a wave's rows.
+WAVE_MIXER_KIND = "wave1"
+#: Every match model kind a reader runs.
+MIXER_KINDS = (MIXER_KIND, WAVE_MIXER_KIND)
 
 #: The context-mixing stage archives may be coded through (header key ``cm``,
 #: FORMAT.md section 4f; the algorithm, with its constants, is csrc/cm.hpp).

@@ -57,11 +57,12 @@ from .constants import (
     METHOD_NAMES,
     METHOD_STORED,
     MIN_PRECISION,
-    MIXER_KIND,
+    MIXER_KINDS,
     TAG_BLOCK,
     TAG_BLOCK_COMPACT,
     TAG_FOOTER,
     TRAILER_MAGIC,
+    WAVE_MIXER_KIND,
 )
 from .errors import FormatError
 from .methods import METHODS
@@ -188,6 +189,14 @@ class Header:
         carries from block to block (FORMAT.md section 4f), 0 when off."""
         cm = self.meta.get("cm")
         return 0 if cm is None else int(cm.get("long", 0))
+
+    @property
+    def rows_share_state(self) -> bool:
+        """Whether a wave's model-coded chunks learn from each other (the
+        context-mixing stage, the wave match: FORMAT.md sections 4f, 4g), so
+        that they decode together."""
+        mixer = self.meta.get("mixer")
+        return "cm" in self.meta or (mixer is not None and mixer.get("kind") == WAVE_MIXER_KIND)
 
     # typed views of the validated metadata
     @property
@@ -525,9 +534,11 @@ def _validate_meta(meta: Any, error: type[Exception] = ValueError) -> None:
     mixer = meta.get("mixer")
     if mixer is not None:  # the match model (FORMAT.md section 4c)
         need(isinstance(mixer, dict) and set(mixer) == {"kind", "digest"}, "mixer (must be {kind, digest})")
-        need(mixer["kind"] == MIXER_KIND,
-             f"mixer.kind {str(mixer['kind'])[:32]!r} is not {MIXER_KIND!r}, the only match model this "
+        need(isinstance(mixer["kind"], str) and mixer["kind"] in MIXER_KINDS,
+             f"mixer.kind {str(mixer['kind'])[:32]!r} is not one of {list(MIXER_KINDS)}, the match models this "
              "pyllmcodec runs (upgrade pyllmcodec)")
+        need(mixer["kind"] != WAVE_MIXER_KIND or isinstance(tok, dict),
+             f"mixer.kind {WAVE_MIXER_KIND!r} (token-level archives only)")
         need(is_hex(mixer["digest"], 16), "mixer.digest (16 hex digits)")
     cm = meta.get("cm")
     if cm is not None:  # the context-mixing stage (FORMAT.md section 4f)

@@ -49,17 +49,19 @@ from .constants import (
 from .container import Header, cm_table_bits
 from .dictionary import Dictionary, check_dictionary
 from .errors import ModelError
-from .mixer import MixerSpec
+from .mixer import MixerSpec, WaveSpec
 from .tokenizer import Tokenizer
 
 __all__ = ["MIN_SPLIT_PIECE", "Geometry", "Plan", "cut", "header_cm", "header_cm_priors", "header_mixer", "is_int",
            "model_mixer", "model_runs_cm", "split_point"]
 
 
-def model_mixer(model: StepModel) -> MixerSpec | None:
+def model_mixer(model: StepModel) -> MixerSpec | WaveSpec | None:
     """The match model ``model`` ships and can run: none on the two-phase
-    (accelerator) path, which quantizes on the device."""
-    return None if model.device_quantize else model.default_mixer
+    (accelerator) path, which quantizes on the device, and the wave match
+    only on integer rows (it has no float twin)."""
+    spec = None if model.device_quantize else model.default_mixer
+    return None if isinstance(spec, WaveSpec) and not model.integer_rows else spec
 
 
 def model_runs_cm(model: StepModel) -> bool:
@@ -83,7 +85,7 @@ def header_cm(header: Header, model: StepModel) -> int:
     return int(want["table_bits"])
 
 
-def _check_shipped(what: str, want: str, mine: MixerSpec | CmPriors | None, header: Header) -> None:
+def _check_shipped(what: str, want: str, mine: MixerSpec | WaveSpec | CmPriors | None, header: Header) -> None:
     """ModelError unless ``mine`` (what the model's bundle ships of ``what``)
     has the digest ``want`` the archive was coded with."""
     if mine is None or mine.digest != want:
@@ -105,7 +107,7 @@ def header_cm_priors(header: Header, model: StepModel) -> CmPriors | None:
     return model.default_cm_priors
 
 
-def header_mixer(header: Header, model: StepModel) -> MixerSpec | None:
+def header_mixer(header: Header, model: StepModel) -> MixerSpec | WaveSpec | None:
     """The match model ``header`` asks for, from ``model``'s bundle; ModelError
     when the model cannot run it or its table is not the one the archive was
     coded with (the container already refused kinds this version does not run)."""
@@ -138,7 +140,7 @@ class Geometry:
     #: silent steps that start each segment after the first (0: one segment per chunk)
     prime: int = 0
     #: the match model the chunks are coded through, or None
-    mixer: MixerSpec | None = None
+    mixer: MixerSpec | WaveSpec | None = None
     #: the bytes every chunk is primed with (docs/FORMAT.md section 4d), or None
     dictionary: Dictionary | None = None
     #: the context-mixing stage's table_bits (docs/FORMAT.md section 4f); 0: no stage
@@ -155,6 +157,14 @@ class Geometry:
     def cm_priors_in_use(self) -> CmPriors | None:
         """The priors the stage runs with: ``cm_priors`` where the stage is cm3, else None."""
         return self.cm_priors if self.cm_bits and self.cm_kind == 3 else None
+
+    @property
+    def rows_share_state(self) -> bool:
+        """Whether a wave's rows of one archive learn from each other (the
+        context-mixing stage, the wave match): then the decoder must run
+        exactly the rows the encoder ran, and two waves of one archive never
+        share a decode job."""
+        return self.cm_bits > 0 or isinstance(self.mixer, WaveSpec)
 
     @property
     def session_key(self) -> tuple[Any, ...]:
@@ -228,7 +238,7 @@ class Plan:
     context: int
     #: the prime of segments, for archives whose chunks exceed ``context`` (else 0)
     prime: int
-    mixer: MixerSpec | None
+    mixer: MixerSpec | WaveSpec | None
     #: chunk_size was not given, on a byte-level model that can segment: an
     #: input of known size gets longer chunks while it still fills a wave
     auto_chunk: bool

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .constants import MIXER_KIND
+from .constants import MIXER_KIND, WAVE_MIXER_KIND
 
-__all__ = ["MIXER_KIND", "MixerSpec", "fit_prior", "hash_bits_for"]
+__all__ = ["MIXER_KIND", "WAVE_MIXER_KIND", "MixerSpec", "WaveSpec", "fit_prior", "hash_bits_for", "spec_from_json"]
 
 CELLS = 256
 #: the probability of a hit a prior cell gets when nothing was observed (q16)
@@ -90,6 +90,110 @@ class MixerSpec:
         return core.MatchMixer(n_rows, max(1, max_len), np.asarray(self.prior, dtype=np.int64),
                                min_len=self.min_len, hash_bits=hash_bits_for(chunk_size),
                                init_count=self.init_count, limit=self.limit)
+
+
+@dataclass(frozen=True)
+class WaveSpec:
+    """The wave match (kind ``wave1``, csrc/wavematch.hpp, FORMAT.md section
+    4g): a token-level match over all the rows of a wave, its guess's share
+    learned by an adaptive map over the model's probability of the guess.
+    Nothing in it is fitted per bundle: the kind fixes every parameter (a
+    change is a new kind), and the table's size follows the geometry."""
+
+    min_len: int = 4
+    rate: int = 6
+    #: guess the model's likeliest symbol where no match guesses: off (on
+    #: linux-doc's first MiB it cost 0.0006 bits/byte, on alice29 it saved 0.0004)
+    top1: bool = False
+    kind: str = WAVE_MIXER_KIND
+
+    def __post_init__(self) -> None:
+        if self.kind != WAVE_MIXER_KIND or (self.min_len, self.rate, self.top1) != (4, 6, False):
+            raise ValueError(f"the wave match {WAVE_MIXER_KIND!r} has min_len 4, rate 6 and top1 false, "
+                             f"got {self.to_json()}")
+
+    @classmethod
+    def from_json(cls, obj: Any) -> WaveSpec:
+        if not isinstance(obj, dict) or set(obj) - {"kind", "min_len", "rate", "top1"}:
+            raise ValueError("wave match spec must be a JSON object with keys kind, min_len, rate, top1")
+        return cls(min_len=obj.get("min_len", 4), rate=obj.get("rate", 6), top1=obj.get("top1", False),
+                   kind=obj.get("kind", WAVE_MIXER_KIND))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "min_len": self.min_len, "rate": self.rate, "top1": self.top1}
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits of the SHA-256 of the canonical JSON, as :attr:`MixerSpec.digest`."""
+        blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @staticmethod
+    def hash_bits(chunk_size: int) -> int:
+        """The wave's position table: ``bit_length(chunk_size) + 5`` bits
+        (32 rows' worth of positions) clamped to 12..22 (16 KiB-16 MiB)."""
+        return min(22, max(12, int(chunk_size).bit_length() + 5))
+
+    def nbytes(self, n_rows: int, max_len: int, chunk_size: int) -> int:
+        """A wave's state at most (one group): the rows' symbols and the table."""
+        return 4 * (int(n_rows) * (int(max_len) + 1) + (1 << self.hash_bits(chunk_size))) + 1024
+
+    def new(self, n_rows: int, max_len: int, chunk_size: int, groups: np.ndarray | None = None) -> Any:
+        """A fresh :class:`pyllmcodec.core.WaveMatch` for one wave; with
+        ``groups`` (each row's archive, where a wave holds several: the rows
+        of one archive share a state, so that each archive decodes alone) a
+        :class:`GroupedWave` of one state per group."""
+        from . import core
+
+        def one() -> Any:
+            return core.WaveMatch(n_rows, max(1, max_len), min_len=self.min_len,
+                                  hash_bits=self.hash_bits(chunk_size), rate=self.rate, top1=self.top1)
+
+        if groups is None or len(set(np.asarray(groups).tolist())) <= 1:
+            return one()
+        return GroupedWave(np.asarray(groups, dtype=np.int64), one)
+
+
+class GroupedWave:
+    """Wave matches for the groups of a wave's rows (``of_row[r]``: row r's
+    group), with :class:`pyllmcodec.core.WaveMatch`'s calls: each call's rows
+    go to their group's state in the order given."""
+
+    def __init__(self, of_row: np.ndarray, make: Any) -> None:
+        self.of_row = of_row
+        self.states = {int(g): make() for g in np.unique(of_row)}
+
+    def _split(self, n: int, rows: Any) -> list[tuple[Any, np.ndarray, np.ndarray]]:
+        r = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(r) and (r.min() < 0 or r.max() >= len(self.of_row)):
+            raise ValueError(f"rows must be mixer rows in [0, {len(self.of_row)})")
+        g = self.of_row[r]
+        return [(st, k, r[k]) for gi, st in self.states.items() if len(k := np.flatnonzero(g == gi))]
+
+    def mix_int(self, weights: np.ndarray, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        n = len(weights)
+        match = np.full(n, -1, dtype=np.int64)
+        q = np.zeros(n, dtype=np.uint32)
+        for st, k, r in self._split(n, rows):
+            match[k], q[k] = st.mix_int(weights[k], rows=r)
+        return match, q
+
+    def push(self, symbols: Any, rows: Any = None) -> None:
+        s = np.asarray(symbols, dtype=np.int64)
+        for st, k, r in self._split(len(s), rows):
+            st.push(s[k], rows=r)
+
+    def feed(self, symbols: Any, rows: Any = None) -> None:
+        s = np.asarray(symbols, dtype=np.int64)
+        for st, k, r in self._split(len(s), rows):
+            st.feed(s[k], rows=r)
+
+
+def spec_from_json(obj: Any) -> MixerSpec | WaveSpec:
+    """A manifest's ``codec.mixer`` by its kind (ValueError if malformed)."""
+    if isinstance(obj, dict) and obj.get("kind") == WAVE_MIXER_KIND:
+        return WaveSpec.from_json(obj)
+    return MixerSpec.from_json(obj)
 
 
 def fit_prior(cells: np.ndarray, hits: np.ndarray, *, pseudo: float = 4.0) -> tuple[int, ...]:

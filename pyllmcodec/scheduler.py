@@ -97,6 +97,7 @@ from .constants import CM_MAX_LONG_TABLE_BITS, PROBE_BYTES
 from .container import cm_table_bits
 from .errors import MemoryLimitError
 from .geometry import Geometry, is_int
+from .mixer import WaveSpec
 
 __all__ = ["WaveRunner", "fed_tokens", "plan_waves", "segment_plan", "segment_windows", "segments", "wave_bytes"]
 
@@ -458,6 +459,8 @@ class WaveRunner:
         if self.max_memory is None:
             return
         need = wave_bytes(self.model, batch, longest, self.context, self.cm_bits)
+        if isinstance(self.mixer, WaveSpec):
+            need += self.mixer.nbytes(batch, longest, self.geometry.chunk_size)
         if need > self.max_memory:
             raise MemoryLimitError(
                 f"a wave of {batch} rows x {longest} symbols needs about {need / 2**20:.0f} MiB "
@@ -476,7 +479,15 @@ class WaveRunner:
         continued (it learns in place); ``cm_end`` gets every owner's state."""
         if self._device_model is not None:
             return _DeviceSteps(self._device_model, self.precision, batch)
-        mx = None if self.mixer is None else self.mixer.new(batch, max_len, self.geometry.chunk_size)
+        if isinstance(self.mixer, WaveSpec):  # one state per archive of the wave (as the stage's groups)
+            of_row = np.zeros(batch, dtype=np.int64)
+            if groups is not None:
+                owner: dict[int, int] = {}
+                for r, o in zip(rows, groups):
+                    of_row[int(r)] = owner.setdefault(int(o), len(owner))
+            mx: Any = self.mixer.new(batch, max_len, self.geometry.chunk_size, groups=of_row)
+        else:
+            mx = None if self.mixer is None else self.mixer.new(batch, max_len, self.geometry.chunk_size)
         if self.cm_bits:
             reach = self.geometry.cm_long if self.geometry.cm_kind >= 3 else 0
             g, bits = cm_groups(batch, rows, groups, raw_lens, self.cm_bits, reach,

@@ -34,6 +34,7 @@ from .container import Header
 from .errors import ChecksumError, FormatError, MemoryLimitError, ModelError, NumericsMismatchError
 from .geometry import Geometry
 from .methods import finish, stop_rule
+from .mixer import MixerSpec
 from .models.bundle import model_identity
 from .scheduler import Progress, WaveRunner
 
@@ -192,9 +193,12 @@ def model_id(model: StepModel) -> bytes:
     same bundle, on any machine, has the same one."""
     tk = model.tokenizer
     mx = model.default_mixer
+    # a bundle's fitted match model (match1: its prior is the bundle's own)
+    # is part of the id; the wave match is not (its kind fixes all of it),
+    # so the exact SmolLM2 tier's frames keep the id they had before it
     return model_identity(sha256=str(model.sha256), vocab_size=int(model.vocab_size), bos=int(model.bos),
                           max_context=int(model.max_context), tokenizer=None if tk is None else str(tk.sha256),
-                          mixer=None if mx is None else str(mx.digest))
+                          mixer=str(mx.digest) if isinstance(mx, MixerSpec) else None)
 
 
 def bind_frame(header: Header, model: StepModel) -> Header:

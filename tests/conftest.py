@@ -171,6 +171,36 @@ def get_token_model(max_context: int = 40) -> TokenModel:
     return _TOKEN_MODELS[max_context]
 
 
+class IntTokenModel(TokenModel):
+    """The token model with integer rows (uint32 weights, like the exact
+    SmolLM2 tier's), running the wave match (docs/FORMAT.md section 4g);
+    registered as "test-tokens-wave"."""
+
+    integer_rows = True
+
+    def __init__(self) -> None:
+        from pyllmcodec.mixer import WaveSpec
+
+        super().__init__(40)
+        self.name = "test-tokens-wave"
+        self.weights = np.floor(self.table.astype(np.float64) * 2**24).astype(np.uint32) + 1
+        self.sha256 = hashlib.sha256(self.weights.tobytes()).hexdigest()
+        self.default_mixer = WaveSpec()
+
+    def step(self, state: FakeState, tokens: np.ndarray) -> np.ndarray:
+        super().step(state, tokens)
+        return self.weights[tokens]
+
+
+_INT_TOKENS: list[IntTokenModel] = []
+
+
+def get_int_token_model() -> IntTokenModel:
+    if not _INT_TOKENS:
+        _INT_TOKENS.append(IntTokenModel())
+    return _INT_TOKENS[0]
+
+
 _SHORT: list[BigramModel] = []
 
 
@@ -252,6 +282,7 @@ def register() -> None:
     register_model("test-bigram-int", lambda **_: get_int_model(), replace=True)
     register_model("test-bigram-int-priors", lambda **_: get_int_priors_model(), replace=True)
     register_model("test-tokens", lambda **_: get_token_model(), replace=True)  # built on first use
+    register_model("test-tokens-wave", lambda **_: get_int_token_model(), replace=True)
 
 
 register()

@@ -69,7 +69,8 @@ def test_seeds_decode_the_same_through_every_entry_point(seeds):
         kw: dict = {"dictionary": targets.FUZZ_DICTIONARY}
         if blob.startswith(FRAME_MAGIC):  # a frame names its model by id: the name, in case it left the cache
             kw["model"] = {"compact-segments": "test-bigram-ctx32", "compact-segments-mixer": "test-bigram-mixer",
-                           "compact-cm": "test-bigram-int"}.get(name, "test-bigram")
+                           "compact-cm": "test-bigram-int", "compact-tokens-wave": "test-tokens-wave"}.get(
+                               name, "test-bigram")
         out = pyllmcodec.decompress(blob, **kw)
         with pyllmcodec.open(io.BytesIO(blob), **kw) as f:
             assert f.read() == out

@@ -53,7 +53,7 @@ import numpy as np
 
 from ..cmpriors import CmPriors
 from ..errors import ModelError
-from ..mixer import MixerSpec
+from ..mixer import MixerSpec, WaveSpec, spec_from_json
 from ..tokenizer import Tokenizer, load_bundle_tokenizer
 
 __all__ = ["BundleModel", "StepModel", "StepModelBase", "StepState", "Tokenizer", "TwoPhaseStepModel"]
@@ -85,7 +85,7 @@ class StepModel(Protocol):
     #: the segments' length the codec uses by default (<= max_context), or None
     default_context: int | None
     #: the match model the model ships (docs/FORMAT.md section 4c), or None
-    default_mixer: MixerSpec | None
+    default_mixer: MixerSpec | WaveSpec | None
     #: the context-mixing stage's priors the model ships (docs/FORMAT.md section 4f), or None
     default_cm_priors: CmPriors | None
     #: a token-level model's tokenizer; None for a byte-level model
@@ -147,7 +147,7 @@ class StepModelBase:
     default_chunk_size: int | None = None
     default_prime: int | None = None
     default_context: int | None = None
-    default_mixer: MixerSpec | None = None
+    default_mixer: MixerSpec | WaveSpec | None = None
     default_cm_priors: CmPriors | None = None
     tokenizer: Tokenizer | None = None
     device_quantize: bool = False
@@ -183,7 +183,7 @@ class BundleModel(StepModelBase):
         self.default_context = codec.get("context")
         if codec.get("mixer") is not None:
             try:
-                self.default_mixer = MixerSpec.from_json(codec["mixer"])
+                self.default_mixer = spec_from_json(codec["mixer"])
             except ValueError as exc:
                 raise ModelError(f"bundle {bundle.name!r}: bad codec.mixer in its manifest: {exc}") from None
         if codec.get("cm") is not None:

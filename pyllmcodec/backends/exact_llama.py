@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import ModelError
+from ..mixer import WaveSpec
 from ..models.bundle import read_arrays
 from ..nets import intllama
 from .base import BundleModel
@@ -104,6 +105,8 @@ class ExactLlamaStepModel(BundleModel):
 
     def __init__(self, bundle: Any, *, threads: int | None = None):
         super().__init__(bundle)
+        if self.default_mixer is None:  # the tier's match model, unless the bundle names one
+            self.default_mixer = WaveSpec()
         arrays = load_exact_llama(bundle)
         tables, self._tables_digest = _load_tables()
         self.threads = int(threads) if threads else (os.cpu_count() or 1)

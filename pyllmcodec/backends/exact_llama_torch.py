@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..mixer import WaveSpec
 from ..nets import intllama as il
 from .base import BundleModel
 from .exact import CDF_INT
@@ -116,6 +117,8 @@ class TorchExactLlamaStepModel(BundleModel):
 
     def __init__(self, bundle: Any, *, device: str = "cpu", threads: int | None = None):
         super().__init__(bundle)
+        if self.default_mixer is None:  # the tier's match model, unless the bundle names one
+            self.default_mixer = WaveSpec()
         tables, self._tables_digest = _load_tables()
         self.net = il.from_arrays(dict(load_exact_llama(bundle)), tables)
         self.device = torch.device(device)

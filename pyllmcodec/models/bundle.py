@@ -158,10 +158,11 @@ def manifest_identity(bundle: Bundle) -> bytes | None:
     mixer = (m.get("codec") or {}).get("mixer")
     digest = None
     if mixer is not None:
-        from ..mixer import MixerSpec
+        from ..mixer import MixerSpec, spec_from_json
 
         try:
-            digest = MixerSpec.from_json(mixer).digest
+            spec = spec_from_json(mixer)
+            digest = spec.digest if isinstance(spec, MixerSpec) else None
         except ValueError:
             return None
     return model_identity(sha256=bundle.sha256, vocab_size=int(m["vocab"]["size"]), bos=int(m["vocab"]["bos"]),
