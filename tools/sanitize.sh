@@ -11,7 +11,7 @@
 #     build/sanitize/ (never touching the normal build), staged with the
 #     package's Python files, and the native-heavy tests run against it with
 #     the ASan runtime preloaded: tests/test_core_*.py, the codec round trips,
-#     the match model (tests/test_mixer.py), the context-mixing stage
+#     the match model (tests/test_mixer.py), the wave match (tests/test_wavematch.py), the context-mixing stage
 #     (tests/test_cm_core.py, its long mode and cm2: tests/test_cm_long.py), the exact step (tests/test_intlm_core.py),
 #     the exact Llama step (tests/test_intllama_native.py),
 #     the integer quantizer (tests/test_quantize_int.py)
@@ -76,7 +76,7 @@ log="$out/pytest.log"
 pytest=("$py" -m pytest -q -p no:cacheprovider --benchmark-disable --rootdir "$root"
         -k "not test_generic_kernels_give_identical_bits and not test_kernel_copies_give_identical_rows")
 (cd "$out" && "${pytest[@]}" "$root"/tests/test_core_*.py "$root/tests/test_codec.py" \
-    "$root/tests/test_fuzz_short.py" "$root/tests/test_fuzz_regressions.py" "$root/tests/test_mixer.py" "$root/tests/test_cm_core.py" "$root/tests/test_cm_long.py" \
+    "$root/tests/test_fuzz_short.py" "$root/tests/test_fuzz_regressions.py" "$root/tests/test_mixer.py" "$root/tests/test_wavematch.py" "$root/tests/test_cm_core.py" "$root/tests/test_cm_long.py" \
     "$root/tests/test_intlm_core.py" "$root/tests/test_intllama_native.py" "$root/tests/test_quantize_int.py" "$@") 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 echo "sanitize: again with the generic (non-AVX2) kernels" | tee -a "$log"
