@@ -23,6 +23,11 @@ t, rows in order), and sums the ideal code length:
   for the match's length (counts with a prior of 1 hit in 4).
 * ``carried``: the same with the counts carried from wave to wave (as the
   byte stage's long mode).
+* ``gated`` (:func:`replay_gated`): the shipped wave match (FORMAT.md section
+  4g) in floats -- the match's guess gets the share an adaptive map over the
+  model's own probability of it has learned; that probability comes from the
+  recorded top-8 (a guess outside them, on a miss only, is taken at half the
+  8th probability: its share of the cost is ``-log2(1 - q)``, ~0).
 
 The model's column is the tier as it codes today (its ideal, before the
 coder's overhead of ~0.01%).  A study: nothing here is a codec path.
@@ -41,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+TOPK = 8  # the likeliest tokens kept per step (the gated match needs the model's p of its guess)
+
 FILES = {
     "alice29": ("canterbury/alice29.txt", 0),
     "asyoulik": ("canterbury/asyoulik.txt", 0),
@@ -53,7 +60,8 @@ class _Recorder:
 
     def __init__(self, enc: Any, batch: int, sink: list[Any]) -> None:
         self._enc = enc
-        self.steps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows, tokens, p)
+        # (rows, tokens, p, ids and p of each row's TOPK likeliest tokens)
+        self.steps: list[tuple[np.ndarray, ...]] = []
         sink.append(self.steps)
 
     def encode_weights(self, weights: Any, symbols: Any, rows: Any = None, **kw: Any) -> None:
@@ -61,7 +69,11 @@ class _Recorder:
         s = np.asarray(symbols, dtype=np.int64)
         p = w[np.arange(len(s)), s] / w.sum(axis=1)
         r = np.arange(len(s)) if rows is None else np.asarray(rows, dtype=np.int64)
-        self.steps.append((r.copy(), s.copy(), p))
+        ids = np.argpartition(w, -TOPK, axis=1)[:, -TOPK:]
+        pt = np.take_along_axis(w, ids, axis=1) / w.sum(axis=1, keepdims=True)
+        order = np.argsort(-pt, axis=1, kind="stable")
+        self.steps.append((r.copy(), s.copy(), p, np.take_along_axis(ids, order, axis=1).astype(np.int32),
+                           np.take_along_axis(pt, order, axis=1)))
         self._enc.encode_weights(weights, symbols, rows=rows, **kw)
 
     def __getattr__(self, name: str) -> Any:
@@ -97,27 +109,26 @@ def cached(name: str, limit: int | None) -> list[Any]:
     lim = lim if limit is None else limit
     d = Path(os.environ.get("TMPDIR", tempfile.gettempdir())) / "pyllmcodec-tokmix"
     d.mkdir(parents=True, exist_ok=True)
-    f = d / f"{name}-{lim}.npz"
+    f = d / f"{name}-{lim}-top{TOPK}.npz"
     if f.exists():
         z = np.load(f)
         out: list[Any] = []
         for w in range(int(z["n_waves"])):
-            r, s, p, st = z[f"r{w}"], z[f"s{w}"], z[f"p{w}"], z[f"o{w}"]
-            out.append([(r[a:b], s[a:b], p[a:b]) for a, b in itertools.pairwise(st)])
+            r, s, p, st, ti, tp = (z[f"{k}{w}"] for k in "rspoti")
+            out.append([(r[a:b], s[a:b], p[a:b], ti[a:b], tp[a:b]) for a, b in itertools.pairwise(st)])
         return out
     corpora = Path(os.environ.get("PYLLMCODEC_CORPUS_DIR", Path.home() / ".cache/pyllmcodec/corpora"))
     data = (corpora / path).read_bytes()
     data = data[:lim] if lim else data
     t0 = time.time()
     waves = record(data)
-    print(f"recorded {name}: {len(data)} bytes, {sum(len(s) for w in waves for _, s, _ in w)} tokens "
+    print(f"recorded {name}: {len(data)} bytes, {sum(len(st[1]) for w in waves for st in w)} tokens "
           f"in {time.time() - t0:.0f} s", flush=True)
     arrs: dict[str, Any] = {"n_waves": len(waves), "n_bytes": len(data)}
     for w, steps in enumerate(waves):
-        arrs[f"r{w}"] = np.concatenate([r for r, _, _ in steps]) if steps else np.zeros(0, np.int64)
-        arrs[f"s{w}"] = np.concatenate([s for _, s, _ in steps]) if steps else np.zeros(0, np.int64)
-        arrs[f"p{w}"] = np.concatenate([p for _, _, p in steps]) if steps else np.zeros(0)
-        arrs[f"o{w}"] = np.cumsum([0] + [len(s) for _, s, _ in steps])
+        for i, k in enumerate("rspti"):
+            arrs[f"{k}{w}"] = np.concatenate([st[i] for st in steps])
+        arrs[f"o{w}"] = np.cumsum([0] + [len(st[1]) for st in steps])
     np.savez(f, **arrs)
     return waves
 
@@ -138,7 +149,7 @@ def replay(waves: list[Any], alpha: float, *, match: bool, carried: bool) -> flo
             hits, tries = [1.0] * 33, [4.0] * 33
         ptr: dict[int, tuple[tuple[int, int], int]] = {}
         mlen: dict[int, int] = {}
-        for rows, toks, ps in steps:
+        for rows, toks, ps, *_ in steps:
             for r, x, p0 in zip(rows.tolist(), toks.tolist(), ps.tolist()):
                 h = seqs.setdefault((wi, r), [])
                 a = h[-1] if h else -1
@@ -181,6 +192,95 @@ def replay(waves: list[Any], alpha: float, *, match: bool, carried: bool) -> flo
     return bits
 
 
+def _stretch(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _lbucket(n: int) -> int:
+    return n if n <= 4 else 5 if n < 8 else 6 if n < 16 else 7
+
+
+def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1 / 64,
+                 both: bool = False) -> tuple[float, int, int]:
+    """Ideal bits through the gated match: the match's guess g gets the share h.
+
+    ``h = P(x = g)`` comes from an adaptive map (an APM over the stretched
+    model probability ``q`` of ``g``: 33 knots from -12 to 12, one set per
+    match length bucket), starting at the identity (``h = q``: the model
+    alone), and the other tokens keep their proportions (``p / (1 - q)``
+    scaled by ``1 - h``) -- the shipped wave match (csrc/wavematch.hpp) in
+    floats, its knots learning at ``rate`` (the nearer one; ``both``: both,
+    by their interpolation weights).  With ``top1``, steps without a match
+    guess the model's likeliest token (bucket 0).  Returns (bits, guesses,
+    guesses whose ``q`` was outside the recorded top-k, taken as half the
+    k-th probability).
+    """
+    bits = 0.0
+    n_guess = n_out = 0
+
+    def fresh() -> list[list[float]]:
+        return [[1.0 / (1.0 + math.exp(-(192 * j - 3072) / 256)) for j in range(33)] for _ in range(8)]
+
+    apm = fresh()
+    seqs: dict[tuple[int, int], list[int]] = {}
+    table: dict[tuple[int, ...], tuple[tuple[int, int], int]] = {}
+    for wi, steps in enumerate(waves):
+        if not carried:
+            seqs, table, apm = {}, {}, fresh()
+        ptr: dict[int, tuple[tuple[int, int], int]] = {}
+        mlen: dict[int, int] = {}
+        for rows, toks, ps, tids, tps in steps:
+            for j, (r, x, p0) in enumerate(zip(rows.tolist(), toks.tolist(), ps.tolist())):
+                h = seqs.setdefault((wi, r), [])
+                pred, ln = -1, 0
+                if mlen.get(r, 0) > 0:
+                    sid, i = ptr[r]
+                    if i < len(seqs[sid]):
+                        pred, ln = seqs[sid][i], min(mlen[r], 32)
+                    else:
+                        mlen[r] = 0
+                ti = tids[j].tolist()
+                if pred < 0 and top1:
+                    pred = ti[0]
+                if pred >= 0:
+                    n_guess += 1
+                    if pred == x:
+                        q = p0
+                    elif pred in ti:
+                        q = float(tps[j][ti.index(pred)])
+                    else:
+                        q, n_out = float(tps[j][-1]) / 2, n_out + 1
+                    qc = min(max(q, 1e-6), 1 - 1e-6)
+                    u = min(max(256 * _stretch(qc), -3071.0), 3071.0) + 3072
+                    k = int(u // 192)
+                    f = (u - 192 * k) / 192
+                    row = apm[_lbucket(ln)]
+                    hp = min(max(row[k] * (1 - f) + row[k + 1] * f, 32 / 65536), 65504 / 65536)
+                    y = 1.0 if x == pred else 0.0
+                    bits -= math.log2(hp) if y else math.log2(1 - hp) + math.log2(p0 / (1 - qc))
+                    if both:
+                        row[k] += rate * (1 - f) * (y - row[k])
+                        row[k + 1] += rate * f * (y - row[k + 1])
+                    else:
+                        kk = k + (f >= 0.5)
+                        row[kk] += rate * (y - row[kk])
+                else:
+                    bits -= math.log2(p0)
+                h.append(x)
+                if pred >= 0 and ln > 0:
+                    if x == pred:
+                        ptr[r] = (ptr[r][0], ptr[r][1] + 1)
+                        mlen[r] += 1
+                    else:
+                        mlen[r] = 0
+                if len(h) >= 4:
+                    key = tuple(h[-4:])
+                    if mlen.get(r, 0) == 0 and key in table:
+                        ptr[r], mlen[r] = table[key], 4
+                    table[key] = ((wi, r), len(h))
+    return bits, n_guess, n_out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.studies.smollm2_mix", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="the first N bytes of each file (default: the file's)")
     ap.add_argument("--alpha", default="0,16,64,256", help="the cache's concentrations (0: no cache, the match alone)")
     a = ap.parse_args(argv)
+    rows: list[str] = []
     print("| file | bytes | tokens | model | cache a | cache | + match | carried |\n"
           "|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in a.files.split(","):
@@ -197,14 +298,21 @@ def main(argv: list[str] | None = None) -> int:
         if not n_bytes:
             corpora = Path(os.environ.get("PYLLMCODEC_CORPUS_DIR", Path.home() / ".cache/pyllmcodec/corpora"))
             n_bytes = (corpora / path).stat().st_size
-        n_tok = sum(len(s) for w in waves for _, s, _ in w)
-        model = -sum(float(np.log2(p).sum()) for w in waves for _, _, p in w)
+        n_tok = sum(len(st[1]) for w in waves for st in w)
+        model = -sum(float(np.log2(st[2]).sum()) for w in waves for st in w)
         for al in (float(v) for v in a.alpha.split(",")):
             cache = replay(waves, al, match=False, carried=False)
             both = replay(waves, al, match=True, carried=False)
             carried = replay(waves, al, match=True, carried=True)
             print(f"| {name} | {n_bytes} | {n_tok} | {model / n_bytes:.4f} | {al:g} | {cache / n_bytes:.4f} | "
                   f"{both / n_bytes:.4f} | {carried / n_bytes:.4f} |", flush=True)
+        g = [replay_gated(waves, carried=c, top1=t) for c in (False, True) for t in (False, True)]
+        rows.append(f"| {name} | {model / n_bytes:.4f} | " + " | ".join(f"{b / n_bytes:.4f}" for b, _, _ in g)
+                    + f" | {g[0][1]} | {g[0][2]} |")
+    print("\nThe gated match (the shipped wave match, csrc/wavematch.hpp, in floats):\n\n"
+          "| file | model | gated | + top-1 guesses | carried | carried + top-1 | guesses | q outside the top-k |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
     return 0
 
 
