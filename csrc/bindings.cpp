@@ -1038,7 +1038,7 @@ Not thread-safe (concurrent use raises RuntimeError); the GIL is released.)doc")
              s.top1 = top1;
              return std::make_unique<PyWaveMatch>(n_rows, max_len, s);
            }),
-           "n_rows"_a, "max_len"_a, "min_len"_a = 4, "hash_bits"_a = 18, "rate"_a = 6, "top1"_a = false,
+           "n_rows"_a, "max_len"_a, "min_len"_a = 2, "hash_bits"_a = 18, "rate"_a = 5, "top1"_a = false,
            "A wave match for n_rows rows of at most max_len symbols each.")
       .def_property_readonly(
           "n_rows", [](PyWaveMatch& x) { return x.mx.n_rows(); }, "Number of rows.")

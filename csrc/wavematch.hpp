@@ -41,6 +41,7 @@
 //      units of 2^-16; cell = (b, j + (f >= 96)).
 // push(symbol s), per row after its mix:
 //   1. If cell: a = apm[cell]; a += ((s == g) 65536 - a) >> rate (arithmetic shift).
+//   (wave1: min_len 2, rate 5, top1 off -- pyllmcodec.mixer.WaveSpec)
 //   2. If len > 0 (the guess came from the match): s == g ? (len = min(len + 1,
 //      65535), ptr += 1) : len = 0.
 //   3. Append s to hist[r]; n = |hist[r]|.  If n >= min_len: h = 0, then
@@ -74,9 +75,9 @@ constexpr int kKnots = 33;
 constexpr std::uint32_t kMaxLen = 65535;
 
 struct Spec {
-  int min_len = 4;     // symbols hashed to find a match, 1..32
+  int min_len = 2;     // symbols hashed to find a match, 1..32
   int hash_bits = 18;  // the wave's position table: 2^hash_bits entries, 10..24
-  int rate = 6;        // the map learns at 2^-rate, 1..15
+  int rate = 5;        // the map learns at 2^-rate, 1..15
   bool top1 = false;   // guess the model's likeliest symbol where no match guesses (off in wave1)
 
   void validate() const {

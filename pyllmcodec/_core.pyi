@@ -120,9 +120,9 @@ class WaveMatch:
         self,
         n_rows: int,
         max_len: int,
-        min_len: int = 4,
+        min_len: int = 2,
         hash_bits: int = 18,
-        rate: int = 6,
+        rate: int = 5,
         top1: bool = False,
     ) -> None: ...
     @property

@@ -463,7 +463,7 @@ class WaveMatchRef:
     """The wave match (``csrc/wavematch.hpp``, FORMAT.md section 4g), step by
     step as its contract states it: one state for ``n_rows`` rows."""
 
-    def __init__(self, n_rows: int, max_len: int, min_len: int = 4, hash_bits: int = 18, rate: int = 6,
+    def __init__(self, n_rows: int, max_len: int, min_len: int = 2, hash_bits: int = 18, rate: int = 5,
                  top1: bool = False) -> None:
         self.n_rows, self.max_len, self.stride = n_rows, max_len, max_len + 1
         self.min_len, self.hash_bits, self.rate, self.top1 = min_len, hash_bits, rate, top1

@@ -100,23 +100,25 @@ class WaveSpec:
     Nothing in it is fitted per bundle: the kind fixes every parameter (a
     change is a new kind), and the table's size follows the geometry."""
 
-    min_len: int = 4
-    rate: int = 6
+    #: symbols that find a match, and the map's rate 2^-rate: a sweep on the
+    #: recorded tokens (min_len 1-6, rate 2^-4..2^-7; docs/SMOLLM2.md) chose 2 and 5
+    min_len: int = 2
+    rate: int = 5
     #: guess the model's likeliest symbol where no match guesses: off (on
     #: linux-doc's first MiB it cost 0.0006 bits/byte, on alice29 it saved 0.0004)
     top1: bool = False
     kind: str = WAVE_MIXER_KIND
 
     def __post_init__(self) -> None:
-        if self.kind != WAVE_MIXER_KIND or (self.min_len, self.rate, self.top1) != (4, 6, False):
-            raise ValueError(f"the wave match {WAVE_MIXER_KIND!r} has min_len 4, rate 6 and top1 false, "
+        if self.kind != WAVE_MIXER_KIND or (self.min_len, self.rate, self.top1) != (2, 5, False):
+            raise ValueError(f"the wave match {WAVE_MIXER_KIND!r} has min_len 2, rate 5 and top1 false, "
                              f"got {self.to_json()}")
 
     @classmethod
     def from_json(cls, obj: Any) -> WaveSpec:
         if not isinstance(obj, dict) or set(obj) - {"kind", "min_len", "rate", "top1"}:
             raise ValueError("wave match spec must be a JSON object with keys kind, min_len, rate, top1")
-        return cls(min_len=obj.get("min_len", 4), rate=obj.get("rate", 6), top1=obj.get("top1", False),
+        return cls(min_len=obj.get("min_len", 2), rate=obj.get("rate", 5), top1=obj.get("top1", False),
                    kind=obj.get("kind", WAVE_MIXER_KIND))
 
     def to_json(self) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def test_spec_is_fixed_by_its_kind():
     spec = WaveSpec()
     assert spec_from_json(spec.to_json()) == spec and spec.digest == WaveSpec.from_json(spec.to_json()).digest
     assert isinstance(spec_from_json({"kind": "match1", "prior": [32768] * 256}), MixerSpec)
-    for bad in ({"kind": "wave1", "rate": 5}, {"kind": "wave1", "top1": True}, {"kind": "wave1", "extra": 1}, []):
+    for bad in ({"kind": "wave1", "rate": 6}, {"kind": "wave1", "min_len": 4}, {"kind": "wave1", "top1": True}, {"kind": "wave1", "extra": 1}, []):
         with pytest.raises(ValueError):
             spec_from_json(bad)
     assert WaveSpec.hash_bits(6144) == 18 and WaveSpec.hash_bits(1) == 12 and WaveSpec.hash_bits(1 << 30) == 22
