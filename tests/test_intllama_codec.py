@@ -60,3 +60,36 @@ def test_exact_llama_archive_decodes_on_emulated_cpu(tmp_path: Path) -> None:
     proc = run_python(code, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "DECODED True", proc.stdout
+
+
+GOLDEN_WAVE = Path(__file__).parent / "data" / "golden-wave1.llmz"
+GOLDEN_WAVE_OPTS = dict(model=NAME, chunk_size=200, batch_size=6)
+
+
+def _golden_wave_text() -> bytes:
+    """Six 200-byte chunks (one wave), each after the first ending with 100
+    bytes another row coded ~25 tokens earlier (rows step in lockstep, so a
+    row can follow only what the others have coded already)."""
+    p = (Path(__file__).parent / "data" / "golden-cm.txt").read_bytes()
+    return p[:200] + b"".join(p[200 + 100 * i:300 + 100 * i] + p[100 * (i % 2):100 * (i % 2) + 100]
+                              for i in range(5))
+
+
+def test_golden_wave_archive_pins_the_wave_match():
+    """tests/data/golden-wave1.llmz: the tier through the wave match
+    (docs/FORMAT.md section 4g), written by ``pyllmcodec.compress(text,
+    **GOLDEN_WAVE_OPTS)``: decoded, reproduced byte for byte but for the
+    writer's version, and smaller than without the match."""
+    from pyllmcodec.container import parse_header
+    from pyllmcodec.mixer import WaveSpec
+
+    arc, text = GOLDEN_WAVE.read_bytes(), _golden_wave_text()
+    h = parse_header(arc)
+    assert h.meta["mixer"] == {"kind": "wave1", "digest": WaveSpec().digest}
+    assert pyllmcodec.decompress(arc) == text
+    new = pyllmcodec.compress(text, **GOLDEN_WAVE_OPTS)
+    hn = parse_header(new)
+    assert new[hn.size:] == arc[h.size:]
+    assert {**hn.meta, "writer": ""} == {**h.meta, "writer": ""}
+    off = pyllmcodec.compress(text, mixer=False, **GOLDEN_WAVE_OPTS)
+    assert len(arc) - h.size < 0.95 * (len(off) - parse_header(off).size)  # 467 vs 518 bytes of chunks

@@ -200,8 +200,8 @@ def _lbucket(n: int) -> int:
     return n if n <= 4 else 5 if n < 8 else 6 if n < 16 else 7
 
 
-def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1 / 64,
-                 both: bool = False) -> tuple[float, int, int]:
+def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1 / 32, min_len: int = 2,
+                 both: bool = False, agree: bool = False) -> tuple[float, int, int]:
     """Ideal bits through the gated match: the match's guess g gets the share h.
 
     ``h = P(x = g)`` comes from an adaptive map (an APM over the stretched
@@ -209,9 +209,11 @@ def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1
     match length bucket), starting at the identity (``h = q``: the model
     alone), and the other tokens keep their proportions (``p / (1 - q)``
     scaled by ``1 - h``) -- the shipped wave match (csrc/wavematch.hpp) in
-    floats, its knots learning at ``rate`` (the nearer one; ``both``: both,
-    by their interpolation weights).  With ``top1``, steps without a match
-    guess the model's likeliest token (bucket 0).  Returns (bits, guesses,
+    floats, a match found by the last ``min_len`` tokens, the map's knots
+    learning at ``rate`` (the nearer one; ``both``: both, by their
+    interpolation weights).  With ``top1``, steps without a match
+    guess the model's likeliest token (bucket 0).  ``agree``: separate maps
+    for guesses that are the model's likeliest token.  Returns (bits, guesses,
     guesses whose ``q`` was outside the recorded top-k, taken as half the
     k-th probability).
     """
@@ -219,7 +221,7 @@ def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1
     n_guess = n_out = 0
 
     def fresh() -> list[list[float]]:
-        return [[1.0 / (1.0 + math.exp(-(192 * j - 3072) / 256)) for j in range(33)] for _ in range(8)]
+        return [[1.0 / (1.0 + math.exp(-(192 * j - 3072) / 256)) for j in range(33)] for _ in range(16)]
 
     apm = fresh()
     seqs: dict[tuple[int, int], list[int]] = {}
@@ -254,7 +256,7 @@ def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1
                     u = min(max(256 * _stretch(qc), -3071.0), 3071.0) + 3072
                     k = int(u // 192)
                     f = (u - 192 * k) / 192
-                    row = apm[_lbucket(ln)]
+                    row = apm[_lbucket(ln) + (8 if agree and ti[0] == pred else 0)]
                     hp = min(max(row[k] * (1 - f) + row[k + 1] * f, 32 / 65536), 65504 / 65536)
                     y = 1.0 if x == pred else 0.0
                     bits -= math.log2(hp) if y else math.log2(1 - hp) + math.log2(p0 / (1 - qc))
@@ -273,12 +275,21 @@ def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1
                         mlen[r] += 1
                     else:
                         mlen[r] = 0
-                if len(h) >= 4:
-                    key = tuple(h[-4:])
+                if len(h) >= min_len:
+                    key = tuple(h[-min_len:])
                     if mlen.get(r, 0) == 0 and key in table:
-                        ptr[r], mlen[r] = table[key], 4
+                        ptr[r], mlen[r] = table[key], min_len
                     table[key] = ((wi, r), len(h))
     return bits, n_guess, n_out
+
+
+def _n_bytes(name: str, limit: int | None) -> int:
+    path, lim = FILES.get(name, (name, 0))
+    n = lim if limit is None else limit
+    if not n:
+        corpora = Path(os.environ.get("PYLLMCODEC_CORPUS_DIR", Path.home() / ".cache/pyllmcodec/corpora"))
+        n = (corpora / path).stat().st_size
+    return int(n)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,17 +298,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", default="alice29,linux-doc-1MiB")
     ap.add_argument("--limit", type=int, default=None, help="the first N bytes of each file (default: the file's)")
     ap.add_argument("--alpha", default="0,16,64,256", help="the cache's concentrations (0: no cache, the match alone)")
+    ap.add_argument("--sweep", action="store_true", help="the gated match's min_len and rate instead")
     a = ap.parse_args(argv)
+    if a.sweep:
+        print("| file | min_len | rate | agree | gated |\n|---|---:|---:|---|---:|")
+        for name in a.files.split(","):
+            waves = cached(name, a.limit)
+            n_bytes = _n_bytes(name, a.limit)
+            for ml, sh, ag in ((4, 6, False), (6, 6, False), (3, 6, False), (1, 5, False), (2, 6, False),
+                               (3, 5, False), (2, 5, False), (2, 4, False), (3, 4, False), (4, 5, False),
+                               (4, 7, False), (2, 5, True)):
+                b, _, _ = replay_gated(waves, carried=False, top1=False, rate=2.0**-sh, min_len=ml, agree=ag)
+                print(f"| {name} | {ml} | 2^-{sh} | {ag} | {b / n_bytes:.4f} |", flush=True)
+        return 0
     rows: list[str] = []
     print("| file | bytes | tokens | model | cache a | cache | + match | carried |\n"
           "|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in a.files.split(","):
         waves = cached(name, a.limit)
-        path, lim = FILES.get(name, (name, 0))
-        n_bytes = lim if a.limit is None else a.limit
-        if not n_bytes:
-            corpora = Path(os.environ.get("PYLLMCODEC_CORPUS_DIR", Path.home() / ".cache/pyllmcodec/corpora"))
-            n_bytes = (corpora / path).stat().st_size
+        n_bytes = _n_bytes(name, a.limit)
         n_tok = sum(len(st[1]) for w in waves for st in w)
         model = -sum(float(np.log2(st[2]).sum()) for w in waves for st in w)
         for al in (float(v) for v in a.alpha.split(",")):
