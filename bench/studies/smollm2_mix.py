@@ -200,8 +200,9 @@ def _lbucket(n: int) -> int:
     return n if n <= 4 else 5 if n < 8 else 6 if n < 16 else 7
 
 
-def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1 / 32, min_len: int = 2,
-                 both: bool = False, agree: bool = False) -> tuple[float, int, int]:
+def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1 / 32,
+                 min_len: int | tuple[int, ...] = 2, both: bool = False,
+                 agree: bool = False) -> tuple[float, int, int]:
     """Ideal bits through the gated match: the match's guess g gets the share h.
 
     ``h = P(x = g)`` comes from an adaptive map (an APM over the stretched
@@ -211,36 +212,39 @@ def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1
     scaled by ``1 - h``) -- the shipped wave match (csrc/wavematch.hpp) in
     floats, a match found by the last ``min_len`` tokens, the map's knots
     learning at ``rate`` (the nearer one; ``both``: both, by their
-    interpolation weights).  With ``top1``, steps without a match
-    guess the model's likeliest token (bucket 0).  ``agree``: separate maps
-    for guesses that are the model's likeliest token.  Returns (bits, guesses,
-    guesses whose ``q`` was outside the recorded top-k, taken as half the
-    k-th probability).
+    interpolation weights).  A tuple of lengths keeps one match per length,
+    the first active one guessing (its own maps).  With ``top1``, steps
+    without a match guess the model's likeliest token (bucket 0).
+    ``agree``: separate maps for guesses that are the model's likeliest
+    token.  Returns (bits, guesses, guesses whose ``q`` was outside the
+    recorded top-k, taken as half the k-th probability).
     """
+    lens = (min_len,) if isinstance(min_len, int) else tuple(min_len)
     bits = 0.0
     n_guess = n_out = 0
 
     def fresh() -> list[list[float]]:
-        return [[1.0 / (1.0 + math.exp(-(192 * j - 3072) / 256)) for j in range(33)] for _ in range(16)]
+        return [[1.0 / (1.0 + math.exp(-(192 * j - 3072) / 256)) for j in range(33)] for _ in range(16 * len(lens))]
 
     apm = fresh()
     seqs: dict[tuple[int, int], list[int]] = {}
-    table: dict[tuple[int, ...], tuple[tuple[int, int], int]] = {}
+    tables: list[dict[tuple[int, ...], tuple[tuple[int, int], int]]] = [{} for _ in lens]
     for wi, steps in enumerate(waves):
         if not carried:
-            seqs, table, apm = {}, {}, fresh()
-        ptr: dict[int, tuple[tuple[int, int], int]] = {}
-        mlen: dict[int, int] = {}
+            seqs, tables, apm = {}, [{} for _ in lens], fresh()
+        ptr: list[dict[int, tuple[tuple[int, int], int]]] = [{} for _ in lens]
+        mlen: list[dict[int, int]] = [{} for _ in lens]
         for rows, toks, ps, tids, tps in steps:
             for j, (r, x, p0) in enumerate(zip(rows.tolist(), toks.tolist(), ps.tolist())):
                 h = seqs.setdefault((wi, r), [])
-                pred, ln = -1, 0
-                if mlen.get(r, 0) > 0:
-                    sid, i = ptr[r]
-                    if i < len(seqs[sid]):
-                        pred, ln = seqs[sid][i], min(mlen[r], 32)
-                    else:
-                        mlen[r] = 0
+                pred, ln, src = -1, 0, 0
+                for c in range(len(lens)):
+                    if mlen[c].get(r, 0) > 0:
+                        sid, i = ptr[c][r]
+                        if i >= len(seqs[sid]):  # the place after the match is not coded yet
+                            mlen[c][r] = 0
+                        elif pred < 0:
+                            pred, ln, src = seqs[sid][i], min(mlen[c][r], 32), c
                 ti = tids[j].tolist()
                 if pred < 0 and top1:
                     pred = ti[0]
@@ -256,7 +260,7 @@ def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1
                     u = min(max(256 * _stretch(qc), -3071.0), 3071.0) + 3072
                     k = int(u // 192)
                     f = (u - 192 * k) / 192
-                    row = apm[_lbucket(ln) + (8 if agree and ti[0] == pred else 0)]
+                    row = apm[16 * src + _lbucket(ln) + (8 if agree and ti[0] == pred else 0)]
                     hp = min(max(row[k] * (1 - f) + row[k + 1] * f, 32 / 65536), 65504 / 65536)
                     y = 1.0 if x == pred else 0.0
                     bits -= math.log2(hp) if y else math.log2(1 - hp) + math.log2(p0 / (1 - qc))
@@ -269,17 +273,19 @@ def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1
                 else:
                     bits -= math.log2(p0)
                 h.append(x)
-                if pred >= 0 and ln > 0:
-                    if x == pred:
-                        ptr[r] = (ptr[r][0], ptr[r][1] + 1)
-                        mlen[r] += 1
-                    else:
-                        mlen[r] = 0
-                if len(h) >= min_len:
-                    key = tuple(h[-min_len:])
-                    if mlen.get(r, 0) == 0 and key in table:
-                        ptr[r], mlen[r] = table[key], min_len
-                    table[key] = ((wi, r), len(h))
+                for c, L in enumerate(lens):
+                    if mlen[c].get(r, 0) > 0:  # a match goes on while its guesses come
+                        sid, i = ptr[c][r]
+                        if seqs[sid][i] == x:
+                            ptr[c][r] = (sid, i + 1)
+                            mlen[c][r] += 1
+                        else:
+                            mlen[c][r] = 0
+                    if len(h) >= L:
+                        key = tuple(h[-L:])
+                        if mlen[c].get(r, 0) == 0 and key in tables[c]:
+                            ptr[c][r], mlen[c][r] = tables[c][key], L
+                        tables[c][key] = ((wi, r), len(h))
     return bits, n_guess, n_out
 
 
@@ -301,13 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true", help="the gated match's min_len and rate instead")
     a = ap.parse_args(argv)
     if a.sweep:
-        print("| file | min_len | rate | agree | gated |\n|---|---:|---:|---|---:|")
+        print("| file | min_len (a tuple: one match each, the first active guessing) | rate | agree | gated |\n"
+              "|---|---:|---:|---|---:|")
         for name in a.files.split(","):
             waves = cached(name, a.limit)
             n_bytes = _n_bytes(name, a.limit)
             for ml, sh, ag in ((4, 6, False), (6, 6, False), (3, 6, False), (1, 5, False), (2, 6, False),
                                (3, 5, False), (2, 5, False), (2, 4, False), (3, 4, False), (4, 5, False),
-                               (4, 7, False), (2, 5, True)):
+                               (4, 7, False), (2, 5, True), ((4, 2), 5, False), ((5, 2), 5, False),
+                               ((8, 2), 5, False)):
                 b, _, _ = replay_gated(waves, carried=False, top1=False, rate=2.0**-sh, min_len=ml, agree=ag)
                 print(f"| {name} | {ml} | 2^-{sh} | {ag} | {b / n_bytes:.4f} |", flush=True)
         return 0
