@@ -1030,15 +1030,15 @@ adaptive map over the model's probability of the guess (csrc/wavematch.hpp).
 Per step: mix_int(weights, rows) gives each row's override, push(symbols,
 rows) feeds the coded symbols back; encoder and decoder make the same calls.
 Not thread-safe (concurrent use raises RuntimeError); the GIL is released.)doc")
-      .def(py::init([](std::size_t n_rows, std::size_t max_len, int min_len, int hash_bits, int rate, bool top1) {
+      .def(py::init([](std::size_t n_rows, std::size_t max_len, int long_len, int min_len, int hash_bits, int rate) {
              plc::wave::Spec s;
+             s.long_len = long_len;
              s.min_len = min_len;
              s.hash_bits = hash_bits;
              s.rate = rate;
-             s.top1 = top1;
              return std::make_unique<PyWaveMatch>(n_rows, max_len, s);
            }),
-           "n_rows"_a, "max_len"_a, "min_len"_a = 2, "hash_bits"_a = 18, "rate"_a = 5, "top1"_a = false,
+           "n_rows"_a, "max_len"_a, "long_len"_a = 4, "min_len"_a = 2, "hash_bits"_a = 18, "rate"_a = 5,
            "A wave match for n_rows rows of at most max_len symbols each.")
       .def_property_readonly(
           "n_rows", [](PyWaveMatch& x) { return x.mx.n_rows(); }, "Number of rows.")

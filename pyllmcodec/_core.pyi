@@ -120,10 +120,10 @@ class WaveMatch:
         self,
         n_rows: int,
         max_len: int,
+        long_len: int = 4,
         min_len: int = 2,
         hash_bits: int = 18,
         rate: int = 5,
-        top1: bool = False,
     ) -> None: ...
     @property
     def n_rows(self) -> int: ...

@@ -463,17 +463,17 @@ class WaveMatchRef:
     """The wave match (``csrc/wavematch.hpp``, FORMAT.md section 4g), step by
     step as its contract states it: one state for ``n_rows`` rows."""
 
-    def __init__(self, n_rows: int, max_len: int, min_len: int = 2, hash_bits: int = 18, rate: int = 5,
-                 top1: bool = False) -> None:
+    def __init__(self, n_rows: int, max_len: int, long_len: int = 4, min_len: int = 2, hash_bits: int = 18,
+                 rate: int = 5) -> None:
         self.n_rows, self.max_len, self.stride = n_rows, max_len, max_len + 1
-        self.min_len, self.hash_bits, self.rate, self.top1 = min_len, hash_bits, rate, top1
+        self.lens, self.hash_bits, self.rate = (long_len, min_len), hash_bits, rate
         self.hist: list[list[int]] = [[] for _ in range(n_rows)]
-        self.table: dict[int, int] = {}
-        self.ptr = [0] * n_rows
-        self.len = [0] * n_rows
+        self.table: list[dict[int, int]] = [{}, {}]
+        self.ptr = [[0, 0] for _ in range(n_rows)]
+        self.len = [[0, 0] for _ in range(n_rows)]
         self.guess = [0] * n_rows
         self.cell = [-1] * n_rows
-        self.apm = [cm_squash(192 * j - 3072) for _ in range(8) for j in range(33)]
+        self.apm = [cm_squash(192 * j - 3072) for _ in range(16) for j in range(33)]
 
     @staticmethod
     def len_bucket(n: int) -> int:
@@ -484,14 +484,14 @@ class WaveMatchRef:
         w = [int(v) for v in w]
         self.cell[r] = -1
         b, g = -1, 0
-        if self.len[r] > 0:
-            src, i = divmod(self.ptr[r], self.stride)
-            if i < len(self.hist[src]):
-                g, b = self.hist[src][i], self.len_bucket(self.len[r])
-            else:
-                self.len[r] = 0
-        if b < 0 and self.top1:
-            g, b = max(range(len(w)), key=lambda x: (w[x], -x)), 0
+        for c in (0, 1):
+            if self.len[r][c] == 0:
+                continue
+            src, i = divmod(self.ptr[r][c], self.stride)
+            if i >= len(self.hist[src]):
+                self.len[r][c] = 0
+            elif b < 0:
+                g, b = self.hist[src][i], 8 * c + self.len_bucket(self.len[r][c])
         if b < 0 or g >= len(w):
             return -1, 0
         S = sum(w)
@@ -515,28 +515,30 @@ class WaveMatchRef:
         self.feed(s, r)
 
     def feed(self, s: int, r: int) -> None:
-        if self.len[r] > 0:
-            src, i = divmod(self.ptr[r], self.stride)
-            if self.hist[src][i] == s:
-                self.len[r] = min(self.len[r] + 1, 65535)
-                self.ptr[r] += 1
-            else:
-                self.len[r] = 0
+        for c in (0, 1):
+            if self.len[r][c] > 0:
+                src, i = divmod(self.ptr[r][c], self.stride)
+                if i < len(self.hist[src]) and self.hist[src][i] == s:
+                    self.len[r][c] = min(self.len[r][c] + 1, 65535)
+                    self.ptr[r][c] += 1
+                else:
+                    self.len[r][c] = 0
         h = self.hist[r]
         h.append(int(s))
-        n, L = len(h), self.min_len
-        if n < L:
-            return
-        x = 0
-        for v in h[n - L:]:
-            x = ((x + v + 1) * 0x9E3779B1) & 0xFFFFFFFF
-        k = x >> (32 - self.hash_bits)
-        t = self.table.get(k, 0)
-        if self.len[r] == 0 and t:
-            src, i = divmod(t, self.stride)
-            if self.hist[src][i - L:i] == h[n - L:]:
-                self.ptr[r], self.len[r] = t, L
-        self.table[k] = r * self.stride + n
+        n = len(h)
+        for c, L in enumerate(self.lens):
+            if n < L:
+                continue
+            x = 0
+            for v in h[n - L:]:
+                x = ((x + v + 1) * 0x9E3779B1) & 0xFFFFFFFF
+            k = x >> (32 - self.hash_bits)
+            t = self.table[c].get(k, 0)
+            if self.len[r][c] == 0 and t:
+                src, i = divmod(t, self.stride)
+                if self.hist[src][i - L:i] == h[n - L:]:
+                    self.ptr[r][c], self.len[r][c] = t, L
+            self.table[c][k] = r * self.stride + n
 
 
 def _cm_hash(x: int, k: int) -> int:

@@ -95,34 +95,34 @@ class MixerSpec:
 @dataclass(frozen=True)
 class WaveSpec:
     """The wave match (kind ``wave1``, csrc/wavematch.hpp, FORMAT.md section
-    4g): a token-level match over all the rows of a wave, its guess's share
-    learned by an adaptive map over the model's probability of the guess.
-    Nothing in it is fitted per bundle: the kind fixes every parameter (a
-    change is a new kind), and the table's size follows the geometry."""
+    4g): token-level matches over all the rows of a wave (one found by the
+    last ``long_len`` tokens, guessing first, one by the last ``min_len``),
+    the guess's share learned by an adaptive map over the model's
+    probability of the guess, at the rate 2^-``rate``.  Nothing in it is
+    fitted per bundle: the kind fixes every parameter (a change is a new
+    kind), and the tables' size follows the geometry.  The parameters were
+    chosen on recorded tokens (``python -m bench.studies.smollm2_mix
+    --sweep``, docs/SMOLLM2.md)."""
 
-    #: symbols that find a match, and the map's rate 2^-rate: a sweep on the
-    #: recorded tokens (min_len 1-6, rate 2^-4..2^-7; docs/SMOLLM2.md) chose 2 and 5
+    long_len: int = 4
     min_len: int = 2
     rate: int = 5
-    #: guess the model's likeliest symbol where no match guesses: off (on
-    #: linux-doc's first MiB it cost 0.0006 bits/byte, on alice29 it saved 0.0004)
-    top1: bool = False
     kind: str = WAVE_MIXER_KIND
 
     def __post_init__(self) -> None:
-        if self.kind != WAVE_MIXER_KIND or (self.min_len, self.rate, self.top1) != (2, 5, False):
-            raise ValueError(f"the wave match {WAVE_MIXER_KIND!r} has min_len 2, rate 5 and top1 false, "
+        if self.kind != WAVE_MIXER_KIND or (self.long_len, self.min_len, self.rate) != (4, 2, 5):
+            raise ValueError(f"the wave match {WAVE_MIXER_KIND!r} has long_len 4, min_len 2 and rate 5, "
                              f"got {self.to_json()}")
 
     @classmethod
     def from_json(cls, obj: Any) -> WaveSpec:
-        if not isinstance(obj, dict) or set(obj) - {"kind", "min_len", "rate", "top1"}:
-            raise ValueError("wave match spec must be a JSON object with keys kind, min_len, rate, top1")
-        return cls(min_len=obj.get("min_len", 2), rate=obj.get("rate", 5), top1=obj.get("top1", False),
+        if not isinstance(obj, dict) or set(obj) - {"kind", "long_len", "min_len", "rate"}:
+            raise ValueError("wave match spec must be a JSON object with keys kind, long_len, min_len, rate")
+        return cls(long_len=obj.get("long_len", 4), min_len=obj.get("min_len", 2), rate=obj.get("rate", 5),
                    kind=obj.get("kind", WAVE_MIXER_KIND))
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "min_len": self.min_len, "rate": self.rate, "top1": self.top1}
+        return {"kind": self.kind, "long_len": self.long_len, "min_len": self.min_len, "rate": self.rate}
 
     @property
     def digest(self) -> str:
@@ -137,8 +137,8 @@ class WaveSpec:
         return min(22, max(12, int(chunk_size).bit_length() + 5))
 
     def nbytes(self, n_rows: int, max_len: int, chunk_size: int) -> int:
-        """A wave's state at most (one group): the rows' symbols and the table."""
-        return 4 * (int(n_rows) * (int(max_len) + 1) + (1 << self.hash_bits(chunk_size))) + 1024
+        """A wave's state at most (one group): the rows' symbols and the two tables."""
+        return 4 * (int(n_rows) * (int(max_len) + 1) + 2 * (1 << self.hash_bits(chunk_size))) + 2048
 
     def new(self, n_rows: int, max_len: int, chunk_size: int, groups: np.ndarray | None = None) -> Any:
         """A fresh :class:`pyllmcodec.core.WaveMatch` for one wave; with
@@ -148,8 +148,8 @@ class WaveSpec:
         from . import core
 
         def one() -> Any:
-            return core.WaveMatch(n_rows, max(1, max_len), min_len=self.min_len,
-                                  hash_bits=self.hash_bits(chunk_size), rate=self.rate, top1=self.top1)
+            return core.WaveMatch(n_rows, max(1, max_len), long_len=self.long_len, min_len=self.min_len,
+                                  hash_bits=self.hash_bits(chunk_size), rate=self.rate)
 
         if groups is None or len(set(np.asarray(groups).tolist())) <= 1:
             return one()

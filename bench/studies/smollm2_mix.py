@@ -201,7 +201,7 @@ def _lbucket(n: int) -> int:
 
 
 def replay_gated(waves: list[Any], *, carried: bool, top1: bool, rate: float = 1 / 32,
-                 min_len: int | tuple[int, ...] = 2, both: bool = False,
+                 min_len: int | tuple[int, ...] = (4, 2), both: bool = False,
                  agree: bool = False) -> tuple[float, int, int]:
     """Ideal bits through the gated match: the match's guess g gets the share h.
 
