@@ -559,6 +559,65 @@ void state_properties(py::class_<S> cls) {
       .def_property_readonly("nbytes", [](const S& s) { return s.st.nbytes(); });
 }
 
+// The calls MatchMixer and WaveMatch share (the same names and arguments on
+// their native classes): n_rows, length, last_cells, mix_int, push, feed.
+template <class P>
+void add_match_calls(py::class_<P>& c) {
+  using Native = decltype(P::mx);
+  c.def_property_readonly(
+       "n_rows", [](P& x) { return x.mx.n_rows(); }, "Number of rows.")
+      .def(
+          "length", [](P& x, std::size_t r) { return x.mx.length(r); }, "row"_a,
+          "Symbols pushed into a row so far.")
+      .def(
+          "last_cells",
+          [](P& x) {
+            const std::size_t n = x.mx.n_rows();
+            py::array_t<std::int64_t> cells(n), preds(n);
+            for (std::size_t r = 0; r < n; ++r) {
+              cells.mutable_data()[r] = x.mx.cell(r);
+              preds.mutable_data()[r] = x.mx.predicted(r);
+            }
+            return py::make_tuple(cells, preds);
+          },
+          "(cell, predicted symbol) per row from its last mix; cell -1 where the row was left unchanged.")
+      .def(
+          "mix_int",
+          [](P& x, const py::object& weights, const py::object& rows) {
+            Busy busy(x.mu);
+            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
+            Rows r = rows_arg(rows, w.rows, "weights");
+            py::array_t<std::int64_t> match(static_cast<py::ssize_t>(w.rows));
+            py::array_t<std::uint32_t> q(static_cast<py::ssize_t>(w.rows));
+            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
+            std::int64_t* mp = match.mutable_data();
+            std::uint32_t* qp = q.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              x.mx.mix_int(wp, w.rows, w.cols, r.ptr, mp, qp);
+            }
+            return py::make_tuple(match, q);
+          },
+          "weights"_a, "rows"_a = py::none(),
+          R"doc(The model on uint32 weights [n, V] (an exact model's rows), in integers only.
+
+The rows are not edited: returns (match int64 [n], q uint32 [n]), the
+overrides for quantize_int / encode_weights / decode_weights (match -1: none).)doc")
+      .def(
+          "push",
+          [](P& x, const py::object& symbols, const py::object& rows) {
+            append_symbols(x.mu, x.mx, symbols, rows, &Native::push);
+          },
+          "symbols"_a, "rows"_a = py::none(), "Feed each row the symbol coded after its last mix.")
+      .def(
+          "feed",
+          [](P& x, const py::object& symbols, const py::object& rows) {
+            append_symbols(x.mu, x.mx, symbols, rows, &Native::feed);
+          },
+          "symbols"_a, "rows"_a = py::none(),
+          "Append a symbol to each row without coding it (a dictionary before the chunk): no mix, nothing learned.");
+}
+
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
   m.doc() = R"doc(Native core of pyllmcodec: the quantizer and a batch range coder.
 
@@ -947,33 +1006,17 @@ coding.)doc")
           "symbols"_a, "rows"_a = py::none(),
           "Read one byte per row without coding it (a dictionary before its chunk).");
 
-  py::class_<PyMixer>(m, "MatchMixer", R"doc(The match model of docs/FORMAT.md section 4c, one state per row (chunk).
+  {
+    py::class_<PyMixer> c(m, "MatchMixer", R"doc(The match model of docs/FORMAT.md section 4c, one state per row (chunk).
 
 Per step: mix(probs, rows) rewrites each row's predicted symbol in place,
 then push(symbols, rows) feeds the coded symbols back; the two alternate per
 row.  Encoder and decoder make the same calls, so they get the same rows.
 Not thread-safe (concurrent use raises RuntimeError); the GIL is released
-while mixing.)doc")
-      .def(py::init(&make_mixer), "n_rows"_a, "max_len"_a, "prior"_a, "min_len"_a = 4, "hash_bits"_a = 16,
+while mixing.)doc");
+    c.def(py::init(&make_mixer), "n_rows"_a, "max_len"_a, "prior"_a, "min_len"_a = 4, "hash_bits"_a = 16,
            "init_count"_a = 30, "limit"_a = 127,
            "A mixer for n_rows rows of at most max_len symbols each; prior: 256 q16 values (1..65535).")
-      .def_property_readonly(
-          "n_rows", [](PyMixer& x) { return x.mx.n_rows(); }, "Number of rows.")
-      .def(
-          "length", [](PyMixer& x, std::size_t r) { return x.mx.length(r); }, "row"_a,
-          "Symbols pushed into a row so far.")
-      .def(
-          "last_cells",
-          [](PyMixer& x) {
-            const std::size_t n = x.mx.n_rows();
-            py::array_t<std::int64_t> cells(n), preds(n);
-            for (std::size_t r = 0; r < n; ++r) {
-              cells.mutable_data()[r] = x.mx.cell(r);
-              preds.mutable_data()[r] = x.mx.predicted(r);
-            }
-            return py::make_tuple(cells, preds);
-          },
-          "(cell, predicted symbol) per row from its last mix; cell -1 where the row was left unchanged.")
       .def(
           "mix",
           [](PyMixer& x, const py::object& probs, const py::object& rows) {
@@ -986,51 +1029,19 @@ while mixing.)doc")
             x.mx.mix(pp, p.rows, p.cols, r.ptr);
           },
           "probs"_a, "rows"_a = py::none(),
-          R"doc(Mix float32 probs [n, V] in place: row k belongs to mixer row rows[k] (or k).)doc")
-      .def(
-          "mix_int",
-          [](PyMixer& x, const py::object& weights, const py::object& rows) {
-            Busy busy(x.mu);
-            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
-            Rows r = rows_arg(rows, w.rows, "weights");
-            py::array_t<std::int64_t> match(static_cast<py::ssize_t>(w.rows));
-            py::array_t<std::uint32_t> q(static_cast<py::ssize_t>(w.rows));
-            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
-            std::int64_t* mp = match.mutable_data();
-            std::uint32_t* qp = q.mutable_data();
-            {
-              py::gil_scoped_release nogil;
-              x.mx.mix_int(wp, w.rows, w.cols, r.ptr, mp, qp);
-            }
-            return py::make_tuple(match, q);
-          },
-          "weights"_a, "rows"_a = py::none(),
-          R"doc(The match model on uint32 weights [n, V] (an exact model's rows), in integers only.
+          R"doc(Mix float32 probs [n, V] in place: row k belongs to mixer row rows[k] (or k).)doc");
+    add_match_calls(c);
+  }
 
-The rows are not edited: returns (match int64 [n], q uint32 [n]), the
-overrides for quantize_int / encode_weights / decode_weights (match -1: none).)doc")
-      .def(
-          "push",
-          [](PyMixer& x, const py::object& symbols, const py::object& rows) {
-            append_symbols(x.mu, x.mx, symbols, rows, &plc::mix::MatchMixer::push);
-          },
-          "symbols"_a, "rows"_a = py::none(), "Feed each row the symbol coded after its last mix.")
-      .def(
-          "feed",
-          [](PyMixer& x, const py::object& symbols, const py::object& rows) {
-            append_symbols(x.mu, x.mx, symbols, rows, &plc::mix::MatchMixer::feed);
-          },
-          "symbols"_a, "rows"_a = py::none(),
-          "Append a symbol to each row without coding it (a dictionary before the chunk): no mix, nothing learned.");
-
-  py::class_<PyWaveMatch>(m, "WaveMatch", R"doc(The wave match of docs/FORMAT.md section 4g: one state shared by a wave's rows.
+  {
+    py::class_<PyWaveMatch> c(m, "WaveMatch", R"doc(The wave match of docs/FORMAT.md section 4g: one state shared by a wave's rows.
 
 A token-level match over all the wave's rows, its guess's share learned by an
 adaptive map over the model's probability of the guess (csrc/wavematch.hpp).
 Per step: mix_int(weights, rows) gives each row's override, push(symbols,
 rows) feeds the coded symbols back; encoder and decoder make the same calls.
-Not thread-safe (concurrent use raises RuntimeError); the GIL is released.)doc")
-      .def(py::init([](std::size_t n_rows, std::size_t max_len, int long_len, int min_len, int hash_bits, int rate) {
+Not thread-safe (concurrent use raises RuntimeError); the GIL is released.)doc");
+    c.def(py::init([](std::size_t n_rows, std::size_t max_len, int long_len, int min_len, int hash_bits, int rate) {
              plc::wave::Spec s;
              s.long_len = long_len;
              s.min_len = min_len;
@@ -1039,56 +1050,9 @@ Not thread-safe (concurrent use raises RuntimeError); the GIL is released.)doc")
              return std::make_unique<PyWaveMatch>(n_rows, max_len, s);
            }),
            "n_rows"_a, "max_len"_a, "long_len"_a = 4, "min_len"_a = 2, "hash_bits"_a = 18, "rate"_a = 5,
-           "A wave match for n_rows rows of at most max_len symbols each.")
-      .def_property_readonly(
-          "n_rows", [](PyWaveMatch& x) { return x.mx.n_rows(); }, "Number of rows.")
-      .def(
-          "length", [](PyWaveMatch& x, std::size_t r) { return x.mx.length(r); }, "row"_a,
-          "Symbols pushed into a row so far.")
-      .def(
-          "last_cells",
-          [](PyWaveMatch& x) {
-            const std::size_t n = x.mx.n_rows();
-            py::array_t<std::int64_t> cells(n), preds(n);
-            for (std::size_t r = 0; r < n; ++r) {
-              cells.mutable_data()[r] = x.mx.cell(r);
-              preds.mutable_data()[r] = x.mx.predicted(r);
-            }
-            return py::make_tuple(cells, preds);
-          },
-          "(map cell, guessed symbol) per row from its last mix; cell -1 where there was no override.")
-      .def(
-          "mix_int",
-          [](PyWaveMatch& x, const py::object& weights, const py::object& rows) {
-            Busy busy(x.mu);
-            Matrix w = matrix_arg<std::uint32_t>(weights, "weights", "uint32");
-            Rows r = rows_arg(rows, w.rows, "weights");
-            py::array_t<std::int64_t> match(static_cast<py::ssize_t>(w.rows));
-            py::array_t<std::uint32_t> q(static_cast<py::ssize_t>(w.rows));
-            const auto* wp = static_cast<const std::uint32_t*>(w.arr.data());
-            std::int64_t* mp = match.mutable_data();
-            std::uint32_t* qp = q.mutable_data();
-            {
-              py::gil_scoped_release nogil;
-              x.mx.mix_int(wp, w.rows, w.cols, r.ptr, mp, qp);
-            }
-            return py::make_tuple(match, q);
-          },
-          "weights"_a, "rows"_a = py::none(),
-          R"doc(The overrides (match int64 [n], q uint32 [n]) for uint32 weights [n, V]; match -1: none.)doc")
-      .def(
-          "push",
-          [](PyWaveMatch& x, const py::object& symbols, const py::object& rows) {
-            append_symbols(x.mu, x.mx, symbols, rows, &plc::wave::WaveMatch::push);
-          },
-          "symbols"_a, "rows"_a = py::none(), "Feed each row the symbol coded after its last mix.")
-      .def(
-          "feed",
-          [](PyWaveMatch& x, const py::object& symbols, const py::object& rows) {
-            append_symbols(x.mu, x.mx, symbols, rows, &plc::wave::WaveMatch::feed);
-          },
-          "symbols"_a, "rows"_a = py::none(),
-          "Append a symbol to each row without coding it (a dictionary before the chunk): nothing learned.");
+           "A wave match for n_rows rows of at most max_len symbols each.");
+    add_match_calls(c);
+  }
 
   py::class_<PyDecoder>(m, "BatchDecoder", R"doc(Decodes the streams written by a BatchEncoder with the same precision.
 
