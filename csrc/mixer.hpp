@@ -134,10 +134,7 @@ class MatchMixer {
   // Validation first (all-or-nothing), then each row as in the contract.
   void mix(float* probs, std::size_t m, std::size_t V, const std::int64_t* rows) {
     checker_.check(rows, m);
-    for (std::size_t k = 0; k < m; ++k)
-      if (row(rows, k).pending)
-        throw InvalidInput("mixer row " + std::to_string(detail::stream_of(rows, k)) +
-                                  " was mixed twice without a push in between");
+    detail::check_mix_rows(rows, m, [&](std::size_t k) -> const Row& { return row(rows, k); });
     quant::FpEnv fp;
     for (std::size_t k = 0; k < m; ++k) mix_row(row(rows, k), probs + k * V, V);
   }
@@ -149,10 +146,7 @@ class MatchMixer {
   void mix_int(const std::uint32_t* w, std::size_t m, std::size_t V, const std::int64_t* rows, std::int64_t* match,
                std::uint32_t* q) {
     checker_.check(rows, m);
-    for (std::size_t k = 0; k < m; ++k)
-      if (row(rows, k).pending)
-        throw InvalidInput("mixer row " + std::to_string(detail::stream_of(rows, k)) +
-                           " was mixed twice without a push in between");
+    detail::check_mix_rows(rows, m, [&](std::size_t k) -> const Row& { return row(rows, k); });
     for (std::size_t k = 0; k < m; ++k) mix_row_int(row(rows, k), w + k * V, V, match + k, q + k);
   }
 
@@ -173,15 +167,8 @@ class MatchMixer {
   // validation first (all-or-nothing), then each row's push_row.
   void append(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows, bool after_mix) {
     checker_.check(rows, m);
-    for (std::size_t k = 0; k < m; ++k) {
-      const Row& r = row(rows, k);
-      const std::string at = "mixer row " + std::to_string(detail::stream_of(rows, k));
-      if (after_mix && !r.pending) throw InvalidInput(at + " got a symbol without a mix first");
-      if (!after_mix && r.pending) throw InvalidInput(at + " was fed between a mix and its push");
-      if (symbols[k] < 0 || symbols[k] > 0x7fffffff) throw InvalidInput(at + ": symbol out of range");
-      if (r.hist.size() >= max_len_)
-        throw InvalidInput(at + " is full (max_len " + std::to_string(max_len_) + " symbols)");
-    }
+    detail::check_append_rows(symbols, m, rows, after_mix, max_len_,
+                              [&](std::size_t k) -> const Row& { return row(rows, k); });
     for (std::size_t k = 0; k < m; ++k) push_row(row(rows, k), static_cast<std::uint32_t>(symbols[k]));
   }
 

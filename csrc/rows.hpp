@@ -58,5 +58,32 @@ inline std::size_t stream_of(const std::int64_t* rows, std::size_t k) {
   return rows ? static_cast<std::size_t>(rows[k]) : k;
 }
 
+// The match models' checks (mixer.hpp, wavematch.hpp), all before any row
+// changes; row_of(k) is the state of the call's row k (.pending, .hist).
+// Before a mix: no row still awaits the push of its last mix.
+template <class RowOf>
+void check_mix_rows(const std::int64_t* rows, std::size_t m, RowOf row_of) {
+  for (std::size_t k = 0; k < m; ++k)
+    if (row_of(k).pending)
+      throw InvalidInput("mixer row " + std::to_string(stream_of(rows, k)) +
+                         " was mixed twice without a push in between");
+}
+
+// Before a push (after_mix: each row was mixed) or a feed (no row awaits its
+// push): the symbols in range, and room in each row's max_len.
+template <class RowOf>
+void check_append_rows(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows, bool after_mix,
+                       std::size_t max_len, RowOf row_of) {
+  for (std::size_t k = 0; k < m; ++k) {
+    const auto& r = row_of(k);
+    const std::string at = "mixer row " + std::to_string(stream_of(rows, k));
+    if (after_mix && !r.pending) throw InvalidInput(at + " got a symbol without a mix first");
+    if (!after_mix && r.pending) throw InvalidInput(at + " was fed between a mix and its push");
+    if (symbols[k] < 0 || symbols[k] > 0x7fffffff) throw InvalidInput(at + ": symbol out of range");
+    if (r.hist.size() >= max_len)
+      throw InvalidInput(at + " is full (max_len " + std::to_string(max_len) + " symbols)");
+  }
+}
+
 }  // namespace detail
 }  // namespace pyllmcodec

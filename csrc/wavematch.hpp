@@ -115,10 +115,7 @@ class WaveMatch {
   void mix_int(const std::uint32_t* w, std::size_t m, std::size_t V, const std::int64_t* rows, std::int64_t* match,
                std::uint32_t* q) {
     checker_.check(rows, m);
-    for (std::size_t k = 0; k < m; ++k)
-      if (rows_[detail::stream_of(rows, k)].pending)
-        throw InvalidInput("mixer row " + std::to_string(detail::stream_of(rows, k)) +
-                           " was mixed twice without a push in between");
+    detail::check_mix_rows(rows, m, [&](std::size_t k) -> const Row& { return rows_[detail::stream_of(rows, k)]; });
     for (std::size_t k = 0; k < m; ++k) mix_row(rows_[detail::stream_of(rows, k)], w + k * V, V, match + k, q + k);
   }
 
@@ -136,15 +133,8 @@ class WaveMatch {
 
   void append(const std::int64_t* symbols, std::size_t m, const std::int64_t* rows, bool after_mix) {
     checker_.check(rows, m);
-    for (std::size_t k = 0; k < m; ++k) {
-      const Row& r = rows_[detail::stream_of(rows, k)];
-      const std::string at = "mixer row " + std::to_string(detail::stream_of(rows, k));
-      if (after_mix && !r.pending) throw InvalidInput(at + " got a symbol without a mix first");
-      if (!after_mix && r.pending) throw InvalidInput(at + " was fed between a mix and its push");
-      if (symbols[k] < 0 || symbols[k] > 0x7fffffff) throw InvalidInput(at + ": symbol out of range");
-      if (r.hist.size() >= max_len_)
-        throw InvalidInput(at + " is full (max_len " + std::to_string(max_len_) + " symbols)");
-    }
+    detail::check_append_rows(symbols, m, rows, after_mix, max_len_,
+                              [&](std::size_t k) -> const Row& { return rows_[detail::stream_of(rows, k)]; });
     for (std::size_t k = 0; k < m; ++k) {
       const std::size_t ri = detail::stream_of(rows, k);
       push_row(ri, rows_[ri], static_cast<std::uint32_t>(symbols[k]));
